@@ -1,1 +1,57 @@
-fn main() {}
+//! `tocsin`: the one binary. Each subcommand parses its flags, calls one
+//! library crate, and prints; the work happens in the crates.
+
+mod dev;
+mod send;
+mod vapid;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Tocsin: a self-hosted Web Push server and toolkit.
+#[derive(Debug, Parser)]
+#[command(name = "tocsin", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// VAPID key management.
+    Vapid {
+        #[command(subcommand)]
+        command: vapid::VapidCommand,
+    },
+    /// Send one push message to one or many subscriptions, without a server.
+    Send(Box<send::SendArgs>),
+    /// Tools for development and testing.
+    Dev {
+        #[command(subcommand)]
+        command: dev::DevCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOCSIN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Vapid { command } => vapid::run(command),
+        Command::Send(args) => runtime().and_then(|rt| rt.block_on(send::run(*args))),
+        Command::Dev { command } => runtime().and_then(|rt| rt.block_on(dev::run(command))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

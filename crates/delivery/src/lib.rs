@@ -1,1 +1,19 @@
-//! stub
+//! Sending Web Push requests.
+//!
+//! - [`client`]: [`PushClient`], one pooled HTTP client for every push
+//!   service (HTTP/2 over rustls where the service offers it, HTTP/1.1 with
+//!   keep-alive elsewhere, `TCP_NODELAY` on), which turns each answer into an
+//!   [`Outcome`](tocsin_protocol::Outcome).
+//! - [`fanout`]: one message to many subscriptions, concurrently, with
+//!   retries that honour `Retry-After`: the bare sender behind `tocsin send`.
+//!
+//! Encryption runs on the runtime's worker threads, one task per recipient,
+//! so a multi-threaded runtime spreads it over every core.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod fanout;
+
+pub use client::{ClientConfig, ClientError, PushClient};
+pub use fanout::{deliver_one, BroadcastConfig, Progress, Summary};

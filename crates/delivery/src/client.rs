@@ -1,0 +1,137 @@
+//! The HTTP client that talks to push services.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tocsin_protocol::outcome::{self, Outcome, RetryReason};
+
+/// How the client connects.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The whole request, connect to last response byte.
+    pub timeout: Duration,
+    /// Connecting, TLS included.
+    pub connect_timeout: Duration,
+    /// Extra trusted root certificates, PEM (for a push service with a
+    /// self-signed certificate, such as `tocsin dev push-service --tls`).
+    pub extra_roots_pem: Vec<Vec<u8>>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(30), connect_timeout: Duration::from_secs(10), extra_roots_pem: Vec::new() }
+    }
+}
+
+/// The client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A root certificate could not be read.
+    #[error("cannot read the CA certificate: {0}")]
+    Certificate(String),
+    /// The TLS or HTTP stack refused the configuration.
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
+/// A pooled HTTP/2 and HTTP/1.1 client for push services. Clone it freely:
+/// clones share the connection pool.
+#[derive(Debug, Clone)]
+pub struct PushClient {
+    http: reqwest::Client,
+}
+
+/// The most of a response body read for classification.
+const MAX_ERROR_BODY: usize = 16 * 1024;
+
+impl PushClient {
+    /// Builds the client.
+    pub fn new(config: &ClientConfig) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")));
+        for pem in &config.extra_roots_pem {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ClientError::Certificate(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(ClientError::Certificate("no certificate in the PEM file".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| ClientError::Build(error_chain(&e)))?;
+        Ok(Self { http })
+    }
+
+    /// Sends one push request and classifies the answer. Network errors and
+    /// timeouts become [`Outcome::Retry`].
+    pub async fn send(&self, request: http::Request<Bytes>) -> Outcome {
+        let request = match reqwest::Request::try_from(request.map(reqwest::Body::from)) {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Failed { reason: tocsin_protocol::FailReason::Request(error_chain(&e)) };
+            }
+        };
+        match self.http.execute(request).await {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let headers = response.headers().clone();
+                let mut body = Vec::new();
+                if !(200..300).contains(&status) {
+                    while let Ok(Some(chunk)) = response.chunk().await {
+                        body.extend_from_slice(&chunk);
+                        if body.len() >= MAX_ERROR_BODY {
+                            break;
+                        }
+                    }
+                }
+                outcome::classify(status, &headers, &body, SystemTime::now())
+            }
+            Err(e) if e.is_timeout() => Outcome::Retry { reason: RetryReason::Timeout, after: None },
+            Err(e) => Outcome::Retry { reason: RetryReason::Network(error_chain(&e)), after: None },
+        }
+    }
+}
+
+/// An error and its sources, joined by `: `.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_a_bad_ca_file() {
+        let config = ClientConfig { extra_roots_pem: vec![b"not a certificate".to_vec()], ..Default::default() };
+        assert!(matches!(PushClient::new(&config), Err(ClientError::Certificate(_))));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_retryable() {
+        let client = PushClient::new(&ClientConfig::default()).unwrap();
+        // Bind then drop a listener to get a port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let req = http::Request::post(format!("http://127.0.0.1:{port}/x")).body(Bytes::new()).unwrap();
+        match client.send(req).await {
+            Outcome::Retry { reason: RetryReason::Network(e), .. } => assert!(!e.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
+}

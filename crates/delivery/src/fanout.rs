@@ -1,0 +1,266 @@
+//! One message to many subscriptions: the bare sender.
+//!
+//! No database and no server: subscriptions come from an iterator, outcomes
+//! go to counters. A semaphore bounds the requests in flight; each recipient
+//! is a task, so encryption spreads over the runtime's worker threads.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tocsin_protocol::request::{self, PushOptions};
+use tocsin_protocol::{FailReason, Outcome, Subscription, VapidSigner};
+use tokio::sync::Semaphore;
+
+use crate::client::PushClient;
+
+/// How a broadcast behaves.
+#[derive(Debug, Clone)]
+pub struct BroadcastConfig {
+    /// Requests in flight at once, over all push services.
+    pub concurrency: usize,
+    /// Attempts per recipient, the first included.
+    pub max_attempts: u32,
+    /// The first retry's delay; each further one doubles it, with jitter.
+    pub retry_base: Duration,
+    /// The longest wait before a retry; a `Retry-After` beyond it gives up.
+    pub max_retry_wait: Duration,
+}
+
+impl Default for BroadcastConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 100,
+            max_attempts: 3,
+            retry_base: Duration::from_secs(1),
+            max_retry_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Live counters, readable while a broadcast runs (for a progress bar).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Recipients finished, whatever their outcome.
+    pub done: AtomicU64,
+    /// Delivered.
+    pub delivered: AtomicU64,
+    /// Subscription gone (404/410).
+    pub gone: AtomicU64,
+    /// Skipped because the subscription's `expirationTime` has passed.
+    pub expired: AtomicU64,
+    /// Failed for good.
+    pub failed: AtomicU64,
+    /// Retries made.
+    pub retries: AtomicU64,
+    failures: Mutex<BTreeMap<String, (u64, String)>>,
+}
+
+impl Progress {
+    fn record(&self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Delivered { .. } => self.delivered.fetch_add(1, Ordering::Relaxed),
+            Outcome::Gone { .. } => self.gone.fetch_add(1, Ordering::Relaxed),
+            Outcome::Failed { reason } => {
+                self.fail(reason);
+                0
+            }
+            // deliver_one never returns Retry: the last one becomes Failed.
+            Outcome::Retry { .. } => 0,
+        };
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn fail(&self, reason: &FailReason) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut f) = self.failures.lock() {
+            f.entry(reason.label()).or_insert_with(|| (0, reason.to_string())).0 += 1;
+        }
+    }
+
+    fn fail_invalid(&self, message: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut f) = self.failures.lock() {
+            f.entry("invalid-subscription".into()).or_insert_with(|| (0, message)).0 += 1;
+        }
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A failure reason in a [`Summary`]: how many, and one example message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailureCount {
+    /// How many recipients failed this way.
+    pub count: u64,
+    /// The first such failure, in words.
+    pub example: String,
+}
+
+/// The result of a broadcast.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Recipients read.
+    pub total: u64,
+    /// Delivered.
+    pub delivered: u64,
+    /// Subscription gone (404/410).
+    pub gone: u64,
+    /// Skipped: `expirationTime` passed.
+    pub expired: u64,
+    /// Failed for good, all reasons.
+    pub failed: u64,
+    /// Failures by reason label.
+    pub failed_by_reason: BTreeMap<String, FailureCount>,
+    /// Retries made.
+    pub retries: u64,
+    /// Wall time.
+    pub elapsed_seconds: f64,
+    /// Recipients finished per second.
+    pub messages_per_second: f64,
+}
+
+fn jitter(d: Duration) -> Duration {
+    // Full jitter in [d/2, d]: spreads retries without a random-number crate.
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |t| t.subsec_nanos()) as u64;
+    let half = d / 2;
+    half + Duration::from_nanos(nanos % (half.as_nanos() as u64 + 1))
+}
+
+/// The wait before retry number `attempt` (1 for the first retry).
+pub fn backoff(config: &BroadcastConfig, attempt: u32) -> Duration {
+    let exp = config.retry_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    jitter(exp.min(config.max_retry_wait))
+}
+
+fn expired(sub: &Subscription) -> bool {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    sub.expiration_time().is_some_and(|t| t <= now_ms)
+}
+
+/// Sends to one subscription, retrying as the outcome says, and returns the
+/// final outcome (never [`Outcome::Retry`]) and the number of retries made.
+pub async fn deliver_one(
+    client: &PushClient,
+    sub: &Subscription,
+    payload: Option<&[u8]>,
+    options: &PushOptions,
+    signer: Option<&VapidSigner>,
+    config: &BroadcastConfig,
+) -> (Outcome, u32) {
+    let mut retries = 0;
+    loop {
+        let req = match request::build(sub, payload, options, signer, SystemTime::now()) {
+            Ok(r) => r,
+            Err(e) => return (Outcome::Failed { reason: FailReason::Request(e.to_string()) }, retries),
+        };
+        let outcome = client.send(req).await;
+        let Outcome::Retry { reason, after } = outcome else { return (outcome, retries) };
+        if retries + 1 >= config.max_attempts {
+            return (Outcome::Failed { reason: FailReason::RetriesExhausted(reason) }, retries);
+        }
+        retries += 1;
+        let wait = match after {
+            Some(after) if after > config.max_retry_wait => {
+                return (Outcome::Failed { reason: FailReason::RetriesExhausted(reason) }, retries - 1);
+            }
+            Some(after) => after,
+            None => backoff(config, retries),
+        };
+        tracing::debug!(endpoint = %sub.endpoint(), %reason, ?wait, "retrying");
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Sends one message to every subscription the iterator yields. An `Err`
+/// item (a line that did not parse) counts as failed `invalid-subscription`.
+pub async fn broadcast<I>(
+    client: PushClient,
+    subscriptions: I,
+    payload: Option<Bytes>,
+    options: Arc<PushOptions>,
+    signer: Option<Arc<VapidSigner>>,
+    config: BroadcastConfig,
+    progress: Arc<Progress>,
+) -> Summary
+where
+    I: IntoIterator<Item = Result<Subscription, String>>,
+{
+    let start = Instant::now();
+    let permits = config.concurrency.max(1);
+    let semaphore = Arc::new(Semaphore::new(permits));
+    let config = Arc::new(config);
+    let mut total = 0u64;
+    for item in subscriptions {
+        total += 1;
+        let sub = match item {
+            Ok(sub) => sub,
+            Err(message) => {
+                progress.fail_invalid(message);
+                continue;
+            }
+        };
+        if expired(&sub) {
+            progress.expired.fetch_add(1, Ordering::Relaxed);
+            progress.done.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let Ok(permit) = semaphore.clone().acquire_owned().await else { break };
+        let (client, payload, options, signer, config, progress) =
+            (client.clone(), payload.clone(), options.clone(), signer.clone(), config.clone(), progress.clone());
+        tokio::spawn(async move {
+            let (outcome, retries) =
+                deliver_one(&client, &sub, payload.as_deref(), &options, signer.as_deref(), &config).await;
+            progress.retries.fetch_add(retries as u64, Ordering::Relaxed);
+            progress.record(&outcome);
+            drop(permit);
+        });
+    }
+    // Every task holds a permit until it is done: taking them all waits for the last.
+    let _all = semaphore.acquire_many(permits as u32).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let failed_by_reason = progress
+        .failures
+        .lock()
+        .map(|f| {
+            f.iter()
+                .map(|(k, (count, example))| (k.clone(), FailureCount { count: *count, example: example.clone() }))
+                .collect()
+        })
+        .unwrap_or_default();
+    let done = progress.done.load(Ordering::Relaxed);
+    Summary {
+        total,
+        delivered: progress.delivered.load(Ordering::Relaxed),
+        gone: progress.gone.load(Ordering::Relaxed),
+        expired: progress.expired.load(Ordering::Relaxed),
+        failed: progress.failed.load(Ordering::Relaxed),
+        failed_by_reason,
+        retries: progress.retries.load(Ordering::Relaxed),
+        elapsed_seconds: elapsed,
+        messages_per_second: if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let c = BroadcastConfig {
+            retry_base: Duration::from_secs(1),
+            max_retry_wait: Duration::from_secs(10),
+            ..Default::default()
+        };
+        for attempt in 1..=6 {
+            let want = Duration::from_secs(1 << (attempt - 1)).min(Duration::from_secs(10));
+            let got = backoff(&c, attempt);
+            assert!(got >= want / 2 && got <= want, "{attempt}: {got:?}");
+        }
+        assert!(backoff(&c, 40) <= Duration::from_secs(10));
+    }
+}

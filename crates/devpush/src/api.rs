@@ -1,0 +1,383 @@
+//! The HTTP routes: the push endpoint (RFC 8030) and the control API.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tocsin_protocol::b64;
+use tocsin_protocol::ece::{AesGcmParams, ReceiverKeys, MAX_BODY};
+use tocsin_protocol::request::{Topic, Urgency};
+use tocsin_protocol::vapid;
+
+use crate::state::{now_ms, FaultSpec, Gate, RecordedMessage, State, Sub};
+use crate::DropConnection;
+
+type St = AxState<Arc<State>>;
+
+pub(crate) fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/subscriptions", post(mint))
+        .route("/subscriptions/batch", post(mint_batch))
+        .route("/subscriptions/{id}", get(show_sub).delete(delete_sub))
+        .route("/subscriptions/{id}/expire", post(expire_sub))
+        .route("/subscriptions/{id}/faults", post(add_faults).delete(clear_faults))
+        .route("/messages", get(list_messages).delete(clear_messages))
+        .route("/push/{id}", post(push))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, 102, "no such route") })
+        .with_state(state)
+}
+
+/// An error in autopush's shape.
+fn error(status: StatusCode, errno: u16, message: &str) -> Response {
+    let body = json!({
+        "code": status.as_u16(),
+        "errno": errno,
+        "error": status.canonical_reason().unwrap_or(""),
+        "message": message,
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn index(AxState(st): St) -> Json<Value> {
+    Json(json!({
+        "service": "tocsin dev push-service",
+        "baseUrl": st.base_url,
+        "routes": {
+            "POST /subscriptions": "mint a subscription; body {\"applicationServerKey\"?: base64url}; answers a PushSubscription JSON",
+            "POST /subscriptions/batch": "{\"count\": N, \"applicationServerKey\"?}: answers an array of PushSubscription JSON",
+            "GET /subscriptions/{id}": "state, attempts and received count",
+            "DELETE /subscriptions/{id}": "forget it: pushes then get 404",
+            "POST /subscriptions/{id}/expire": "pushes then get 410",
+            "POST /subscriptions/{id}/faults": "queue faults: {status, retryAfter, delayMs, drop, times} or an array of them",
+            "GET /messages?subscription={id}": "messages received, decrypted",
+            "DELETE /messages": "forget all messages",
+            "POST /push/{id}": "the RFC 8030 push endpoint",
+        }
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MintRequest {
+    #[serde(default)]
+    application_server_key: Option<String>,
+    #[serde(default)]
+    count: Option<usize>,
+}
+
+fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, 100, &format!("invalid JSON body: {e}")))
+}
+
+fn mint_one(st: &State, app_server_key: Option<Vec<u8>>) -> Result<Value, Response> {
+    let keys =
+        ReceiverKeys::generate().map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, 999, "key generation failed"))?;
+    let id = st.new_id();
+    let sub = json!({
+        "endpoint": format!("{}/push/{id}", st.base_url),
+        "expirationTime": null,
+        "keys": {
+            "p256dh": b64::encode(keys.public_key().as_bytes()),
+            "auth": b64::encode(keys.auth().as_bytes()),
+        }
+    });
+    st.lock().subs.insert(
+        id,
+        Sub { keys: Arc::new(keys), app_server_key, expired: false, attempts: 0, received: 0, faults: VecDeque::new() },
+    );
+    Ok(sub)
+}
+
+fn app_server_key(req: &MintRequest) -> Result<Option<Vec<u8>>, Response> {
+    match &req.application_server_key {
+        None => Ok(None),
+        Some(k) => match b64::decode(k) {
+            Ok(bytes) if bytes.len() == 65 && bytes[0] == 4 => Ok(Some(bytes)),
+            _ => Err(error(
+                StatusCode::BAD_REQUEST,
+                100,
+                "applicationServerKey must be a 65-byte uncompressed P-256 key, base64url",
+            )),
+        },
+    }
+}
+
+async fn mint(AxState(st): St, body: Bytes) -> Response {
+    let result = (|| {
+        let req: MintRequest = parse_body(&body)?;
+        let sub = mint_one(&st, app_server_key(&req)?)?;
+        Ok::<_, Response>((StatusCode::CREATED, Json(sub)).into_response())
+    })();
+    result.unwrap_or_else(|e| e)
+}
+
+async fn mint_batch(AxState(st): St, body: Bytes) -> Response {
+    let result = (|| {
+        let req: MintRequest = parse_body(&body)?;
+        let count = req.count.unwrap_or(1);
+        if count == 0 || count > 100_000 {
+            return Err(error(StatusCode::BAD_REQUEST, 100, "count must be between 1 and 100000"));
+        }
+        let key = app_server_key(&req)?;
+        let subs = (0..count).map(|_| mint_one(&st, key.clone())).collect::<Result<Vec<_>, _>>()?;
+        Ok((StatusCode::CREATED, Json(subs)).into_response())
+    })();
+    result.unwrap_or_else(|e| e)
+}
+
+async fn show_sub(AxState(st): St, Path(id): Path<String>) -> Response {
+    let inner = st.lock();
+    let Some(sub) = inner.subs.get(&id) else { return error(StatusCode::NOT_FOUND, 102, "no such subscription") };
+    Json(json!({
+        "id": id,
+        "endpoint": format!("{}/push/{id}", st.base_url),
+        "expired": sub.expired,
+        "attempts": sub.attempts,
+        "received": sub.received,
+        "pendingFaults": sub.faults,
+        "applicationServerKey": sub.app_server_key.as_ref().map(b64::encode),
+    }))
+    .into_response()
+}
+
+async fn delete_sub(AxState(st): St, Path(id): Path<String>) -> Response {
+    match st.lock().subs.remove(&id) {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => error(StatusCode::NOT_FOUND, 102, "no such subscription"),
+    }
+}
+
+async fn expire_sub(AxState(st): St, Path(id): Path<String>) -> Response {
+    match st.lock().subs.get_mut(&id) {
+        Some(sub) => {
+            sub.expired = true;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, 102, "no such subscription"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Faults {
+    One(FaultSpec),
+    Many(Vec<FaultSpec>),
+}
+
+async fn add_faults(AxState(st): St, Path(id): Path<String>, body: Bytes) -> Response {
+    let faults = match serde_json::from_slice::<Faults>(&body) {
+        Ok(Faults::One(f)) => vec![f],
+        Ok(Faults::Many(v)) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, 100, &format!("invalid fault: {e}")),
+    };
+    for f in &faults {
+        let kinds = usize::from(f.status.is_some()) + usize::from(f.drop);
+        if kinds > 1 || (kinds == 0 && f.delay_ms.is_none()) || f.times == 0 {
+            return error(
+                StatusCode::BAD_REQUEST,
+                100,
+                "a fault has one of status or drop (optionally with delayMs), or delayMs alone, and times >= 1",
+            );
+        }
+        if f.status.is_some_and(|s| !(100..=599).contains(&s)) {
+            return error(StatusCode::BAD_REQUEST, 100, "status must be an HTTP status code");
+        }
+    }
+    match st.lock().subs.get_mut(&id) {
+        Some(sub) => {
+            sub.faults.extend(faults);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, 102, "no such subscription"),
+    }
+}
+
+async fn clear_faults(AxState(st): St, Path(id): Path<String>) -> Response {
+    match st.lock().subs.get_mut(&id) {
+        Some(sub) => {
+            sub.faults.clear();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, 102, "no such subscription"),
+    }
+}
+
+#[derive(Deserialize)]
+struct MessageQuery {
+    subscription: Option<String>,
+}
+
+async fn list_messages(AxState(st): St, Query(q): Query<MessageQuery>) -> Json<Value> {
+    let inner = st.lock();
+    let items: Vec<&RecordedMessage> =
+        inner.messages.iter().filter(|m| q.subscription.as_deref().is_none_or(|s| s == m.subscription_id)).collect();
+    Json(json!({ "items": items }))
+}
+
+async fn clear_messages(AxState(st): St) -> StatusCode {
+    st.lock().messages.clear();
+    StatusCode::NO_CONTENT
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The RFC 8030 push endpoint.
+async fn push(
+    AxState(st): St,
+    Path(id): Path<String>,
+    version: axum::http::Version,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (keys, app_server_key, fault) = match st.gate(&id) {
+        Gate::Unknown => return error(StatusCode::NOT_FOUND, 102, "no such subscription"),
+        Gate::Expired => return error(StatusCode::GONE, 103, "subscription expired"),
+        Gate::Open { keys, app_server_key, fault } => (keys, app_server_key, fault),
+    };
+    if let Some(fault) = fault {
+        if let Some(ms) = fault.delay_ms {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if fault.drop {
+            let mut resp = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            resp.extensions_mut().insert(DropConnection);
+            return resp;
+        }
+        if let Some(status) = fault.status {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut resp = error(status, 999, "fault injected by the test");
+            if let Some(ra) = fault.retry_after.as_deref().and_then(|r| HeaderValue::from_str(r).ok()) {
+                resp.headers_mut().insert("retry-after", ra);
+            }
+            return resp;
+        }
+    }
+    match accept(&st, &id, &keys, app_server_key.as_deref(), &headers, &body) {
+        Ok(mut message) => {
+            message.http_version = format!("{version:?}");
+            let location = format!("{}/messages/{}", st.base_url, message.id);
+            let ttl = message.ttl;
+            {
+                let mut inner = st.lock();
+                if let Some(sub) = inner.subs.get_mut(&id) {
+                    sub.received += 1;
+                }
+                inner.messages.push(message);
+            }
+            let mut resp = StatusCode::CREATED.into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert("location", v);
+            }
+            resp.headers_mut().insert("ttl", HeaderValue::from(ttl));
+            resp
+        }
+        Err(resp) => resp,
+    }
+}
+
+/// Every check a push service makes, in the order a real one makes them.
+fn accept(
+    st: &State,
+    id: &str,
+    keys: &ReceiverKeys,
+    app_server_key: Option<&[u8]>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<RecordedMessage, Response> {
+    let bad = |msg: &str| error(StatusCode::BAD_REQUEST, 110, msg);
+    let ttl = header(headers, "ttl")
+        .ok_or_else(|| bad("missing TTL header"))?
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| bad("TTL must be a non-negative integer"))?;
+    let urgency = header(headers, "urgency").map(str::to_owned);
+    if let Some(u) = &urgency {
+        u.parse::<Urgency>().map_err(|e| bad(&e.to_string()))?;
+    }
+    let topic = header(headers, "topic").map(str::to_owned);
+    if let Some(t) = &topic {
+        Topic::new(t).map_err(|e| bad(&e.to_string()))?;
+    }
+
+    let verified = match header(headers, "authorization") {
+        Some(auth) => {
+            let v = vapid::verify(auth, header(headers, "crypto-key"), &st.base_url, SystemTime::now())
+                .map_err(|e| error(StatusCode::UNAUTHORIZED, 112, &e.to_string()))?;
+            if app_server_key.is_some_and(|k| k != v.public_key.as_slice()) {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    109,
+                    "the VAPID credentials in the authorization header do not correspond to the credentials used to create the subscriptions.",
+                ));
+            }
+            Some(v)
+        }
+        None if app_server_key.is_some() => {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                112,
+                "missing VAPID authorization: this subscription was made with an applicationServerKey",
+            ))
+        }
+        None => None,
+    };
+
+    if body.len() > MAX_BODY {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            104,
+            &format!("body is {} octets; at most {MAX_BODY} are accepted", body.len()),
+        ));
+    }
+    let encoding = header(headers, "content-encoding").map(|e| e.trim().to_ascii_lowercase());
+    let plaintext = match (encoding.as_deref(), body.is_empty()) {
+        (None, true) => None,
+        (Some("aes128gcm"), false) => Some(keys.decrypt_aes128gcm(body).map_err(|e| bad(&e.to_string()))?),
+        (Some("aesgcm"), false) => {
+            let params = AesGcmParams::from_headers(
+                header(headers, "encryption").ok_or_else(|| bad("aesgcm without an Encryption header"))?,
+                header(headers, "crypto-key").ok_or_else(|| bad("aesgcm without a Crypto-Key header"))?,
+            )
+            .map_err(|e| bad(&e.to_string()))?;
+            Some(keys.decrypt_aesgcm(body, &params).map_err(|e| bad(&e.to_string()))?)
+        }
+        (None, false) => return Err(bad("a body without Content-Encoding")),
+        (Some(_), true) => return Err(bad("Content-Encoding without a body")),
+        (Some(other), false) => return Err(bad(&format!("unsupported Content-Encoding {other:?}"))),
+    };
+
+    let headers_map: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    Ok(RecordedMessage {
+        id: st.new_id(),
+        subscription_id: id.to_owned(),
+        received_at: now_ms(),
+        encoding,
+        ttl,
+        urgency,
+        topic,
+        payload: plaintext.as_ref().and_then(|p| String::from_utf8(p.clone()).ok()),
+        payload_base64: plaintext.as_ref().map(b64::encode),
+        body_length: body.len(),
+        http_version: String::new(),
+        vapid: verified,
+        headers: headers_map,
+    })
+}
