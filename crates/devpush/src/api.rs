@@ -37,15 +37,28 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .with_state(state)
 }
 
-/// An error in autopush's shape.
-fn error(status: StatusCode, errno: u16, message: &str) -> Response {
-    let body = json!({
-        "code": status.as_u16(),
-        "errno": errno,
-        "error": status.canonical_reason().unwrap_or(""),
-        "message": message,
-    });
-    (status, Json(body)).into_response()
+/// An error, answered in autopush's JSON shape.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    errno: u16,
+    message: String,
+}
+
+fn error(status: StatusCode, errno: u16, message: &str) -> ApiError {
+    ApiError { status, errno, message: message.to_owned() }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "code": self.status.as_u16(),
+            "errno": self.errno,
+            "error": self.status.canonical_reason().unwrap_or(""),
+            "message": self.message,
+        });
+        (self.status, Json(body)).into_response()
+    }
 }
 
 async fn index(AxState(st): St) -> Json<Value> {
@@ -75,14 +88,14 @@ struct MintRequest {
     count: Option<usize>,
 }
 
-fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, Response> {
+fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, 100, &format!("invalid JSON body: {e}")))
 }
 
-fn mint_one(st: &State, app_server_key: Option<Vec<u8>>) -> Result<Value, Response> {
+fn mint_one(st: &State, app_server_key: Option<Vec<u8>>) -> Result<Value, ApiError> {
     let keys =
         ReceiverKeys::generate().map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, 999, "key generation failed"))?;
     let id = st.new_id();
@@ -101,7 +114,7 @@ fn mint_one(st: &State, app_server_key: Option<Vec<u8>>) -> Result<Value, Respon
     Ok(sub)
 }
 
-fn app_server_key(req: &MintRequest) -> Result<Option<Vec<u8>>, Response> {
+fn app_server_key(req: &MintRequest) -> Result<Option<Vec<u8>>, ApiError> {
     match &req.application_server_key {
         None => Ok(None),
         Some(k) => match b64::decode(k) {
@@ -115,32 +128,28 @@ fn app_server_key(req: &MintRequest) -> Result<Option<Vec<u8>>, Response> {
     }
 }
 
-async fn mint(AxState(st): St, body: Bytes) -> Response {
-    let result = (|| {
-        let req: MintRequest = parse_body(&body)?;
-        let sub = mint_one(&st, app_server_key(&req)?)?;
-        Ok::<_, Response>((StatusCode::CREATED, Json(sub)).into_response())
-    })();
-    result.unwrap_or_else(|e| e)
+async fn mint(AxState(st): St, body: Bytes) -> Result<Response, ApiError> {
+    let req: MintRequest = parse_body(&body)?;
+    let sub = mint_one(&st, app_server_key(&req)?)?;
+    Ok((StatusCode::CREATED, Json(sub)).into_response())
 }
 
-async fn mint_batch(AxState(st): St, body: Bytes) -> Response {
-    let result = (|| {
-        let req: MintRequest = parse_body(&body)?;
-        let count = req.count.unwrap_or(1);
-        if count == 0 || count > 100_000 {
-            return Err(error(StatusCode::BAD_REQUEST, 100, "count must be between 1 and 100000"));
-        }
-        let key = app_server_key(&req)?;
-        let subs = (0..count).map(|_| mint_one(&st, key.clone())).collect::<Result<Vec<_>, _>>()?;
-        Ok((StatusCode::CREATED, Json(subs)).into_response())
-    })();
-    result.unwrap_or_else(|e| e)
+async fn mint_batch(AxState(st): St, body: Bytes) -> Result<Response, ApiError> {
+    let req: MintRequest = parse_body(&body)?;
+    let count = req.count.unwrap_or(1);
+    if count == 0 || count > 100_000 {
+        return Err(error(StatusCode::BAD_REQUEST, 100, "count must be between 1 and 100000"));
+    }
+    let key = app_server_key(&req)?;
+    let subs = (0..count).map(|_| mint_one(&st, key.clone())).collect::<Result<Vec<_>, _>>()?;
+    Ok((StatusCode::CREATED, Json(subs)).into_response())
 }
 
 async fn show_sub(AxState(st): St, Path(id): Path<String>) -> Response {
     let inner = st.lock();
-    let Some(sub) = inner.subs.get(&id) else { return error(StatusCode::NOT_FOUND, 102, "no such subscription") };
+    let Some(sub) = inner.subs.get(&id) else {
+        return error(StatusCode::NOT_FOUND, 102, "no such subscription").into_response();
+    };
     Json(json!({
         "id": id,
         "endpoint": format!("{}/push/{id}", st.base_url),
@@ -156,7 +165,7 @@ async fn show_sub(AxState(st): St, Path(id): Path<String>) -> Response {
 async fn delete_sub(AxState(st): St, Path(id): Path<String>) -> Response {
     match st.lock().subs.remove(&id) {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
-        None => error(StatusCode::NOT_FOUND, 102, "no such subscription"),
+        None => error(StatusCode::NOT_FOUND, 102, "no such subscription").into_response(),
     }
 }
 
@@ -166,7 +175,7 @@ async fn expire_sub(AxState(st): St, Path(id): Path<String>) -> Response {
             sub.expired = true;
             StatusCode::NO_CONTENT.into_response()
         }
-        None => error(StatusCode::NOT_FOUND, 102, "no such subscription"),
+        None => error(StatusCode::NOT_FOUND, 102, "no such subscription").into_response(),
     }
 }
 
@@ -181,7 +190,7 @@ async fn add_faults(AxState(st): St, Path(id): Path<String>, body: Bytes) -> Res
     let faults = match serde_json::from_slice::<Faults>(&body) {
         Ok(Faults::One(f)) => vec![f],
         Ok(Faults::Many(v)) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, 100, &format!("invalid fault: {e}")),
+        Err(e) => return error(StatusCode::BAD_REQUEST, 100, &format!("invalid fault: {e}")).into_response(),
     };
     for f in &faults {
         let kinds = usize::from(f.status.is_some()) + usize::from(f.drop);
@@ -189,11 +198,11 @@ async fn add_faults(AxState(st): St, Path(id): Path<String>, body: Bytes) -> Res
             return error(
                 StatusCode::BAD_REQUEST,
                 100,
-                "a fault has one of status or drop (optionally with delayMs), or delayMs alone, and times >= 1",
-            );
+                "a fault has one of status or drop (optionally with delayMs).into_response(), or delayMs alone, and times >= 1",
+            ).into_response();
         }
         if f.status.is_some_and(|s| !(100..=599).contains(&s)) {
-            return error(StatusCode::BAD_REQUEST, 100, "status must be an HTTP status code");
+            return error(StatusCode::BAD_REQUEST, 100, "status must be an HTTP status code").into_response();
         }
     }
     match st.lock().subs.get_mut(&id) {
@@ -201,7 +210,7 @@ async fn add_faults(AxState(st): St, Path(id): Path<String>, body: Bytes) -> Res
             sub.faults.extend(faults);
             StatusCode::NO_CONTENT.into_response()
         }
-        None => error(StatusCode::NOT_FOUND, 102, "no such subscription"),
+        None => error(StatusCode::NOT_FOUND, 102, "no such subscription").into_response(),
     }
 }
 
@@ -211,7 +220,7 @@ async fn clear_faults(AxState(st): St, Path(id): Path<String>) -> Response {
             sub.faults.clear();
             StatusCode::NO_CONTENT.into_response()
         }
-        None => error(StatusCode::NOT_FOUND, 102, "no such subscription"),
+        None => error(StatusCode::NOT_FOUND, 102, "no such subscription").into_response(),
     }
 }
 
@@ -245,8 +254,8 @@ async fn push(
     body: Bytes,
 ) -> Response {
     let (keys, app_server_key, fault) = match st.gate(&id) {
-        Gate::Unknown => return error(StatusCode::NOT_FOUND, 102, "no such subscription"),
-        Gate::Expired => return error(StatusCode::GONE, 103, "subscription expired"),
+        Gate::Unknown => return error(StatusCode::NOT_FOUND, 102, "no such subscription").into_response(),
+        Gate::Expired => return error(StatusCode::GONE, 103, "subscription expired").into_response(),
         Gate::Open { keys, app_server_key, fault } => (keys, app_server_key, fault),
     };
     if let Some(fault) = fault {
@@ -260,7 +269,7 @@ async fn push(
         }
         if let Some(status) = fault.status {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut resp = error(status, 999, "fault injected by the test");
+            let mut resp = error(status, 999, "fault injected by the test").into_response();
             if let Some(ra) = fault.retry_after.as_deref().and_then(|r| HeaderValue::from_str(r).ok()) {
                 resp.headers_mut().insert("retry-after", ra);
             }
@@ -286,7 +295,7 @@ async fn push(
             resp.headers_mut().insert("ttl", HeaderValue::from(ttl));
             resp
         }
-        Err(resp) => resp,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -298,7 +307,7 @@ fn accept(
     app_server_key: Option<&[u8]>,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<RecordedMessage, Response> {
+) -> Result<RecordedMessage, ApiError> {
     let bad = |msg: &str| error(StatusCode::BAD_REQUEST, 110, msg);
     let ttl = header(headers, "ttl")
         .ok_or_else(|| bad("missing TTL header"))?
