@@ -454,6 +454,14 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
         );
         assert_eq!(VapidKey::from_pem(&pem).unwrap().public_key(), key.public_key());
+
+        use aws_lc_rs::encoding::{AsDer, EcPrivateKeyRfc5915Der};
+        let sec1 = AsDer::<EcPrivateKeyRfc5915Der>::as_der(&key.pair.private_key()).unwrap();
+        let pem = format!(
+            "-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(sec1.as_ref())
+        );
+        assert_eq!(VapidKey::from_pem(&pem).unwrap().public_key(), key.public_key());
         assert_eq!(VapidKey::from_pem("nonsense").unwrap_err(), VapidError::PrivateKey);
     }
 
