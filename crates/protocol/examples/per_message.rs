@@ -19,9 +19,9 @@ use tocsin_protocol::request::{self, PushOptions};
 use tocsin_protocol::{ContentEncoding, Subscription, VapidKey, VapidSigner, VapidSubject};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let kind = args.next().unwrap_or_else(|| "aes128gcm".into());
-    let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let args: Vec<String> = std::env::args().collect();
+    let kind = args.get(1).cloned().unwrap_or_else(|| "aes128gcm".into());
+    let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
 
     let r = ReceiverKeys::generate().expect("keys");
     let ua = *r.public_key().as_bytes();
