@@ -62,15 +62,16 @@ pub struct Progress {
 impl Progress {
     fn record(&self, outcome: &Outcome) {
         match outcome {
-            Outcome::Delivered { .. } => self.delivered.fetch_add(1, Ordering::Relaxed),
-            Outcome::Gone { .. } => self.gone.fetch_add(1, Ordering::Relaxed),
-            Outcome::Failed { reason } => {
-                self.fail(reason);
-                0
+            Outcome::Delivered { .. } => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
             }
+            Outcome::Gone { .. } => {
+                self.gone.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Failed { reason } => self.fail(reason),
             // deliver_one never returns Retry: the last one becomes Failed.
-            Outcome::Retry { .. } => 0,
-        };
+            Outcome::Retry { .. } => {}
+        }
         self.done.fetch_add(1, Ordering::Relaxed);
     }
 
