@@ -1,8 +1,10 @@
 //! `tocsin`: the one binary. Each subcommand parses its flags, calls one
 //! library crate, and prints; the work happens in the crates.
 
+mod config;
 mod dev;
 mod send;
+mod serve;
 mod vapid;
 
 use std::process::ExitCode;
@@ -19,6 +21,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the server: the HTTP API and the sending engine.
+    Serve(Box<serve::ServeArgs>),
+    /// Admin tokens for the API.
+    Token {
+        #[command(subcommand)]
+        command: serve::TokenCommand,
+    },
+    /// Work on the stored subscriptions.
+    Subscriptions {
+        #[command(subcommand)]
+        command: serve::SubscriptionsCommand,
+    },
     /// VAPID key management.
     Vapid {
         #[command(subcommand)]
@@ -35,10 +49,22 @@ enum Command {
 
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOCSIN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = config::load_toml_into_env() {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve::serve(*args))),
+        Command::Token { command } => runtime().and_then(|rt| rt.block_on(serve::token(command))),
+        Command::Subscriptions { command } => runtime().and_then(|rt| rt.block_on(serve::subscriptions(command))),
         Command::Vapid { command } => vapid::run(command),
         Command::Send(args) => runtime().and_then(|rt| rt.block_on(send::run(*args))),
         Command::Dev { command } => runtime().and_then(|rt| rt.block_on(dev::run(command))),

@@ -6,6 +6,8 @@
 //!   [`Outcome`](tocsin_protocol::Outcome).
 //! - [`fanout`]: one message to many subscriptions, concurrently, with
 //!   retries that honour `Retry-After`: the bare sender behind `tocsin send`.
+//! - [`engine`]: the loop behind `tocsin serve` that takes stored messages
+//!   through to `done`, checkpointing a cursor per page.
 //!
 //! Encryption runs on the runtime's worker threads, one task per recipient,
 //! so a multi-threaded runtime spreads it over every core.
@@ -13,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod engine;
 pub mod fanout;
 
 pub use client::{ClientConfig, ClientError, PushClient};

@@ -1,0 +1,218 @@
+//! `tocsin serve`, `tocsin token`, `tocsin subscriptions`: the server and the
+//! commands that work on its database.
+
+use std::io::{BufRead, BufReader, IsTerminal as _, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use tocsin_server::{EndpointPolicy, ServerConfig};
+use tocsin_store::{NewSubscription, Store, Target};
+
+/// The default database: SQLite under `./tocsin-data/`.
+pub const DEFAULT_DATABASE: &str = "sqlite://tocsin-data/tocsin.db";
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// sqlite://PATH (the default, under ./tocsin-data/) or postgres://USER@HOST/DB.
+    #[arg(long = "database", env = "TOCSIN_DATABASE_URL", default_value = DEFAULT_DATABASE)]
+    pub database: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TOCSIN_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    db: DbArgs,
+    /// VAPID public key, base64url (optional: derived from the private key).
+    #[arg(long, env = "TOCSIN_VAPID_PUBLIC_KEY", requires = "vapid_private_key")]
+    vapid_public_key: Option<String>,
+    /// VAPID private key, base64url. Without one, the stored key is used, or one is generated on first start.
+    #[arg(long, env = "TOCSIN_VAPID_PRIVATE_KEY", hide_env_values = true)]
+    vapid_private_key: Option<String>,
+    /// VAPID subject, mailto: or https: (needed in production; a development default otherwise).
+    #[arg(long, env = "TOCSIN_VAPID_SUBJECT")]
+    vapid_subject: Option<String>,
+    /// public (https, public addresses only), any (development), or known (major push services only).
+    #[arg(long, env = "TOCSIN_ENDPOINT_POLICY", default_value = "public")]
+    endpoint_policy: EndpointPolicy,
+    /// Extra hosts for --endpoint-policy known, comma-separated.
+    #[arg(long, env = "TOCSIN_KNOWN_PUSH_HOSTS", value_delimiter = ',')]
+    known_push_hosts: Vec<String>,
+    /// Origins allowed to call the API from a browser (CORS), comma-separated; * for any.
+    #[arg(long, env = "TOCSIN_CORS_ORIGIN", value_delimiter = ',')]
+    cors_origin: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "TOCSIN_BODY_LIMIT", default_value_t = 64 * 1024)]
+    body_limit: usize,
+    /// Requests in flight to push services.
+    #[arg(long, env = "TOCSIN_CONCURRENCY", default_value_t = 100)]
+    concurrency: usize,
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let policy = match args.endpoint_policy {
+        EndpointPolicy::Known(_) => EndpointPolicy::Known(args.known_push_hosts.clone()),
+        p => p,
+    };
+    let config = ServerConfig {
+        listen: args.listen,
+        database_url: args.db.database.clone(),
+        vapid_keys: args.vapid_private_key.clone().map(|p| (args.vapid_public_key.clone(), p)),
+        vapid_subject: args.vapid_subject.clone(),
+        admin_token: std::env::var("TOCSIN_ADMIN_TOKEN").ok(),
+        endpoint_policy: policy,
+        cors_origins: args.cors_origin.clone(),
+        body_limit: args.body_limit,
+        concurrency: args.concurrency,
+    };
+    tocsin_server::run(config, |addr| {
+        // The first line is for scripts: the address, port included.
+        println!("listening on http://{addr}");
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an admin token; it is printed once, only its hash is stored.
+    Create {
+        /// A name to recognise it by.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+pub async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let TokenCommand::Create { name, db } = command;
+    let (store, _) = tocsin_server::open_store(&db.database, None).await?;
+    let token = tocsin_server::auth::new_token().map_err(|_| anyhow::anyhow!("no randomness available"))?;
+    store.insert_token(&name, &tocsin_server::auth::hash_token(&token), now_ms()).await?;
+    println!("{token}");
+    eprintln!("admin token {name:?} created; it is shown once: keep it");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionsCommand {
+    /// Import PushSubscriptions (JSON lines, each optionally with userId and topics).
+    Import {
+        /// The file, or - for standard input.
+        file: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Export every subscription as JSON lines (with userId and topics).
+    Export {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Print how many subscriptions are stored.
+    Count {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SubscriptionsCommand::Count { db } => {
+            let (store, _) = tocsin_server::open_store(&db.database, None).await?;
+            println!("{}", store.count_subscriptions(&Target::All(true)).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SubscriptionsCommand::Export { db } => {
+            let (store, _) = tocsin_server::open_store(&db.database, None).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut after = 0;
+            loop {
+                let page = store.page_subscriptions(&Target::All(true), after, None, 1000).await?;
+                let Some(last) = page.last().map(|s| s.id) else { break };
+                for s in page {
+                    let mut v: Value = serde_json::from_str(&s.subscription.to_json())?;
+                    v["userId"] = json!(s.user_id);
+                    v["topics"] = json!(s.topics);
+                    writeln!(out, "{v}")?;
+                }
+                after = last;
+            }
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        SubscriptionsCommand::Import { file, db } => {
+            let (store, key) = tocsin_server::open_store(&db.database, None).await?;
+            let reader: Box<dyn BufRead> = if file == "-" {
+                Box::new(BufReader::new(std::io::stdin()))
+            } else {
+                let path = PathBuf::from(&file);
+                Box::new(BufReader::new(std::fs::File::open(&path).with_context(|| format!("opening {file}"))?))
+            };
+            let bar = if std::io::stderr().is_terminal() {
+                let b = ProgressBar::new_spinner();
+                if let Ok(style) = ProgressStyle::with_template("{spinner} {pos} imported {per_sec}") {
+                    b.set_style(style);
+                }
+                Some(b)
+            } else {
+                None
+            };
+            let (mut imported, mut skipped) = (0u64, 0u64);
+            for (n, line) in reader.lines().enumerate() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match parse_import_line(&line) {
+                    Ok((subscription, user_id, topics)) => {
+                        let new = NewSubscription { subscription, user_id, topics, vapid_key_id: key.id };
+                        store.upsert_subscription(&new, now_ms()).await?;
+                        imported += 1;
+                        if let Some(b) = &bar {
+                            b.inc(1);
+                        }
+                    }
+                    Err(e) => {
+                        skipped += 1;
+                        eprintln!("line {}: skipped: {e}", n + 1);
+                    }
+                }
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            println!("imported {imported}, skipped {skipped}");
+            Ok(if skipped == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}
+
+type ImportLine = (tocsin_protocol::Subscription, Option<String>, Option<Vec<String>>);
+
+fn parse_import_line(line: &str) -> anyhow::Result<ImportLine> {
+    let v: Value = serde_json::from_str(line)?;
+    let user_id = match v.get("userId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    let topics = match v.get("topics") {
+        None | Some(Value::Null) => None,
+        Some(t) => {
+            Some(serde_json::from_value::<Vec<String>>(t.clone()).context("topics must be an array of strings")?)
+        }
+    };
+    Ok((tocsin_protocol::Subscription::from_value(v)?, user_id, topics))
+}

@@ -1,0 +1,77 @@
+//! The one error shape of the whole API: `{"error":{"id":"…","message":"…"}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An API error: a status, a stable id and a message that says what is wrong.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable, documented identifier.
+    pub id: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// The JSON body of every error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable identifier, e.g. `no-endpoint`.
+    pub id: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: StatusCode, id: &'static str, message: impl Into<String>) -> Self {
+        Self { status, id, message: message.into() }
+    }
+
+    /// 400 with an id.
+    pub fn bad_request(id: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, id, message)
+    }
+
+    /// 404.
+    pub fn not_found(id: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, id, message)
+    }
+
+    /// 500 for a storage failure; the cause goes to the log, not the client.
+    pub fn storage(id: &'static str, message: &str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "{message}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, id, message)
+    }
+
+    /// 401 for a missing or unknown admin token.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this endpoint needs an admin token: Authorization: Bearer <token>",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { id: self.id.to_owned(), message: self.message } };
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,202 @@
+//! `tocsin serve`: the HTTP API.
+//!
+//! - the classic contract, byte for byte: `GET /api/vapid-public-key`,
+//!   `POST`/`DELETE /api/subscription`, `POST /api/push` (admin);
+//! - the versioned API (admin): `/v1/messages`, `/v1/subscriptions`,
+//!   `/v1/stats`;
+//! - `/healthz`, `/readyz`, `/metrics` (Prometheus), `/openapi.json`
+//!   (generated from the handlers' annotations).
+//!
+//! Handlers are thin: they parse into validated types, call the store, wake
+//! the engine. Every error is `{"error":{"id","message"}}` ([`error`]).
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod policy;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tocsin_delivery::engine::{Engine, EngineConfig};
+use tocsin_delivery::fanout::BroadcastConfig;
+use tocsin_delivery::{ClientConfig, PushClient};
+use tocsin_protocol::{VapidKey, VapidSubject};
+use tocsin_store::{SqlStore, Store};
+use tokio::sync::watch;
+
+pub use policy::EndpointPolicy;
+
+/// Everything `tocsin serve` is configured with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` or `postgres://…`.
+    pub database_url: String,
+    /// A VAPID key pair to use instead of the stored or generated one.
+    pub vapid_keys: Option<(Option<String>, String)>,
+    /// The VAPID subject (`mailto:` or `https:`).
+    pub vapid_subject: Option<String>,
+    /// An admin token valid besides the stored ones.
+    pub admin_token: Option<String>,
+    /// Which endpoints subscriptions may have.
+    pub endpoint_policy: EndpointPolicy,
+    /// Origins allowed by CORS (`*` for any); none means no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// The largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// Requests in flight to push services.
+    pub concurrency: usize,
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The sending engine.
+    pub engine: Arc<Engine>,
+    /// The current VAPID public key, base64url.
+    pub vapid_public_key: String,
+    /// The current VAPID key's row id.
+    pub vapid_key_id: i64,
+    /// Endpoint policy.
+    pub policy: EndpointPolicy,
+    /// SHA-256 of `TOCSIN_ADMIN_TOKEN`, when set.
+    pub admin_token_hash: Option<String>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] tocsin_store::StoreError),
+    /// A configured key or subject is invalid.
+    #[error(transparent)]
+    Vapid(#[from] tocsin_protocol::VapidError),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] tocsin_delivery::ClientError),
+    /// The address could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// The development default subject, used (with a warning) when none is set.
+pub const DEV_SUBJECT: &str = "mailto:tocsin-dev@example.com";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Opens the store and makes sure a VAPID key is current: the configured
+/// one, else the stored one, else a new one. Returns the store and key row.
+pub async fn open_store(
+    database_url: &str,
+    vapid_keys: Option<&(Option<String>, String)>,
+) -> Result<(SqlStore, tocsin_store::VapidKeyRow), StartError> {
+    let store = SqlStore::connect(database_url).await?;
+    let row = match (vapid_keys, store.current_vapid_key().await?) {
+        (Some((public, private)), current) => {
+            let key = VapidKey::from_base64url(public.as_deref(), private)?;
+            match current {
+                Some(c) if c.public_key == key.public_key_base64url() => c,
+                _ => {
+                    store
+                        .make_vapid_key_current(&key.public_key_base64url(), &key.private_key_base64url(), now_ms())
+                        .await?
+                }
+            }
+        }
+        (None, Some(current)) => current,
+        (None, None) => {
+            let key = VapidKey::generate()?;
+            tracing::info!(public_key = %key.public_key_base64url(), "generated a VAPID key pair and stored it");
+            store.make_vapid_key_current(&key.public_key_base64url(), &key.private_key_base64url(), now_ms()).await?
+        }
+    };
+    Ok((store, row))
+}
+
+/// Runs the server until SIGINT or SIGTERM; then stops accepting, lets the
+/// engine reach a checkpoint, and returns. `ready` receives the bound address.
+pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
+    let subject = match &config.vapid_subject {
+        Some(s) => VapidSubject::new(s)?,
+        None => {
+            tracing::warn!(
+                "no VAPID subject set (--vapid-subject / TOCSIN_VAPID_SUBJECT): using {DEV_SUBJECT}; \
+                 push services may refuse it in production"
+            );
+            VapidSubject::new(DEV_SUBJECT)?
+        }
+    };
+    if let Some(w) = subject.warning() {
+        tracing::warn!("{w}");
+    }
+    let (store, key) = open_store(&config.database_url, config.vapid_keys.as_ref()).await?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let client = PushClient::new(&ClientConfig::default())?;
+    let engine = Engine::new(
+        store.clone(),
+        client,
+        EngineConfig {
+            page_size: 500,
+            broadcast: BroadcastConfig { concurrency: config.concurrency, ..BroadcastConfig::default() },
+            poll_interval: Duration::from_millis(500),
+            subject,
+        },
+        Arc::new(config.endpoint_policy.clone()),
+    );
+    let state = AppState {
+        store,
+        engine: engine.clone(),
+        vapid_public_key: key.public_key.clone(),
+        vapid_key_id: key.id,
+        policy: config.endpoint_policy.clone(),
+        admin_token_hash: config.admin_token.as_deref().filter(|t| !t.is_empty()).map(auth::hash_token),
+        metrics: Arc::new(metrics::Metrics::new()),
+    };
+    let app = api::router(state, &config);
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.map_err(|e| StartError::Bind(config.listen, e))?;
+    let addr = listener.local_addr().map_err(|e| StartError::Bind(config.listen, e))?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let engine_task = tokio::spawn(engine.run(stop_rx));
+    ready(addr);
+    let shutdown = async {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new requests; the engine stops at its next checkpoint");
+    };
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = engine_task.await;
+    served.map_err(|e| StartError::Bind(addr, e))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

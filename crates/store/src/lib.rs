@@ -1,0 +1,107 @@
+//! Tocsin's storage: one interface ([`Store`]), SQLite and PostgreSQL behind it.
+//!
+//! Both backends run the same SQL through sqlx's `Any` driver: the queries
+//! Tocsin needs (upserts with `ON CONFLICT`, `RETURNING`, keyset paging) are
+//! written once in the subset both dialects share. What differs lives in
+//! [`Backend`]: the migrations (`migrations/sqlite`, `migrations/postgres`),
+//! connection set-up (WAL, busy timeout, foreign keys for SQLite), and, where
+//! work is claimed by several nodes, PostgreSQL's row locks.
+//!
+//! The store knows nothing of HTTP or encryption: it keeps subscriptions,
+//! messages with their counters and cursors, VAPID keys and token hashes.
+
+#![warn(missing_docs)]
+
+mod model;
+mod sql;
+
+pub use model::*;
+pub use sql::{Backend, SqlStore};
+
+use async_trait::async_trait;
+
+/// A storage failure. The API answers it with a 500 and changes nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row could not be turned back into a value (corrupt data).
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    /// The database URL is not `sqlite:` or `postgres:`.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    Url(String),
+}
+
+/// Result of a store call.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Everything Tocsin keeps. Implemented by [`SqlStore`] for SQLite and
+/// PostgreSQL; the integration suite runs against both.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// The VAPID key new subscriptions are made for, if any.
+    async fn current_vapid_key(&self) -> Result<Option<VapidKeyRow>>;
+    /// Stores a key pair (or finds it, by public key) and makes it current.
+    async fn make_vapid_key_current(&self, public_key: &str, private_key: &str, now: i64) -> Result<VapidKeyRow>;
+    /// A key by id (subscriptions made for an older key keep using it).
+    async fn vapid_key(&self, id: i64) -> Result<Option<VapidKeyRow>>;
+
+    /// Inserts, or updates the row with the same endpoint.
+    async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription>;
+    /// Deletes by endpoint when the auth secret matches; true when a row went.
+    async fn delete_subscription_by_endpoint(&self, endpoint: &str, auth: &str) -> Result<bool>;
+    /// Deletes by id; true when a row went.
+    async fn delete_subscription(&self, id: i64) -> Result<bool>;
+    /// One subscription.
+    async fn subscription(&self, id: i64) -> Result<Option<StoredSubscription>>;
+    /// Subscriptions matching `target` with id above `after` (and at most
+    /// `upto`), by id, at most `limit` of them.
+    async fn page_subscriptions(
+        &self,
+        target: &Target,
+        after: i64,
+        upto: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<StoredSubscription>>;
+    /// How many subscriptions match `target`.
+    async fn count_subscriptions(&self, target: &Target) -> Result<i64>;
+
+    /// Stores a message, unless one with the same idempotency key exists;
+    /// returns the stored one and whether it was created now.
+    async fn insert_message(&self, new: &NewMessage) -> Result<(Message, bool)>;
+    /// One message.
+    async fn message(&self, id: &str) -> Result<Option<Message>>;
+    /// Messages, newest first, created before `before` (a message id) if given.
+    async fn list_messages(&self, before: Option<&str>, limit: i64) -> Result<Vec<Message>>;
+    /// Cancels a message not yet done; returns it as it is now.
+    async fn cancel_message(&self, id: &str, now: i64) -> Result<Option<Message>>;
+    /// The oldest message that has work to do at `now`: queued, sending, or
+    /// scheduled and due.
+    async fn next_due_message(&self, now: i64) -> Result<Option<Message>>;
+    /// Moves a message to `sending` (from `scheduled` or `queued`), counting
+    /// its audience and fixing its last subscription id, so that
+    /// subscriptions added later are not part of it; false when it was
+    /// cancelled meanwhile.
+    async fn start_message(&self, id: &str, target: &Target, now: i64) -> Result<bool>;
+    /// Adds counts and moves the cursor; returns the message's state, so a
+    /// sender sees a cancellation.
+    async fn record_progress(&self, id: &str, cursor: i64, delta: &Counts, now: i64) -> Result<MessageState>;
+    /// Marks a `sending` message `done`.
+    async fn finish_message(&self, id: &str, now: i64) -> Result<()>;
+
+    /// Stores an admin token's hash.
+    async fn insert_token(&self, name: &str, hash: &str, now: i64) -> Result<()>;
+    /// Whether a token hash is known.
+    async fn token_exists(&self, hash: &str) -> Result<bool>;
+
+    /// Totals for `/v1/stats`.
+    async fn stats(&self) -> Result<Stats>;
+}

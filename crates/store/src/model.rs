@@ -1,0 +1,198 @@
+//! The values the store keeps and returns.
+
+use serde::{Deserialize, Serialize};
+use tocsin_protocol::Subscription;
+
+/// A stored VAPID key pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VapidKeyRow {
+    /// Row id; each subscription records the id of the key it was made for.
+    pub id: i64,
+    /// Raw public key, base64url.
+    pub public_key: String,
+    /// Raw private key, base64url.
+    pub private_key: String,
+}
+
+/// A subscription to store.
+#[derive(Debug, Clone)]
+pub struct NewSubscription {
+    /// The validated subscription.
+    pub subscription: Subscription,
+    /// The application's user id, if it gave one; `None` keeps the stored one.
+    pub user_id: Option<String>,
+    /// Topics; `None` keeps the stored ones.
+    pub topics: Option<Vec<String>>,
+    /// The VAPID key it was made for.
+    pub vapid_key_id: i64,
+}
+
+/// A subscription as stored.
+#[derive(Debug, Clone)]
+pub struct StoredSubscription {
+    /// Row id.
+    pub id: i64,
+    /// The subscription.
+    pub subscription: Subscription,
+    /// The application's user id.
+    pub user_id: Option<String>,
+    /// Topics.
+    pub topics: Vec<String>,
+    /// The VAPID key it was made for.
+    pub vapid_key_id: i64,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    /// Milliseconds since the epoch.
+    pub updated_at: i64,
+}
+
+/// Who a message goes to. JSON: `{"all":true}`, `{"topic":"news"}`,
+/// `{"userIds":[…]}`, `{"subscriptionIds":[…]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Target {
+    /// Every subscription.
+    All(bool),
+    /// Subscriptions with this topic.
+    Topic(String),
+    /// Subscriptions of these users.
+    UserIds(Vec<String>),
+    /// These subscriptions.
+    SubscriptionIds(Vec<i64>),
+}
+
+/// A message's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageState {
+    /// Waiting for `sendAt`.
+    Scheduled,
+    /// Stored, not started.
+    Queued,
+    /// Being sent.
+    Sending,
+    /// Every target has an outcome.
+    Done,
+    /// Stopped by the API before it was done.
+    Cancelled,
+}
+
+impl MessageState {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Queued => "queued",
+            Self::Sending => "sending",
+            Self::Done => "done",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the stored text.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "scheduled" => Self::Scheduled,
+            "queued" => Self::Queued,
+            "sending" => Self::Sending,
+            "done" => Self::Done,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// Per-message counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    /// Subscriptions the message was aimed at when sending started.
+    pub targeted: i64,
+    /// Accepted by the push service.
+    pub delivered: i64,
+    /// Failed for good.
+    pub failed: i64,
+    /// Subscription gone (404/410), deleted.
+    pub gone: i64,
+    /// Subscription past its `expirationTime`, deleted.
+    pub expired: i64,
+    /// Waiting for a retry.
+    pub pending_retry: i64,
+    /// Shown by the service worker.
+    pub shown: i64,
+    /// Clicked.
+    pub clicked: i64,
+}
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Its id.
+    pub id: String,
+    /// The plaintext payload; `None` for a push without data.
+    pub payload: Option<Vec<u8>>,
+    /// Who it goes to.
+    pub target: Target,
+    /// Seconds.
+    pub ttl: u32,
+    /// `very-low`, `low`, `normal`, `high`.
+    pub urgency: Option<String>,
+    /// RFC 8030 topic.
+    pub topic: Option<String>,
+    /// When to send, ms since the epoch; `None` for now.
+    pub send_at: Option<i64>,
+    /// Makes a retried request create one message.
+    pub idempotency_key: Option<String>,
+    /// ms since the epoch.
+    pub created_at: i64,
+}
+
+/// A stored message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Its id.
+    pub id: String,
+    /// The plaintext payload.
+    pub payload: Option<Vec<u8>>,
+    /// Who it goes to.
+    pub target: Target,
+    /// Seconds.
+    pub ttl: u32,
+    /// Urgency.
+    pub urgency: Option<String>,
+    /// Topic.
+    pub topic: Option<String>,
+    /// When to send.
+    pub send_at: Option<i64>,
+    /// State.
+    pub state: MessageState,
+    /// ms since the epoch.
+    pub created_at: i64,
+    /// ms since the epoch.
+    pub updated_at: i64,
+    /// The highest subscription id handled so far.
+    pub cursor: i64,
+    /// The highest subscription id that is part of this message (fixed when
+    /// sending starts).
+    pub cursor_end: i64,
+    /// Counters.
+    pub counts: Counts,
+}
+
+/// Totals.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Subscriptions stored.
+    pub subscriptions: i64,
+    /// Messages stored.
+    pub messages: i64,
+    /// Messages not done or cancelled.
+    pub messages_pending: i64,
+    /// Deliveries over all messages.
+    pub delivered: i64,
+    /// Failures over all messages.
+    pub failed: i64,
+    /// Subscriptions removed as gone or expired.
+    pub removed: i64,
+}

@@ -1,0 +1,542 @@
+//! [`SqlStore`]: the store on SQLite or PostgreSQL through sqlx's `Any` driver.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use tocsin_protocol::subscription::{KeysJson, SubscriptionJson};
+use tocsin_protocol::Subscription;
+
+use crate::*;
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite (WAL mode), one process at a time.
+    Sqlite,
+    /// PostgreSQL, shared by any number of processes.
+    Postgres,
+}
+
+/// The SQL store.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+const SUB_COLUMNS: &str =
+    "s.id, s.endpoint, s.p256dh, s.auth, s.expiration_time, s.user_id, s.topics, s.vapid_key_id, s.created_at, s.updated_at";
+const MSG_COLUMNS: &str =
+    "id, payload, target, ttl, urgency, topic, send_at, state, created_at, updated_at, cursor, cursor_end, \
+     targeted, delivered, failed, gone, expired, pending_retry, shown, clicked";
+
+impl SqlStore {
+    /// Connects (creating a SQLite file and its folder if needed) and
+    /// applies the migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Url(url.to_owned()));
+        };
+        let mut url = url.to_owned();
+        let mut options = AnyPoolOptions::new();
+        if backend == Backend::Sqlite {
+            if let Some(path) = sqlite_path(&url) {
+                if let Some(dir) = std::path::Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+                }
+            }
+            if !url.contains("mode=") {
+                url.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+            }
+            options = options.max_connections(4).after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            });
+        } else {
+            options = options.max_connections(16);
+        }
+        let pool = options.connect(&url).await?;
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Self { pool, backend })
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn sqlite_path(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| path.to_owned())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn sub_from_row(row: &AnyRow) -> Result<StoredSubscription> {
+    let raw = SubscriptionJson {
+        endpoint: Some(row.try_get("endpoint")?),
+        expiration_time: row.try_get::<Option<i64>, _>("expiration_time")?.map(Into::into),
+        keys: Some(KeysJson { p256dh: Some(row.try_get("p256dh")?), auth: Some(row.try_get("auth")?) }),
+    };
+    let subscription = Subscription::try_from(raw).map_err(corrupt)?;
+    let topics: String = row.try_get("topics")?;
+    Ok(StoredSubscription {
+        id: row.try_get("id")?,
+        subscription,
+        user_id: row.try_get("user_id")?,
+        topics: serde_json::from_str(&topics).map_err(corrupt)?,
+        vapid_key_id: row.try_get("vapid_key_id")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn msg_from_row(row: &AnyRow) -> Result<Message> {
+    let target: String = row.try_get("target")?;
+    let state: String = row.try_get("state")?;
+    Ok(Message {
+        id: row.try_get("id")?,
+        payload: row.try_get("payload")?,
+        target: serde_json::from_str(&target).map_err(corrupt)?,
+        ttl: u32::try_from(row.try_get::<i64, _>("ttl")?).map_err(corrupt)?,
+        urgency: row.try_get("urgency")?,
+        topic: row.try_get("topic")?,
+        send_at: row.try_get("send_at")?,
+        state: MessageState::parse(&state).ok_or_else(|| corrupt(format!("message state {state:?}")))?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        cursor: row.try_get("cursor")?,
+        cursor_end: row.try_get("cursor_end")?,
+        counts: Counts {
+            targeted: row.try_get("targeted")?,
+            delivered: row.try_get("delivered")?,
+            failed: row.try_get("failed")?,
+            gone: row.try_get("gone")?,
+            expired: row.try_get("expired")?,
+            pending_retry: row.try_get("pending_retry")?,
+            shown: row.try_get("shown")?,
+            clicked: row.try_get("clicked")?,
+        },
+    })
+}
+
+fn key_from_row(row: &AnyRow) -> Result<VapidKeyRow> {
+    Ok(VapidKeyRow {
+        id: row.try_get("id")?,
+        public_key: row.try_get("public_key")?,
+        private_key: row.try_get("private_key")?,
+    })
+}
+
+/// `$first, $first+1, …` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The `FROM … WHERE` of a target, with its parameters starting at `$1`.
+fn target_sql(target: &Target) -> (String, usize) {
+    match target {
+        Target::All(_) => ("FROM subscriptions s WHERE 1 = 1".into(), 0),
+        Target::Topic(_) => {
+            ("FROM subscriptions s JOIN subscription_topics t ON t.subscription_id = s.id WHERE t.topic = $1".into(), 1)
+        }
+        Target::UserIds(ids) => (
+            format!("FROM subscriptions s WHERE s.user_id IN ({})", placeholders(1, ids.len().max(1))),
+            ids.len().max(1),
+        ),
+        Target::SubscriptionIds(ids) => {
+            (format!("FROM subscriptions s WHERE s.id IN ({})", placeholders(1, ids.len().max(1))), ids.len().max(1))
+        }
+    }
+}
+
+fn bind_target<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    target: &'q Target,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    match target {
+        Target::All(_) => {}
+        Target::Topic(t) => q = q.bind(t.as_str()),
+        Target::UserIds(ids) if ids.is_empty() => q = q.bind(""),
+        Target::UserIds(ids) => {
+            for id in ids {
+                q = q.bind(id.as_str());
+            }
+        }
+        Target::SubscriptionIds(ids) if ids.is_empty() => q = q.bind(-1i64),
+        Target::SubscriptionIds(ids) => {
+            for id in ids {
+                q = q.bind(*id);
+            }
+        }
+    }
+    q
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn current_vapid_key(&self) -> Result<Option<VapidKeyRow>> {
+        let row = sqlx::query(
+            "SELECT id, public_key, private_key FROM vapid_keys WHERE is_current = 1 ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn make_vapid_key_current(&self, public_key: &str, private_key: &str, now: i64) -> Result<VapidKeyRow> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE vapid_keys SET is_current = 0 WHERE is_current = 1").execute(&mut *tx).await?;
+        let row = sqlx::query(
+            "INSERT INTO vapid_keys (public_key, private_key, is_current, created_at) VALUES ($1, $2, 1, $3) \
+             ON CONFLICT (public_key) DO UPDATE SET is_current = 1, private_key = excluded.private_key \
+             RETURNING id, public_key, private_key",
+        )
+        .bind(public_key)
+        .bind(private_key)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        key_from_row(&row)
+    }
+
+    async fn vapid_key(&self, id: i64) -> Result<Option<VapidKeyRow>> {
+        let row = sqlx::query("SELECT id, public_key, private_key FROM vapid_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription> {
+        let json: SubscriptionJson = new.subscription.clone().into();
+        let keys = json.keys.unwrap_or_default();
+        let topics = new.topics.as_ref().map(|t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into()));
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO subscriptions \
+               (endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, COALESCE($6, '[]'), $7, $8, $8) \
+             ON CONFLICT (endpoint) DO UPDATE SET \
+               p256dh = excluded.p256dh, auth = excluded.auth, expiration_time = excluded.expiration_time, \
+               user_id = COALESCE($5, subscriptions.user_id), topics = COALESCE($6, subscriptions.topics), \
+               vapid_key_id = excluded.vapid_key_id, updated_at = excluded.updated_at \
+             RETURNING id",
+        )
+        .bind(new.subscription.endpoint().as_str())
+        .bind(keys.p256dh.unwrap_or_default())
+        .bind(keys.auth.unwrap_or_default())
+        .bind(new.subscription.expiration_time().map(|t| t as i64))
+        .bind(new.user_id.as_deref())
+        .bind(topics.as_deref())
+        .bind(new.vapid_key_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let id: i64 = row.try_get("id")?;
+        if let Some(topics) = &new.topics {
+            sqlx::query("DELETE FROM subscription_topics WHERE subscription_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            for topic in topics {
+                sqlx::query(
+                    "INSERT INTO subscription_topics (subscription_id, topic) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(topic.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let row = sqlx::query(&format!("SELECT {SUB_COLUMNS} FROM subscriptions s WHERE s.id = $1"))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        sub_from_row(&row)
+    }
+
+    async fn delete_subscription_by_endpoint(&self, endpoint: &str, auth: &str) -> Result<bool> {
+        // The stored auth is normalised base64url; compare decoded bytes via
+        // the normalised form the caller passes.
+        let r = sqlx::query("DELETE FROM subscriptions WHERE endpoint = $1 AND auth = $2")
+            .bind(endpoint)
+            .bind(auth)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_subscription(&self, id: i64) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM subscriptions WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn subscription(&self, id: i64) -> Result<Option<StoredSubscription>> {
+        let row = sqlx::query(&format!("SELECT {SUB_COLUMNS} FROM subscriptions s WHERE s.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(sub_from_row).transpose()
+    }
+
+    async fn page_subscriptions(
+        &self,
+        target: &Target,
+        after: i64,
+        upto: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<StoredSubscription>> {
+        let (from, n) = target_sql(target);
+        let sql = format!(
+            "SELECT {SUB_COLUMNS} {from} AND s.id > ${} AND s.id <= ${} ORDER BY s.id LIMIT ${}",
+            n + 1,
+            n + 2,
+            n + 3
+        );
+        let q = bind_target(sqlx::query(&sql), target).bind(after).bind(upto.unwrap_or(i64::MAX)).bind(limit);
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(sub_from_row).collect()
+    }
+
+    async fn count_subscriptions(&self, target: &Target) -> Result<i64> {
+        let (from, _) = target_sql(target);
+        let sql = format!("SELECT COUNT(*) AS n {from}");
+        let row = bind_target(sqlx::query(&sql), target).fetch_one(&self.pool).await?;
+        Ok(row.try_get("n")?)
+    }
+
+    async fn insert_message(&self, new: &NewMessage) -> Result<(Message, bool)> {
+        if let Some(key) = &new.idempotency_key {
+            let row = sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages WHERE idempotency_key = $1"))
+                .bind(key.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(row) = row {
+                return Ok((msg_from_row(&row)?, false));
+            }
+        }
+        let state = if new.send_at.is_some_and(|t| t > new.created_at) {
+            MessageState::Scheduled
+        } else {
+            MessageState::Queued
+        };
+        let target = serde_json::to_string(&new.target).map_err(corrupt)?;
+        let inserted = sqlx::query(
+            "INSERT INTO messages (id, payload, target, ttl, urgency, topic, send_at, state, idempotency_key, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT DO NOTHING",
+        )
+        .bind(new.id.as_str())
+        .bind(new.payload.clone())
+        .bind(target)
+        .bind(i64::from(new.ttl))
+        .bind(new.urgency.as_deref())
+        .bind(new.topic.as_deref())
+        .bind(new.send_at)
+        .bind(state.as_str())
+        .bind(new.idempotency_key.as_deref())
+        .bind(new.created_at)
+        .execute(&self.pool)
+        .await?;
+        let created = inserted.rows_affected() > 0;
+        // A concurrent request with the same idempotency key may have won.
+        let row = match (&new.idempotency_key, created) {
+            (Some(key), false) => {
+                sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages WHERE idempotency_key = $1"))
+                    .bind(key.as_str())
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+            _ => {
+                sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages WHERE id = $1"))
+                    .bind(new.id.as_str())
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+        };
+        Ok((msg_from_row(&row)?, created))
+    }
+
+    async fn message(&self, id: &str) -> Result<Option<Message>> {
+        let row = sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(msg_from_row).transpose()
+    }
+
+    async fn list_messages(&self, before: Option<&str>, limit: i64) -> Result<Vec<Message>> {
+        let rows = match before {
+            None => {
+                sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages ORDER BY created_at DESC, id DESC LIMIT $1"))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Some(before) => {
+                sqlx::query(&format!(
+                    "SELECT {MSG_COLUMNS} FROM messages m WHERE (m.created_at, m.id) < \
+                     (SELECT created_at, id FROM messages WHERE id = $1) ORDER BY created_at DESC, id DESC LIMIT $2"
+                ))
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(msg_from_row).collect()
+    }
+
+    async fn cancel_message(&self, id: &str, now: i64) -> Result<Option<Message>> {
+        sqlx::query(
+            "UPDATE messages SET state = 'cancelled', updated_at = $1 \
+             WHERE id = $2 AND state IN ('scheduled', 'queued', 'sending')",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        self.message(id).await
+    }
+
+    async fn next_due_message(&self, now: i64) -> Result<Option<Message>> {
+        let row = sqlx::query(&format!(
+            "SELECT {MSG_COLUMNS} FROM messages WHERE state IN ('queued', 'sending') \
+             OR (state = 'scheduled' AND send_at <= $1) ORDER BY created_at, id LIMIT 1"
+        ))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(msg_from_row).transpose()
+    }
+
+    async fn start_message(&self, id: &str, target: &Target, now: i64) -> Result<bool> {
+        let (from, n) = target_sql(target);
+        let sql = format!("SELECT COUNT(*) AS n, CAST(COALESCE(MAX(s.id), 0) AS BIGINT) AS last {from}");
+        let row = bind_target(sqlx::query(&sql), target).fetch_one(&self.pool).await?;
+        let _ = n;
+        let (targeted, last): (i64, i64) = (row.try_get("n")?, row.try_get("last")?);
+        let r = sqlx::query(
+            "UPDATE messages SET state = 'sending', targeted = $1, cursor_end = $2, updated_at = $3 \
+             WHERE id = $4 AND state IN ('scheduled', 'queued')",
+        )
+        .bind(targeted)
+        .bind(last)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn record_progress(&self, id: &str, cursor: i64, d: &Counts, now: i64) -> Result<MessageState> {
+        let row = sqlx::query(
+            "UPDATE messages SET cursor = $1, delivered = delivered + $2, failed = failed + $3, gone = gone + $4, \
+             expired = expired + $5, updated_at = $6 WHERE id = $7 RETURNING state",
+        )
+        .bind(cursor)
+        .bind(d.delivered)
+        .bind(d.failed)
+        .bind(d.gone)
+        .bind(d.expired)
+        .bind(now)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        let state: String = row.try_get("state")?;
+        MessageState::parse(&state).ok_or_else(|| corrupt(format!("message state {state:?}")))
+    }
+
+    async fn finish_message(&self, id: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE messages SET state = 'done', updated_at = $1 WHERE id = $2 AND state = 'sending'")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_token(&self, name: &str, hash: &str, now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO admin_tokens (name, token_hash, created_at) VALUES ($1, $2, $3)")
+            .bind(name)
+            .bind(hash)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn token_exists(&self, hash: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM admin_tokens WHERE token_hash = $1")
+            .bind(hash)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let subs = sqlx::query("SELECT COUNT(*) AS n FROM subscriptions").fetch_one(&self.pool).await?;
+        let msgs = sqlx::query(
+            "SELECT COUNT(*) AS n, \
+               CAST(COALESCE(SUM(CASE WHEN state IN ('scheduled', 'queued', 'sending') THEN 1 ELSE 0 END), 0) AS BIGINT) AS pending, \
+               CAST(COALESCE(SUM(delivered), 0) AS BIGINT) AS delivered, CAST(COALESCE(SUM(failed), 0) AS BIGINT) AS failed, \
+               CAST(COALESCE(SUM(gone + expired), 0) AS BIGINT) AS removed FROM messages",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let get = |name: &str| -> Result<i64> { Ok(msgs.try_get::<i64, _>(name)?) };
+        Ok(Stats {
+            subscriptions: subs.try_get("n")?,
+            messages: get("n")?,
+            messages_pending: get("pending")?,
+            delivered: get("delivered")?,
+            failed: get("failed")?,
+            removed: get("removed")?,
+        })
+    }
+}
+
+impl FromStr for Backend {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" => Ok(Self::Postgres),
+            other => Err(StoreError::Url(other.to_owned())),
+        }
+    }
+}
