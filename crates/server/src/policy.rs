@@ -97,12 +97,7 @@ impl EndpointPolicy {
                     return Err(format!("endpoint host {host} is not a public name"));
                 }
                 if let Self::Known(extra) = self {
-                    let ok = KNOWN_PUSH_HOSTS
-                        .iter()
-                        .copied()
-                        .chain(extra.iter().map(String::as_str))
-                        .any(|k| host == k || host.ends_with(&format!(".{k}")));
-                    if !ok {
+                    if !is_known(&host, extra) {
                         return Err(format!("endpoint host {host} is not a known push service"));
                     }
                 }
@@ -112,13 +107,18 @@ impl EndpointPolicy {
     }
 
     /// The full check: static, then (for `public`) every address the host
-    /// resolves to must be public.
+    /// resolves to must be public. The major push services' hosts are
+    /// trusted without a lookup: the lookup is there to stop a name that
+    /// points into the server's own network, and theirs do not.
     pub async fn check(&self, url: &Url) -> Result<(), String> {
         self.check_static(url)?;
         if *self != Self::Public {
             return Ok(());
         }
         let Some(Host::Domain(host)) = url.host() else { return Ok(()) };
+        if is_known(&host.trim_end_matches('.').to_ascii_lowercase(), &[]) {
+            return Ok(());
+        }
         let port = url.port_or_known_default().unwrap_or(443);
         let addrs: Vec<_> = tokio::net::lookup_host((host, port))
             .await
@@ -132,6 +132,14 @@ impl EndpointPolicy {
         }
         Ok(())
     }
+}
+
+fn is_known(host: &str, extra: &[String]) -> bool {
+    KNOWN_PUSH_HOSTS
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+        .any(|k| host == k || host.ends_with(&format!(".{k}")))
 }
 
 fn public_or(ip: IpAddr) -> Result<(), String> {

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
+pub mod server;
+
 /// The binary under test.
 pub fn tocsin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tocsin"))

@@ -1,0 +1,171 @@
+//! A real `tocsin serve` on SQLite or PostgreSQL, for integration tests.
+
+#![allow(dead_code)]
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+
+use super::{spawn, tocsin, Proc};
+
+/// The admin token every test server accepts (`TOCSIN_ADMIN_TOKEN`).
+pub const TOKEN: &str = "test-admin-token";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of its own for one test: a temp SQLite file, or a fresh
+/// PostgreSQL database dropped at the end.
+pub struct Db {
+    pub url: String,
+    pub backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+impl Db {
+    pub fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}/tocsin.db", dir.path().display());
+                Db { url, backend, _dir: Some(dir), pg_name: None }
+            }
+            Backend::Postgres => {
+                let name = format!(
+                    "tocsin_t_{}_{}_{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::Relaxed),
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+                );
+                let st = Command::new("createdb").args(["-h", "127.0.0.1", "-U", "postgres", &name]).status();
+                assert!(st.is_ok_and(|s| s.success()), "createdb failed: is PostgreSQL running on 127.0.0.1:5432?");
+                Db { url: format!("postgres://postgres@127.0.0.1/{name}"), backend, _dir: None, pg_name: Some(name) }
+            }
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(name) = &self.pg_name {
+            let _ = Command::new("dropdb")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "--force", name])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub proc: Proc,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    pub fn start(db: &Db, extra: &[&str]) -> Self {
+        Self::start_in(db, extra, None)
+    }
+
+    pub fn start_in(db: &Db, extra: &[&str], cwd: Option<&std::path::Path>) -> Self {
+        let mut cmd = tocsin();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url])
+            .args(extra)
+            .env("TOCSIN_ADMIN_TOKEN", TOKEN)
+            .env("TOCSIN_VAPID_SUBJECT", "mailto:tests@example.com")
+            .env_remove("TOCSIN_CONFIG");
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        let proc = spawn(cmd);
+        let base = proc.first_line.strip_prefix("listening on ").expect("listening line").to_owned();
+        Server { proc, base, http: reqwest::Client::new() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.proc.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.proc.child.wait().unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).bearer_auth(TOKEN).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.http.post(self.url(path)).bearer_auth(TOKEN).json(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Raw bytes in and out, no token: the classic contract.
+    pub async fn raw(&self, method: reqwest::Method, path: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
+        let r = self
+            .http
+            .request(method, self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    pub async fn subscribe(&self, sub: &Value) -> (u16, String) {
+        self.raw(reqwest::Method::POST, "/api/subscription", sub.to_string()).await
+    }
+
+    pub async fn count(&self) -> i64 {
+        self.get("/v1/stats").await.1["subscriptions"].as_i64().unwrap()
+    }
+
+    pub async fn vapid_public_key(&self) -> String {
+        let v: Value = self.http.get(self.url("/api/vapid-public-key")).send().await.unwrap().json().await.unwrap();
+        v["publicKey"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls a message until it is done or cancelled.
+    pub async fn wait_done(&self, id: &str) -> Value {
+        for _ in 0..2400 {
+            let (_, m) = self.get(&format!("/v1/messages/{id}")).await;
+            if m["state"] == "done" || m["state"] == "cancelled" {
+                return m;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("message {id} did not finish");
+    }
+}
+
+/// Runs `body` once per backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:path) => {
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() {
+                $body(Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                $body(Backend::Postgres).await
+            }
+        }
+    };
+}
