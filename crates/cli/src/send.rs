@@ -21,20 +21,20 @@ use tocsin_protocol::{
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// The subscription's endpoint (with --key and --auth).
-    #[arg(long, conflicts_with = "subscription", requires_all = ["key", "auth"])]
+    #[arg(long, conflicts_with = "subscription", requires_all = ["key", "auth"], allow_hyphen_values = true)]
     endpoint: Option<String>,
     /// The subscription's keys.p256dh.
-    #[arg(long, requires = "endpoint")]
+    #[arg(long, requires = "endpoint", allow_hyphen_values = true)]
     key: Option<String>,
-    /// The subscription's keys.auth.
-    #[arg(long, requires = "endpoint")]
+    /// The subscription's keys.auth (base64url may start with '-').
+    #[arg(long, requires = "endpoint", allow_hyphen_values = true)]
     auth: Option<String>,
     /// PushSubscription JSON: a file, or - for standard input. One object, a
     /// JSON array, or JSON lines; several send to all of them.
     #[arg(long, value_name = "FILE|-")]
     subscription: Option<String>,
     /// The message (text, often JSON). Without it, a push with no payload.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     payload: Option<String>,
     /// Seconds the push service keeps the message (default four weeks).
     #[arg(long, default_value_t = Ttl::DEFAULT.0)]
@@ -52,10 +52,10 @@ pub struct SendArgs {
     #[arg(long, env = "TOCSIN_VAPID_SUBJECT")]
     vapid_subject: Option<String>,
     /// VAPID public key, base64url (may be left out: derived from the private key).
-    #[arg(long, env = "TOCSIN_VAPID_PUBLIC_KEY")]
+    #[arg(long, env = "TOCSIN_VAPID_PUBLIC_KEY", allow_hyphen_values = true)]
     vapid_pubkey: Option<String>,
     /// VAPID private key: base64url, or a PEM file's path.
-    #[arg(long, env = "TOCSIN_VAPID_PRIVATE_KEY", hide_env_values = true)]
+    #[arg(long, env = "TOCSIN_VAPID_PRIVATE_KEY", hide_env_values = true, allow_hyphen_values = true)]
     vapid_pvtkey: Option<String>,
     /// An extra trusted root certificate (PEM), for a push service with a self-signed certificate.
     #[arg(long, value_name = "FILE")]

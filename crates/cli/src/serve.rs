@@ -31,10 +31,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     db: DbArgs,
     /// VAPID public key, base64url (optional: derived from the private key).
-    #[arg(long, env = "TOCSIN_VAPID_PUBLIC_KEY", requires = "vapid_private_key")]
+    #[arg(long, env = "TOCSIN_VAPID_PUBLIC_KEY", requires = "vapid_private_key", allow_hyphen_values = true)]
     vapid_public_key: Option<String>,
     /// VAPID private key, base64url. Without one, the stored key is used, or one is generated on first start.
-    #[arg(long, env = "TOCSIN_VAPID_PRIVATE_KEY", hide_env_values = true)]
+    #[arg(long, env = "TOCSIN_VAPID_PRIVATE_KEY", hide_env_values = true, allow_hyphen_values = true)]
     vapid_private_key: Option<String>,
     /// VAPID subject, mailto: or https: (needed in production; a development default otherwise).
     #[arg(long, env = "TOCSIN_VAPID_SUBJECT")]

@@ -315,3 +315,29 @@ fn bad_input_gets_a_clear_error() {
         assert!(err.contains(want), "{extra:?}: {err}");
     }
 }
+
+/// base64url keys may start with '-': `--vapid-pvtkey -abc…` and
+/// `--auth -xyz…` are values, not flags (this was a flaky test once: one key
+/// in 64 starts with '-').
+#[tokio::test]
+async fn keys_that_start_with_a_hyphen_are_values() {
+    let dev = DevPush::start(&[]);
+    let key = std::iter::repeat_with(|| tocsin_protocol::VapidKey::generate().unwrap())
+        .find(|k| k.private_key_base64url().starts_with('-'))
+        .unwrap();
+    let sub = dev.mint(Some(&key.public_key_base64url())).await;
+    let file = jsonl(std::slice::from_ref(&sub));
+    let args = [
+        "--subscription",
+        file.path().to_str().unwrap(),
+        "--payload",
+        "-starts with a hyphen",
+        "--vapid-subject",
+        "mailto:a@example.com",
+        "--vapid-pvtkey",
+        &key.private_key_base64url(),
+    ];
+    let out = send(args.iter().map(|s| s.to_string()).collect()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(dev.messages().await[0]["payload"], "-starts with a hyphen");
+}

@@ -576,3 +576,42 @@ async fn import_export_count_and_config_file() {
         .unwrap();
     assert_eq!(r.headers().get("access-control-allow-origin").unwrap(), "https://app.example");
 }
+
+/// The README's quick start, as written: the server on its defaults (SQLite
+/// under ./tocsin-data/), the README's curl, a token, a push.
+#[tokio::test]
+async fn the_readme_quick_start_works() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("curl") && l.contains("/api/subscription"))
+        .expect("a curl to /api/subscription in the README");
+    let body = line.split("-d '").nth(1).and_then(|rest| rest.strip_suffix('\'')).expect("-d '<json>'");
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_default(dir.path());
+    let (status, text) = server.raw(Method::POST, "/api/subscription", body.to_owned()).await;
+    assert_eq!((status, text.as_str()), (200, OK), "the README's curl");
+    assert!(dir.path().join("tocsin-data/tocsin.db").exists(), "SQLite under ./tocsin-data/ by default");
+
+    // Remove it again before pushing: tests send nothing off loopback.
+    let sub: Value = serde_json::from_str(body).unwrap();
+    let del = json!({"endpoint": sub["endpoint"], "keys": {"auth": sub["keys"]["auth"]}});
+    assert_eq!(server.raw(Method::DELETE, "/api/subscription", del.to_string()).await.0, 200);
+
+    let out = tocsin().args(["token", "create", "--name", "me"]).current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success());
+    let token = stdout(&out).trim().to_owned();
+    let r = server
+        .http
+        .post(server.url("/api/push"))
+        .bearer_auth(&token)
+        .body(r#"{"title":"Hello"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"]["success"], true);
+    assert!(v["data"]["messageId"].is_string());
+}

@@ -125,7 +125,11 @@ pub fn jsonl(subs: &[Value]) -> tempfile::NamedTempFile {
 
 /// Runs `tocsin send` off the async runtime.
 pub async fn send(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || tocsin().arg("send").args(args).output().unwrap()).await.unwrap()
+    let out = tokio::task::spawn_blocking(move || tocsin().arg("send").args(args).output().unwrap()).await.unwrap();
+    if !out.stderr.is_empty() {
+        eprintln!("tocsin send stderr: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    out
 }
 
 pub fn stdout(o: &Output) -> String {

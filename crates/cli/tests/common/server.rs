@@ -90,6 +90,19 @@ impl Server {
         Server { proc, base, http: reqwest::Client::new() }
     }
 
+    /// `tocsin serve` with nothing but a free port, in `cwd`: the README's quick start.
+    pub fn start_default(cwd: &std::path::Path) -> Self {
+        let mut cmd = tocsin();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .current_dir(cwd)
+            .env_remove("TOCSIN_CONFIG")
+            .env_remove("TOCSIN_DATABASE_URL")
+            .env_remove("TOCSIN_ADMIN_TOKEN");
+        let proc = spawn(cmd);
+        let base = proc.first_line.strip_prefix("listening on ").expect("listening line").to_owned();
+        Server { proc, base, http: reqwest::Client::new() }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
