@@ -408,6 +408,8 @@ async fn bad_input(backend: Backend) {
         assert_eq!(s, status, "{path}");
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["error"]["id"], id);
     }
+    let (status, v) = server.get("/v1/subscriptions?limit=abc").await;
+    assert_eq!((status, v["error"]["id"].as_str()), (400, Some("invalid-query")), "{v}");
     let r = server.http.get(server.url("/v1/stats")).bearer_auth("wrong").send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["id"], "unauthorized");
@@ -614,4 +616,39 @@ async fn the_readme_quick_start_works() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["data"]["success"], true);
     assert!(v["data"]["messageId"].is_string());
+}
+
+/// A key pair given by flags is used and stored; a key generated on first
+/// start is kept across restarts; subscriptions keep the key they were made for.
+#[tokio::test]
+async fn vapid_keys_given_generated_and_kept() {
+    let db = Db::new(Backend::Sqlite);
+    let server = Server::start(&db, &["--endpoint-policy", "any"]);
+    let generated = server.vapid_public_key().await;
+    let dev = DevPush::start(&[]);
+    let old_sub = dev.mint(Some(&generated)).await;
+    assert_eq!(server.subscribe(&old_sub).await.0, 200);
+    server.stop();
+
+    let (public, private) = vapid_keys();
+    let given = format!("--vapid-private-key={private}");
+    let server = Server::start(&db, &["--endpoint-policy", "any", &format!("--vapid-public-key={public}"), &given]);
+    assert_eq!(server.vapid_public_key().await, public);
+    let new_sub = dev.mint(Some(&public)).await;
+    assert_eq!(server.subscribe(&new_sub).await.0, 200);
+    let (_, list) = server.get("/v1/subscriptions").await;
+    let key_ids: Vec<i64> =
+        list["items"].as_array().unwrap().iter().map(|i| i["vapidKeyId"].as_i64().unwrap()).collect();
+    assert_eq!(key_ids.len(), 2);
+    assert_ne!(key_ids[0], key_ids[1], "each subscription records its own key");
+
+    // Both are sent to, each signed with the key it was made for (the dev
+    // push service checks k against the subscription's applicationServerKey).
+    let (_, v) = server.post_json("/v1/messages", &json!({"payload": "rotated", "target": {"all": true}})).await;
+    let m = server.wait_done(v["id"].as_str().unwrap()).await;
+    assert_eq!(m["counts"]["delivered"], 2, "{m}");
+    server.stop();
+
+    let server = Server::start(&db, &["--endpoint-policy", "any"]);
+    assert_eq!(server.vapid_public_key().await, public, "the given key stays current");
 }

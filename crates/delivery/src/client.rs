@@ -1,5 +1,7 @@
 //! The HTTP client that talks to push services.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -15,11 +17,20 @@ pub struct ClientConfig {
     /// Extra trusted root certificates, PEM (for a push service with a
     /// self-signed certificate, such as `tocsin dev push-service --tls`).
     pub extra_roots_pem: Vec<Vec<u8>>,
+    /// When set, a host name is connected to only at addresses this accepts
+    /// (checked at connection time, so a name cannot be re-pointed inward
+    /// after it was checked).
+    pub address_filter: Option<fn(IpAddr) -> bool>,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(30), connect_timeout: Duration::from_secs(10), extra_roots_pem: Vec::new() }
+        Self {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            extra_roots_pem: Vec::new(),
+            address_filter: None,
+        }
     }
 }
 
@@ -64,6 +75,9 @@ impl PushClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        if let Some(allow) = config.address_filter {
+            builder = builder.dns_resolver(Arc::new(FilteringResolver { allow }));
+        }
         let http = builder.build().map_err(|e| ClientError::Build(error_chain(&e)))?;
         Ok(Self { http })
     }
@@ -98,6 +112,26 @@ impl PushClient {
     }
 }
 
+/// Resolves names with the system resolver and keeps only permitted addresses.
+struct FilteringResolver {
+    allow: fn(IpAddr) -> bool,
+}
+
+impl reqwest::dns::Resolve for FilteringResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow = self.allow;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let permitted: Vec<SocketAddr> = addrs.into_iter().filter(|a| allow(a.ip())).collect();
+            if permitted.is_empty() {
+                return Err(format!("{host} resolves to no address the endpoint policy permits").into());
+            }
+            Ok(Box::new(permitted.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// An error and its sources, joined by `: `.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -121,6 +155,19 @@ mod tests {
     fn refuses_a_bad_ca_file() {
         let config = ClientConfig { extra_roots_pem: vec![b"not a certificate".to_vec()], ..Default::default() };
         assert!(matches!(PushClient::new(&config), Err(ClientError::Certificate(_))));
+    }
+
+    #[tokio::test]
+    async fn the_address_filter_refuses_names_that_point_inward() {
+        let config = ClientConfig { address_filter: Some(|ip| !ip.is_loopback()), ..Default::default() };
+        let client = PushClient::new(&config).unwrap();
+        let req = http::Request::post("http://localhost:9/x").body(Bytes::new()).unwrap();
+        match client.send(req).await {
+            Outcome::Retry { reason: RetryReason::Network(e), .. } => {
+                assert!(e.contains("no address the endpoint policy permits"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

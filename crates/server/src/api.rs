@@ -261,6 +261,20 @@ fn check_payload(payload: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `Query` whose rejection is an [`ApiError`] (axum's own is plain text).
+struct Q<T>(T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Q(v))
+            .map_err(|e| ApiError::bad_request("invalid-query", e.body_text()))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct WaitQuery {
     #[serde(default)]
@@ -276,7 +290,7 @@ struct WaitQuery {
 async fn push_all(
     _admin: Admin,
     State(st): State<AppState>,
-    Query(q): Query<WaitQuery>,
+    Q(q): Q<WaitQuery>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let bytes = body(raw)?;
@@ -556,11 +570,7 @@ fn limit(q: &PageQuery) -> Result<i64, ApiError> {
 #[utoipa::path(get, path = "/v1/messages", security(("admin" = [])),
     params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "{\"items\":[MessageView],\"nextCursor\"}")))]
-async fn list_messages(
-    _admin: Admin,
-    State(st): State<AppState>,
-    Query(q): Query<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+async fn list_messages(_admin: Admin, State(st): State<AppState>, Q(q): Q<PageQuery>) -> Result<Json<Value>, ApiError> {
     let n = limit(&q)?;
     let items = st
         .store
@@ -610,7 +620,7 @@ impl From<StoredSubscription> for SubscriptionView {
 async fn list_subscriptions(
     _admin: Admin,
     State(st): State<AppState>,
-    Query(q): Query<PageQuery>,
+    Q(q): Q<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let n = limit(&q)?;
     let after = match &q.cursor {

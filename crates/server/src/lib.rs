@@ -144,7 +144,11 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     }
     let (store, key) = open_store(&config.database_url, config.vapid_keys.as_ref()).await?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let client = PushClient::new(&ClientConfig::default())?;
+    let address_filter: Option<fn(std::net::IpAddr) -> bool> = match config.endpoint_policy {
+        EndpointPolicy::Any => None,
+        EndpointPolicy::Public | EndpointPolicy::Known(_) => Some(policy::is_public),
+    };
+    let client = PushClient::new(&ClientConfig { address_filter, ..ClientConfig::default() })?;
     let engine = Engine::new(
         store.clone(),
         client,
