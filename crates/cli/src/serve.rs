@@ -54,6 +54,28 @@ pub struct ServeArgs {
     /// Requests in flight to push services.
     #[arg(long, env = "TOCSIN_CONCURRENCY", default_value_t = 100)]
     concurrency: usize,
+    /// Requests in flight to one push service origin.
+    #[arg(long, env = "TOCSIN_PER_ORIGIN_CONCURRENCY", default_value_t = 100)]
+    per_origin_concurrency: usize,
+    /// This process's node id (in leases and metrics); random by default.
+    #[arg(long, env = "TOCSIN_NODE_ID")]
+    node_id: Option<String>,
+    /// Seconds a node's claim on a shard of work lasts without a checkpoint;
+    /// another node takes over a dead node's work after this.
+    #[arg(long, env = "TOCSIN_LEASE_SECONDS", default_value_t = 30.0)]
+    lease_seconds: f64,
+    /// Subscriptions per shard of a broadcast (the unit nodes claim).
+    #[arg(long, env = "TOCSIN_SHARD_SIZE", default_value_t = 1000)]
+    shard_size: i64,
+    /// Attempts per delivery when push services ask to retry (429, 406, 5xx, timeouts).
+    #[arg(long, env = "TOCSIN_MAX_ATTEMPTS", default_value_t = 5)]
+    max_attempts: u32,
+    /// Milliseconds before the first retry (doubling, with jitter) when no Retry-After is given.
+    #[arg(long, env = "TOCSIN_RETRY_BASE_MS", default_value_t = 2000)]
+    retry_base_ms: u64,
+    /// Seconds before a request to a push service times out.
+    #[arg(long, env = "TOCSIN_PUSH_TIMEOUT", default_value_t = 30.0)]
+    push_timeout: f64,
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -71,6 +93,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         cors_origins: args.cors_origin.clone(),
         body_limit: args.body_limit,
         concurrency: args.concurrency,
+        engine: tocsin_server::EngineSettings {
+            node_id: args.node_id.clone(),
+            lease: seconds(args.lease_seconds, "--lease-seconds")?,
+            shard_size: args.shard_size,
+            per_origin: args.per_origin_concurrency,
+            max_attempts: args.max_attempts,
+            retry_base: std::time::Duration::from_millis(args.retry_base_ms),
+            push_timeout: seconds(args.push_timeout, "--push-timeout")?,
+        },
     };
     tocsin_server::run(config, |addr| {
         // The first line is for scripts: the address, port included.
@@ -78,6 +109,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn seconds(v: f64, flag: &str) -> anyhow::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| anyhow::anyhow!("{flag} must be a positive number of seconds"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,33 +1,60 @@
-//! The sending loop behind `tocsin serve`: takes stored messages in order,
-//! walks their audience by subscription id with a checkpointed cursor, sends,
-//! and records outcomes.
+//! The delivery engine behind `tocsin serve`.
 //!
-//! Durability comes from the store: a message is stored before the API
-//! answers, and the cursor is saved after every page, so a restart resumes
-//! where the last checkpoint left off (at most one page is sent twice).
-//! No database transaction is open while a request to a push service is.
+//! A message's audience is split into shards (ranges of subscription ids)
+//! when it starts. Any node claims a shard under a lease, walks it page by
+//! page, and records each page (outcomes, cursor, renewed lease) in one short
+//! transaction, never while a request to a push service is open. A node that
+//! dies leaves its lease to run out; another node then takes the shard over
+//! from its last checkpoint, so at most one page is sent twice. Deliveries
+//! that must be retried (429, 406, 5xx, timeouts, network errors) become
+//! rows with a due time, claimed the same way. A message is `done` when its
+//! shards are closed and no retry waits.
+//!
+//! On PostgreSQL several processes share this work with nothing between them
+//! but the database (`FOR UPDATE SKIP LOCKED`); on SQLite one process owns it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tocsin_protocol::request::PushOptions;
-use tocsin_protocol::{Outcome, Topic, Ttl, Urgency, VapidKey, VapidSigner, VapidSubject};
-use tocsin_store::{Counts, Message, MessageState, Store, StoredSubscription};
-use tokio::sync::{watch, Notify, Semaphore};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tocsin_protocol::request::{self, PushOptions};
+use tocsin_protocol::{FailReason, Outcome, Topic, Ttl, Urgency, VapidKey, VapidSigner, VapidSubject};
+use tocsin_store::{
+    Message, MessageState, NewRetry, PageOutcome, RetryItem, Shard, ShardProgress, Store, StoreError,
+    StoredSubscription,
+};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::fanout::{deliver_one, BroadcastConfig};
+use crate::fanout::{backoff, BroadcastConfig};
 use crate::PushClient;
 
 /// How the engine works.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Subscriptions read per page (and per checkpoint).
+    /// This process's name in leases and metrics.
+    pub node_id: String,
+    /// Subscriptions per shard (the unit of work nodes claim).
+    pub shard_size: i64,
+    /// Subscriptions read and checkpointed at a time.
     pub page_size: i64,
-    /// Requests in flight and retry policy.
-    pub broadcast: BroadcastConfig,
-    /// How often to look for due messages when nobody wakes the engine.
+    /// How long a claim lasts without a checkpoint; a dead node's work is
+    /// taken over after this.
+    pub lease: Duration,
+    /// Tasks claiming work in this process.
+    pub workers: usize,
+    /// Requests in flight, over all push services.
+    pub concurrency: usize,
+    /// Requests in flight to one push service origin.
+    pub per_origin: usize,
+    /// Attempts per delivery (the first included) and the backoff between them.
+    pub retry: BroadcastConfig,
+    /// How often to look for work when nobody wakes the engine.
     pub poll_interval: Duration,
     /// The VAPID subject tokens are signed with.
     pub subject: VapidSubject,
@@ -39,18 +66,132 @@ pub trait EndpointCheck: Send + Sync + 'static {
     fn check(&self, endpoint: &url::Url) -> Result<(), String>;
 }
 
+/// Label pairs of a metric.
+type Labels = Vec<(String, String)>;
+
+/// Counters and histograms the engine keeps, for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct EngineMetrics {
+    /// Deliveries by outcome (`delivered`, `gone`, `expired`, `failed`,
+    /// `retry`) and reason.
+    pub deliveries: Family<Labels, Counter>,
+    /// Retries scheduled.
+    pub retries: Counter,
+    /// Requests to push services in flight.
+    pub in_flight: Gauge,
+    /// Latency of push requests by origin.
+    pub latency: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl Default for EngineMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EngineMetrics {
+    /// Fresh metrics.
+    pub fn new() -> Self {
+        Self {
+            deliveries: Family::default(),
+            retries: Counter::default(),
+            in_flight: Gauge::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
+
+    /// Registers them (clones share the values).
+    pub fn register(&self, registry: &mut Registry, node: &str) {
+        let info: Family<Labels, Gauge> = Family::default();
+        info.get_or_create(&vec![("node".into(), node.to_owned())]).set(1);
+        registry.register("node", "This process's node id", info);
+        registry.register("deliveries", "Deliveries by outcome and reason", self.deliveries.clone());
+        registry.register("retries_scheduled", "Deliveries scheduled for another attempt", self.retries.clone());
+        registry.register("push_in_flight", "Requests to push services in flight", self.in_flight.clone());
+        registry.register("push_latency_seconds", "Push request latency by push service origin", self.latency.clone());
+    }
+
+    fn count(&self, outcome: &str, reason: &str) {
+        self.deliveries
+            .get_or_create(&vec![("outcome".into(), outcome.into()), ("reason".into(), reason.into())])
+            .inc();
+    }
+}
+
+/// Slows and bounds the requests to one push service.
+struct OriginGate {
+    permits: Arc<Semaphore>,
+    not_before: Mutex<Option<Instant>>,
+}
+
+/// A gate wait longer than this is not waited for: the delivery is
+/// rescheduled instead, so a worker is not held for a long `Retry-After`.
+const MAX_GATE_WAIT: Duration = Duration::from_secs(2);
+
+impl OriginGate {
+    async fn enter(&self) -> Result<OwnedSemaphorePermit, Duration> {
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| Duration::ZERO)?;
+        loop {
+            let wait = self
+                .not_before
+                .lock()
+                .ok()
+                .and_then(|nb| *nb)
+                .map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()));
+            if wait.is_zero() {
+                return Ok(permit);
+            }
+            if wait > MAX_GATE_WAIT {
+                return Err(wait);
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn slow_down(&self, after: Duration) {
+        if let Ok(mut nb) = self.not_before.lock() {
+            let until = Instant::now() + after;
+            if nb.is_none_or(|t| t < until) {
+                *nb = Some(until);
+            }
+        }
+    }
+}
+
 /// Runs messages through to `done`.
 pub struct Engine {
     store: Arc<dyn Store>,
     client: PushClient,
     config: EngineConfig,
-    wake: Arc<Notify>,
+    wake: Notify,
     policy: Arc<dyn EndpointCheck>,
     signers: Mutex<HashMap<i64, Arc<VapidSigner>>>,
+    gates: Mutex<HashMap<String, Arc<OriginGate>>>,
+    in_flight: Arc<Semaphore>,
+    mismatch_logged: Mutex<HashSet<String>>,
+    metrics: EngineMetrics,
 }
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One delivery to attempt: the subscription and the attempts made before.
+struct Job {
+    sub: StoredSubscription,
+    attempts_before: i64,
+}
+
+/// The result of one attempt, ready to be recorded.
+enum Attempt {
+    Delivered,
+    Gone,
+    Failed(String),
+    Retry { reason: String, after: Option<Duration> },
 }
 
 impl Engine {
@@ -60,65 +201,197 @@ impl Engine {
         client: PushClient,
         config: EngineConfig,
         policy: Arc<dyn EndpointCheck>,
+        metrics: EngineMetrics,
     ) -> Arc<Self> {
-        Arc::new(Self { store, client, config, wake: Arc::new(Notify::new()), policy, signers: Mutex::default() })
+        let in_flight = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        Arc::new(Self {
+            store,
+            client,
+            config,
+            wake: Notify::new(),
+            policy,
+            signers: Mutex::default(),
+            gates: Mutex::default(),
+            in_flight,
+            mismatch_logged: Mutex::default(),
+            metrics,
+        })
     }
 
     /// Tells the engine that a message was stored.
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.wake.notify_waiters();
     }
 
-    /// Works until `shutdown` turns true; a message in flight stops at its
-    /// next checkpoint and resumes on the next start.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            match self.store.next_due_message(now_ms()).await {
-                Ok(Some(message)) => {
-                    let id = message.id.clone();
-                    if let Err(e) = self.process(message, &shutdown).await {
-                        tracing::error!(message = %id, error = %e, "sending failed; will resume");
-                        self.pause(&mut shutdown, self.config.poll_interval).await;
+    /// Works until `shutdown` turns true; work in hand stops at its next
+    /// checkpoint, releasing its lease, and resumes on the next start.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..self.config.workers.max(1) {
+            let engine = self.clone();
+            let mut shutdown = shutdown.clone();
+            workers.spawn(async move {
+                loop {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    match engine.step(&shutdown).await {
+                        Ok(true) => {}
+                        Ok(false) => engine.pause(&mut shutdown).await,
+                        Err(e) => {
+                            tracing::error!(error = %e, "delivery engine: storage error; retrying");
+                            engine.pause(&mut shutdown).await;
+                        }
                     }
                 }
-                Ok(None) => self.pause(&mut shutdown, self.config.poll_interval).await,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read messages; retrying");
-                    self.pause(&mut shutdown, self.config.poll_interval).await;
-                }
-            }
+            });
         }
+        while workers.join_next().await.is_some() {}
     }
 
-    async fn pause(&self, shutdown: &mut watch::Receiver<bool>, d: Duration) {
+    async fn pause(&self, shutdown: &mut watch::Receiver<bool>) {
         tokio::select! {
             _ = self.wake.notified() => {}
-            _ = tokio::time::sleep(d) => {}
+            _ = tokio::time::sleep(self.config.poll_interval) => {}
             _ = shutdown.changed() => {}
         }
     }
 
-    fn signer(&self, key_id: i64) -> Result<Arc<VapidSigner>, tocsin_store::StoreError> {
-        if let Some(s) = self.signers.lock().ok().and_then(|m| m.get(&key_id).cloned()) {
-            return Ok(s);
+    /// Does one piece of work; false when there was none.
+    async fn step(&self, shutdown: &watch::Receiver<bool>) -> Result<bool, StoreError> {
+        let now = now_ms();
+        if let Some(m) = self.store.next_startable_message(now).await? {
+            if self.store.start_message(&m.id, &m.target, self.config.shard_size, now).await? {
+                tracing::info!(message = %m.id, node = %self.config.node_id, "message sending");
+                self.wake.notify_waiters();
+                self.finish_if_complete(&m.id).await?;
+            }
+            return Ok(true);
         }
-        Err(tocsin_store::StoreError::Corrupt(format!("VAPID key {key_id} not loaded")))
+        let lease = self.config.lease.as_millis() as i64;
+        if let Some(shard) = self.store.claim_shard(&self.config.node_id, now, lease).await? {
+            self.process_shard(shard, shutdown).await?;
+            return Ok(true);
+        }
+        let items = self.store.claim_retries(&self.config.node_id, now, lease, self.config.page_size).await?;
+        if !items.is_empty() {
+            self.process_retries(items).await?;
+            return Ok(true);
+        }
+        for id in self.store.sending_message_ids().await? {
+            self.finish_if_complete(&id).await?;
+        }
+        Ok(false)
     }
 
-    async fn load_signer(&self, key_id: i64) -> Result<Arc<VapidSigner>, tocsin_store::StoreError> {
-        if let Ok(s) = self.signer(key_id) {
+    async fn finish_if_complete(&self, id: &str) -> Result<(), StoreError> {
+        if self.store.try_finish_message(id, now_ms()).await? {
+            if let Some(m) = self.store.message(id).await? {
+                let c = m.counts;
+                tracing::info!(message = %m.id, targeted = c.targeted, delivered = c.delivered, failed = c.failed,
+                    gone = c.gone, expired = c.expired, "message done");
+            }
+        }
+        Ok(())
+    }
+
+    async fn process_shard(&self, shard: Shard, shutdown: &watch::Receiver<bool>) -> Result<(), StoreError> {
+        let Some(message) = self.store.message(&shard.message_id).await? else { return Ok(()) };
+        if message.state != MessageState::Sending {
+            return Ok(());
+        }
+        let lease = self.config.lease.as_millis() as i64;
+        let mut cursor = shard.cursor;
+        loop {
+            let page = self
+                .store
+                .page_subscriptions(&message.target, cursor, Some(shard.end_at), self.config.page_size)
+                .await?;
+            let done = (page.len() as i64) < self.config.page_size;
+            let last = page.last().map_or(shard.end_at, |s| s.id);
+            let jobs = page.into_iter().map(|sub| Job { sub, attempts_before: 0 }).collect();
+            let outcome = self.attempt_all(&message, jobs).await?;
+            cursor = if done { shard.end_at } else { last };
+            let stopping = *shutdown.borrow();
+            // Stopping releases the lease at once, so a restart resumes without waiting for it.
+            let lease_ms = if stopping { -1 } else { lease };
+            let state = self
+                .store
+                .checkpoint_shard(
+                    &shard,
+                    &self.config.node_id,
+                    &ShardProgress { cursor, done, lease_ms },
+                    &outcome,
+                    now_ms(),
+                )
+                .await?;
+            match state {
+                None => {
+                    tracing::warn!(message = %message.id, shard = shard.shard, "lease lost; another node has the shard");
+                    return Ok(());
+                }
+                Some(MessageState::Cancelled) => {
+                    tracing::info!(message = %message.id, "message cancelled while sending");
+                    return Ok(());
+                }
+                Some(_) if done => return self.finish_if_complete(&message.id).await,
+                Some(_) if stopping => {
+                    tracing::info!(message = %message.id, shard = shard.shard, cursor, "stopping at a checkpoint");
+                    return Ok(());
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    async fn process_retries(&self, items: Vec<RetryItem>) -> Result<(), StoreError> {
+        let mut by_message: HashMap<String, Vec<RetryItem>> = HashMap::new();
+        for item in items {
+            by_message.entry(item.message_id.clone()).or_default().push(item);
+        }
+        for (message_id, items) in by_message {
+            let Some(message) = self.store.message(&message_id).await? else { continue };
+            let mut jobs = Vec::with_capacity(items.len());
+            let mut vanished = PageOutcome::default();
+            for item in &items {
+                match self.store.subscription(item.subscription_id).await? {
+                    Some(sub) => jobs.push(Job { sub, attempts_before: item.attempt }),
+                    // Deleted meanwhile (gone for another message, or by the API).
+                    None => vanished.gone.push(item.subscription_id),
+                }
+            }
+            let mut outcome = self.attempt_all(&message, jobs).await?;
+            outcome.gone.extend(vanished.gone);
+            self.store.record_retries(&message_id, &items, &outcome, now_ms()).await?;
+            self.finish_if_complete(&message_id).await?;
+        }
+        Ok(())
+    }
+
+    fn gate(&self, origin: &str) -> Arc<OriginGate> {
+        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        gates
+            .entry(origin.to_owned())
+            .or_insert_with(|| {
+                Arc::new(OriginGate {
+                    permits: Arc::new(Semaphore::new(self.config.per_origin.max(1))),
+                    not_before: Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+
+    async fn signer(&self, key_id: i64) -> Result<Arc<VapidSigner>, StoreError> {
+        if let Some(s) = self.signers.lock().ok().and_then(|m| m.get(&key_id).cloned()) {
             return Ok(s);
         }
         let row = self
             .store
             .vapid_key(key_id)
             .await?
-            .ok_or_else(|| tocsin_store::StoreError::Corrupt(format!("VAPID key {key_id} missing")))?;
+            .ok_or_else(|| StoreError::Corrupt(format!("VAPID key {key_id} missing")))?;
         let key = VapidKey::from_base64url(Some(&row.public_key), &row.private_key)
-            .map_err(|e| tocsin_store::StoreError::Corrupt(e.to_string()))?;
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let signer = Arc::new(VapidSigner::new(Arc::new(key), self.config.subject.clone()));
         if let Ok(mut m) = self.signers.lock() {
             m.insert(key_id, signer.clone());
@@ -126,18 +399,11 @@ impl Engine {
         Ok(signer)
     }
 
-    async fn process(&self, message: Message, shutdown: &watch::Receiver<bool>) -> tocsin_store::Result<()> {
-        let mut message = message;
-        if matches!(message.state, MessageState::Scheduled | MessageState::Queued) {
-            if !self.store.start_message(&message.id, &message.target, now_ms()).await? {
-                return Ok(()); // cancelled meanwhile
-            }
-            message = match self.store.message(&message.id).await? {
-                Some(m) => m,
-                None => return Ok(()),
-            };
-            tracing::info!(message = %message.id, targeted = message.counts.targeted, "sending");
-        }
+    /// Attempts every job once, concurrently, and sorts the results into a
+    /// page outcome (retries scheduled with their due time).
+    async fn attempt_all(&self, message: &Message, jobs: Vec<Job>) -> Result<PageOutcome, StoreError> {
+        let now = now_ms();
+        let deadline = message.created_at.max(message.send_at.unwrap_or(0)) + i64::from(message.ttl) * 1000;
         let options = Arc::new(PushOptions {
             ttl: Ttl(message.ttl),
             urgency: message.urgency.as_deref().and_then(|u| u.parse::<Urgency>().ok()),
@@ -145,84 +411,132 @@ impl Engine {
             ..PushOptions::default()
         });
         let payload = message.payload.clone().map(Bytes::from);
-        let mut cursor = message.cursor;
-        loop {
-            let page = self
-                .store
-                .page_subscriptions(&message.target, cursor, Some(message.cursor_end), self.config.page_size)
-                .await?;
-            let Some(last) = page.last().map(|s| s.id) else { break };
-            let delta = self.send_page(page, payload.clone(), options.clone()).await?;
-            cursor = last;
-            let state = self.store.record_progress(&message.id, cursor, &delta, now_ms()).await?;
-            if state == MessageState::Cancelled {
-                tracing::info!(message = %message.id, "cancelled while sending");
-                return Ok(());
-            }
-            if *shutdown.borrow() {
-                tracing::info!(message = %message.id, cursor, "stopping at a checkpoint");
-                return Ok(());
-            }
-        }
-        self.store.finish_message(&message.id, now_ms()).await?;
-        if let Some(m) = self.store.message(&message.id).await? {
-            let c = m.counts;
-            tracing::info!(message = %m.id, targeted = c.targeted, delivered = c.delivered, failed = c.failed,
-                gone = c.gone, expired = c.expired, "done");
-        }
-        Ok(())
-    }
-
-    async fn send_page(
-        &self,
-        page: Vec<StoredSubscription>,
-        payload: Option<Bytes>,
-        options: Arc<PushOptions>,
-    ) -> tocsin_store::Result<Counts> {
-        let now = now_ms();
-        let semaphore = Arc::new(Semaphore::new(self.config.broadcast.concurrency.max(1)));
+        let mut outcome = PageOutcome::default();
         let mut tasks = tokio::task::JoinSet::new();
-        let mut delta = Counts::default();
-        for sub in page {
+        for job in jobs {
+            let sub = &job.sub;
             if sub.subscription.expiration_time().is_some_and(|t| (t as i64) <= now) {
-                self.store.delete_subscription(sub.id).await?;
-                delta.expired += 1;
+                self.metrics.count("expired", "subscription-expired");
+                outcome.expired.push(sub.id);
+                continue;
+            }
+            if now > deadline {
+                self.metrics.count("failed", "ttl-expired");
+                outcome.fail("ttl-expired".into());
                 continue;
             }
             if let Err(reason) = self.policy.check(sub.subscription.endpoint()) {
                 tracing::warn!(subscription = sub.id, %reason, "endpoint refused by policy");
-                delta.failed += 1;
+                self.metrics.count("failed", "endpoint-not-allowed");
+                outcome.fail("endpoint-not-allowed".into());
                 continue;
             }
-            let signer = self.load_signer(sub.vapid_key_id).await?;
-            let Ok(permit) = semaphore.clone().acquire_owned().await else { break };
-            let (client, payload, options, config) =
-                (self.client.clone(), payload.clone(), options.clone(), self.config.broadcast.clone());
+            let signer = self.signer(sub.vapid_key_id).await?;
+            let gate = self.gate(&sub.subscription.origin());
+            let (client, options, payload, in_flight, metrics) =
+                (self.client.clone(), options.clone(), payload.clone(), self.in_flight.clone(), self.metrics.clone());
             tasks.spawn(async move {
-                let (outcome, _) =
-                    deliver_one(&client, &sub.subscription, payload.as_deref(), &options, Some(&signer), &config).await;
-                drop(permit);
-                (sub.id, outcome)
+                let attempt = match gate.enter().await {
+                    Err(wait) => Attempt::Retry { reason: "rate-limited".into(), after: Some(wait) },
+                    Ok(_origin_permit) => {
+                        let Ok(_permit) = in_flight.acquire_owned().await else {
+                            return (job, Attempt::Retry { reason: "shutdown".into(), after: None }, None);
+                        };
+                        match request::build(
+                            &job.sub.subscription,
+                            payload.as_deref(),
+                            &options,
+                            Some(&signer),
+                            SystemTime::now(),
+                        ) {
+                            Err(e) => Attempt::Failed(FailReason::Request(e.to_string()).label()),
+                            Ok(req) => {
+                                metrics.in_flight.inc();
+                                let started = Instant::now();
+                                let o = client.send(req).await;
+                                metrics.in_flight.dec();
+                                metrics
+                                    .latency
+                                    .get_or_create(&vec![("origin".into(), job.sub.subscription.origin())])
+                                    .observe(started.elapsed().as_secs_f64());
+                                match o {
+                                    Outcome::Delivered { .. } => Attempt::Delivered,
+                                    Outcome::Gone { .. } => Attempt::Gone,
+                                    Outcome::Failed { reason } => {
+                                        let mismatch = matches!(reason, FailReason::VapidKeyMismatch { .. });
+                                        return (
+                                            job,
+                                            Attempt::Failed(reason.label()),
+                                            mismatch.then(|| reason.to_string()),
+                                        );
+                                    }
+                                    Outcome::Retry { reason, after } => {
+                                        if let Some(after) = after {
+                                            gate.slow_down(after);
+                                        }
+                                        Attempt::Retry { reason: reason.label(), after }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                };
+                (job, attempt, None)
             });
         }
         while let Some(joined) = tasks.join_next().await {
-            let Ok((id, outcome)) = joined else {
-                delta.failed += 1;
+            let Ok((job, attempt, loud)) = joined else {
+                outcome.fail("internal".into());
                 continue;
             };
-            match outcome {
-                Outcome::Delivered { .. } => delta.delivered += 1,
-                Outcome::Gone { .. } => {
-                    self.store.delete_subscription(id).await?;
-                    delta.gone += 1;
+            if let Some(text) = loud {
+                self.log_mismatch_once(&job.sub.subscription.origin(), &text);
+            }
+            match attempt {
+                Attempt::Delivered => {
+                    self.metrics.count("delivered", "");
+                    outcome.delivered += 1;
                 }
-                Outcome::Failed { reason } => {
-                    tracing::debug!(subscription = id, reason = %reason, "failed");
-                    delta.failed += 1;
+                Attempt::Gone => {
+                    self.metrics.count("gone", "");
+                    outcome.gone.push(job.sub.id);
                 }
-                Outcome::Retry { .. } => delta.failed += 1,
+                Attempt::Failed(reason) => {
+                    tracing::debug!(subscription = job.sub.id, %reason, "delivery failed");
+                    self.metrics.count("failed", &reason);
+                    outcome.fail(reason);
+                }
+                Attempt::Retry { reason, after } => {
+                    let attempts = job.attempts_before + 1;
+                    let wait = after.unwrap_or_else(|| backoff(&self.config.retry, attempts as u32));
+                    let due_at = now_ms() + wait.as_millis() as i64;
+                    if attempts >= i64::from(self.config.retry.max_attempts) {
+                        let label = format!("retries-exhausted-{reason}");
+                        self.metrics.count("failed", &label);
+                        outcome.fail(label);
+                    } else if due_at > deadline {
+                        self.metrics.count("failed", "ttl-expired");
+                        outcome.fail("ttl-expired".into());
+                    } else {
+                        self.metrics.count("retry", &reason);
+                        self.metrics.retries.inc();
+                        outcome.retries.push(NewRetry {
+                            subscription_id: job.sub.id,
+                            attempt: attempts,
+                            due_at,
+                            reason,
+                        });
+                    }
+                }
             }
         }
-        Ok(delta)
+        Ok(outcome)
+    }
+
+    fn log_mismatch_once(&self, origin: &str, text: &str) {
+        let first = self.mismatch_logged.lock().map(|mut s| s.insert(origin.to_owned())).unwrap_or(false);
+        if first {
+            tracing::error!(push_service = %origin, "{text}");
+        }
     }
 }

@@ -32,6 +32,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/subscriptions/{id}/expire", post(expire_sub))
         .route("/subscriptions/{id}/faults", post(add_faults).delete(clear_faults))
         .route("/messages", get(list_messages).delete(clear_messages))
+        .route("/received", get(received))
         .route("/push/{id}", post(push))
         .fallback(|| async { error(StatusCode::NOT_FOUND, 102, "no such route") })
         .with_state(state)
@@ -73,6 +74,7 @@ async fn index(AxState(st): St) -> Json<Value> {
             "POST /subscriptions/{id}/expire": "pushes then get 410",
             "POST /subscriptions/{id}/faults": "queue faults: {status, retryAfter, delayMs, drop, times} or an array of them",
             "GET /messages?subscription={id}": "messages received, decrypted",
+            "GET /received": "{\"total\", \"counts\": {subscription id: messages received}}",
             "DELETE /messages": "forget all messages",
             "POST /push/{id}": "the RFC 8030 push endpoint",
         }
@@ -109,7 +111,15 @@ fn mint_one(st: &State, app_server_key: Option<Vec<u8>>) -> Result<Value, ApiErr
     });
     st.lock().subs.insert(
         id,
-        Sub { keys: Arc::new(keys), app_server_key, expired: false, attempts: 0, received: 0, faults: VecDeque::new() },
+        Sub {
+            keys: Arc::new(keys),
+            app_server_key,
+            expired: false,
+            attempts: 0,
+            attempt_times: Vec::new(),
+            received: 0,
+            faults: VecDeque::new(),
+        },
     );
     Ok(sub)
 }
@@ -155,6 +165,7 @@ async fn show_sub(AxState(st): St, Path(id): Path<String>) -> Response {
         "endpoint": format!("{}/push/{id}", st.base_url),
         "expired": sub.expired,
         "attempts": sub.attempts,
+        "attemptTimes": sub.attempt_times,
         "received": sub.received,
         "pendingFaults": sub.faults,
         "applicationServerKey": sub.app_server_key.as_ref().map(b64::encode),
@@ -234,6 +245,15 @@ async fn list_messages(AxState(st): St, Query(q): Query<MessageQuery>) -> Json<V
     let items: Vec<&RecordedMessage> =
         inner.messages.iter().filter(|m| q.subscription.as_deref().is_none_or(|s| s == m.subscription_id)).collect();
     Json(json!({ "items": items }))
+}
+
+/// How many messages each subscription received: `{"total","counts":{id:n}}`
+/// (cheap to read for thousands of subscriptions).
+async fn received(AxState(st): St) -> Json<Value> {
+    let inner = st.lock();
+    let counts: HashMap<&str, u64> =
+        inner.subs.iter().filter(|(_, s)| s.received > 0).map(|(id, s)| (id.as_str(), s.received)).collect();
+    Json(json!({"total": inner.messages.len(), "counts": counts}))
 }
 
 async fn clear_messages(AxState(st): St) -> StatusCode {

@@ -72,6 +72,7 @@ pub(crate) struct Sub {
     pub app_server_key: Option<Vec<u8>>,
     pub expired: bool,
     pub attempts: u64,
+    pub attempt_times: Vec<u64>,
     pub received: u64,
     pub faults: VecDeque<FaultSpec>,
 }
@@ -121,6 +122,7 @@ impl State {
         let mut inner = self.lock();
         let Some(sub) = inner.subs.get_mut(id) else { return Gate::Unknown };
         sub.attempts += 1;
+        sub.attempt_times.push(now_ms());
         if sub.expired {
             return Gate::Expired;
         }

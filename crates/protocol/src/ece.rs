@@ -479,7 +479,7 @@ impl ReceiverKeys {
             }
             out.extend_from_slice(&plain[2 + pad..]);
         }
-        if body.len() % chunk == 0 {
+        if body.len().is_multiple_of(chunk) {
             return Err(DecryptError::Padding("message truncated: ends on a record boundary"));
         }
         Ok(out)

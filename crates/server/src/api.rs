@@ -431,6 +431,10 @@ pub struct MessageView {
     created_at: String,
     send_at: Option<String>,
     counts: CountsView,
+    /// Failures by reason (`payload-too-large`, `vapid-key-mismatch`,
+    /// `retries-exhausted-http-503`, `ttl-expired`, …); in `GET /v1/messages/{id}` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_by_reason: Option<std::collections::BTreeMap<String, i64>>,
 }
 
 impl From<Message> for MessageView {
@@ -441,6 +445,7 @@ impl From<Message> for MessageView {
             created_at: rfc3339(m.created_at),
             send_at: m.send_at.map(rfc3339),
             counts: m.counts.into(),
+            failed_by_reason: None,
         }
     }
 }
@@ -513,7 +518,7 @@ async fn create_message(
     Ok((StatusCode::ACCEPTED, Json(json!({"id": message.id, "state": message.state.as_str()}))).into_response())
 }
 
-/// One message with its counts.
+/// One message with its counts, and its failures by reason.
 #[utoipa::path(get, path = "/v1/messages/{id}", security(("admin" = [])),
     responses((status = 200, body = MessageView), (status = 404, body = ErrorBody)))]
 async fn get_message(
@@ -521,11 +526,14 @@ async fn get_message(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
-    match st.store.message(&id).await {
-        Ok(Some(m)) => Ok(Json(m.into())),
-        Ok(None) => Err(ApiError::not_found("message-not-found", format!("no message {id}"))),
-        Err(e) => Err(ApiError::storage("database-unavailable", "cannot read the message", &e)),
-    }
+    let storage =
+        |e: tocsin_store::StoreError| ApiError::storage("database-unavailable", "cannot read the message", &e);
+    let Some(m) = st.store.message(&id).await.map_err(storage)? else {
+        return Err(ApiError::not_found("message-not-found", format!("no message {id}")));
+    };
+    let mut view = MessageView::from(m);
+    view.failed_by_reason = Some(st.store.message_failures(&id).await.map_err(storage)?.into_iter().collect());
+    Ok(Json(view))
 }
 
 /// Cancels what is not sent yet.

@@ -52,6 +52,41 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// Requests in flight to push services.
     pub concurrency: usize,
+    /// The delivery engine's settings.
+    pub engine: EngineSettings,
+}
+
+/// The delivery engine's settings.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// This process's id in leases and metrics; random when `None`.
+    pub node_id: Option<String>,
+    /// A claim on a shard or retry lasts this long without a checkpoint.
+    pub lease: Duration,
+    /// Subscriptions per shard.
+    pub shard_size: i64,
+    /// Requests in flight to one push service origin.
+    pub per_origin: usize,
+    /// Attempts per delivery, the first included.
+    pub max_attempts: u32,
+    /// The first retry's delay; each further one doubles, with jitter.
+    pub retry_base: Duration,
+    /// Timeout of one request to a push service.
+    pub push_timeout: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            lease: Duration::from_secs(30),
+            shard_size: 1000,
+            per_origin: 100,
+            max_attempts: 5,
+            retry_base: Duration::from_secs(2),
+            push_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Shared by every handler.
@@ -88,6 +123,9 @@ pub enum StartError {
     /// The address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    /// The SQLite database is owned by another process.
+    #[error("cannot own the database ({0}): {1}")]
+    Owner(String, String),
 }
 
 /// The development default subject, used (with a warning) when none is set.
@@ -142,24 +180,49 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     if let Some(w) = subject.warning() {
         tracing::warn!("{w}");
     }
+    let _owner = sqlite_owner_lock(&config.database_url)?;
     let (store, key) = open_store(&config.database_url, config.vapid_keys.as_ref()).await?;
     let store: Arc<dyn Store> = Arc::new(store);
+    let settings = &config.engine;
+    let node_id = match &settings.node_id {
+        Some(n) => n.clone(),
+        None => {
+            let mut b = [0u8; 6];
+            let _ = aws_lc_rs::rand::fill(&mut b);
+            format!("node-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+        }
+    };
     let address_filter: Option<fn(std::net::IpAddr) -> bool> = match config.endpoint_policy {
         EndpointPolicy::Any => None,
         EndpointPolicy::Public | EndpointPolicy::Known(_) => Some(policy::is_public),
     };
-    let client = PushClient::new(&ClientConfig { address_filter, ..ClientConfig::default() })?;
+    let client =
+        PushClient::new(&ClientConfig { address_filter, timeout: settings.push_timeout, ..ClientConfig::default() })?;
+    let engine_metrics = tocsin_delivery::engine::EngineMetrics::new();
     let engine = Engine::new(
         store.clone(),
         client,
         EngineConfig {
-            page_size: 500,
-            broadcast: BroadcastConfig { concurrency: config.concurrency, ..BroadcastConfig::default() },
-            poll_interval: Duration::from_millis(500),
+            node_id: node_id.clone(),
+            shard_size: settings.shard_size.max(1),
+            page_size: 250,
+            lease: settings.lease,
+            workers: 2,
+            concurrency: config.concurrency,
+            per_origin: settings.per_origin,
+            retry: BroadcastConfig {
+                concurrency: config.concurrency,
+                max_attempts: settings.max_attempts.max(1),
+                retry_base: settings.retry_base,
+                max_retry_wait: Duration::from_secs(3600),
+            },
+            poll_interval: Duration::from_millis(250),
             subject,
         },
         Arc::new(config.endpoint_policy.clone()),
+        engine_metrics.clone(),
     );
+    tracing::info!(node = %node_id, "delivery engine ready");
     let state = AppState {
         store,
         engine: engine.clone(),
@@ -167,7 +230,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         vapid_key_id: key.id,
         policy: config.endpoint_policy.clone(),
         admin_token_hash: config.admin_token.as_deref().filter(|t| !t.is_empty()).map(auth::hash_token),
-        metrics: Arc::new(metrics::Metrics::new()),
+        metrics: Arc::new(metrics::Metrics::new(engine_metrics, node_id)),
     };
     let app = api::router(state, &config);
     let listener =
@@ -185,6 +248,35 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     let _ = stop_tx.send(true);
     let _ = engine_task.await;
     served.map_err(|e| StartError::Bind(addr, e))
+}
+
+/// SQLite belongs to one process: a second `tocsin serve` on the same file
+/// is refused with a clear message. The lock is released when the process
+/// ends, however it ends.
+fn sqlite_owner_lock(url: &str) -> Result<Option<std::fs::File>, StartError> {
+    let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else { return Ok(None) };
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(None);
+    }
+    let lock_path = format!("{path}.lock");
+    if let Some(dir) = std::path::Path::new(&lock_path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StartError::Owner(lock_path.clone(), e.to_string()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StartError::Owner(lock_path.clone(), e.to_string()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Owner(
+            lock_path,
+            "another tocsin serve owns this SQLite database; stop it, or use PostgreSQL to run several".into(),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(StartError::Owner(lock_path, e.to_string())),
+    }
 }
 
 async fn shutdown_signal() {

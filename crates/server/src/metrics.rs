@@ -6,19 +6,22 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tocsin_store::Stats;
 
-/// The server's own counters; stored totals are read at scrape time.
-#[derive(Debug, Default)]
+/// The server's own counters and the engine's; stored totals are read at
+/// scrape time.
+#[derive(Debug)]
 pub struct Metrics {
     /// Subscriptions saved through the API.
     pub subscriptions_saved: Counter,
     /// Messages accepted through the API.
     pub messages_accepted: Counter,
+    engine: tocsin_delivery::engine::EngineMetrics,
+    node: String,
 }
 
 impl Metrics {
-    /// Fresh counters.
-    pub fn new() -> Self {
-        Self::default()
+    /// Fresh counters beside the engine's.
+    pub fn new(engine: tocsin_delivery::engine::EngineMetrics, node: String) -> Self {
+        Self { subscriptions_saved: Counter::default(), messages_accepted: Counter::default(), engine, node }
     }
 
     /// The text exposition, with `stats` as gauges.
@@ -44,6 +47,7 @@ impl Metrics {
         );
         registry.register("deliveries_failed", "Deliveries failed for good, all messages", gauge(stats.failed));
         registry.register("subscriptions_removed", "Subscriptions removed as gone or expired", gauge(stats.removed));
+        self.engine.register(&mut registry, &self.node);
         let mut out = String::new();
         if encode(&mut out, &registry).is_err() {
             out.clear();

@@ -83,19 +83,49 @@ pub trait Store: Send + Sync + 'static {
     async fn list_messages(&self, before: Option<&str>, limit: i64) -> Result<Vec<Message>>;
     /// Cancels a message not yet done; returns it as it is now.
     async fn cancel_message(&self, id: &str, now: i64) -> Result<Option<Message>>;
-    /// The oldest message that has work to do at `now`: queued, sending, or
-    /// scheduled and due.
-    async fn next_due_message(&self, now: i64) -> Result<Option<Message>>;
     /// Moves a message to `sending` (from `scheduled` or `queued`), counting
     /// its audience and fixing its last subscription id, so that
-    /// subscriptions added later are not part of it; false when it was
-    /// cancelled meanwhile.
-    async fn start_message(&self, id: &str, target: &Target, now: i64) -> Result<bool>;
-    /// Adds counts and moves the cursor; returns the message's state, so a
-    /// sender sees a cancellation.
-    async fn record_progress(&self, id: &str, cursor: i64, delta: &Counts, now: i64) -> Result<MessageState>;
-    /// Marks a `sending` message `done`.
-    async fn finish_message(&self, id: &str, now: i64) -> Result<()>;
+    /// subscriptions added later are not part of it, and splits that id
+    /// range into shards of about `shard_size` ids. False when another node
+    /// started it first, or it was cancelled: a message starts once.
+    async fn start_message(&self, id: &str, target: &Target, shard_size: i64, now: i64) -> Result<bool>;
+    /// The oldest queued message, or scheduled one that is due.
+    async fn next_startable_message(&self, now: i64) -> Result<Option<Message>>;
+    /// Claims an unfinished shard of a `sending` message whose lease has run
+    /// out (or was never taken), for `lease_ms`.
+    async fn claim_shard(&self, node: &str, now: i64, lease_ms: i64) -> Result<Option<Shard>>;
+    /// Records a page in one transaction: the shard's cursor (and a lease
+    /// renewed for `progress.lease_ms`), the message's counters, retries to
+    /// schedule, subscriptions to delete; `progress.done` closes the shard. Nothing is written when `node` no
+    /// longer holds the lease (another node redoes the page): returns
+    /// `None` then, else the message's state.
+    async fn checkpoint_shard(
+        &self,
+        shard: &Shard,
+        node: &str,
+        progress: &ShardProgress,
+        outcome: &PageOutcome,
+        now: i64,
+    ) -> Result<Option<MessageState>>;
+    /// Claims up to `limit` retries that are due, for `lease_ms`.
+    async fn claim_retries(&self, node: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<RetryItem>>;
+    /// Records the attempts of claimed retries: each item is removed, or
+    /// rescheduled when `outcome.retries` names it again; counters follow.
+    async fn record_retries(
+        &self,
+        message_id: &str,
+        items: &[RetryItem],
+        outcome: &PageOutcome,
+        now: i64,
+    ) -> Result<()>;
+    /// Marks a `sending` message `done` when no shard is open and no retry
+    /// waits; true when it did.
+    async fn try_finish_message(&self, id: &str, now: i64) -> Result<bool>;
+    /// Ids of messages in `sending` (to finish those whose last shard
+    /// closed on a node that stopped before it could mark them done).
+    async fn sending_message_ids(&self) -> Result<Vec<String>>;
+    /// A message's failures by reason.
+    async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>>;
 
     /// Stores an admin token's hash.
     async fn insert_token(&self, name: &str, hash: &str, now: i64) -> Result<()>;

@@ -196,3 +196,85 @@ pub struct Stats {
     /// Subscriptions removed as gone or expired.
     pub removed: i64,
 }
+
+/// A claimed range of a message's audience.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    /// The message.
+    pub message_id: String,
+    /// The shard's number within the message.
+    pub shard: i64,
+    /// Subscriptions with id above this…
+    pub start_after: i64,
+    /// …up to and including this.
+    pub end_at: i64,
+    /// The last subscription id handled.
+    pub cursor: i64,
+}
+
+/// A delivery to try again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryItem {
+    /// The message.
+    pub message_id: String,
+    /// The subscription.
+    pub subscription_id: i64,
+    /// Attempts made so far.
+    pub attempt: i64,
+    /// Why the last attempt asked for a retry.
+    pub reason: String,
+}
+
+/// A retry to schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRetry {
+    /// The subscription.
+    pub subscription_id: i64,
+    /// Attempts made so far.
+    pub attempt: i64,
+    /// When to try again, ms since the epoch.
+    pub due_at: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// What one page (or one batch of retries) of a message came to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageOutcome {
+    /// Accepted by the push service.
+    pub delivered: i64,
+    /// Failed for good, by reason label.
+    pub failed: Vec<(String, i64)>,
+    /// Subscriptions that answered 404/410: deleted, counted `gone`.
+    pub gone: Vec<i64>,
+    /// Subscriptions past their `expirationTime`: deleted, counted `expired`.
+    pub expired: Vec<i64>,
+    /// Deliveries to try again.
+    pub retries: Vec<NewRetry>,
+}
+
+impl PageOutcome {
+    /// Adds one failure.
+    pub fn fail(&mut self, reason: String) {
+        match self.failed.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.failed.push((reason, 1)),
+        }
+    }
+
+    /// All failures.
+    pub fn failed_total(&self) -> i64 {
+        self.failed.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// How far a node got with a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardProgress {
+    /// The last subscription id handled.
+    pub cursor: i64,
+    /// The shard is finished.
+    pub done: bool,
+    /// How long the lease lasts from now (negative releases it).
+    pub lease_ms: i64,
+}

@@ -433,9 +433,55 @@ impl Store for SqlStore {
         self.message(id).await
     }
 
-    async fn next_due_message(&self, now: i64) -> Result<Option<Message>> {
+    async fn start_message(&self, id: &str, target: &Target, shard_size: i64, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // The write comes first, so SQLite takes its write lock at once.
+        let r = sqlx::query(
+            "UPDATE messages SET state = 'sending', updated_at = $1 WHERE id = $2 AND state IN ('scheduled', 'queued')",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let (from, _) = target_sql(target);
+        let sql = format!("SELECT COUNT(*) AS n, CAST(COALESCE(MAX(s.id), 0) AS BIGINT) AS last {from}");
+        let row = bind_target(sqlx::query(&sql), target).fetch_one(&mut *tx).await?;
+        let (targeted, last): (i64, i64) = (row.try_get("n")?, row.try_get("last")?);
+        sqlx::query("UPDATE messages SET targeted = $1, cursor_end = $2 WHERE id = $3")
+            .bind(targeted)
+            .bind(last)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if targeted > 0 {
+            let shards = (targeted + shard_size.max(1) - 1) / shard_size.max(1);
+            let width = (last + shards - 1) / shards;
+            for i in 0..shards {
+                let start_after = i * width;
+                if start_after >= last {
+                    break;
+                }
+                sqlx::query(
+                    "INSERT INTO message_shards (message_id, shard, start_after, end_at, cursor) VALUES ($1, $2, $3, $4, $3)",
+                )
+                .bind(id)
+                .bind(i)
+                .bind(start_after)
+                .bind(((i + 1) * width).min(last))
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn next_startable_message(&self, now: i64) -> Result<Option<Message>> {
         let row = sqlx::query(&format!(
-            "SELECT {MSG_COLUMNS} FROM messages WHERE state IN ('queued', 'sending') \
+            "SELECT {MSG_COLUMNS} FROM messages WHERE state = 'queued' \
              OR (state = 'scheduled' AND send_at <= $1) ORDER BY created_at, id LIMIT 1"
         ))
         .bind(now)
@@ -444,18 +490,140 @@ impl Store for SqlStore {
         row.as_ref().map(msg_from_row).transpose()
     }
 
-    async fn start_message(&self, id: &str, target: &Target, now: i64) -> Result<bool> {
-        let (from, n) = target_sql(target);
-        let sql = format!("SELECT COUNT(*) AS n, CAST(COALESCE(MAX(s.id), 0) AS BIGINT) AS last {from}");
-        let row = bind_target(sqlx::query(&sql), target).fetch_one(&self.pool).await?;
-        let _ = n;
-        let (targeted, last): (i64, i64) = (row.try_get("n")?, row.try_get("last")?);
-        let r = sqlx::query(
-            "UPDATE messages SET state = 'sending', targeted = $1, cursor_end = $2, updated_at = $3 \
-             WHERE id = $4 AND state IN ('scheduled', 'queued')",
+    async fn claim_shard(&self, node: &str, now: i64, lease_ms: i64) -> Result<Option<Shard>> {
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE OF s SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE message_shards SET lease_owner = $1, lease_until = $2 WHERE (message_id, shard) = ( \
+               SELECT s.message_id, s.shard FROM message_shards s JOIN messages m ON m.id = s.message_id \
+               WHERE s.done = 0 AND s.lease_until < $3 AND m.state = 'sending' \
+               ORDER BY m.created_at, s.shard LIMIT 1 {lock}) \
+             RETURNING message_id, shard, start_after, end_at, cursor"
+        );
+        let row = sqlx::query(&sql).bind(node).bind(now + lease_ms).bind(now).fetch_optional(&self.pool).await?;
+        row.map(|r| {
+            Ok(Shard {
+                message_id: r.try_get("message_id")?,
+                shard: r.try_get("shard")?,
+                start_after: r.try_get("start_after")?,
+                end_at: r.try_get("end_at")?,
+                cursor: r.try_get("cursor")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn checkpoint_shard(
+        &self,
+        shard: &Shard,
+        node: &str,
+        progress: &ShardProgress,
+        outcome: &PageOutcome,
+        now: i64,
+    ) -> Result<Option<MessageState>> {
+        let mut tx = self.pool.begin().await?;
+        let held = sqlx::query(
+            "UPDATE message_shards SET cursor = $1, done = $2, lease_until = $3, delivered = delivered + $4 \
+             WHERE message_id = $5 AND shard = $6 AND lease_owner = $7",
         )
-        .bind(targeted)
-        .bind(last)
+        .bind(progress.cursor)
+        .bind(i64::from(progress.done))
+        .bind(if progress.done { 0 } else { now + progress.lease_ms })
+        .bind(outcome.delivered)
+        .bind(shard.message_id.as_str())
+        .bind(shard.shard)
+        .bind(node)
+        .execute(&mut *tx)
+        .await?;
+        if held.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let state = apply_outcome(&mut tx, &shard.message_id, outcome, outcome.retries.len() as i64, now).await?;
+        for r in &outcome.retries {
+            sqlx::query(
+                "INSERT INTO retries (message_id, subscription_id, attempt, due_at, reason) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(shard.message_id.as_str())
+            .bind(r.subscription_id)
+            .bind(r.attempt)
+            .bind(r.due_at)
+            .bind(r.reason.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(state))
+    }
+
+    async fn claim_retries(&self, node: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<RetryItem>> {
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE OF r SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE retries SET lease_owner = $1, lease_until = $2 WHERE (message_id, subscription_id) IN ( \
+               SELECT r.message_id, r.subscription_id FROM retries r JOIN messages m ON m.id = r.message_id \
+               WHERE r.due_at <= $3 AND r.lease_until < $3 AND m.state = 'sending' \
+               ORDER BY r.due_at LIMIT $4 {lock}) \
+             RETURNING message_id, subscription_id, attempt, reason"
+        );
+        let rows =
+            sqlx::query(&sql).bind(node).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RetryItem {
+                    message_id: r.try_get("message_id")?,
+                    subscription_id: r.try_get("subscription_id")?,
+                    attempt: r.try_get("attempt")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_retries(
+        &self,
+        message_id: &str,
+        items: &[RetryItem],
+        outcome: &PageOutcome,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for item in items {
+            sqlx::query("DELETE FROM retries WHERE message_id = $1 AND subscription_id = $2")
+                .bind(message_id)
+                .bind(item.subscription_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for r in &outcome.retries {
+            sqlx::query(
+                "INSERT INTO retries (message_id, subscription_id, attempt, due_at, reason) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(message_id)
+            .bind(r.subscription_id)
+            .bind(r.attempt)
+            .bind(r.due_at)
+            .bind(r.reason.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let pending_delta = outcome.retries.len() as i64 - items.len() as i64;
+        apply_outcome(&mut tx, message_id, outcome, pending_delta, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn try_finish_message(&self, id: &str, now: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE messages SET state = 'done', updated_at = $1 WHERE id = $2 AND state = 'sending' \
+             AND NOT EXISTS (SELECT 1 FROM message_shards WHERE message_id = $2 AND done = 0) \
+             AND NOT EXISTS (SELECT 1 FROM retries WHERE message_id = $2)",
+        )
         .bind(now)
         .bind(id)
         .execute(&self.pool)
@@ -463,31 +631,19 @@ impl Store for SqlStore {
         Ok(r.rows_affected() > 0)
     }
 
-    async fn record_progress(&self, id: &str, cursor: i64, d: &Counts, now: i64) -> Result<MessageState> {
-        let row = sqlx::query(
-            "UPDATE messages SET cursor = $1, delivered = delivered + $2, failed = failed + $3, gone = gone + $4, \
-             expired = expired + $5, updated_at = $6 WHERE id = $7 RETURNING state",
-        )
-        .bind(cursor)
-        .bind(d.delivered)
-        .bind(d.failed)
-        .bind(d.gone)
-        .bind(d.expired)
-        .bind(now)
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await?;
-        let state: String = row.try_get("state")?;
-        MessageState::parse(&state).ok_or_else(|| corrupt(format!("message state {state:?}")))
+    async fn sending_message_ids(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM messages WHERE state = 'sending' ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
-    async fn finish_message(&self, id: &str, now: i64) -> Result<()> {
-        sqlx::query("UPDATE messages SET state = 'done', updated_at = $1 WHERE id = $2 AND state = 'sending'")
-            .bind(now)
+    async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT reason, count FROM message_failures WHERE message_id = $1 ORDER BY reason")
             .bind(id)
-            .execute(&self.pool)
+            .fetch_all(&self.pool)
             .await?;
-        Ok(())
+        rows.iter().map(|r| Ok((r.try_get("reason")?, r.try_get("count")?))).collect()
     }
 
     async fn insert_token(&self, name: &str, hash: &str, now: i64) -> Result<()> {
@@ -528,6 +684,46 @@ impl Store for SqlStore {
             removed: get("removed")?,
         })
     }
+}
+
+/// Adds a page's outcome to a message inside `tx`: counters, failures by
+/// reason, deleted subscriptions. Returns the message's state.
+async fn apply_outcome(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    message_id: &str,
+    outcome: &PageOutcome,
+    pending_delta: i64,
+    now: i64,
+) -> Result<MessageState> {
+    let row = sqlx::query(
+        "UPDATE messages SET delivered = delivered + $1, failed = failed + $2, gone = gone + $3, \
+         expired = expired + $4, pending_retry = pending_retry + $5, updated_at = $6 WHERE id = $7 RETURNING state",
+    )
+    .bind(outcome.delivered)
+    .bind(outcome.failed_total())
+    .bind(outcome.gone.len() as i64)
+    .bind(outcome.expired.len() as i64)
+    .bind(pending_delta)
+    .bind(now)
+    .bind(message_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    for (reason, n) in &outcome.failed {
+        sqlx::query(
+            "INSERT INTO message_failures (message_id, reason, count) VALUES ($1, $2, $3) \
+             ON CONFLICT (message_id, reason) DO UPDATE SET count = message_failures.count + excluded.count",
+        )
+        .bind(message_id)
+        .bind(reason.as_str())
+        .bind(*n)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for id in outcome.gone.iter().chain(&outcome.expired) {
+        sqlx::query("DELETE FROM subscriptions WHERE id = $1").bind(*id).execute(&mut **tx).await?;
+    }
+    let state: String = row.try_get("state")?;
+    MessageState::parse(&state).ok_or_else(|| corrupt(format!("message state {state:?}")))
 }
 
 impl FromStr for Backend {

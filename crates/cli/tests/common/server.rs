@@ -152,9 +152,15 @@ impl Server {
         v["publicKey"].as_str().unwrap().to_owned()
     }
 
+    /// Any admin request wakes nothing; this just checks the node answers.
+    pub async fn engine_wake(&self) {
+        let (status, _) = self.get("/healthz").await;
+        assert_eq!(status, 200);
+    }
+
     /// Polls a message until it is done or cancelled.
     pub async fn wait_done(&self, id: &str) -> Value {
-        for _ in 0..2400 {
+        for _ in 0..12_000 {
             let (_, m) = self.get(&format!("/v1/messages/{id}")).await;
             if m["state"] == "done" || m["state"] == "cancelled" {
                 return m;

@@ -1,0 +1,243 @@
+//! The delivery engine, against `tocsin dev push-service` and its faults:
+//! broadcasts, retries, crashes (kill -9) and two nodes on one PostgreSQL.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::server::{Backend, Db, Server};
+use common::*;
+use serde_json::{json, Value};
+
+/// `n` subscriptions minted by the dev push service for the server's key,
+/// imported into the server's database with `tocsin subscriptions import`.
+async fn populate(dev: &DevPush, server: &Server, db: &Db, n: usize) -> Vec<Value> {
+    let key = server.vapid_public_key().await;
+    let mut subs = Vec::with_capacity(n);
+    while subs.len() < n {
+        subs.extend(dev.mint_batch((n - subs.len()).min(5000), &key).await);
+    }
+    let file = jsonl(&subs);
+    let out = tokio::task::spawn_blocking({
+        let (path, url) = (file.path().to_owned(), db.url.clone());
+        move || tocsin().args(["subscriptions", "import", path.to_str().unwrap(), "--database", &url]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    subs
+}
+
+async fn received(dev: &DevPush) -> (u64, HashMap<String, u64>) {
+    let v: Value = dev.http.get(format!("{}/received", dev.base)).send().await.unwrap().json().await.unwrap();
+    let counts = v["counts"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect();
+    (v["total"].as_u64().unwrap(), counts)
+}
+
+async fn send_all(server: &Server, payload: &str) -> String {
+    let (status, v) = server.post_json("/v1/messages", &json!({"payload": payload, "target": {"all": true}})).await;
+    assert_eq!(status, 202, "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+fn assert_counts_add_up(m: &Value) {
+    let c = &m["counts"];
+    let sum: i64 = ["delivered", "failed", "gone", "expired"].iter().map(|k| c[k].as_i64().unwrap()).sum();
+    assert_eq!(c["targeted"].as_i64().unwrap(), sum, "targeted = delivered + failed + gone + expired: {m}");
+    assert_eq!(c["pendingRetry"], 0, "{m}");
+}
+
+async fn broadcast_1000(backend: Backend) {
+    let db = Db::new(backend);
+    let dev = DevPush::start(&[]);
+    let server = Server::start(&db, &["--endpoint-policy", "any"]);
+    let subs = populate(&dev, &server, &db, 1000).await;
+    let id = send_all(&server, "to a thousand").await;
+    let m = server.wait_done(&id).await;
+    assert_eq!(m["counts"]["targeted"], 1000, "{m}");
+    assert_eq!(m["counts"]["delivered"], 1000, "{m}");
+    assert_counts_add_up(&m);
+    let (total, counts) = received(&dev).await;
+    assert_eq!(total, 1000);
+    for s in &subs {
+        assert_eq!(counts.get(&sub_id(s)), Some(&1), "each subscription receives the message once");
+    }
+    let msgs = dev.messages().await;
+    assert!(msgs.iter().all(|m| m["payload"] == "to a thousand"));
+}
+both_backends!(a_broadcast_to_1000_arrives_once_each, broadcast_1000);
+
+async fn faults(backend: Backend) {
+    let db = Db::new(backend);
+    let dev = DevPush::start(&[]);
+    let server = Server::start(
+        &db,
+        &["--endpoint-policy", "any", "--retry-base-ms", "200", "--push-timeout", "1", "--max-attempts", "4"],
+    );
+    let subs = populate(&dev, &server, &db, 6).await;
+    let fault = |i: usize, f: Value| {
+        let dev = &dev;
+        let id = sub_id(&subs[i]);
+        async move {
+            let r = dev.post(&format!("/subscriptions/{id}/faults"), f).await;
+            assert_eq!(r.status(), 204);
+        }
+    };
+    fault(0, json!({"status": 429, "retryAfter": "2"})).await;
+    fault(1, json!({"status": 503, "times": 2})).await;
+    fault(2, json!({"status": 410})).await;
+    fault(3, json!({"status": 413})).await;
+    fault(4, json!({"delayMs": 3000})).await;
+    fault(5, json!({"drop": true})).await;
+
+    let id = send_all(&server, "through faults").await;
+    let m = server.wait_done(&id).await;
+    let c = &m["counts"];
+    assert_eq!((c["targeted"].as_i64(), c["delivered"].as_i64()), (Some(6), Some(4)), "{m}");
+    assert_eq!((c["gone"].as_i64(), c["failed"].as_i64()), (Some(1), Some(1)), "{m}");
+    assert_eq!(m["failedByReason"], json!({"payload-too-large": 1}), "{m}");
+    assert_counts_add_up(&m);
+
+    let state = |i: usize| {
+        let dev = &dev;
+        let s = subs[i].clone();
+        async move { dev.sub_state(&s).await }
+    };
+    let times =
+        |v: &Value| -> Vec<u64> { v["attemptTimes"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect() };
+    // 429 with Retry-After: 2 s: the retry waited for it.
+    let a = state(0).await;
+    let ta = times(&a);
+    assert_eq!((a["attempts"].as_u64(), a["received"].as_u64()), (Some(2), Some(1)), "{a}");
+    assert!(ta[1] - ta[0] >= 1900, "Retry-After honoured: {ta:?}");
+    // 503 twice, then delivered at the third attempt.
+    let b = state(1).await;
+    assert_eq!((b["attempts"].as_u64(), b["received"].as_u64()), (Some(3), Some(1)), "{b}");
+    // The 429's Retry-After slowed the whole origin, not just its subscription.
+    let tb = times(&b);
+    assert!(tb[1] >= ta[0] + 1900, "the origin was slowed: 429 at {}, 503 retry at {}", ta[0], tb[1]);
+    // 410: deleted, not retried.
+    let c410 = dev.sub_state(&subs[2]).await;
+    assert_eq!(c410["attempts"], 1);
+    // 413: failed, not retried, not deleted.
+    assert_eq!(state(3).await["attempts"], 1);
+    // Slow endpoint: timed out, retried, delivered. Dropped connection: the same.
+    for i in [4, 5] {
+        let s = state(i).await;
+        assert_eq!((s["attempts"].as_u64(), s["received"].as_u64()), (Some(2), Some(1)), "{i}: {s}");
+    }
+    let (_, list) = server.get("/v1/subscriptions").await;
+    let left: Vec<&str> = list["items"].as_array().unwrap().iter().map(|i| i["endpoint"].as_str().unwrap()).collect();
+    assert_eq!(left.len(), 5, "only the 410 was deleted");
+    assert!(!left.contains(&subs[2]["endpoint"].as_str().unwrap()));
+
+    let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for needle in [
+        "tocsin_deliveries_total{outcome=\"delivered\",reason=\"\"} 4",
+        "tocsin_deliveries_total{outcome=\"failed\",reason=\"payload-too-large\"} 1",
+        "tocsin_deliveries_total{outcome=\"retry\",reason=\"rate-limited\"}",
+        "tocsin_push_latency_seconds_bucket",
+        "tocsin_retries_scheduled_total",
+    ] {
+        assert!(metrics.contains(needle), "{needle} not in /metrics:\n{metrics}");
+    }
+}
+both_backends!(faults_are_retried_or_counted_as_each_deserves, faults);
+
+/// Starts a broadcast to `n`, kills the server with SIGKILL once `at`
+/// messages have arrived, starts it again, and checks that every
+/// subscription got the message at least once and the counts add up.
+async fn crash(backend: Backend) {
+    let n = 10_000;
+    let db = Db::new(backend);
+    let dev = DevPush::start(&[]);
+    let args = ["--endpoint-policy", "any", "--lease-seconds", "2"];
+    let server = Server::start(&db, &args);
+    let subs = populate(&dev, &server, &db, n).await;
+    let id = send_all(&server, "crash-safe").await;
+    let started = Instant::now();
+    loop {
+        let (total, _) = received(&dev).await;
+        if total >= (n / 3) as u64 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "the broadcast did not progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(server); // SIGKILL
+    let (at_kill, _) = received(&dev).await;
+    let server = Server::start(&db, &args);
+    let m = server.wait_done(&id).await;
+    assert_eq!(m["counts"]["targeted"].as_i64(), Some(n as i64), "{m}");
+    assert_eq!(m["counts"]["delivered"].as_i64(), Some(n as i64), "{m}");
+    assert_counts_add_up(&m);
+    let (total, counts) = received(&dev).await;
+    let twice = counts.values().filter(|c| **c > 1).count();
+    for s in &subs {
+        assert!(counts.get(&sub_id(s)).copied().unwrap_or(0) >= 1, "a subscription never got the message");
+    }
+    eprintln!(
+        "{backend:?}: killed after {at_kill} of {n}; {total} messages received in all; {twice} subscriptions got it twice"
+    );
+}
+both_backends!(kill_9_halfway_loses_nothing, crash);
+
+fn delivered_by(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("tocsin_deliveries_total{outcome=\"delivered\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn two_nodes_share_a_broadcast_and_survive_one_dying() {
+    let n = 10_000;
+    let db = Db::new(Backend::Postgres);
+    let dev = DevPush::start(&[]);
+    let args = ["--endpoint-policy", "any", "--lease-seconds", "2", "--shard-size", "500"];
+    let a = Server::start(&db, &[&args[..], &["--node-id", "node-a"]].concat());
+    let b = Server::start(&db, &[&args[..], &["--node-id", "node-b"]].concat());
+    assert_eq!(a.vapid_public_key().await, b.vapid_public_key().await, "one key for the cluster");
+    let subs = populate(&dev, &a, &db, n).await;
+    let id = send_all(&a, "two nodes").await;
+    b.engine_wake().await;
+    let started = Instant::now();
+    let (share_a, share_b) = loop {
+        let ma = a.http.get(a.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let mb = b.http.get(b.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let (da, dbb) = (delivered_by(&ma), delivered_by(&mb));
+        if da > 0 && dbb > 0 && da + dbb >= (n / 3) as u64 {
+            break (da, dbb);
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "both nodes should take part: a {da}, b {dbb}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    drop(a); // SIGKILL node a mid-way
+    let m = b.wait_done(&id).await;
+    assert_eq!(m["counts"]["delivered"].as_i64(), Some(n as i64), "{m}");
+    assert_counts_add_up(&m);
+    let (total, counts) = received(&dev).await;
+    for s in &subs {
+        assert!(counts.get(&sub_id(s)).copied().unwrap_or(0) >= 1, "a subscription never got the message");
+    }
+    let twice = counts.values().filter(|c| **c > 1).count();
+    let mb = b.http.get(b.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    eprintln!(
+        "two nodes: when a was killed a had delivered {share_a}, b {share_b}; b finished with {} deliveries; \
+         {total} received in all; {twice} got it twice",
+        delivered_by(&mb)
+    );
+}
+
+#[tokio::test]
+async fn a_second_server_on_one_sqlite_file_is_refused() {
+    let db = Db::new(Backend::Sqlite);
+    let _first = Server::start(&db, &[]);
+    let out = tocsin().args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another tocsin serve owns this SQLite database"), "{err}");
+}
