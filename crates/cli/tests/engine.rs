@@ -241,3 +241,26 @@ async fn a_second_server_on_one_sqlite_file_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another tocsin serve owns this SQLite database"), "{err}");
 }
+
+/// A subscription whose `expirationTime` has passed is not sent to, and is
+/// removed; it counts as `expired`.
+#[tokio::test]
+async fn expired_subscriptions_are_skipped_and_removed() {
+    let db = Db::new(Backend::Sqlite);
+    let dev = DevPush::start(&[]);
+    let server = Server::start(&db, &["--endpoint-policy", "any"]);
+    let key = server.vapid_public_key().await;
+    let live = dev.mint(Some(&key)).await;
+    let mut old = dev.mint(Some(&key)).await;
+    old["expirationTime"] = json!(1_000_000_000_000u64); // 2001
+    for s in [&live, &old] {
+        assert_eq!(server.subscribe(s).await.0, 200);
+    }
+    let id = send_all(&server, "fresh only").await;
+    let m = server.wait_done(&id).await;
+    let c = &m["counts"];
+    assert_eq!((c["targeted"].as_i64(), c["delivered"].as_i64(), c["expired"].as_i64()), (Some(2), Some(1), Some(1)));
+    assert_counts_add_up(&m);
+    assert_eq!(dev.sub_state(&old).await["attempts"], 0, "never contacted");
+    assert_eq!(server.count().await, 1, "removed");
+}

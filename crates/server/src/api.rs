@@ -309,6 +309,7 @@ async fn push_all(
     let (message, _) = st.store.insert_message(&new).await.map_err(|e| {
         ApiError::storage("unable-to-send-messages", "Failed to send the push message: it could not be stored", &e)
     })?;
+    tracing::info!(message = %message.id, state = message.state.as_str(), "message stored");
     st.metrics.messages_accepted.inc();
     st.engine.wake();
     if matches!(q.wait.as_deref(), Some("true" | "1" | "")) {
@@ -512,6 +513,7 @@ async fn create_message(
         .await
         .map_err(|e| ApiError::storage("unable-to-store-message", "the message could not be stored", &e))?;
     if created {
+        tracing::info!(message = %message.id, state = message.state.as_str(), "message stored");
         st.metrics.messages_accepted.inc();
         st.engine.wake();
     }
