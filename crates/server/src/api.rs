@@ -25,7 +25,7 @@ use crate::{AppState, ServerConfig};
 #[openapi(
     info(title = "Tocsin", description = "Self-hosted Web Push server: the classic /api contract and the versioned /v1 API."),
     paths(
-        vapid_public_key, post_subscription, delete_subscription, push_all,
+        vapid_public_key, post_subscription, delete_subscription, push_all, test_notification, post_event,
         create_message, get_message, cancel_message, list_messages,
         list_subscriptions, get_subscription, remove_subscription, stats,
         healthz, readyz, metrics
@@ -53,6 +53,8 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/api/vapid-public-key", get(vapid_public_key))
         .route("/api/subscription", post(post_subscription).delete(delete_subscription))
         .route("/api/push", post(push_all))
+        .route("/api/subscription/test", post(test_notification))
+        .route("/api/events", post(post_event))
         .route("/v1/messages", post(create_message).get(list_messages))
         .route("/v1/messages/{id}", get(get_message).delete(cancel_message))
         .route("/v1/subscriptions", get(list_subscriptions))
@@ -62,6 +64,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .merge(crate::web::routes())
         .fallback(|| async { ApiError::not_found("not-found", "no such route") })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", format!("{method} is not allowed here"))
@@ -189,18 +192,43 @@ async fn post_subscription(
 ) -> Result<Json<Value>, ApiError> {
     let bytes = body(raw)?;
     let map = json_object(&bytes)?;
-    let user_id = user_id_field(&map)?;
-    let topics = topics_field(&map)?;
+    let mut user_id = user_id_field(&map)?;
+    let mut topics = topics_field(&map)?;
+    let old_endpoint = match map.get("oldEndpoint") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(
+            url::Url::parse(s)
+                .map_err(|_| ApiError::bad_request("invalid-old-endpoint", "oldEndpoint is not a URL"))?
+                .to_string(),
+        ),
+        Some(_) => return Err(ApiError::bad_request("invalid-old-endpoint", "oldEndpoint must be a string")),
+    };
     let subscription =
         Subscription::from_value(Value::Object(map)).map_err(|e| ApiError::bad_request(e.id(), e.to_string()))?;
     st.policy
         .check(subscription.endpoint())
         .await
         .map_err(|reason| ApiError::bad_request("endpoint-not-allowed", reason))?;
-    let new = NewSubscription { subscription, user_id, topics, vapid_key_id: st.vapid_key_id };
-    st.store.upsert_subscription(&new, now_ms()).await.map_err(|e| {
+    let save_failed = |e: tocsin_store::StoreError| {
         ApiError::storage("unable-to-save-subscription", "Subscription received but failed to save it", &e)
-    })?;
+    };
+    // pushsubscriptionchange: the new subscription replaces the old one and
+    // inherits its user and topics.
+    let replaced = match &old_endpoint {
+        Some(old) if old != subscription.endpoint().as_str() => {
+            st.store.subscription_by_endpoint(old).await.map_err(save_failed)?
+        }
+        _ => None,
+    };
+    if let Some(old) = &replaced {
+        user_id = user_id.or_else(|| old.user_id.clone());
+        topics = topics.or_else(|| Some(old.topics.clone()));
+    }
+    let new = NewSubscription { subscription, user_id, topics, vapid_key_id: st.vapid_key_id };
+    st.store.upsert_subscription(&new, now_ms()).await.map_err(save_failed)?;
+    if let Some(old) = replaced {
+        st.store.delete_subscription(old.id).await.map_err(save_failed)?;
+    }
     st.metrics.subscriptions_saved.inc();
     Ok(success())
 }
@@ -250,6 +278,18 @@ fn new_id() -> Result<String, ApiError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A JSON-object payload gets the message's id as `messageId` (unless it has
+/// one), so that the service worker can report `shown` and `clicked`.
+fn with_message_id(payload: Vec<u8>, id: &str) -> Vec<u8> {
+    match serde_json::from_slice::<Value>(&payload) {
+        Ok(Value::Object(mut map)) if !map.contains_key("messageId") => {
+            map.insert("messageId".into(), Value::String(id.to_owned()));
+            serde_json::to_vec(&map).unwrap_or(payload)
+        }
+        _ => payload,
+    }
+}
+
 fn check_payload(payload: &[u8]) -> Result<(), ApiError> {
     let max = ContentEncoding::Aes128Gcm.max_plaintext();
     if payload.len() > max {
@@ -294,10 +334,14 @@ async fn push_all(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let bytes = body(raw)?;
-    check_payload(&bytes)?;
+    let id = new_id()?;
+    let payload = (!bytes.is_empty()).then(|| with_message_id(bytes.to_vec(), &id));
+    if let Some(p) = &payload {
+        check_payload(p)?;
+    }
     let new = NewMessage {
-        id: new_id()?,
-        payload: (!bytes.is_empty()).then(|| bytes.to_vec()),
+        id,
+        payload,
         target: Target::All(true),
         ttl: tocsin_protocol::Ttl::DEFAULT.0,
         urgency: None,
@@ -451,6 +495,94 @@ impl From<Message> for MessageView {
     }
 }
 
+fn endpoint_and_auth(map: &serde_json::Map<String, Value>) -> Result<(String, String), ApiError> {
+    let endpoint = match map.get("endpoint") {
+        Some(Value::String(s)) if !s.is_empty() => url::Url::parse(s)
+            .map_err(|_| ApiError::bad_request("invalid-endpoint", "endpoint is not a URL"))?
+            .to_string(),
+        _ => return Err(ApiError::bad_request("no-endpoint", "Subscription must have an endpoint")),
+    };
+    let auth = map
+        .get("keys")
+        .and_then(|k| k.get("auth"))
+        .and_then(Value::as_str)
+        .and_then(|a| b64::decode(a).ok())
+        .filter(|a| a.len() == 16)
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid-auth", "keys.auth must be the subscription's 16-byte auth secret")
+        })?;
+    Ok((endpoint, b64::encode(auth)))
+}
+
+/// Sends a test notification to the caller's own subscription (the auth
+/// secret proves it is theirs): the demo page's button.
+#[utoipa::path(post, path = "/api/subscription/test",
+    request_body(content = Value, description = "{\"endpoint\":…,\"keys\":{\"auth\":…}}"),
+    responses((status = 202, description = "{\"id\",\"state\"}"), (status = 404, body = ErrorBody)))]
+async fn test_notification(
+    State(st): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let map = json_object(&body(raw)?)?;
+    let (endpoint, auth) = endpoint_and_auth(&map)?;
+    let storage =
+        |e: tocsin_store::StoreError| ApiError::storage("unable-to-send-messages", "the test could not be stored", &e);
+    let sub = st.store.subscription_by_endpoint(&endpoint).await.map_err(storage)?;
+    let Some(sub) = sub.filter(|s| b64::encode(s.subscription.auth().as_bytes()) == auth) else {
+        return Err(ApiError::not_found(
+            "subscription-not-found",
+            "no subscription with this endpoint and auth secret",
+        ));
+    };
+    let id = new_id()?;
+    let payload =
+        json!({"title": "Test notification", "body": "Sent by Tocsin to this browser.", "url": "/", "messageId": id});
+    let new = NewMessage {
+        id,
+        payload: Some(payload.to_string().into_bytes()),
+        target: Target::SubscriptionIds(vec![sub.id]),
+        ttl: 3600,
+        urgency: Some("high".into()),
+        topic: None,
+        send_at: None,
+        idempotency_key: None,
+        created_at: now_ms(),
+    };
+    let (message, _) = st.store.insert_message(&new).await.map_err(storage)?;
+    tracing::info!(message = %message.id, state = message.state.as_str(), "message stored");
+    st.engine.wake();
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": message.id, "state": message.state.as_str()}))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBody {
+    #[serde(rename = "type")]
+    kind: tocsin_store::Event,
+    #[serde(rename = "messageId")]
+    message_id: String,
+}
+
+/// The service worker reports a notification `shown` or `clicked`.
+#[utoipa::path(post, path = "/api/events",
+    request_body(content = Value, description = "{\"type\":\"shown\"|\"clicked\",\"messageId\":…}"),
+    responses((status = 202, body = SuccessBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn post_event(State(st): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let bytes = body(raw)?;
+    json_object(&bytes)?;
+    let ev: EventBody =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid-event", e.to_string()))?;
+    let found = st
+        .store
+        .add_event(&ev.message_id, ev.kind)
+        .await
+        .map_err(|e| ApiError::storage("unable-to-save-event", "the event could not be saved", &e))?;
+    if !found {
+        return Err(ApiError::not_found("message-not-found", format!("no message {}", ev.message_id)));
+    }
+    Ok((StatusCode::ACCEPTED, success()).into_response())
+}
+
 /// Stores a message for a target; sends it now or at `sendAt`.
 #[utoipa::path(post, path = "/v1/messages", security(("admin" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "a retried request with the same key creates one message")),
@@ -467,10 +599,11 @@ async fn create_message(
     let req: MessageRequest =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid-message", e.to_string()))?;
     let target = parse_target(&req.target)?;
+    let id = new_id()?;
     let payload = match req.payload {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.into_bytes()),
-        Some(v) => Some(v.to_string().into_bytes()),
+        Some(v) => Some(with_message_id(v.to_string().into_bytes(), &id)),
     };
     if let Some(p) = &payload {
         check_payload(p)?;
@@ -497,7 +630,7 @@ async fn create_message(
         ),
     };
     let new = NewMessage {
-        id: new_id()?,
+        id,
         payload,
         target,
         ttl: req.ttl.unwrap_or(tocsin_protocol::Ttl::DEFAULT.0),

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod policy;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

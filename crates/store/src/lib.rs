@@ -58,6 +58,11 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription>;
     /// Deletes by endpoint when the auth secret matches; true when a row went.
     async fn delete_subscription_by_endpoint(&self, endpoint: &str, auth: &str) -> Result<bool>;
+    /// One subscription by endpoint.
+    async fn subscription_by_endpoint(&self, endpoint: &str) -> Result<Option<StoredSubscription>>;
+    /// Counts a `shown` or `clicked` event for a message; false when there
+    /// is no such message.
+    async fn add_event(&self, message_id: &str, event: Event) -> Result<bool>;
     /// Deletes by id; true when a row went.
     async fn delete_subscription(&self, id: i64) -> Result<bool>;
     /// One subscription.

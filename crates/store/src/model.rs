@@ -278,3 +278,13 @@ pub struct ShardProgress {
     /// How long the lease lasts from now (negative releases it).
     pub lease_ms: i64,
 }
+
+/// What the service worker reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Event {
+    /// The notification was shown.
+    Shown,
+    /// The notification was clicked.
+    Clicked,
+}

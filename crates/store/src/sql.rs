@@ -301,6 +301,22 @@ impl Store for SqlStore {
         Ok(r.rows_affected() > 0)
     }
 
+    async fn subscription_by_endpoint(&self, endpoint: &str) -> Result<Option<StoredSubscription>> {
+        let row = sqlx::query(&format!("SELECT {SUB_COLUMNS} FROM subscriptions s WHERE s.endpoint = $1"))
+            .bind(endpoint)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(sub_from_row).transpose()
+    }
+
+    async fn add_event(&self, message_id: &str, event: Event) -> Result<bool> {
+        let sql = match event {
+            Event::Shown => "UPDATE messages SET shown = shown + 1 WHERE id = $1",
+            Event::Clicked => "UPDATE messages SET clicked = clicked + 1 WHERE id = $1",
+        };
+        Ok(sqlx::query(sql).bind(message_id).execute(&self.pool).await?.rows_affected() > 0)
+    }
+
     async fn delete_subscription(&self, id: i64) -> Result<bool> {
         let r = sqlx::query("DELETE FROM subscriptions WHERE id = $1").bind(id).execute(&self.pool).await?;
         Ok(r.rows_affected() > 0)

@@ -1,0 +1,71 @@
+//! The browser files, embedded in the binary: the demo page, the client
+//! library (as an ES module and as a plain script), the service worker, the
+//! web app manifest and icons. Sources in `web/` at the repository root.
+
+use std::sync::OnceLock;
+
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+const INDEX: &str = include_str!("../../../web/index.html");
+const LIBRARY: &str = include_str!("../../../web/tocsin.js");
+const WORKER: &str = include_str!("../../../web/sw.js");
+const MANIFEST: &str = include_str!("../../../web/manifest.webmanifest");
+const ICON_SVG: &str = include_str!("../../../web/icon.svg");
+const ICON_192: &[u8] = include_bytes!("../../../web/icon-192.png");
+const ICON_512: &[u8] = include_bytes!("../../../web/icon-512.png");
+
+/// `/tocsin.global.js`: the module turned into a plain script that defines
+/// `window.Tocsin` (the module's `export` keywords removed, its default
+/// export assigned to `globalThis.Tocsin`, all inside a function scope).
+pub fn global_library() -> &'static str {
+    static GLOBAL: OnceLock<String> = OnceLock::new();
+    GLOBAL.get_or_init(|| {
+        let body: String = LIBRARY
+            .lines()
+            .map(|l| {
+                if let Some(rest) = l.strip_prefix("export default ") {
+                    format!("globalThis.Tocsin = {rest}")
+                } else if let Some(rest) = l.strip_prefix("export ") {
+                    rest.to_owned()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        format!("(function () {{\n'use strict';\n{body}\n}})();\n")
+    })
+}
+
+fn file(content_type: &'static str, body: impl IntoResponse) -> Response {
+    ([(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+/// The routes serving the browser files.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/", get(|| async { file("text/html; charset=utf-8", INDEX) }))
+        .route("/tocsin.js", get(|| async { file("text/javascript; charset=utf-8", LIBRARY) }))
+        .route("/tocsin.global.js", get(|| async { file("text/javascript; charset=utf-8", global_library()) }))
+        .route("/sw.js", get(|| async { file("text/javascript; charset=utf-8", WORKER) }))
+        .route("/manifest.webmanifest", get(|| async { file("application/manifest+json", MANIFEST) }))
+        .route("/icon.svg", get(|| async { file("image/svg+xml", ICON_SVG) }))
+        .route("/icon-192.png", get(|| async { file("image/png", ICON_192) }))
+        .route("/icon-512.png", get(|| async { file("image/png", ICON_512) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plain_script_has_no_module_syntax_left() {
+        let g = global_library();
+        assert!(!g.lines().any(|l| l.starts_with("export ")), "{g}");
+        assert!(g.contains("globalThis.Tocsin = { isSupported"));
+        assert!(g.starts_with("(function () {"));
+    }
+}

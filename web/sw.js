@@ -1,0 +1,90 @@
+// Tocsin service worker: shows each push as a notification, handles clicks,
+// re-subscribes when the push service rotates the subscription, and tells
+// the server what was shown and clicked.
+//
+// A push's data is JSON with any of: title, body, icon, badge, image, url,
+// tag, actions, data, messageId (the server adds messageId). Plain text
+// becomes the body. A push without data still shows a notification: with
+// userVisibleOnly every push must.
+
+const DEFAULT_TITLE = 'New notification';
+
+function parse(data) {
+  if (!data) return {};
+  try {
+    const v = data.json();
+    if (v && typeof v === 'object' && !Array.isArray(v)) return v;
+    return { body: String(v) };
+  } catch (_) {
+    return { body: data.text() };
+  }
+}
+
+function report(type, messageId) {
+  if (!messageId) return Promise.resolve();
+  return fetch('/api/events', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ type, messageId }),
+  }).catch(() => {});
+}
+
+self.addEventListener('install', () => self.skipWaiting());
+self.addEventListener('activate', (event) => event.waitUntil(self.clients.claim()));
+
+self.addEventListener('push', (event) => {
+  const msg = parse(event.data);
+  const title = msg.title || DEFAULT_TITLE;
+  const options = {
+    body: msg.body || '',
+    icon: msg.icon,
+    badge: msg.badge,
+    image: msg.image,
+    tag: msg.tag,
+    actions: Array.isArray(msg.actions) ? msg.actions : undefined,
+    data: { url: msg.url || '/', messageId: msg.messageId, data: msg.data },
+  };
+  event.waitUntil(self.registration.showNotification(title, options).then(() => report('shown', msg.messageId)));
+});
+
+self.addEventListener('notificationclick', (event) => {
+  const data = event.notification.data || {};
+  event.notification.close();
+  const target = new URL(data.url || '/', self.location.origin).href;
+  event.waitUntil(
+    Promise.all([
+      report('clicked', data.messageId),
+      self.clients.matchAll({ type: 'window', includeUncontrolled: true }).then((clients) => {
+        const open = clients.find((c) => c.url === target);
+        if (open && 'focus' in open) return open.focus();
+        return self.clients.openWindow ? self.clients.openWindow(target) : undefined;
+      }),
+    ]),
+  );
+});
+
+self.addEventListener('pushsubscriptionchange', (event) => {
+  event.waitUntil(
+    (async () => {
+      const old = event.oldSubscription;
+      let sub = event.newSubscription;
+      if (!sub) {
+        let key = old && old.options && old.options.applicationServerKey;
+        if (!key) {
+          const res = await fetch('/api/vapid-public-key');
+          const { publicKey } = await res.json();
+          const b64 = (publicKey + '='.repeat((4 - (publicKey.length % 4)) % 4)).replace(/-/g, '+').replace(/_/g, '/');
+          key = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        }
+        sub = await self.registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+      }
+      const body = sub.toJSON();
+      if (old && old.endpoint) body.oldEndpoint = old.endpoint;
+      await fetch('/api/subscription', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    })(),
+  );
+});

@@ -1,0 +1,160 @@
+// Chromium (Debian's, driven by playwright-core): the demo page flow up to
+// subscribe (Chromium's own push service is out of reach offline, and the
+// library must say so), and the service worker's handling of push, click
+// and subscription change, with pushes delivered through the DevTools
+// Protocol.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { api, artifacts, eventually, startServer } from './harness.mjs';
+
+let server;
+let browser;
+let context;
+let page;
+
+before(async () => {
+  server = await startServer();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+  context = await browser.newContext();
+  // Count permission requests: the page must never ask on load.
+  await context.addInitScript(() => {
+    window.__permissionRequests = 0;
+    const original = Notification.requestPermission.bind(Notification);
+    Notification.requestPermission = (...args) => {
+      window.__permissionRequests += 1;
+      return original(...args);
+    };
+  });
+  page = await context.newPage();
+});
+
+after(async () => {
+  await browser?.close();
+  server?.stop();
+});
+
+test('the demo page loads without asking for permission', async () => {
+  await page.goto(`${server.url}/`);
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.equal(await page.evaluate(() => window.__permissionRequests), 0);
+  assert.equal(await page.evaluate(() => Notification.permission), 'default');
+  assert.match(await page.textContent('#status'), /Not subscribed/);
+  assert.deepEqual(await page.evaluate(async () => (await import('/tocsin.js')).default.isSupported()), { supported: true });
+  const manifest = await (await fetch(`${server.url}/manifest.webmanifest`)).json();
+  assert.equal(manifest.display, 'standalone');
+  await page.screenshot({ path: join(artifacts, 'demo-chromium.png'), fullPage: true });
+});
+
+test('subscribing offline fails with a clear, typed error', async () => {
+  await context.grantPermissions(['notifications'], { origin: server.url });
+  await page.click('#subscribe');
+  await page.waitForSelector('body[data-error]', { timeout: 60000 });
+  assert.equal(await page.evaluate(() => document.body.dataset.error), 'push-service-unreachable');
+  assert.match(await page.textContent('#status'), /could not reach its push service/);
+  assert.equal(await page.evaluate(() => window.__permissionRequests), 1, 'asked once, on the click');
+});
+
+test('the plain-script build defines window.Tocsin', async () => {
+  const p = await context.newPage();
+  await p.goto(`${server.url}/healthz`);
+  await p.addScriptTag({ url: `${server.url}/tocsin.global.js` });
+  assert.equal(await p.evaluate(() => typeof window.Tocsin.subscribe), 'function');
+  assert.equal(await p.evaluate(() => window.Tocsin.permission()), 'granted');
+  await p.close();
+});
+
+async function workerRegistrationId() {
+  const cdp = await context.newCDPSession(page);
+  const found = new Promise((resolve) => {
+    cdp.on('ServiceWorker.workerRegistrationUpdated', ({ registrations }) => {
+      const r = registrations.find((x) => x.scopeURL.startsWith(server.url) && !x.isDeleted);
+      if (r) resolve(r.registrationId);
+    });
+  });
+  await cdp.send('ServiceWorker.enable');
+  return { cdp, id: await found };
+}
+
+test('a push shows a notification and reports it shown; a click reports and opens the URL', async () => {
+  // A real message, so that shown/clicked land in its counts.
+  const { body: m } = await api(server, 'POST', '/v1/messages', { payload: 'x', target: { all: true } });
+  const { cdp, id } = await workerRegistrationId();
+  const data = JSON.stringify({ title: 'From the test', body: 'Delivered by CDP', url: '/?opened=1', tag: 't1', messageId: m.id });
+  await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId: id, data });
+  const shown = await eventually('the notification', () =>
+    page.evaluate(async () => {
+      const reg = await navigator.serviceWorker.getRegistration('/sw.js');
+      const list = await reg.getNotifications();
+      return list.map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data }))[0];
+    }),
+  );
+  assert.equal(shown.title, 'From the test');
+  assert.equal(shown.body, 'Delivered by CDP');
+  assert.equal(shown.data.url, '/?opened=1');
+  await eventually('shown counted', async () => (await api(server, 'GET', `/v1/messages/${m.id}`)).body.counts.shown === 1);
+
+  // Plain text becomes the body; no data still shows a default notification.
+  await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId: id, data: 'just text' });
+  await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId: id, data: '' });
+  const all = await eventually('three notifications', () =>
+    page.evaluate(async () => {
+      const reg = await navigator.serviceWorker.getRegistration('/sw.js');
+      const list = (await reg.getNotifications()).map((n) => ({ title: n.title, body: n.body }));
+      return list.length >= 3 ? list : null;
+    }),
+  );
+  assert.ok(all.some((n) => n.body === 'just text'), JSON.stringify(all));
+  assert.ok(all.some((n) => n.title === 'New notification' && n.body === ''), JSON.stringify(all));
+
+  // notificationclick: headless Chromium cannot click a notification, so the
+  // test dispatches the event in the worker and records what it opens.
+  const [worker] = context.serviceWorkers();
+  const opened = await worker.evaluate(async () => {
+    const urls = [];
+    self.clients.openWindow = async (u) => { urls.push(u); return null; };
+    const [n] = (await self.registration.getNotifications()).filter((x) => x.title === 'From the test');
+    try {
+      self.dispatchEvent(new NotificationEvent('notificationclick', { notification: n }));
+    } catch (_) { /* waitUntil on a synthetic event throws; the handler's work goes on */ }
+    await new Promise((r) => setTimeout(r, 500));
+    return urls;
+  });
+  assert.deepEqual(opened, [`${server.url}/?opened=1`]);
+  await eventually('clicked counted', async () => (await api(server, 'GET', `/v1/messages/${m.id}`)).body.counts.clicked === 1);
+});
+
+test('pushsubscriptionchange sends the new subscription, which replaces the old one', async () => {
+  // Store a subscription as if the browser had one, with a user and topics.
+  const key = 'BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4';
+  const old = { endpoint: 'http://127.0.0.1:9/push/old', keys: { p256dh: key, auth: 'BTBZMqHH6r4Tts7J_aSIgg' } };
+  const r = await fetch(`${server.url}/api/subscription`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ ...old, userId: 'alice', topics: ['news'] }),
+  });
+  assert.equal(r.status, 200);
+  const [worker] = context.serviceWorkers();
+  await worker.evaluate(async ({ old, key }) => {
+    const fresh = { endpoint: 'http://127.0.0.1:9/push/new', keys: { p256dh: key, auth: 'AAAAAAAAAAAAAAAAAAAAAA' } };
+    const event = new ExtendableEvent('pushsubscriptionchange');
+    Object.defineProperty(event, 'oldSubscription', { value: { endpoint: old.endpoint, options: {} } });
+    Object.defineProperty(event, 'newSubscription', { value: { toJSON: () => fresh } });
+    try {
+      self.dispatchEvent(event);
+    } catch (_) { /* see above */ }
+    await new Promise((r) => setTimeout(r, 500));
+  }, { old, key });
+  const list = await eventually('the replacement', async () => {
+    const { body } = await api(server, 'GET', '/v1/subscriptions?userId=alice');
+    return body.items.length === 1 && body.items[0].endpoint.endsWith('/push/new') ? body.items : null;
+  });
+  assert.deepEqual(list[0].topics, ['news']);
+  const { body: all } = await api(server, 'GET', '/v1/subscriptions');
+  assert.ok(!all.items.some((s) => s.endpoint.endsWith('/push/old')), 'the old endpoint is gone');
+});

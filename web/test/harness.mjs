@@ -1,0 +1,74 @@
+// Shared by the browser tests: start `tocsin serve` (and the dev push
+// service), talk to their APIs, keep artifacts.
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const repo = resolve(here, '..', '..');
+export const artifacts = join(repo, 'test-artifacts');
+mkdirSync(artifacts, { recursive: true });
+
+export const TOKEN = 'browser-test-token';
+const bin = process.env.TOCSIN_BIN || join(repo, 'target', 'debug', 'tocsin');
+
+/** Spawns a command and resolves { proc, url } once it prints `listening on URL`. */
+function start(args, env = {}) {
+  const proc = spawn(bin, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolvePromise, reject) => {
+    const lines = createInterface({ input: proc.stdout });
+    const timer = setTimeout(() => reject(new Error(`${args[0]} did not start`)), 30000);
+    lines.once('line', (line) => {
+      clearTimeout(timer);
+      const url = line.replace(/^listening on /, '').trim();
+      resolvePromise({ proc, url, stop: () => proc.kill('SIGKILL') });
+    });
+    proc.once('exit', (code) => reject(new Error(`${args.join(' ')} exited ${code}`)));
+  });
+}
+
+/** `tocsin serve` on a fresh SQLite file, endpoint policy `any`. */
+export async function startServer() {
+  const dir = mkdtempSync(join(tmpdir(), 'tocsin-web-'));
+  const s = await start(
+    ['serve', '--listen', '127.0.0.1:0', '--database', `sqlite://${dir}/t.db`, '--endpoint-policy', 'any', '--retry-base-ms', '200'],
+    { TOCSIN_ADMIN_TOKEN: TOKEN, TOCSIN_VAPID_SUBJECT: 'mailto:browser-tests@example.com' },
+  );
+  // Chromium and Firefox treat http://localhost as a secure context.
+  s.url = s.url.replace('127.0.0.1', 'localhost');
+  return s;
+}
+
+/** `tocsin dev push-service`. */
+export function startDevPush() {
+  return start(['dev', 'push-service', '--listen', '127.0.0.1:0']);
+}
+
+export async function api(server, method, path, body) {
+  const res = await fetch(`${server.url}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+export async function eventually(what, fn, timeoutMs = 20000) {
+  const started = Date.now();
+  let last;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ''}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -1,0 +1,225 @@
+// Tocsin browser library: feature checks, service worker registration,
+// permission, subscription, and talking to the Tocsin server.
+//
+// An ES module (import { subscribe } from '/tocsin.js'); the server also
+// serves /tocsin.global.js, the same code as a plain script that defines
+// window.Tocsin.
+
+/** Every failure has a `code`, stable for programs, and a message for people. */
+export class TocsinError extends Error {
+  constructor(code, message, cause) {
+    super(message);
+    this.name = 'TocsinError';
+    this.code = code;
+    if (cause) this.cause = cause;
+  }
+}
+
+const isIOS = () =>
+  /iPad|iPhone|iPod/.test(navigator.userAgent) ||
+  (navigator.platform === 'MacIntel' && navigator.maxTouchPoints > 1);
+
+const isStandalone = () =>
+  (typeof matchMedia === 'function' && matchMedia('(display-mode: standalone)').matches) ||
+  navigator.standalone === true;
+
+/**
+ * Can this browser receive Web Push here?
+ * Returns { supported: true } or { supported: false, reason, message }, where
+ * reason is 'insecure-context', 'ios-home-screen' (Safari on iOS and iPadOS
+ * delivers Web Push only to a site added to the Home Screen),
+ * 'no-service-worker', 'no-push-manager' or 'no-notifications'.
+ */
+export function isSupported() {
+  if (typeof window !== 'undefined' && window.isSecureContext === false) {
+    return { supported: false, reason: 'insecure-context', message: 'Push needs HTTPS (or localhost).' };
+  }
+  if (isIOS() && !isStandalone()) {
+    return {
+      supported: false,
+      reason: 'ios-home-screen',
+      message: 'On iPhone and iPad, add this site to the Home Screen (Share → Add to Home Screen), then open it from there.',
+    };
+  }
+  if (!('serviceWorker' in navigator)) {
+    return { supported: false, reason: 'no-service-worker', message: 'This browser has no service workers.' };
+  }
+  if (!('PushManager' in window)) {
+    return { supported: false, reason: 'no-push-manager', message: 'This browser has no Push API.' };
+  }
+  if (!('Notification' in window)) {
+    return { supported: false, reason: 'no-notifications', message: 'This browser cannot show notifications.' };
+  }
+  return { supported: true };
+}
+
+function requireSupport() {
+  const s = isSupported();
+  if (!s.supported) throw new TocsinError('unsupported', s.message);
+}
+
+/** Registers the service worker and resolves when it is active. */
+export async function register(swUrl = '/sw.js') {
+  requireSupport();
+  await navigator.serviceWorker.register(swUrl);
+  return navigator.serviceWorker.ready;
+}
+
+/**
+ * Asks for permission to show notifications, with both the promise and the
+ * old callback form of Notification.requestPermission. Resolves 'granted',
+ * 'default' (dismissed) or 'denied'. Call it from a user gesture, never on load.
+ */
+export function requestPermission() {
+  requireSupport();
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const done = (p) => {
+      if (!settled) {
+        settled = true;
+        resolve(p);
+      }
+    };
+    try {
+      const p = Notification.requestPermission(done);
+      if (p && typeof p.then === 'function') p.then(done, reject);
+    } catch (e) {
+      reject(e);
+    }
+  });
+}
+
+/** The current permission: 'granted', 'default' or 'denied'. */
+export function permission() {
+  return typeof Notification === 'undefined' ? 'denied' : Notification.permission;
+}
+
+function base64UrlToBytes(s) {
+  const pad = '='.repeat((4 - (s.length % 4)) % 4);
+  const b64 = (s + pad).replace(/-/g, '+').replace(/_/g, '/');
+  const raw = atob(b64);
+  const out = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+  return out;
+}
+
+function sameKey(buffer, bytes) {
+  if (!buffer) return false;
+  const a = new Uint8Array(buffer);
+  return a.length === bytes.length && a.every((v, i) => v === bytes[i]);
+}
+
+async function serverKey(server) {
+  let res;
+  try {
+    res = await fetch(`${server}/api/vapid-public-key`);
+  } catch (e) {
+    throw new TocsinError('network', 'Cannot reach the Tocsin server.', e);
+  }
+  if (!res.ok) throw new TocsinError('server-refused', `The server answered ${res.status} for its public key.`);
+  const { publicKey } = await res.json();
+  return base64UrlToBytes(publicKey);
+}
+
+async function postSubscription(server, body) {
+  let res;
+  try {
+    res = await fetch(`${server}/api/subscription`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  } catch (e) {
+    throw new TocsinError('network', 'Cannot reach the Tocsin server.', e);
+  }
+  let data = null;
+  try {
+    data = await res.json();
+  } catch (_) {
+    /* not JSON */
+  }
+  if (!res.ok || !(data && data.data && data.data.success)) {
+    const msg = (data && data.error && data.error.message) || `status ${res.status}`;
+    throw new TocsinError('server-refused', `The server did not save the subscription: ${msg}`);
+  }
+}
+
+/**
+ * Subscribes this browser and registers the subscription with the server.
+ * Reuses an existing subscription, unless the server's key has changed, in
+ * which case it subscribes again. Options: userId, topics, swUrl, server
+ * (the server's origin, default this page's). Resolves the PushSubscription.
+ */
+export async function subscribe({ userId, topics, swUrl = '/sw.js', server = '' } = {}) {
+  requireSupport();
+  const registration = await register(swUrl);
+  const state = await requestPermission();
+  if (state === 'denied') {
+    throw new TocsinError('permission-denied', 'Notifications are blocked for this site; allow them in the browser settings.');
+  }
+  if (state !== 'granted') {
+    throw new TocsinError('permission-default', 'The permission request was dismissed.');
+  }
+  const key = await serverKey(server);
+  let subscription = await registration.pushManager.getSubscription();
+  if (subscription && !sameKey(subscription.options && subscription.options.applicationServerKey, key)) {
+    await subscription.unsubscribe();
+    subscription = null;
+  }
+  if (!subscription) {
+    try {
+      subscription = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+    } catch (e) {
+      if (e && e.name === 'NotAllowedError') {
+        throw new TocsinError('permission-denied', 'The browser refused the subscription (permission).', e);
+      }
+      throw new TocsinError(
+        'push-service-unreachable',
+        `The browser could not reach its push service: ${(e && e.message) || e}`,
+        e,
+      );
+    }
+  }
+  const body = subscription.toJSON();
+  if (userId !== undefined) body.userId = userId;
+  if (topics !== undefined) body.topics = topics;
+  await postSubscription(server, body);
+  return subscription;
+}
+
+/** Removes the subscription from the server and the browser. */
+export async function unsubscribe({ swUrl = '/sw.js', server = '' } = {}) {
+  requireSupport();
+  const registration = await navigator.serviceWorker.getRegistration(swUrl);
+  const subscription = registration && (await registration.pushManager.getSubscription());
+  if (!subscription) return false;
+  const json = subscription.toJSON();
+  try {
+    await fetch(`${server}/api/subscription`, {
+      method: 'DELETE',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ endpoint: json.endpoint, keys: { auth: json.keys.auth } }),
+    });
+  } catch (e) {
+    throw new TocsinError('network', 'Cannot reach the Tocsin server.', e);
+  }
+  return subscription.unsubscribe();
+}
+
+/** Asks the server to send a test notification to this browser's subscription. */
+export async function sendTest({ swUrl = '/sw.js', server = '' } = {}) {
+  const registration = await navigator.serviceWorker.getRegistration(swUrl);
+  const subscription = registration && (await registration.pushManager.getSubscription());
+  if (!subscription) throw new TocsinError('not-subscribed', 'Subscribe first.');
+  const json = subscription.toJSON();
+  const res = await fetch(`${server}/api/subscription/test`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ endpoint: json.endpoint, keys: { auth: json.keys.auth } }),
+  });
+  if (!res.ok) throw new TocsinError('server-refused', `The server answered ${res.status}.`);
+  return res.json();
+}
+
+// --- exports (the line below is rewritten for /tocsin.global.js) ---
+export default { isSupported, register, requestPermission, permission, subscribe, unsubscribe, sendTest, TocsinError };
