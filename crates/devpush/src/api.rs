@@ -24,7 +24,9 @@ type St = AxState<Arc<State>>;
 
 pub(crate) fn router(state: Arc<State>) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(crate::ws::index_or_websocket))
+        .route("/uas", get(crate::ws::list_uas))
+        .route("/uas/{uaid}/disconnect", post(crate::ws::disconnect))
         .route("/healthz", get(|| async { "ok" }))
         .route("/subscriptions", post(mint))
         .route("/subscriptions/batch", post(mint_batch))
@@ -62,7 +64,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn index(AxState(st): St) -> Json<Value> {
+pub(crate) async fn index(AxState(st): St) -> Json<Value> {
     Json(json!({
         "service": "tocsin dev push-service",
         "baseUrl": st.base_url,
@@ -77,6 +79,9 @@ async fn index(AxState(st): St) -> Json<Value> {
             "GET /received": "{\"total\", \"counts\": {subscription id: messages received}}",
             "DELETE /messages": "forget all messages",
             "POST /push/{id}": "the RFC 8030 push endpoint",
+            "GET / (WebSocket)": "Mozilla's push protocol for Firefox (dom.push.serverURL = ws://HOST:PORT/)",
+            "GET /uas": "browsers connected over the WebSocket",
+            "POST /uas/{uaid}/disconnect": "{\"holdMs\"?: n}: close its connection and refuse it for holdMs",
         }
     }))
 }
@@ -112,7 +117,8 @@ fn mint_one(st: &State, app_server_key: Option<Vec<u8>>) -> Result<Value, ApiErr
     st.lock().subs.insert(
         id,
         Sub {
-            keys: Arc::new(keys),
+            keys: Some(Arc::new(keys)),
+            channel: None,
             app_server_key,
             expired: false,
             attempts: 0,
@@ -273,10 +279,10 @@ async fn push(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (keys, app_server_key, fault) = match st.gate(&id) {
+    let (keys, channel, app_server_key, fault) = match st.gate(&id) {
         Gate::Unknown => return error(StatusCode::NOT_FOUND, 102, "no such subscription").into_response(),
         Gate::Expired => return error(StatusCode::GONE, 103, "subscription expired").into_response(),
-        Gate::Open { keys, app_server_key, fault } => (keys, app_server_key, fault),
+        Gate::Open { keys, channel, app_server_key, fault } => (keys, channel, app_server_key, fault),
     };
     if let Some(fault) = fault {
         if let Some(ms) = fault.delay_ms {
@@ -296,9 +302,13 @@ async fn push(
             return resp;
         }
     }
-    match accept(&st, &id, &keys, app_server_key.as_deref(), &headers, &body) {
+    match accept(&st, &id, keys.as_deref(), app_server_key.as_deref(), &headers, &body) {
         Ok(mut message) => {
             message.http_version = format!("{version:?}");
+            if let Some((uaid, channel_id)) = &channel {
+                message.relayed = true;
+                crate::ws::relay(&st, uaid, channel_id, &message, &body);
+            }
             let location = format!("{}/messages/{}", st.base_url, message.id);
             let ttl = message.ttl;
             {
@@ -323,7 +333,7 @@ async fn push(
 fn accept(
     st: &State,
     id: &str,
-    keys: &ReceiverKeys,
+    keys: Option<&ReceiverKeys>,
     app_server_key: Option<&[u8]>,
     headers: &HeaderMap,
     body: &[u8],
@@ -374,6 +384,21 @@ fn accept(
         ));
     }
     let encoding = header(headers, "content-encoding").map(|e| e.trim().to_ascii_lowercase());
+    let Some(keys) = keys else {
+        // A browser's own subscription: check the shape, relay the body.
+        match (encoding.as_deref(), body.is_empty()) {
+            (None, true) | (Some("aes128gcm"), false) => {}
+            (Some("aesgcm"), false) => {
+                if header(headers, "encryption").is_none() || header(headers, "crypto-key").is_none() {
+                    return Err(bad("aesgcm needs the Encryption and Crypto-Key headers"));
+                }
+            }
+            (None, false) => return Err(bad("a body without Content-Encoding")),
+            (Some(_), true) => return Err(bad("Content-Encoding without a body")),
+            (Some(other), false) => return Err(bad(&format!("unsupported Content-Encoding {other:?}"))),
+        }
+        return Ok(record(st, id, encoding, ttl, urgency, topic, None, body.len(), verified, headers));
+    };
     let plaintext = match (encoding.as_deref(), body.is_empty()) {
         (None, true) => None,
         (Some("aes128gcm"), false) => Some(keys.decrypt_aes128gcm(body).map_err(|e| bad(&e.to_string()))?),
@@ -390,11 +415,27 @@ fn accept(
         (Some(other), false) => return Err(bad(&format!("unsupported Content-Encoding {other:?}"))),
     };
 
-    let headers_map: HashMap<String, String> = headers
+    Ok(record(st, id, encoding, ttl, urgency, topic, plaintext, body.len(), verified, headers))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    st: &State,
+    id: &str,
+    encoding: Option<String>,
+    ttl: u64,
+    urgency: Option<String>,
+    topic: Option<String>,
+    plaintext: Option<Vec<u8>>,
+    body_length: usize,
+    vapid: Option<tocsin_protocol::vapid::VerifiedVapid>,
+    headers: &HeaderMap,
+) -> RecordedMessage {
+    let headers: HashMap<String, String> = headers
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
-    Ok(RecordedMessage {
+    RecordedMessage {
         id: st.new_id(),
         subscription_id: id.to_owned(),
         received_at: now_ms(),
@@ -404,9 +445,11 @@ fn accept(
         topic,
         payload: plaintext.as_ref().and_then(|p| String::from_utf8(p.clone()).ok()),
         payload_base64: plaintext.as_ref().map(b64::encode),
-        body_length: body.len(),
+        body_length,
         http_version: String::new(),
-        vapid: verified,
-        headers: headers_map,
-    })
+        vapid,
+        headers,
+        relayed: false,
+        ack_code: None,
+    }
 }

@@ -8,12 +8,18 @@
 //! told to misbehave per subscription: N × 429 with `Retry-After`, N × 5xx, a
 //! delay, a dropped connection.
 //!
+//! It also speaks Mozilla's WebSocket push protocol (the one Firefox's push
+//! client uses, pointed here with `dom.push.serverURL`): browsers register
+//! channels over it, and pushes to their endpoints are relayed to them, to
+//! be decrypted by the browser itself; their acks are recorded.
+//!
 //! Everything is in memory; a restart forgets all.
 
 #![warn(missing_docs)]
 
 mod api;
 mod state;
+mod ws;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

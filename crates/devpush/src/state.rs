@@ -65,10 +65,20 @@ pub struct RecordedMessage {
     pub vapid: Option<VerifiedVapid>,
     /// Every request header, names in lower case.
     pub headers: HashMap<String, String>,
+    /// Relayed to a browser over the WebSocket (not decrypted here).
+    pub relayed: bool,
+    /// The browser's answer: `ack` code (100 delivered, 101 decryption
+    /// failed, 102 not delivered) or `nack` code; null until it answers.
+    pub ack_code: Option<u64>,
 }
 
 pub(crate) struct Sub {
-    pub keys: Arc<ReceiverKeys>,
+    /// The receiver's keys, when the service minted the subscription; `None`
+    /// when a browser registered it over the WebSocket and keeps them itself
+    /// (the service then relays what it receives instead of decrypting it).
+    pub keys: Option<Arc<ReceiverKeys>>,
+    /// The browser connection and channel, for a WebSocket registration.
+    pub channel: Option<(String, String)>,
     pub app_server_key: Option<Vec<u8>>,
     pub expired: bool,
     pub attempts: u64,
@@ -81,13 +91,36 @@ pub(crate) struct Sub {
 pub(crate) enum Gate {
     Unknown,
     Expired,
-    Open { keys: Arc<ReceiverKeys>, app_server_key: Option<Vec<u8>>, fault: Option<FaultSpec> },
+    Open {
+        keys: Option<Arc<ReceiverKeys>>,
+        channel: Option<(String, String)>,
+        app_server_key: Option<Vec<u8>>,
+        fault: Option<FaultSpec>,
+    },
+}
+
+/// What a WebSocket connection is told to do.
+pub(crate) enum Out {
+    Text(String),
+    Close,
+}
+
+/// A browser (user agent) of the WebSocket side.
+#[derive(Default)]
+pub(crate) struct Ua {
+    /// Notifications sent or waiting, not yet acknowledged.
+    pub pending: Vec<(String, String)>,
+    /// The live connection: its number and its outbox.
+    pub conn: Option<(u64, tokio::sync::mpsc::UnboundedSender<Out>)>,
+    /// Hellos are refused until then (to hold a browser offline in tests).
+    pub hold_until: Option<std::time::Instant>,
 }
 
 #[derive(Default)]
 pub(crate) struct Inner {
     pub subs: HashMap<String, Sub>,
     pub messages: Vec<RecordedMessage>,
+    pub uas: HashMap<String, Ua>,
 }
 
 pub(crate) struct State {
@@ -133,6 +166,11 @@ impl State {
         if sub.faults.front().is_some_and(|f| f.times == 0) {
             sub.faults.pop_front();
         }
-        Gate::Open { keys: sub.keys.clone(), app_server_key: sub.app_server_key.clone(), fault }
+        Gate::Open {
+            keys: sub.keys.clone(),
+            channel: sub.channel.clone(),
+            app_server_key: sub.app_server_key.clone(),
+            fault,
+        }
     }
 }

@@ -1,0 +1,186 @@
+// Firefox ESR (Debian's, driven by puppeteer-core over WebDriver BiDi), the
+// whole chain offline: Firefox's own push client speaks Mozilla's WebSocket
+// protocol to `tocsin dev push-service`; the page from `tocsin serve`
+// subscribes through the real pushManager; Tocsin encrypts and sends;
+// Firefox decrypts in the real service worker and shows the notification.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import puppeteer from 'puppeteer-core';
+import { api, artifacts, eventually, repo, startDevPush, startServer, TOKEN } from './harness.mjs';
+
+const bin = process.env.TOCSIN_BIN || join(repo, 'target', 'debug', 'tocsin');
+let dev;
+let server;
+let browser;
+let page;
+let profile;
+const vapid = JSON.parse(execFileSync(bin, ['vapid', 'generate', '--json'], { encoding: 'utf8' }));
+
+async function devGet(path) {
+  return (await fetch(`${dev.url}${path}`)).json();
+}
+
+async function notifications() {
+  return page.evaluate(async () => {
+    const reg = await navigator.serviceWorker.getRegistration('/sw.js');
+    return (await reg.getNotifications()).map((n) => ({ title: n.title, body: n.body }));
+  });
+}
+
+async function waitForNotification(pred, what) {
+  return eventually(what, async () => (await notifications()).find(pred), 30000);
+}
+
+async function devMessages() {
+  return (await devGet('/messages')).items;
+}
+
+function send(args) {
+  return execFileSync(bin, ['send', ...args], { encoding: 'utf8' });
+}
+
+before(async () => {
+  dev = await startDevPush();
+  server = await startServer({ vapid });
+  profile = mkdtempSync(join(tmpdir(), 'tocsin-ff-'));
+  browser = await puppeteer.launch({
+    browser: 'firefox',
+    executablePath: process.env.FIREFOX || '/usr/bin/firefox-esr',
+    headless: true,
+    userDataDir: profile,
+    extraPrefsFirefox: {
+      'dom.push.serverURL': dev.url.replace('http://', 'ws://') + '/',
+      'dom.push.testing.allowInsecureServerURL': true,
+      // The remote agent turns the push connection off; turn it back on.
+      'dom.push.connection.enabled': true,
+      'dom.push.enabled': true,
+      'dom.push.retryBaseInterval': 500,
+      'permissions.default.desktop-notification': 1,
+      'alerts.useSystemBackend': false,
+      'network.proxy.type': 1,
+      'network.proxy.http': '127.0.0.1',
+      'network.proxy.http_port': 9,
+      'network.proxy.ssl': '127.0.0.1',
+      'network.proxy.ssl_port': 9,
+      'network.proxy.no_proxies_on': 'localhost,127.0.0.1',
+      'network.trr.mode': 5,
+      'app.update.enabled': false,
+      'toolkit.telemetry.enabled': false,
+      'datareporting.policy.dataSubmissionEnabled': false,
+      'services.settings.server': 'http://127.0.0.1:9/',
+      'browser.safebrowsing.malware.enabled': false,
+      'browser.safebrowsing.phishing.enabled': false,
+    },
+  });
+  // Firefox connects to its push service by itself; subscribing before its
+  // hello is answered can hang.
+  await eventually('Firefox to say hello', async () => (await devGet('/uas')).items.some((u) => u.connected), 30000);
+  page = await browser.newPage();
+});
+
+after(async () => {
+  await browser?.close();
+  server?.stop();
+  dev?.stop();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+let subscription;
+
+test('Firefox subscribes through its real pushManager and Tocsin stores it', async () => {
+  await page.goto(`${server.url}/`);
+  await page.waitForSelector('body[data-ready="true"]');
+  await page.screenshot({ path: join(artifacts, 'demo-firefox.png') });
+  await page.click('#subscribe');
+  await eventually('subscribed', async () => (await page.$eval('#status', (e) => e.textContent)) === 'Subscribed.', 30000);
+  subscription = await page.evaluate(async () => {
+    const reg = await navigator.serviceWorker.getRegistration('/sw.js');
+    return (await reg.pushManager.getSubscription()).toJSON();
+  });
+  assert.ok(subscription.endpoint.startsWith(`${dev.url}/push/`), subscription.endpoint);
+  const { body } = await api(server, 'GET', '/v1/subscriptions');
+  assert.equal(body.items.length, 1);
+  assert.equal(body.items[0].endpoint, subscription.endpoint);
+});
+
+test('POST /api/push reaches the service worker, decrypted (aes128gcm), and is shown', async () => {
+  const res = await fetch(`${server.url}/api/push`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${TOKEN}` },
+    body: JSON.stringify({ title: 'Hello Firefox', body: 'aes128gcm, sent by tocsin serve' }),
+  });
+  const { data } = await res.json();
+  const n = await waitForNotification((x) => x.title === 'Hello Firefox', 'the notification');
+  assert.equal(n.body, 'aes128gcm, sent by tocsin serve', 'the plaintext the worker saw');
+  const m = await eventually('ack 100', async () => (await devMessages()).find((x) => x.ackCode === 100));
+  assert.equal(m.encoding, 'aes128gcm');
+  const done = await eventually('shown counted', async () => {
+    const { body } = await api(server, 'GET', `/v1/messages/${data.messageId}`);
+    return body.state === 'done' && body.counts.shown === 1 ? body : null;
+  });
+  assert.equal(done.counts.delivered, 1);
+});
+
+test('aesgcm and a push without payload, sent by tocsin send', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tocsin-sub-'));
+  const file = join(dir, 'sub.json');
+  writeFileSync(file, JSON.stringify(subscription));
+  const common = ['--subscription', file, '--vapid-subject', 'mailto:browser-tests@example.com', `--vapid-pvtkey=${vapid.privateKey}`];
+  assert.match(send([...common, '--encoding', 'aesgcm', '--payload', JSON.stringify({ title: 'Legacy', body: 'aesgcm' })]), /201: delivered/);
+  const legacy = await waitForNotification((x) => x.title === 'Legacy', 'the aesgcm notification');
+  assert.equal(legacy.body, 'aesgcm');
+  assert.match(send(common), /201: delivered/);
+  await waitForNotification((x) => x.title === 'New notification', 'the default notification for an empty push');
+  const codes = (await devMessages()).map((m) => [m.encoding, m.ackCode]);
+  assert.deepEqual(codes.slice(-2), [['aesgcm', 100], [null, 100]]);
+});
+
+test('a message waiting while Firefox is offline arrives after it reconnects', async () => {
+  const [ua] = (await devGet('/uas')).items;
+  await fetch(`${dev.url}/uas/${ua.uaid}/disconnect`, { method: 'POST', body: JSON.stringify({ holdMs: 1500 }) });
+  await eventually('offline', async () => !(await devGet('/uas')).items[0].connected);
+  const { body } = await api(server, 'POST', '/v1/messages', { payload: { title: 'While away' }, target: { all: true } });
+  await eventually('queued at the push service', async () => (await devGet('/uas')).items[0].pending >= 1);
+  await waitForNotification((x) => x.title === 'While away', 'the notification after the reconnect');
+  await eventually('acked after the reconnect', async () => (await devGet('/uas')).items[0].pending === 0);
+  const done = await eventually('done', async () => {
+    const { body: m } = await api(server, 'GET', `/v1/messages/${body.id}`);
+    return m.state === 'done' ? m : null;
+  });
+  assert.equal(done.counts.delivered, 1);
+});
+
+test('after the browser unsubscribes, the endpoint answers 410 and Tocsin deletes the row', async () => {
+  await page.evaluate(async () => {
+    const reg = await navigator.serviceWorker.getRegistration('/sw.js');
+    await (await reg.pushManager.getSubscription()).unsubscribe();
+  });
+  const r = await eventually('410 at the old endpoint', async () => {
+    const res = await fetch(subscription.endpoint, { method: 'POST', headers: { TTL: '0' } });
+    return res.status === 410 ? res : null;
+  });
+  assert.equal(r.status, 410);
+  const { body } = await api(server, 'POST', '/v1/messages', { payload: 'bye', target: { all: true } });
+  const m = await eventually('done', async () => {
+    const { body: m } = await api(server, 'GET', `/v1/messages/${body.id}`);
+    return m.state === 'done' ? m : null;
+  });
+  assert.equal(m.counts.gone, 1);
+  assert.equal((await api(server, 'GET', '/v1/subscriptions')).body.items.length, 0);
+});
+
+test('the library subscribes again and unsubscribes through the server', async () => {
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  await page.click('#subscribe');
+  await eventually('subscribed', async () => (await page.$eval('#status', (e) => e.textContent)) === 'Subscribed.', 30000);
+  assert.equal((await api(server, 'GET', '/v1/subscriptions')).body.items.length, 1);
+  await page.click('#unsubscribe');
+  await eventually('unsubscribed', async () => (await page.$eval('#status', (e) => e.textContent)) === 'Unsubscribed.');
+  assert.equal((await api(server, 'GET', '/v1/subscriptions')).body.items.length, 0);
+});
