@@ -70,6 +70,33 @@ test('the plain-script build defines window.Tocsin', async () => {
   await p.close();
 });
 
+test('requestPermission works with the old callback-only form', async () => {
+  const p = await context.newPage();
+  await p.goto(`${server.url}/healthz`);
+  const state = await p.evaluate(async () => {
+    // A browser whose requestPermission only takes a callback and returns nothing.
+    Notification.requestPermission = (cb) => { setTimeout(() => cb('granted'), 10); };
+    return (await import('/tocsin.js')).default.requestPermission();
+  });
+  assert.equal(state, 'granted');
+  await p.close();
+});
+
+test('on iPhone outside the Home Screen, isSupported says why', async () => {
+  const ios = await browser.newContext({
+    userAgent: 'Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.0 Mobile/15E148 Safari/604.1',
+  });
+  const p = await ios.newPage();
+  await p.goto(`${server.url}/`);
+  await p.waitForSelector('body[data-ready="true"]');
+  const s = await p.evaluate(async () => (await import('/tocsin.js')).default.isSupported());
+  assert.equal(s.supported, false);
+  assert.equal(s.reason, 'ios-home-screen');
+  assert.match(await p.textContent('#status'), /Add to Home Screen/);
+  assert.equal(await p.isDisabled('#subscribe'), true);
+  await ios.close();
+});
+
 async function workerRegistrationId() {
   const cdp = await context.newCDPSession(page);
   const found = new Promise((resolve) => {

@@ -32,10 +32,11 @@ function start(args, env = {}) {
 }
 
 /** `tocsin serve` on a fresh SQLite file, endpoint policy `any`; `vapid` is a key pair to use. */
-export async function startServer({ vapid } = {}) {
+export async function startServer({ vapid, extra = [] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tocsin-web-'));
   const args = ['serve', '--listen', '127.0.0.1:0', '--database', `sqlite://${dir}/t.db`, '--endpoint-policy', 'any', '--retry-base-ms', '200'];
   if (vapid) args.push(`--vapid-private-key=${vapid.privateKey}`);
+  args.push(...extra);
   const s = await start(args, { TOCSIN_ADMIN_TOKEN: TOKEN, TOCSIN_VAPID_SUBJECT: 'mailto:browser-tests@example.com' });
   // Chromium and Firefox treat http://localhost as a secure context.
   s.url = s.url.replace('127.0.0.1', 'localhost');
