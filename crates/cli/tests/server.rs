@@ -102,7 +102,8 @@ async fn push_end_to_end(backend: Backend) {
     let got = dev.messages().await;
     assert_eq!(got.len(), 3);
     for msg in &got {
-        assert_eq!(msg["payload"], payload);
+        // The server adds the message id to a JSON-object payload, in front.
+        assert_eq!(msg["payload"], format!(r#"{{"messageId":"{id}","title":"Hello","body":"everyone"}}"#));
         assert_eq!(msg["vapid"]["subject"], "mailto:tests@example.com");
         assert_eq!(msg["vapid"]["publicKey"], server.vapid_public_key().await.as_str());
     }
@@ -154,7 +155,9 @@ async fn versioned_messages(backend: Backend) {
         (last["ttl"].as_i64(), last["urgency"].as_str(), last["topic"].as_str()),
         (Some(60), Some("high"), Some("t1"))
     );
-    assert_eq!(last["payload"], r#"{"title":"t"}"#);
+    let p: Value = serde_json::from_str(last["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(p["title"], "t");
+    assert!(p["messageId"].is_string());
 
     // Idempotency-Key: one message for two requests.
     let body = json!({"payload": "once", "target": {"all": true}});

@@ -282,9 +282,13 @@ fn new_id() -> Result<String, ApiError> {
 /// one), so that the service worker can report `shown` and `clicked`.
 fn with_message_id(payload: Vec<u8>, id: &str) -> Vec<u8> {
     match serde_json::from_slice::<Value>(&payload) {
-        Ok(Value::Object(mut map)) if !map.contains_key("messageId") => {
-            map.insert("messageId".into(), Value::String(id.to_owned()));
-            serde_json::to_vec(&map).unwrap_or(payload)
+        Ok(Value::Object(map)) if !map.contains_key("messageId") => {
+            // Prepend the field to the sender's own bytes: key order and
+            // formatting stay as they were.
+            let text = String::from_utf8_lossy(&payload);
+            let Some(rest) = text.trim_start().strip_prefix('{') else { return payload };
+            let sep = if map.is_empty() { "" } else { "," };
+            format!("{{\"messageId\":\"{id}\"{sep}{rest}").into_bytes()
         }
         _ => payload,
     }
@@ -858,4 +862,18 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_id_goes_in_front_of_json_objects_only() {
+        assert_eq!(with_message_id(br#"{"b":1,"a":2}"#.to_vec(), "m1"), br#"{"messageId":"m1","b":1,"a":2}"#.to_vec());
+        assert_eq!(with_message_id(b" {}".to_vec(), "m1"), br#"{"messageId":"m1"}"#.to_vec());
+        assert_eq!(with_message_id(br#"{"messageId":"x"}"#.to_vec(), "m1"), br#"{"messageId":"x"}"#.to_vec());
+        assert_eq!(with_message_id(b"plain text".to_vec(), "m1"), b"plain text".to_vec());
+        assert_eq!(with_message_id(b"[1]".to_vec(), "m1"), b"[1]".to_vec());
+    }
 }
