@@ -23,10 +23,32 @@ pub enum DevCommand {
         #[arg(long, requires = "tls")]
         cert_out: Option<PathBuf>,
     },
+    /// Print N PushSubscriptions (JSON lines) with real P-256 keys and
+    /// endpoints PREFIX0, PREFIX1, …: test data for benchmarks and sinks.
+    GenSubscriptions {
+        /// How many.
+        #[arg(long)]
+        count: usize,
+        /// The endpoint prefix, e.g. https://127.0.0.1:8443/push/
+        #[arg(long)]
+        endpoint_prefix: String,
+    },
 }
 
 pub async fn run(command: DevCommand) -> anyhow::Result<ExitCode> {
     match command {
+        DevCommand::GenSubscriptions { count, endpoint_prefix } => {
+            use std::io::Write as _;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for i in 0..count {
+                let keys = tocsin_protocol::ece::ReceiverKeys::generate()?;
+                let endpoint = format!("{endpoint_prefix}{i}").parse().context("endpoint prefix")?;
+                let sub = tocsin_protocol::Subscription::new(endpoint, keys.public_key(), keys.auth())?;
+                writeln!(out, "{}", sub.to_json())?;
+            }
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
         DevCommand::PushService { listen, tls, cert_out } => {
             let service = DevPushService::bind(&Config { listen, tls }).await?;
             if let (Some(path), Some(pem)) = (cert_out, service.certificate_pem()) {

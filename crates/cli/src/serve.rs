@@ -73,6 +73,9 @@ pub struct ServeArgs {
     /// Milliseconds before the first retry (doubling, with jitter) when no Retry-After is given.
     #[arg(long, env = "TOCSIN_RETRY_BASE_MS", default_value_t = 2000)]
     retry_base_ms: u64,
+    /// An extra trusted root certificate (PEM) for push services, e.g. a private one or a benchmark sink.
+    #[arg(long, env = "TOCSIN_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Seconds before a request to a push service times out.
     #[arg(long, env = "TOCSIN_PUSH_TIMEOUT", default_value_t = 30.0)]
     push_timeout: f64,
@@ -101,6 +104,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_attempts: args.max_attempts,
             retry_base: std::time::Duration::from_millis(args.retry_base_ms),
             push_timeout: seconds(args.push_timeout, "--push-timeout")?,
+            extra_roots_pem: match &args.ca_cert {
+                Some(p) => vec![std::fs::read(p).with_context(|| format!("reading {}", p.display()))?],
+                None => Vec::new(),
+            },
         },
     };
     tocsin_server::run(config, |addr| {

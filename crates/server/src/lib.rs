@@ -74,6 +74,8 @@ pub struct EngineSettings {
     pub retry_base: Duration,
     /// Timeout of one request to a push service.
     pub push_timeout: Duration,
+    /// Extra trusted root certificates (PEM) for push services.
+    pub extra_roots_pem: Vec<Vec<u8>>,
 }
 
 impl Default for EngineSettings {
@@ -86,6 +88,7 @@ impl Default for EngineSettings {
             max_attempts: 5,
             retry_base: Duration::from_secs(2),
             push_timeout: Duration::from_secs(30),
+            extra_roots_pem: Vec::new(),
         }
     }
 }

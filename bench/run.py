@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Broadcast benchmark: Tocsin three ways against Node's web-push, one sink.
+
+Sets up everything itself: an nginx sink answering 201 over HTTPS + HTTP/2
+(self-signed), N subscriptions with real P-256 keys pointing at it, a
+PostgreSQL database of its own. Then, in the same run:
+
+  send      `tocsin send` with the N subscriptions in a file (no server, no database)
+  sqlite    `tocsin serve` on SQLite, one POST /v1/messages to all, until done
+  postgres  the same on PostgreSQL
+  web-push  Node's web-push, 100 requests in flight
+
+and reports deliveries/s, CPU seconds per 1,000 deliveries (sender, and the
+sink apart), and peak RSS. Results: bench/results/*.json and a table.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+TOCSIN = ROOT / "target" / "release" / "tocsin"
+PAYLOAD = '{"title":"Benchmark","body":"A message of ordinary size for a notification."}'
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(pids):
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICK
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            pass
+    return total
+
+
+def hwm_mb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_measured(cmd, env=None):
+    """Runs cmd to the end; returns (stdout, wall s, cpu s, peak RSS MB)."""
+    start = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
+    out = p.stdout.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.monotonic() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{cmd[0]} failed: {out[-2000:]!r}")
+    return out.decode(), wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+
+
+class Sink:
+    """nginx answering 201 to everything over HTTPS with HTTP/2."""
+
+    def __init__(self, work):
+        self.dir = Path(work) / "nginx"
+        self.dir.mkdir()
+        (self.dir / "logs").mkdir()
+        self.cert, key = self.dir / "cert.pem", self.dir / "key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", key, "-out", self.cert, "-days", "2", "-subj", "/CN=localhost",
+             "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+            check=True, capture_output=True)
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        conf = self.dir / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 1;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/logs/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 600s;
+  http2_max_concurrent_streams 1000;
+  client_body_buffer_size 16k;
+  server {{
+    listen 127.0.0.1:{self.port} ssl http2;
+    ssl_certificate {self.cert};
+    ssl_certificate_key {key};
+    location / {{ return 201; }}
+  }}
+}}
+""")
+        self.proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(self.dir), "-g", "daemon off;"])
+        time.sleep(0.5)
+        self.url = f"https://127.0.0.1:{self.port}/push/"
+
+    def pids(self):
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        return [self.proc.pid] + [int(p) for p in out]
+
+    def cpu(self):
+        return cpu_of(self.pids())
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def tocsin_send(subs, sink, concurrency, vapid):
+    c0 = sink.cpu()
+    out, wall, cpu, rss = run_measured(
+        [str(TOCSIN), "send", "--subscription", str(subs), "--payload", PAYLOAD, "--vapid-subject",
+         "mailto:bench@example.com", f"--vapid-pvtkey={vapid['privateKey']}", "--ca-cert", str(sink.cert),
+         "--concurrency", str(concurrency), "--json"])
+    summary = json.loads(out)
+    return {"delivered": summary["delivered"], "failed": summary["failed"], "seconds": wall, "cpu": cpu,
+            "sink_cpu": sink.cpu() - c0, "peak_rss_mb": rss}
+
+
+def api(base, method, path, body=None):
+    req = urllib.request.Request(f"{base}{path}", method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": "Bearer bench", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read())
+
+
+def tocsin_serve(subs, sink, concurrency, database):
+    out = subprocess.run([str(TOCSIN), "subscriptions", "import", str(subs), "--database", database],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(out.stderr)
+    env = dict(os.environ, TOCSIN_ADMIN_TOKEN="bench", TOCSIN_VAPID_SUBJECT="mailto:bench@example.com",
+               TOCSIN_LOG="warn")
+    p = subprocess.Popen([str(TOCSIN), "serve", "--listen", "127.0.0.1:0", "--database", database,
+                          "--endpoint-policy", "any", "--ca-cert", str(sink.cert), "--concurrency", str(concurrency),
+                          "--per-origin-concurrency", str(concurrency)],
+                         stdout=subprocess.PIPE, env=env, text=True)
+    base = p.stdout.readline().strip().removeprefix("listening on ")
+    try:
+        c0, s0 = cpu_of([p.pid]), sink.cpu()
+        start = time.monotonic()
+        mid = api(base, "POST", "/v1/messages", {"payload": PAYLOAD, "target": {"all": True}})["id"]
+        while True:
+            m = api(base, "GET", f"/v1/messages/{mid}")
+            if m["state"] == "done":
+                break
+            time.sleep(0.02)
+        wall = time.monotonic() - start
+        return {"delivered": m["counts"]["delivered"], "failed": m["counts"]["failed"], "seconds": wall,
+                "cpu": cpu_of([p.pid]) - c0, "sink_cpu": sink.cpu() - s0, "peak_rss_mb": hwm_mb(p.pid)}
+    finally:
+        p.terminate()
+        p.wait()
+
+
+def web_push(subs, sink, concurrency):
+    if not (BENCH / "node_modules" / "web-push").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=BENCH, check=True)
+    c0 = sink.cpu()
+    env = dict(os.environ, NODE_EXTRA_CA_CERTS=str(sink.cert))
+    out, wall, cpu, rss = run_measured(["node", str(BENCH / "webpush.mjs"), str(subs), PAYLOAD, str(concurrency)], env)
+    r = json.loads(out)
+    return {"delivered": r["delivered"], "failed": r["failed"], "seconds": wall, "cpu": cpu,
+            "sink_cpu": sink.cpu() - c0, "peak_rss_mb": rss}
+
+
+def crypto_ceiling():
+    """One core's keygen + ECDH rate, the floor of any sender's CPU per message."""
+    example = ROOT / "target" / "release" / "examples" / "per_message"
+    n = 20000
+    _, wall, cpu, _ = run_measured([str(example), "floor", str(n)])
+    _, wall0, cpu0, _ = run_measured([str(example), "floor", "1"])
+    return n / max(cpu - cpu0, 1e-9)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, nargs="+", default=[10_000], help="sizes (the full run: 10000 100000 1000000)")
+    ap.add_argument("--full", action="store_true", help="N = 10,000, 100,000 and 1,000,000")
+    ap.add_argument("--concurrency", type=int, default=100)
+    ap.add_argument("--ways", nargs="+", default=["send", "sqlite", "postgres", "web-push"])
+    args = ap.parse_args()
+    sizes = [10_000, 100_000, 1_000_000] if args.full else args.n
+
+    if not shutil.which("nginx"):
+        subprocess.run(["apt-get", "install", "-y", "-qq", "nginx"], check=True)
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "tocsin", "-p", "tocsin-protocol", "--examples", "--bins"],
+                   cwd=ROOT, check=True)
+    vapid = json.loads(subprocess.run([str(TOCSIN), "vapid", "generate", "--json"], capture_output=True, text=True,
+                                      check=True).stdout)
+    results = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cores": os.cpu_count(),
+               "concurrency": args.concurrency, "payload_bytes": len(PAYLOAD),
+               "crypto_ceiling_per_core": round(crypto_ceiling()), "runs": []}
+    with tempfile.TemporaryDirectory() as work:
+        sink = Sink(work)
+        try:
+            for n in sizes:
+                subs = Path(work) / f"subs-{n}.jsonl"
+                with open(subs, "w") as f:
+                    subprocess.run([str(TOCSIN), "dev", "gen-subscriptions", "--count", str(n), "--endpoint-prefix",
+                                    sink.url], stdout=f, check=True)
+                for way in args.ways:
+                    if way == "send":
+                        r = tocsin_send(subs, sink, args.concurrency, vapid)
+                    elif way == "sqlite":
+                        r = tocsin_serve(subs, sink, args.concurrency, f"sqlite://{work}/bench-{n}.db")
+                    elif way == "postgres":
+                        db = f"tocsin_bench_{os.getpid()}_{n}"
+                        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db], check=True)
+                        try:
+                            r = tocsin_serve(subs, sink, args.concurrency, f"postgres://postgres@127.0.0.1/{db}")
+                        finally:
+                            subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", db])
+                    elif way == "web-push":
+                        r = web_push(subs, sink, args.concurrency)
+                    else:
+                        sys.exit(f"unknown way {way}")
+                    r.update(way=way, n=n, per_second=round(r["delivered"] / r["seconds"]),
+                             cpu_s_per_1000=round(1000 * r["cpu"] / max(r["delivered"], 1), 3),
+                             sink_cpu_s_per_1000=round(1000 * r["sink_cpu"] / max(r["delivered"], 1), 3))
+                    results["runs"].append(r)
+                    print(f"{way:>9} N={n:>8}: {r['per_second']:>7}/s  {r['cpu_s_per_1000']:.3f} CPU s/1000 "
+                          f"(sink {r['sink_cpu_s_per_1000']:.3f})  peak RSS {r['peak_rss_mb']:.0f} MB  "
+                          f"delivered {r['delivered']} failed {r['failed']}", flush=True)
+        finally:
+            sink.stop()
+    out_dir = BENCH / "results"
+    out_dir.mkdir(exist_ok=True)
+    path = out_dir / f"results-{'-'.join(map(str, sizes))}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    web = {r["n"]: r["per_second"] for r in results["runs"] if r["way"] == "web-push"}
+    print(f"\ncrypto ceiling: {results['crypto_ceiling_per_core']}/s per core")
+    print("| way | N | deliveries/s | vs web-push | CPU s / 1000 | sink CPU s / 1000 | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results["runs"]:
+        ratio = f"{r['per_second'] / web[r['n']]:.1f}×" if web.get(r["n"]) else ""
+        print(f"| {r['way']} | {r['n']} | {r['per_second']} | {ratio} | {r['cpu_s_per_1000']} | "
+              f"{r['sink_cpu_s_per_1000']} | {r['peak_rss_mb']:.0f} |")
+    print(f"\nwritten to {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
