@@ -73,7 +73,10 @@ class Sink:
         subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
              "-keyout", key, "-out", self.cert, "-days", "2", "-subj", "/CN=localhost",
-             "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+             "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+             # An end-entity certificate: rustls refuses a CA certificate as a server's.
+             "-addext", "basicConstraints=critical,CA:FALSE", "-addext", "keyUsage=critical,digitalSignature",
+             "-addext", "extendedKeyUsage=serverAuth"],
             check=True, capture_output=True)
         import socket
         s = socket.socket()

@@ -264,3 +264,25 @@ async fn expired_subscriptions_are_skipped_and_removed() {
     assert_eq!(dev.sub_state(&old).await["attempts"], 0, "never contacted");
     assert_eq!(server.count().await, 1, "removed");
 }
+
+/// `tocsin serve --ca-cert`: a push service with a private certificate
+/// (HTTPS, HTTP/2), trusted through the flag.
+#[tokio::test]
+async fn serve_trusts_an_extra_root_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let dev = DevPush::start(&["--tls", "--cert-out", cert.to_str().unwrap()]);
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let dev = DevPush { http, ..dev };
+    let db = Db::new(Backend::Sqlite);
+    let server = Server::start(&db, &["--endpoint-policy", "any", "--ca-cert", cert.to_str().unwrap()]);
+    let sub = dev.mint(Some(&server.vapid_public_key().await)).await;
+    assert_eq!(server.subscribe(&sub).await.0, 200);
+    let id = send_all(&server, "over a private certificate").await;
+    let m = server.wait_done(&id).await;
+    assert_eq!(m["counts"]["delivered"], 1, "{m}");
+    assert_eq!(dev.messages().await[0]["httpVersion"], "HTTP/2.0");
+}

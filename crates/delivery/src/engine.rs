@@ -471,6 +471,7 @@ impl Engine {
                                         );
                                     }
                                     Outcome::Retry { reason, after } => {
+                                        tracing::debug!(endpoint = %job.sub.subscription.endpoint(), %reason, "will retry");
                                         if let Some(after) = after {
                                             gate.slow_down(after);
                                         }

@@ -200,8 +200,12 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         EndpointPolicy::Any => None,
         EndpointPolicy::Public | EndpointPolicy::Known(_) => Some(policy::is_public),
     };
-    let client =
-        PushClient::new(&ClientConfig { address_filter, timeout: settings.push_timeout, ..ClientConfig::default() })?;
+    let client = PushClient::new(&ClientConfig {
+        address_filter,
+        timeout: settings.push_timeout,
+        extra_roots_pem: settings.extra_roots_pem.clone(),
+        ..ClientConfig::default()
+    })?;
     let engine_metrics = tocsin_delivery::engine::EngineMetrics::new();
     let engine = Engine::new(
         store.clone(),
