@@ -241,27 +241,11 @@ async fn delete_subscription(
     State(st): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = body(raw)?;
-    let map = json_object(&bytes)?;
-    let endpoint = match map.get("endpoint") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => return Err(ApiError::bad_request("no-endpoint", "Subscription must have an endpoint")),
-    };
-    let auth = map
-        .get("keys")
-        .and_then(|k| k.get("auth"))
-        .and_then(Value::as_str)
-        .and_then(|a| b64::decode(a).ok())
-        .filter(|a| a.len() == 16)
-        .ok_or_else(|| {
-            ApiError::bad_request("invalid-auth", "keys.auth must be the subscription's 16-byte auth secret")
-        })?;
-    let endpoint = url::Url::parse(&endpoint)
-        .map_err(|_| ApiError::bad_request("invalid-endpoint", "endpoint is not a URL"))?
-        .to_string();
+    let map = json_object(&body(raw)?)?;
+    let (endpoint, auth) = endpoint_and_auth(&map)?;
     let deleted = st
         .store
-        .delete_subscription_by_endpoint(&endpoint, &b64::encode(auth))
+        .delete_subscription_by_endpoint(&endpoint, &auth)
         .await
         .map_err(|e| ApiError::storage("unable-to-delete-subscription", "failed to delete the subscription", &e))?;
     if deleted {

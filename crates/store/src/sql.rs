@@ -557,19 +557,7 @@ impl Store for SqlStore {
             return Ok(None);
         }
         let state = apply_outcome(&mut tx, &shard.message_id, outcome, outcome.retries.len() as i64, now).await?;
-        for r in &outcome.retries {
-            sqlx::query(
-                "INSERT INTO retries (message_id, subscription_id, attempt, due_at, reason) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(shard.message_id.as_str())
-            .bind(r.subscription_id)
-            .bind(r.attempt)
-            .bind(r.due_at)
-            .bind(r.reason.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_retries(&mut tx, &shard.message_id, &outcome.retries).await?;
         tx.commit().await?;
         Ok(Some(state))
     }
@@ -615,19 +603,7 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        for r in &outcome.retries {
-            sqlx::query(
-                "INSERT INTO retries (message_id, subscription_id, attempt, due_at, reason) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(message_id)
-            .bind(r.subscription_id)
-            .bind(r.attempt)
-            .bind(r.due_at)
-            .bind(r.reason.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_retries(&mut tx, message_id, &outcome.retries).await?;
         let pending_delta = outcome.retries.len() as i64 - items.len() as i64;
         apply_outcome(&mut tx, message_id, outcome, pending_delta, now).await?;
         tx.commit().await?;
@@ -700,6 +676,28 @@ impl Store for SqlStore {
             removed: get("removed")?,
         })
     }
+}
+
+/// Schedules retries inside `tx` (a row already there is kept).
+async fn insert_retries(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    message_id: &str,
+    retries: &[NewRetry],
+) -> Result<()> {
+    for r in retries {
+        sqlx::query(
+            "INSERT INTO retries (message_id, subscription_id, attempt, due_at, reason) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(message_id)
+        .bind(r.subscription_id)
+        .bind(r.attempt)
+        .bind(r.due_at)
+        .bind(r.reason.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Adds a page's outcome to a message inside `tx`: counters, failures by
