@@ -203,7 +203,7 @@ async fn two_nodes_share_a_broadcast_and_survive_one_dying() {
     assert_eq!(a.vapid_public_key().await, b.vapid_public_key().await, "one key for the cluster");
     let subs = populate(&dev, &a, &db, n).await;
     let id = send_all(&a, "two nodes").await;
-    b.engine_wake().await;
+    b.assert_up().await;
     let started = Instant::now();
     let (share_a, share_b) = loop {
         let ma = a.http.get(a.url("/metrics")).send().await.unwrap().text().await.unwrap();

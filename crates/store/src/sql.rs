@@ -1,7 +1,5 @@
 //! [`SqlStore`]: the store on SQLite or PostgreSQL through sqlx's `Any` driver.
 
-use std::str::FromStr;
-
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
@@ -738,15 +736,4 @@ async fn apply_outcome(
     }
     let state: String = row.try_get("state")?;
     MessageState::parse(&state).ok_or_else(|| corrupt(format!("message state {state:?}")))
-}
-
-impl FromStr for Backend {
-    type Err = StoreError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "sqlite" => Ok(Self::Sqlite),
-            "postgres" => Ok(Self::Postgres),
-            other => Err(StoreError::Url(other.to_owned())),
-        }
-    }
 }

@@ -152,8 +152,8 @@ impl Server {
         v["publicKey"].as_str().unwrap().to_owned()
     }
 
-    /// Any admin request wakes nothing; this just checks the node answers.
-    pub async fn engine_wake(&self) {
+    /// Checks that the node answers (its engine polls for work by itself).
+    pub async fn assert_up(&self) {
         let (status, _) = self.get("/healthz").await;
         assert_eq!(status, 200);
     }
