@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 use tocsin_server::{EndpointPolicy, ServerConfig};
 use tocsin_store::{NewSubscription, Store, Target};
 
+/// Subscriptions `subscriptions import` writes per transaction.
+const IMPORT_BATCH: usize = 1000;
+
 /// The default database: SQLite under `./tocsin-data/`.
 pub const DEFAULT_DATABASE: &str = "sqlite://tocsin-data/tocsin.db";
 
@@ -215,6 +218,7 @@ pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<Exit
                 None
             };
             let (mut imported, mut skipped) = (0u64, 0u64);
+            let mut batch = Vec::with_capacity(IMPORT_BATCH);
             for (n, line) in reader.lines().enumerate() {
                 let line = line?;
                 if line.trim().is_empty() {
@@ -222,11 +226,13 @@ pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<Exit
                 }
                 match parse_import_line(&line) {
                     Ok((subscription, user_id, topics)) => {
-                        let new = NewSubscription { subscription, user_id, topics, vapid_key_id: key.id };
-                        store.upsert_subscription(&new, now_ms()).await?;
-                        imported += 1;
-                        if let Some(b) = &bar {
-                            b.inc(1);
+                        batch.push(NewSubscription { subscription, user_id, topics, vapid_key_id: key.id });
+                        if batch.len() == IMPORT_BATCH {
+                            imported += store.upsert_subscriptions(&batch, now_ms()).await?.len() as u64;
+                            batch.clear();
+                            if let Some(b) = &bar {
+                                b.set_position(imported);
+                            }
                         }
                     }
                     Err(e) => {
@@ -235,6 +241,7 @@ pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<Exit
                     }
                 }
             }
+            imported += store.upsert_subscriptions(&batch, now_ms()).await?.len() as u64;
             if let Some(b) = bar {
                 b.finish_and_clear();
             }

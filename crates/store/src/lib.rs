@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 mod model;
 mod sql;
 
@@ -32,6 +33,9 @@ pub enum StoreError {
     /// A row could not be turned back into a value (corrupt data).
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The store's writer task has stopped (the process is shutting down).
+    #[error("the store is shutting down")]
+    Closed,
     /// The database URL is not `sqlite:` or `postgres:`.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     Url(String),
@@ -56,6 +60,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts, or updates the row with the same endpoint.
     async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription>;
+    /// Stores many subscriptions in one transaction (a bulk import), in
+    /// order: a later copy of an endpoint wins. Returns the rows in order.
+    async fn upsert_subscriptions(&self, new: &[NewSubscription], now: i64) -> Result<Vec<StoredSubscription>>;
     /// Deletes by endpoint when the auth secret matches; true when a row went.
     async fn delete_subscription_by_endpoint(&self, endpoint: &str, auth: &str) -> Result<bool>;
     /// One subscription by endpoint.

@@ -22,6 +22,8 @@ pub enum Backend {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// The group-commit writer of subscription upserts ([`crate::batch`]).
+    upserts: tokio::sync::mpsc::Sender<crate::batch::Upsert>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -29,6 +31,9 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 
 const SUB_COLUMNS: &str =
     "s.id, s.endpoint, s.p256dh, s.auth, s.expiration_time, s.user_id, s.topics, s.vapid_key_id, s.created_at, s.updated_at";
+/// [`SUB_COLUMNS`] for a `RETURNING` clause, which takes no table alias.
+pub(crate) const SUB_RETURNING: &str =
+    "id, endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at";
 const MSG_COLUMNS: &str =
     "id, payload, target, ttl, urgency, topic, send_at, state, created_at, updated_at, cursor, cursor_end, \
      targeted, delivered, failed, gone, expired, pending_retry, shown, clicked";
@@ -59,7 +64,7 @@ impl SqlStore {
             options = options.max_connections(4).after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
                     conn.execute("PRAGMA busy_timeout = 5000").await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
                     Ok(())
@@ -73,7 +78,8 @@ impl SqlStore {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        let upserts = crate::batch::spawn_writer(pool.clone());
+        Ok(Self { pool, backend, upserts })
     }
 
     /// Which backend this is.
@@ -97,7 +103,7 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-fn sub_from_row(row: &AnyRow) -> Result<StoredSubscription> {
+pub(crate) fn sub_from_row(row: &AnyRow) -> Result<StoredSubscription> {
     let raw = SubscriptionJson {
         endpoint: Some(row.try_get("endpoint")?),
         expiration_time: row.try_get::<Option<i64>, _>("expiration_time")?.map(Into::into),
@@ -240,52 +246,17 @@ impl Store for SqlStore {
     }
 
     async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription> {
-        let json: SubscriptionJson = new.subscription.clone().into();
-        let keys = json.keys.unwrap_or_default();
-        let topics = new.topics.as_ref().map(|t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into()));
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "INSERT INTO subscriptions \
-               (endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, COALESCE($6, '[]'), $7, $8, $8) \
-             ON CONFLICT (endpoint) DO UPDATE SET \
-               p256dh = excluded.p256dh, auth = excluded.auth, expiration_time = excluded.expiration_time, \
-               user_id = COALESCE($5, subscriptions.user_id), topics = COALESCE($6, subscriptions.topics), \
-               vapid_key_id = excluded.vapid_key_id, updated_at = excluded.updated_at \
-             RETURNING id",
-        )
-        .bind(new.subscription.endpoint().as_str())
-        .bind(keys.p256dh.unwrap_or_default())
-        .bind(keys.auth.unwrap_or_default())
-        .bind(new.subscription.expiration_time().map(|t| t as i64))
-        .bind(new.user_id.as_deref())
-        .bind(topics.as_deref())
-        .bind(new.vapid_key_id)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let id: i64 = row.try_get("id")?;
-        if let Some(topics) = &new.topics {
-            sqlx::query("DELETE FROM subscription_topics WHERE subscription_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            for topic in topics {
-                sqlx::query(
-                    "INSERT INTO subscription_topics (subscription_id, topic) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                )
-                .bind(id)
-                .bind(topic.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        let row = sqlx::query(&format!("SELECT {SUB_COLUMNS} FROM subscriptions s WHERE s.id = $1"))
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        sub_from_row(&row)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.upserts
+            .send(crate::batch::Upsert { new: new.clone(), now, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn upsert_subscriptions(&self, new: &[NewSubscription], now: i64) -> Result<Vec<StoredSubscription>> {
+        let items: Vec<(&NewSubscription, i64)> = new.iter().map(|n| (n, now)).collect();
+        crate::batch::write_all(&self.pool, &items).await
     }
 
     async fn delete_subscription_by_endpoint(&self, endpoint: &str, auth: &str) -> Result<bool> {

@@ -1,0 +1,347 @@
+//! Group commit for subscription upserts.
+//!
+//! `POST /api/subscription` is the one write that arrives by the thousand per
+//! second, and every answer must wait until its row is committed. One
+//! transaction per request caps the rate at what the database can commit
+//! (and, on SQLite, at its single writer). Instead every upsert is handed to
+//! one writer task, which takes everything that queued up while it was busy,
+//! writes it with one multi-row statement per chunk inside one transaction,
+//! commits once, and only then answers each caller. A caller still learns of
+//! its row only after the commit that holds it; under light load a batch is
+//! one row and nothing waits.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+use tocsin_protocol::subscription::SubscriptionJson;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::sql::{sub_from_row, SUB_RETURNING};
+use crate::{NewSubscription, Result, StoredSubscription};
+
+/// The most upserts one transaction takes.
+const MAX_BATCH: usize = 512;
+/// Rows per statement: 8 parameters each stays far below both databases'
+/// parameter limits, and bounds the number of distinct statements cached.
+const CHUNK: usize = 64;
+
+pub(crate) struct Upsert {
+    pub new: NewSubscription,
+    pub now: i64,
+    pub reply: oneshot::Sender<Result<StoredSubscription>>,
+}
+
+/// Starts the writer task; upserts go into the returned sender.
+pub(crate) fn spawn_writer(pool: AnyPool) -> mpsc::Sender<Upsert> {
+    let (tx, mut rx) = mpsc::channel::<Upsert>(4 * MAX_BATCH);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let items = std::mem::take(&mut batch);
+            write_batch(&pool, items).await;
+        }
+    });
+    tx
+}
+
+async fn write_batch(pool: &AnyPool, items: Vec<Upsert>) {
+    let refs: Vec<(&NewSubscription, i64)> = items.iter().map(|u| (&u.new, u.now)).collect();
+    match write_all(pool, &refs).await {
+        Ok(rows) => {
+            for (item, row) in items.into_iter().zip(rows) {
+                let _ = item.reply.send(Ok(row));
+            }
+        }
+        // A failed batch is written again one row at a time, so that a row
+        // that cannot be stored fails alone, with its own error.
+        Err(e) if items.len() == 1 => {
+            if let Some(item) = items.into_iter().next() {
+                let _ = item.reply.send(Err(e));
+            }
+        }
+        Err(_) => {
+            for item in items {
+                let result = write_all(pool, &[(&item.new, item.now)]).await.and_then(|mut rows| {
+                    rows.pop().ok_or_else(|| crate::StoreError::Corrupt("upsert returned no row".into()))
+                });
+                let _ = item.reply.send(result);
+            }
+        }
+    }
+}
+
+/// Writes the items in one transaction and returns their rows, in order.
+pub(crate) async fn write_all(pool: &AnyPool, items: &[(&NewSubscription, i64)]) -> Result<Vec<StoredSubscription>> {
+    // An endpoint may come twice in one batch (a browser re-subscribing):
+    // one statement cannot touch a row twice, so later copies go in a later
+    // round, which keeps "last request wins".
+    let mut rounds: Vec<(HashSet<&str>, Vec<usize>)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let endpoint = item.0.subscription.endpoint().as_str();
+        match rounds.iter_mut().find(|(seen, _)| !seen.contains(endpoint)) {
+            Some((seen, members)) => {
+                seen.insert(endpoint);
+                members.push(i);
+            }
+            None => rounds.push((HashSet::from([endpoint]), vec![i])),
+        }
+    }
+    let mut rows: Vec<Option<StoredSubscription>> = vec![None; items.len()];
+    let mut tx = pool.begin().await?;
+    for (_, members) in &rounds {
+        // Rows that bring topics replace the stored ones; rows without keep
+        // them: two statements, since `excluded` cannot tell "not given".
+        for with_topics in [false, true] {
+            let group: Vec<usize> =
+                members.iter().copied().filter(|&i| items[i].0.topics.is_some() == with_topics).collect();
+            for chunk in group.chunks(CHUNK) {
+                let returned = upsert_chunk(&mut tx, items, chunk, with_topics).await?;
+                let mut by_endpoint: HashMap<String, AnyRow> = HashMap::with_capacity(returned.len());
+                for row in returned {
+                    by_endpoint.insert(row.try_get("endpoint")?, row);
+                }
+                let mut ids = Vec::new();
+                for &i in chunk {
+                    let row = by_endpoint
+                        .get(items[i].0.subscription.endpoint().as_str())
+                        .ok_or_else(|| crate::StoreError::Corrupt("upsert returned no row".into()))?;
+                    let stored = sub_from_row(row)?;
+                    ids.push((stored.id, i));
+                    rows[i] = Some(stored);
+                }
+                if with_topics {
+                    replace_topics(&mut tx, items, &ids).await?;
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    rows.into_iter().map(|r| r.ok_or_else(|| crate::StoreError::Corrupt("upsert lost a row".into()))).collect()
+}
+
+async fn upsert_chunk(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    items: &[(&NewSubscription, i64)],
+    chunk: &[usize],
+    with_topics: bool,
+) -> Result<Vec<AnyRow>> {
+    let values: Vec<String> = (0..chunk.len())
+        .map(|r| {
+            let p = r * 8;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7,
+                p + 8,
+                p + 8
+            )
+        })
+        .collect();
+    let topics = if with_topics { "excluded.topics" } else { "subscriptions.topics" };
+    let sql = format!(
+        "INSERT INTO subscriptions \
+           (endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at) \
+         VALUES {} \
+         ON CONFLICT (endpoint) DO UPDATE SET \
+           p256dh = excluded.p256dh, auth = excluded.auth, expiration_time = excluded.expiration_time, \
+           user_id = COALESCE(excluded.user_id, subscriptions.user_id), topics = {topics}, \
+           vapid_key_id = excluded.vapid_key_id, updated_at = excluded.updated_at \
+         RETURNING {SUB_RETURNING}",
+        values.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for &i in chunk {
+        let (new, now) = items[i];
+        let json: SubscriptionJson = new.subscription.clone().into();
+        let keys = json.keys.unwrap_or_default();
+        let topics = new
+            .topics
+            .as_ref()
+            .map_or_else(|| "[]".to_owned(), |t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into()));
+        q = q
+            .bind(new.subscription.endpoint().as_str().to_owned())
+            .bind(keys.p256dh.unwrap_or_default())
+            .bind(keys.auth.unwrap_or_default())
+            .bind(new.subscription.expiration_time().map(|t| t as i64))
+            .bind(new.user_id.clone())
+            .bind(topics)
+            .bind(new.vapid_key_id)
+            .bind(now);
+    }
+    Ok(q.fetch_all(&mut **tx).await?)
+}
+
+async fn replace_topics(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    items: &[(&NewSubscription, i64)],
+    ids: &[(i64, usize)],
+) -> Result<()> {
+    let list = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let delete = format!("DELETE FROM subscription_topics WHERE subscription_id IN ({list})");
+    let mut q = sqlx::query(&delete);
+    for (id, _) in ids {
+        q = q.bind(*id);
+    }
+    q.execute(&mut **tx).await?;
+    let pairs: Vec<(i64, &str)> =
+        ids.iter().flat_map(|&(id, i)| items[i].0.topics.iter().flatten().map(move |t| (id, t.as_str()))).collect();
+    for chunk in pairs.chunks(CHUNK * 4) {
+        let values =
+            (0..chunk.len()).map(|r| format!("(${}, ${})", 2 * r + 1, 2 * r + 2)).collect::<Vec<_>>().join(", ");
+        let sql =
+            format!("INSERT INTO subscription_topics (subscription_id, topic) VALUES {values} ON CONFLICT DO NOTHING");
+        let mut q = sqlx::query(&sql);
+        for (id, topic) in chunk {
+            q = q.bind(*id).bind(topic.to_string());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SqlStore, Store, Target};
+    use tocsin_protocol::Subscription;
+
+    const P256DH: &str = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
+    const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
+
+    /// A fresh SQLite file, and a fresh PostgreSQL database (the scripts
+    /// start PostgreSQL on 127.0.0.1:5432; a test that cannot reach it fails).
+    async fn stores() -> (Vec<(SqlStore, i64)>, tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqlStore::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
+        let name = format!(
+            "tocsin_batch_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        );
+        let admin = sqlx::AnyPool::connect("postgres://postgres@127.0.0.1:5432/test").await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+        let pg = SqlStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}")).await.unwrap();
+        let mut out = Vec::new();
+        for store in [sqlite, pg] {
+            let key = store.make_vapid_key_current("pub", "priv", 1).await.unwrap();
+            out.push((store, key.id));
+        }
+        (out, dir, name)
+    }
+
+    async fn drop_pg(name: &str, stores: Vec<(SqlStore, i64)>) {
+        for (s, _) in &stores {
+            s.close().await;
+        }
+        let admin = sqlx::AnyPool::connect("postgres://postgres@127.0.0.1:5432/test").await.unwrap();
+        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+    }
+
+    fn new(endpoint: &str, user: Option<&str>, topics: Option<&[&str]>, key: i64) -> NewSubscription {
+        let json = format!(r#"{{"endpoint":"{endpoint}","keys":{{"p256dh":"{P256DH}","auth":"{AUTH}"}}}}"#);
+        NewSubscription {
+            subscription: Subscription::from_json(&json).unwrap(),
+            user_id: user.map(str::to_owned),
+            topics: topics.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            vapid_key_id: key,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_upserts_are_grouped_and_each_caller_gets_its_row() {
+        sqlx::any::install_default_drivers();
+        let (stores, _dir, name) = stores().await;
+        for (store, key) in &stores {
+            let calls = (0..600).map(|i| {
+                let store = store.clone();
+                let n = new(&format!("https://push.example.net/s/{i}"), Some(&format!("u{i}")), None, *key);
+                tokio::spawn(async move { store.upsert_subscription(&n, 10).await })
+            });
+            let rows: Vec<StoredSubscription> =
+                futures_util::future::join_all(calls).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+            for (i, row) in rows.iter().enumerate() {
+                assert_eq!(row.subscription.endpoint().as_str(), format!("https://push.example.net/s/{i}"));
+                assert_eq!(row.user_id.as_deref(), Some(format!("u{i}").as_str()));
+            }
+            let ids: HashSet<i64> = rows.iter().map(|r| r.id).collect();
+            assert_eq!(ids.len(), 600);
+            assert_eq!(store.count_subscriptions(&Target::All(true)).await.unwrap(), 600);
+        }
+        drop_pg(&name, stores).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_batch_keeps_request_order_topics_and_users() {
+        sqlx::any::install_default_drivers();
+        let (stores, _dir, name) = stores().await;
+        for (store, key) in &stores {
+            let e = "https://push.example.net/same";
+            // Queued in this order into one batch: the same endpoint three
+            // times; the later copies must win, and a copy without user or
+            // topics keeps what the earlier one set.
+            let a = new(e, Some("alice"), Some(&["news", "sport"]), *key);
+            let b = new(e, None, None, *key);
+            let c = new("https://push.example.net/other", None, Some(&["x"]), *key);
+            let d = new(e, Some("bob"), Some(&["weather"]), *key);
+            let (ra, rb, rc, rd) = tokio::join!(
+                store.upsert_subscription(&a, 1),
+                store.upsert_subscription(&b, 2),
+                store.upsert_subscription(&c, 3),
+                store.upsert_subscription(&d, 4)
+            );
+            let (ra, rb, _, rd) = (ra.unwrap(), rb.unwrap(), rc.unwrap(), rd.unwrap());
+            assert_eq!((ra.id, rb.id), (rd.id, rd.id));
+            assert_eq!(rb.user_id.as_deref(), Some("alice"));
+            assert_eq!(rb.topics, vec!["news", "sport"]);
+            let stored = store.subscription_by_endpoint(e).await.unwrap().unwrap();
+            assert_eq!(stored.user_id.as_deref(), Some("bob"));
+            assert_eq!(stored.topics, vec!["weather"]);
+            assert_eq!(stored.created_at, 1);
+            assert_eq!(stored.updated_at, 4);
+            assert_eq!(store.count_subscriptions(&Target::Topic("weather".into())).await.unwrap(), 1);
+            assert_eq!(store.count_subscriptions(&Target::Topic("news".into())).await.unwrap(), 0);
+            assert_eq!(store.count_subscriptions(&Target::Topic("x".into())).await.unwrap(), 1);
+        }
+        drop_pg(&name, stores).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_row_that_cannot_be_stored_fails_alone() {
+        sqlx::any::install_default_drivers();
+        let (stores, _dir, name) = stores().await;
+        for (store, key) in &stores {
+            // A VAPID key id that does not exist breaks the foreign key.
+            let bad = new("https://push.example.net/bad", None, None, 9999);
+            let good = new("https://push.example.net/good", None, None, *key);
+            let (rb, rg) = tokio::join!(store.upsert_subscription(&bad, 1), store.upsert_subscription(&good, 1));
+            assert!(rb.is_err());
+            assert_eq!(rg.unwrap().subscription.endpoint().as_str(), "https://push.example.net/good");
+            assert_eq!(store.count_subscriptions(&Target::All(true)).await.unwrap(), 1);
+        }
+        drop_pg(&name, stores).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bulk_upsert_is_ordered() {
+        sqlx::any::install_default_drivers();
+        let (stores, _dir, name) = stores().await;
+        for (store, key) in &stores {
+            let mut many: Vec<NewSubscription> =
+                (0..150).map(|i| new(&format!("https://push.example.net/b/{i}"), None, None, *key)).collect();
+            many.push(new("https://push.example.net/b/7", Some("late"), None, *key));
+            let rows = store.upsert_subscriptions(&many, 5).await.unwrap();
+            assert_eq!(rows.len(), 151);
+            assert_eq!(rows[7].id, rows[150].id);
+            assert_eq!(store.count_subscriptions(&Target::All(true)).await.unwrap(), 150);
+            let late = store.subscription_by_endpoint("https://push.example.net/b/7").await.unwrap().unwrap();
+            assert_eq!(late.user_id.as_deref(), Some("late"));
+        }
+        drop_pg(&name, stores).await;
+    }
+}
