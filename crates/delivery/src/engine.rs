@@ -81,6 +81,10 @@ pub struct EngineMetrics {
     pub in_flight: Gauge,
     /// Latency of push requests by origin.
     pub latency: Family<Labels, Histogram, fn() -> Histogram>,
+    /// The two series counted on every delivery, looked up once (a lookup
+    /// builds and hashes the label strings).
+    delivered: Counter,
+    gone: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -96,8 +100,17 @@ impl Default for EngineMetrics {
 impl EngineMetrics {
     /// Fresh metrics.
     pub fn new() -> Self {
+        let deliveries: Family<Labels, Counter> = Family::default();
+        let series = |outcome: &str| {
+            deliveries
+                .get_or_create(&vec![("outcome".into(), outcome.into()), ("reason".into(), String::new())])
+                .clone()
+        };
+        let (delivered, gone) = (series("delivered"), series("gone"));
         Self {
-            deliveries: Family::default(),
+            deliveries,
+            delivered,
+            gone,
             retries: Counter::default(),
             in_flight: Gauge::default(),
             latency: Family::new_with_constructor(latency_histogram),
@@ -126,6 +139,8 @@ impl EngineMetrics {
 struct OriginGate {
     permits: Arc<Semaphore>,
     not_before: Mutex<Option<Instant>>,
+    /// This origin's series of `push_latency_seconds`, looked up once.
+    latency: Histogram,
 }
 
 /// A gate wait longer than this is not waited for: the delivery is
@@ -370,15 +385,16 @@ impl Engine {
 
     fn gate(&self, origin: &str) -> Arc<OriginGate> {
         let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
-        gates
-            .entry(origin.to_owned())
-            .or_insert_with(|| {
-                Arc::new(OriginGate {
-                    permits: Arc::new(Semaphore::new(self.config.per_origin.max(1))),
-                    not_before: Mutex::new(None),
-                })
-            })
-            .clone()
+        if let Some(gate) = gates.get(origin) {
+            return gate.clone();
+        }
+        let gate = Arc::new(OriginGate {
+            permits: Arc::new(Semaphore::new(self.config.per_origin.max(1))),
+            not_before: Mutex::new(None),
+            latency: self.metrics.latency.get_or_create(&vec![("origin".into(), origin.to_owned())]).clone(),
+        });
+        gates.insert(origin.to_owned(), gate.clone());
+        gate
     }
 
     async fn signer(&self, key_id: i64) -> Result<Arc<VapidSigner>, StoreError> {
@@ -432,7 +448,7 @@ impl Engine {
                 continue;
             }
             let signer = self.signer(sub.vapid_key_id).await?;
-            let gate = self.gate(&sub.subscription.origin());
+            let gate = self.gate(sub.subscription.origin());
             let (client, options, payload, in_flight, metrics) =
                 (self.client.clone(), options.clone(), payload.clone(), self.in_flight.clone(), self.metrics.clone());
             tasks.spawn(async move {
@@ -455,10 +471,7 @@ impl Engine {
                                 let started = Instant::now();
                                 let o = client.send(req).await;
                                 metrics.in_flight.dec();
-                                metrics
-                                    .latency
-                                    .get_or_create(&vec![("origin".into(), job.sub.subscription.origin())])
-                                    .observe(started.elapsed().as_secs_f64());
+                                gate.latency.observe(started.elapsed().as_secs_f64());
                                 match o {
                                     Outcome::Delivered { .. } => Attempt::Delivered,
                                     Outcome::Gone { .. } => Attempt::Gone,
@@ -491,15 +504,15 @@ impl Engine {
                 continue;
             };
             if let Some(text) = loud {
-                self.log_mismatch_once(&job.sub.subscription.origin(), &text);
+                self.log_mismatch_once(job.sub.subscription.origin(), &text);
             }
             match attempt {
                 Attempt::Delivered => {
-                    self.metrics.count("delivered", "");
+                    self.metrics.delivered.inc();
                     outcome.delivered += 1;
                 }
                 Attempt::Gone => {
-                    self.metrics.count("gone", "");
+                    self.metrics.gone.inc();
                     outcome.gone.push(job.sub.id);
                 }
                 Attempt::Failed(reason) => {

@@ -165,7 +165,7 @@ pub fn build(
         headers.insert("topic", HeaderValue::from_str(t.as_str()).map_err(|_| PushRequestError::Uri)?);
     }
     if let Some(signer) = vapid {
-        headers.insert(AUTHORIZATION, signer.authorization(&subscription.origin(), now)?);
+        headers.insert(AUTHORIZATION, signer.authorization(subscription.origin(), now)?);
     }
     let body = match payload {
         None => Bytes::new(),

@@ -116,6 +116,9 @@ impl fmt::Debug for AuthSecret {
 #[serde(try_from = "SubscriptionJson", into = "SubscriptionJson")]
 pub struct Subscription {
     endpoint: Url,
+    /// `endpoint`'s origin, computed once: every request needs it (the VAPID
+    /// audience, the per-service gate) and building it allocates.
+    origin: String,
     expiration_time: Option<u64>,
     p256dh: UaPublicKey,
     auth: AuthSecret,
@@ -125,7 +128,7 @@ impl Subscription {
     /// Builds a subscription from parts that are already validated.
     pub fn new(endpoint: Url, p256dh: UaPublicKey, auth: AuthSecret) -> Result<Self, SubscriptionError> {
         check_endpoint(&endpoint)?;
-        Ok(Self { endpoint, expiration_time: None, p256dh, auth })
+        Ok(Self { origin: endpoint.origin().ascii_serialization(), endpoint, expiration_time: None, p256dh, auth })
     }
 
     /// Parses the JSON of `PushSubscription.toJSON()`.
@@ -149,8 +152,8 @@ impl Subscription {
     /// The ASCII origin of the endpoint (scheme, host and a non-default
     /// port): the VAPID audience, and the key for per-service connection
     /// pools and rate limits.
-    pub fn origin(&self) -> String {
-        self.endpoint.origin().ascii_serialization()
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// When the browser said the subscription expires, in milliseconds since
@@ -251,7 +254,13 @@ impl TryFrom<SubscriptionJson> for Subscription {
         let p256dh = UaPublicKey::from_bytes(&p256dh)?;
         let auth = b64::decode(&auth).map_err(|_| SubscriptionError::AuthEncoding)?;
         let auth: [u8; 16] = auth.as_slice().try_into().map_err(|_| SubscriptionError::AuthLength(auth.len()))?;
-        Ok(Self { endpoint, expiration_time, p256dh, auth: AuthSecret(auth) })
+        Ok(Self {
+            origin: endpoint.origin().ascii_serialization(),
+            endpoint,
+            expiration_time,
+            p256dh,
+            auth: AuthSecret(auth),
+        })
     }
 }
 
