@@ -177,6 +177,36 @@ def web_push(subs, sink, concurrency):
             "sink_cpu": sink.cpu() - c0, "peak_rss_mb": rss}
 
 
+def subscribe_load(work, database, connections, seconds):
+    """POST /api/subscription under wrk: a new endpoint per request (a real insert each)."""
+    if not shutil.which("wrk"):
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    one = json.loads(subprocess.run([str(TOCSIN), "dev", "gen-subscriptions", "--count", "1", "--endpoint-prefix",
+                                     "https://fcm.googleapis.com/fcm/send/"], capture_output=True, text=True,
+                                    check=True).stdout)
+    env = dict(os.environ, TOCSIN_LOG="warn", TOCSIN_VAPID_SUBJECT="mailto:bench@example.com",
+               TOCSIN_ADMIN_TOKEN="bench")
+    # The default endpoint policy (public): FCM's host is known, so no DNS lookup per request.
+    p = subprocess.Popen([str(TOCSIN), "serve", "--listen", "127.0.0.1:0", "--database", database],
+                         stdout=subprocess.PIPE, env=env, text=True)
+    base = p.stdout.readline().strip().removeprefix("listening on ")
+    try:
+        c0 = cpu_of([p.pid])
+        wrk_env = dict(os.environ, P256DH=one["keys"]["p256dh"], AUTH=one["keys"]["auth"], RUN=f"{os.getpid()}")
+        out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(BENCH / "subscribe.lua"),
+                              base], capture_output=True, text=True, env=wrk_env, check=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        r["cpu_us_per_request"] = round(1e6 * (cpu_of([p.pid]) - c0) / max(r["requests"], 1), 1)
+        stored = api(base, "GET", "/v1/stats")["subscriptions"]
+        r["stored"] = stored
+        if stored < r["requests"]:
+            sys.exit(f"wrk counted {r['requests']} answers but only {stored} subscriptions are stored")
+        return r
+    finally:
+        p.terminate()
+        p.wait()
+
+
 def crypto_ceiling():
     """One core's keygen + ECDH rate, the floor of any sender's CPU per message."""
     example = ROOT / "target" / "release" / "examples" / "per_message"
@@ -192,6 +222,9 @@ def main():
     ap.add_argument("--full", action="store_true", help="N = 10,000, 100,000 and 1,000,000")
     ap.add_argument("--concurrency", type=int, default=100)
     ap.add_argument("--ways", nargs="+", default=["send", "sqlite", "postgres", "web-push"])
+    ap.add_argument("--subscribe", action="store_true",
+                    help="also load POST /api/subscription with wrk (SQLite and PostgreSQL, 10 s each)")
+    ap.add_argument("--subscribe-only", action="store_true", help="only the POST /api/subscription load")
     args = ap.parse_args()
     sizes = [10_000, 100_000, 1_000_000] if args.full else args.n
 
@@ -204,7 +237,29 @@ def main():
     results = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cores": os.cpu_count(),
                "concurrency": args.concurrency, "payload_bytes": len(PAYLOAD),
                "crypto_ceiling_per_core": round(crypto_ceiling()), "runs": []}
+    if args.subscribe_only:
+        sizes, args.subscribe = [], True
     with tempfile.TemporaryDirectory() as work:
+        if args.subscribe:
+            results["subscribe"] = []
+            for backend in ["sqlite", "postgres"]:
+                for connections in [32, 64]:
+                    if backend == "sqlite":
+                        db, dbname = f"sqlite://{work}/subscribe-{connections}.db", None
+                    else:
+                        dbname = f"tocsin_bench_sub_{os.getpid()}_{connections}"
+                        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", dbname], check=True)
+                        db = f"postgres://postgres@127.0.0.1/{dbname}"
+                    try:
+                        r = subscribe_load(work, db, connections, 10)
+                    finally:
+                        if dbname:
+                            subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", dbname])
+                    r.update(backend=backend, connections=connections)
+                    results["subscribe"].append(r)
+                    print(f"subscribe {backend:>8} c={connections}: {r['rps']:.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
+                          f"p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.2f} ms  server CPU {r['cpu_us_per_request']} us/req  "
+                          f"errors {r['errors']}  stored {r['stored']}", flush=True)
         sink = Sink(work)
         try:
             for n in sizes:
@@ -239,7 +294,7 @@ def main():
             sink.stop()
     out_dir = BENCH / "results"
     out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"results-{'-'.join(map(str, sizes))}.json"
+    path = out_dir / f"results-{'-'.join(map(str, sizes)) or 'subscribe'}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     web = {r["n"]: r["per_second"] for r in results["runs"] if r["way"] == "web-push"}
     print(f"\ncrypto ceiling: {results['crypto_ceiling_per_core']}/s per core")
