@@ -449,8 +449,13 @@ impl Engine {
             }
             let signer = self.signer(sub.vapid_key_id).await?;
             let gate = self.gate(sub.subscription.origin());
-            let (client, options, payload, in_flight, metrics) =
-                (self.client.clone(), options.clone(), payload.clone(), self.in_flight.clone(), self.metrics.clone());
+            let (client, options, payload, in_flight, in_flight_gauge) = (
+                self.client.clone(),
+                options.clone(),
+                payload.clone(),
+                self.in_flight.clone(),
+                self.metrics.in_flight.clone(),
+            );
             tasks.spawn(async move {
                 let attempt = match gate.enter().await {
                     Err(wait) => Attempt::Retry { reason: "rate-limited".into(), after: Some(wait) },
@@ -467,10 +472,10 @@ impl Engine {
                         ) {
                             Err(e) => Attempt::Failed(FailReason::Request(e.to_string()).label()),
                             Ok(req) => {
-                                metrics.in_flight.inc();
+                                in_flight_gauge.inc();
                                 let started = Instant::now();
                                 let o = client.send(req).await;
-                                metrics.in_flight.dec();
+                                in_flight_gauge.dec();
                                 gate.latency.observe(started.elapsed().as_secs_f64());
                                 match o {
                                     Outcome::Delivered { .. } => Attempt::Delivered,
