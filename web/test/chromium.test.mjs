@@ -112,6 +112,12 @@ async function workerRegistrationId() {
 test('a push shows a notification and reports it shown; a click reports and opens the URL', async () => {
   // A real message, so that shown/clicked land in its counts.
   const { body: m } = await api(server, 'POST', '/v1/messages', { payload: 'x', target: { all: true } });
+  // A push delivered to a registration whose worker is not active yet is
+  // dropped (seen once in CI, on a loaded machine): wait for it to be active.
+  assert.ok(await page.evaluate(() => Promise.race([
+    navigator.serviceWorker.ready.then(() => true),
+    new Promise((resolve) => setTimeout(() => resolve(false), 15000)),
+  ])), 'the service worker became active');
   const { cdp, id } = await workerRegistrationId();
   const data = JSON.stringify({ title: 'From the test', body: 'Delivered by CDP', url: '/?opened=1', tag: 't1', messageId: m.id });
   await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId: id, data });
