@@ -150,11 +150,9 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.ca_cert {
         extra_roots_pem.push(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?);
     }
-    let client = PushClient::new(&ClientConfig {
-        timeout: Duration::from_secs(args.timeout),
-        extra_roots_pem,
-        ..ClientConfig::default()
-    })?;
+    let client_config =
+        ClientConfig { timeout: Duration::from_secs(args.timeout), extra_roots_pem, ..ClientConfig::default() };
+    let client = PushClient::new(&client_config)?;
     let config =
         BroadcastConfig { concurrency: args.concurrency, max_attempts: args.attempts.max(1), ..Default::default() };
 
@@ -196,7 +194,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     let progress = Arc::new(Progress::default());
     let bar = progress_bar(progress.clone(), args.json);
     let all = first.into_iter().chain(second).chain(items);
-    let summary = fanout::broadcast(client, all, payload, Arc::new(options), signer, config, progress.clone()).await;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let summary =
+        fanout::broadcast(&client_config, threads, all, payload, Arc::new(options), signer, config, progress.clone())
+            .await?;
     if let Some((bar, ticker)) = bar {
         ticker.abort();
         bar.finish_and_clear();
