@@ -17,7 +17,7 @@ use sqlx::{AnyPool, Row};
 use tocsin_protocol::subscription::SubscriptionJson;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sql::{sub_from_row, SUB_RETURNING};
+use crate::sql::{placeholders, SUB_RETURNING};
 use crate::{NewSubscription, Result, StoredSubscription};
 
 /// The most upserts one transaction takes.
@@ -76,6 +76,9 @@ async fn write_batch(pool: &AnyPool, items: Vec<Upsert>) {
 
 /// Writes the items in one transaction and returns their rows, in order.
 pub(crate) async fn write_all(pool: &AnyPool, items: &[(&NewSubscription, i64)]) -> Result<Vec<StoredSubscription>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
     // An endpoint may come twice in one batch (a browser re-subscribing):
     // one statement cannot touch a row twice, so later copies go in a later
     // round, which keeps "last request wins".
@@ -109,7 +112,7 @@ pub(crate) async fn write_all(pool: &AnyPool, items: &[(&NewSubscription, i64)])
                     let row = by_endpoint
                         .get(items[i].0.subscription.endpoint().as_str())
                         .ok_or_else(|| crate::StoreError::Corrupt("upsert returned no row".into()))?;
-                    let stored = sub_from_row(row)?;
+                    let stored = returned_row(row, items[i].0)?;
                     ids.push((stored.id, i));
                     rows[i] = Some(stored);
                 }
@@ -123,29 +126,31 @@ pub(crate) async fn write_all(pool: &AnyPool, items: &[(&NewSubscription, i64)])
     rows.into_iter().map(|r| r.ok_or_else(|| crate::StoreError::Corrupt("upsert lost a row".into()))).collect()
 }
 
+/// The stored row of an upsert. Endpoint and keys are the ones just written,
+/// so the subscription already validated is reused instead of parsing the
+/// row's copy again (which would repeat the P-256 point check per row).
+fn returned_row(row: &AnyRow, new: &NewSubscription) -> Result<StoredSubscription> {
+    let topics: String = row.try_get("topics")?;
+    Ok(StoredSubscription {
+        id: row.try_get("id")?,
+        subscription: new.subscription.clone(),
+        user_id: row.try_get("user_id")?,
+        topics: serde_json::from_str(&topics).map_err(|e| crate::StoreError::Corrupt(e.to_string()))?,
+        vapid_key_id: row.try_get("vapid_key_id")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
 async fn upsert_chunk(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     items: &[(&NewSubscription, i64)],
     chunk: &[usize],
     with_topics: bool,
 ) -> Result<Vec<AnyRow>> {
-    let values: Vec<String> = (0..chunk.len())
-        .map(|r| {
-            let p = r * 8;
-            format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7,
-                p + 8,
-                p + 8
-            )
-        })
-        .collect();
+    // Eight parameters a row; created_at and updated_at share the last.
+    let values: Vec<String> =
+        (0..chunk.len()).map(|r| format!("({}, ${})", placeholders(r * 8 + 1, 8), r * 8 + 8)).collect();
     let topics = if with_topics { "excluded.topics" } else { "subscriptions.topics" };
     let sql = format!(
         "INSERT INTO subscriptions \
@@ -185,8 +190,7 @@ async fn replace_topics(
     items: &[(&NewSubscription, i64)],
     ids: &[(i64, usize)],
 ) -> Result<()> {
-    let list = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-    let delete = format!("DELETE FROM subscription_topics WHERE subscription_id IN ({list})");
+    let delete = format!("DELETE FROM subscription_topics WHERE subscription_id IN ({})", placeholders(1, ids.len()));
     let mut q = sqlx::query(&delete);
     for (id, _) in ids {
         q = q.bind(*id);
@@ -196,7 +200,7 @@ async fn replace_topics(
         ids.iter().flat_map(|&(id, i)| items[i].0.topics.iter().flatten().map(move |t| (id, t.as_str()))).collect();
     for chunk in pairs.chunks(CHUNK * 4) {
         let values =
-            (0..chunk.len()).map(|r| format!("(${}, ${})", 2 * r + 1, 2 * r + 2)).collect::<Vec<_>>().join(", ");
+            (0..chunk.len()).map(|r| format!("({})", placeholders(2 * r + 1, 2))).collect::<Vec<_>>().join(", ");
         let sql =
             format!("INSERT INTO subscription_topics (subscription_id, topic) VALUES {values} ON CONFLICT DO NOTHING");
         let mut q = sqlx::query(&sql);
@@ -217,9 +221,11 @@ mod tests {
     const P256DH: &str = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
     const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
 
-    /// A fresh SQLite file, and a fresh PostgreSQL database (the scripts
-    /// start PostgreSQL on 127.0.0.1:5432; a test that cannot reach it fails).
-    async fn stores() -> (Vec<(SqlStore, i64)>, tempfile::TempDir, String) {
+    /// Runs `test` on a fresh SQLite file and on a fresh PostgreSQL database
+    /// (the scripts start PostgreSQL on 127.0.0.1:5432; a test that cannot
+    /// reach it fails), each with a current VAPID key.
+    async fn on_both_backends(test: impl AsyncFn(&SqlStore, i64)) {
+        sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
         let sqlite = SqlStore::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
         let name = format!(
@@ -230,19 +236,11 @@ mod tests {
         let admin = sqlx::AnyPool::connect("postgres://postgres@127.0.0.1:5432/test").await.unwrap();
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
         let pg = SqlStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}")).await.unwrap();
-        let mut out = Vec::new();
-        for store in [sqlite, pg] {
+        for store in [&sqlite, &pg] {
             let key = store.make_vapid_key_current("pub", "priv", 1).await.unwrap();
-            out.push((store, key.id));
+            test(store, key.id).await;
         }
-        (out, dir, name)
-    }
-
-    async fn drop_pg(name: &str, stores: Vec<(SqlStore, i64)>) {
-        for (s, _) in &stores {
-            s.close().await;
-        }
-        let admin = sqlx::AnyPool::connect("postgres://postgres@127.0.0.1:5432/test").await.unwrap();
+        pg.close().await;
         sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&admin).await.unwrap();
     }
 
@@ -258,12 +256,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_upserts_are_grouped_and_each_caller_gets_its_row() {
-        sqlx::any::install_default_drivers();
-        let (stores, _dir, name) = stores().await;
-        for (store, key) in &stores {
+        on_both_backends(async |store, key| {
             let calls = (0..600).map(|i| {
                 let store = store.clone();
-                let n = new(&format!("https://push.example.net/s/{i}"), Some(&format!("u{i}")), None, *key);
+                let n = new(&format!("https://push.example.net/s/{i}"), Some(&format!("u{i}")), None, key);
                 tokio::spawn(async move { store.upsert_subscription(&n, 10).await })
             });
             let rows: Vec<StoredSubscription> =
@@ -275,23 +271,21 @@ mod tests {
             let ids: HashSet<i64> = rows.iter().map(|r| r.id).collect();
             assert_eq!(ids.len(), 600);
             assert_eq!(store.count_subscriptions(&Target::All(true)).await.unwrap(), 600);
-        }
-        drop_pg(&name, stores).await;
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_batch_keeps_request_order_topics_and_users() {
-        sqlx::any::install_default_drivers();
-        let (stores, _dir, name) = stores().await;
-        for (store, key) in &stores {
+        on_both_backends(async |store, key| {
             let e = "https://push.example.net/same";
             // Queued in this order into one batch: the same endpoint three
             // times; the later copies must win, and a copy without user or
             // topics keeps what the earlier one set.
-            let a = new(e, Some("alice"), Some(&["news", "sport"]), *key);
-            let b = new(e, None, None, *key);
-            let c = new("https://push.example.net/other", None, Some(&["x"]), *key);
-            let d = new(e, Some("bob"), Some(&["weather"]), *key);
+            let a = new(e, Some("alice"), Some(&["news", "sport"]), key);
+            let b = new(e, None, None, key);
+            let c = new("https://push.example.net/other", None, Some(&["x"]), key);
+            let d = new(e, Some("bob"), Some(&["weather"]), key);
             let (ra, rb, rc, rd) = tokio::join!(
                 store.upsert_subscription(&a, 1),
                 store.upsert_subscription(&b, 2),
@@ -310,41 +304,37 @@ mod tests {
             assert_eq!(store.count_subscriptions(&Target::Topic("weather".into())).await.unwrap(), 1);
             assert_eq!(store.count_subscriptions(&Target::Topic("news".into())).await.unwrap(), 0);
             assert_eq!(store.count_subscriptions(&Target::Topic("x".into())).await.unwrap(), 1);
-        }
-        drop_pg(&name, stores).await;
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_row_that_cannot_be_stored_fails_alone() {
-        sqlx::any::install_default_drivers();
-        let (stores, _dir, name) = stores().await;
-        for (store, key) in &stores {
+        on_both_backends(async |store, key| {
             // A VAPID key id that does not exist breaks the foreign key.
             let bad = new("https://push.example.net/bad", None, None, 9999);
-            let good = new("https://push.example.net/good", None, None, *key);
+            let good = new("https://push.example.net/good", None, None, key);
             let (rb, rg) = tokio::join!(store.upsert_subscription(&bad, 1), store.upsert_subscription(&good, 1));
             assert!(rb.is_err());
             assert_eq!(rg.unwrap().subscription.endpoint().as_str(), "https://push.example.net/good");
             assert_eq!(store.count_subscriptions(&Target::All(true)).await.unwrap(), 1);
-        }
-        drop_pg(&name, stores).await;
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bulk_upsert_is_ordered() {
-        sqlx::any::install_default_drivers();
-        let (stores, _dir, name) = stores().await;
-        for (store, key) in &stores {
+        on_both_backends(async |store, key| {
             let mut many: Vec<NewSubscription> =
-                (0..150).map(|i| new(&format!("https://push.example.net/b/{i}"), None, None, *key)).collect();
-            many.push(new("https://push.example.net/b/7", Some("late"), None, *key));
+                (0..150).map(|i| new(&format!("https://push.example.net/b/{i}"), None, None, key)).collect();
+            many.push(new("https://push.example.net/b/7", Some("late"), None, key));
             let rows = store.upsert_subscriptions(&many, 5).await.unwrap();
             assert_eq!(rows.len(), 151);
             assert_eq!(rows[7].id, rows[150].id);
             assert_eq!(store.count_subscriptions(&Target::All(true)).await.unwrap(), 150);
             let late = store.subscription_by_endpoint("https://push.example.net/b/7").await.unwrap().unwrap();
             assert_eq!(late.user_id.as_deref(), Some("late"));
-        }
-        drop_pg(&name, stores).await;
+        })
+        .await;
     }
 }

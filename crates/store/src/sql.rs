@@ -103,7 +103,7 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-pub(crate) fn sub_from_row(row: &AnyRow) -> Result<StoredSubscription> {
+fn sub_from_row(row: &AnyRow) -> Result<StoredSubscription> {
     let raw = SubscriptionJson {
         endpoint: Some(row.try_get("endpoint")?),
         expiration_time: row.try_get::<Option<i64>, _>("expiration_time")?.map(Into::into),
@@ -160,7 +160,7 @@ fn key_from_row(row: &AnyRow) -> Result<VapidKeyRow> {
 }
 
 /// `$first, $first+1, …` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
