@@ -213,8 +213,13 @@ where
         let workers = config.concurrency.max(1) / threads + usize::from(t < config.concurrency.max(1) % threads);
         let (payload, options, signer, config, progress, source) =
             (payload.clone(), options.clone(), signer.clone(), config.clone(), progress.clone(), source.clone());
+        // Built here, not in the thread, so that a failure is an error rather
+        // than a thread that silently does nothing.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Build(format!("cannot start a sending runtime: {e}")))?;
         let spawned = std::thread::Builder::new().name(format!("tocsin-send-{t}")).spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             runtime.block_on(async move {
                 let mut set = tokio::task::JoinSet::new();
                 for _ in 0..workers {
