@@ -121,17 +121,32 @@ test('a push shows a notification and reports it shown; a click reports and open
   const { cdp, id } = await workerRegistrationId();
   const data = JSON.stringify({ title: 'From the test', body: 'Delivered by CDP', url: '/?opened=1', tag: 't1', messageId: m.id });
   await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId: id, data });
-  const shown = await eventually('the notification', () =>
+  const firstNotification = () =>
     page.evaluate(async () => {
       const reg = await navigator.serviceWorker.getRegistration('/sw.js');
       const list = await reg.getNotifications();
       return list.map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data }))[0];
-    }),
-  );
+    });
+  // In two of three clean-clone CI runs on a loaded 2-core machine, the first
+  // CDP push never reached the worker (not reproduced when this file runs
+  // alone). CDP delivery is the test's tool, not the product's path (the
+  // Firefox tests push through a real push service): deliver once more
+  // after 5 s of nothing, and then accept one or two "shown" reports.
+  let redelivered = false;
+  let shown = await eventually('the notification', firstNotification, 5000).catch(() => null);
+  if (!shown) {
+    redelivered = true;
+    console.error('chromium test: the first CDP push showed nothing in 5 s; delivering it again');
+    await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId: id, data });
+    shown = await eventually('the notification', firstNotification);
+  }
   assert.equal(shown.title, 'From the test');
   assert.equal(shown.body, 'Delivered by CDP');
   assert.equal(shown.data.url, '/?opened=1');
-  await eventually('shown counted', async () => (await api(server, 'GET', `/v1/messages/${m.id}`)).body.counts.shown === 1);
+  await eventually('shown counted', async () => {
+    const n = (await api(server, 'GET', `/v1/messages/${m.id}`)).body.counts.shown;
+    return redelivered ? n >= 1 : n === 1;
+  });
 
   // Plain text becomes the body; no data still shows a default notification.
   await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId: id, data: 'just text' });
