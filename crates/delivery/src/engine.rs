@@ -12,8 +12,17 @@
 //!
 //! On PostgreSQL several processes share this work with nothing between them
 //! but the database (`FOR UPDATE SKIP LOCKED`); on SQLite one process owns it.
+//!
+//! Inside a process the engine runs thread per core: each thread has a
+//! single-threaded runtime, its own HTTP client (so its own connections), its
+//! share of the in-flight and per-origin limits, and its own workers. A
+//! delivery's encryption, its request and its connection's HTTP/2 task all
+//! stay on one thread, with no wake-up across threads per delivery. Database
+//! calls go back to the runtime that started the engine (a few per page), so
+//! every database connection stays on one runtime.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,8 +38,10 @@ use tocsin_store::{
     Message, MessageState, NewRetry, PageOutcome, RetryItem, Shard, ShardProgress, Store, StoreError,
     StoredSubscription,
 };
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::runtime::Handle;
+use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::client::{ClientConfig, ClientError};
 use crate::fanout::{backoff, BroadcastConfig};
 use crate::PushClient;
 
@@ -46,11 +57,15 @@ pub struct EngineConfig {
     /// How long a claim lasts without a checkpoint; a dead node's work is
     /// taken over after this.
     pub lease: Duration,
-    /// Tasks claiming work in this process.
+    /// Threads sending (one per core is right); fewer when `concurrency` or
+    /// `per_origin` is smaller, so that each thread has at least one permit.
+    pub threads: usize,
+    /// Tasks claiming work on each thread. Two keep a thread sending while
+    /// one of them records a page and reads the next.
     pub workers: usize,
-    /// Requests in flight, over all push services.
+    /// Requests in flight, over all push services (split between the threads).
     pub concurrency: usize,
-    /// Requests in flight to one push service origin.
+    /// Requests in flight to one push service origin (split between the threads).
     pub per_origin: usize,
     /// Attempts per delivery (the first included) and the backoff between them.
     pub retry: BroadcastConfig,
@@ -135,9 +150,9 @@ impl EngineMetrics {
     }
 }
 
-/// Slows and bounds the requests to one push service.
+/// Slows the requests to one push service after it asked to (`Retry-After`),
+/// for every thread. The bound on requests in flight is per thread: [`Lane`].
 struct OriginGate {
-    permits: Arc<Semaphore>,
     not_before: Mutex<Option<Instant>>,
     /// This origin's series of `push_latency_seconds`, looked up once.
     latency: Histogram,
@@ -148,8 +163,10 @@ struct OriginGate {
 const MAX_GATE_WAIT: Duration = Duration::from_secs(2);
 
 impl OriginGate {
-    async fn enter(&self) -> Result<OwnedSemaphorePermit, Duration> {
-        let permit = self.permits.clone().acquire_owned().await.map_err(|_| Duration::ZERO)?;
+    /// Takes a permit of `permits` (this thread's share for the origin), then
+    /// waits out a short `Retry-After`; a long one is returned instead.
+    async fn enter(&self, permits: Arc<Semaphore>) -> Result<OwnedSemaphorePermit, Duration> {
+        let permit = permits.acquire_owned().await.map_err(|_| Duration::ZERO)?;
         loop {
             let wait = self
                 .not_before
@@ -180,15 +197,64 @@ impl OriginGate {
 /// Runs messages through to `done`.
 pub struct Engine {
     store: Arc<dyn Store>,
-    client: PushClient,
+    /// One client per thread.
+    clients: Vec<PushClient>,
     config: EngineConfig,
     wake: Notify,
     policy: Arc<dyn EndpointCheck>,
     signers: Mutex<HashMap<i64, Arc<VapidSigner>>>,
     gates: Mutex<HashMap<String, Arc<OriginGate>>>,
-    in_flight: Arc<Semaphore>,
     mismatch_logged: Mutex<HashSet<String>>,
     metrics: EngineMetrics,
+}
+
+/// One sending thread's own things.
+struct Lane {
+    client: PushClient,
+    /// This thread's share of [`EngineConfig::concurrency`].
+    in_flight: Arc<Semaphore>,
+    /// This thread's share of [`EngineConfig::per_origin`].
+    per_origin: usize,
+    /// Permits per origin, `per_origin` each.
+    origins: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The runtime that started the engine, where database calls run.
+    home: Handle,
+}
+
+impl Lane {
+    fn origin_permits(&self, origin: &str) -> Arc<Semaphore> {
+        let mut origins = self.origins.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = origins.get(origin) {
+            return s.clone();
+        }
+        let s = Arc::new(Semaphore::new(self.per_origin));
+        origins.insert(origin.to_owned(), s.clone());
+        s
+    }
+
+    /// Runs a database call on the home runtime and waits for it.
+    async fn db<T, Fut>(&self, call: Fut) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        self.home.spawn(call).await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// `total` split into `parts` shares that add up to it, the larger first.
+fn split(total: usize, parts: usize) -> Vec<usize> {
+    (0..parts).map(|i| total / parts + usize::from(i < total % parts)).collect()
+}
+
+/// A call on the store that owns its arguments, so it can run on another
+/// runtime (see [`Lane::db`]).
+fn own<T, F, Fut>(store: &Arc<dyn Store>, call: F) -> Fut
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    call(store.clone())
 }
 
 fn now_ms() -> i64 {
@@ -210,27 +276,28 @@ enum Attempt {
 }
 
 impl Engine {
-    /// A new engine; call [`run`](Self::run) to start it.
+    /// A new engine with a client per thread; call [`run`](Self::run) to
+    /// start it.
     pub fn new(
         store: Arc<dyn Store>,
-        client: PushClient,
+        client: &ClientConfig,
         config: EngineConfig,
         policy: Arc<dyn EndpointCheck>,
         metrics: EngineMetrics,
-    ) -> Arc<Self> {
-        let in_flight = Arc::new(Semaphore::new(config.concurrency.max(1)));
-        Arc::new(Self {
+    ) -> Result<Arc<Self>, ClientError> {
+        let threads = config.threads.min(config.concurrency).min(config.per_origin).max(1);
+        let clients = (0..threads).map(|_| PushClient::new(client)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Arc::new(Self {
             store,
-            client,
+            clients,
             config,
             wake: Notify::new(),
             policy,
             signers: Mutex::default(),
             gates: Mutex::default(),
-            in_flight,
             mismatch_logged: Mutex::default(),
             metrics,
-        })
+        }))
     }
 
     /// Tells the engine that a message was stored.
@@ -240,17 +307,66 @@ impl Engine {
 
     /// Works until `shutdown` turns true; work in hand stops at its next
     /// checkpoint, releasing its lease, and resumes on the next start.
+    ///
+    /// Starts one thread per client, each with a single-threaded runtime;
+    /// database calls come back to the runtime this is called on.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let home = Handle::current();
+        let threads = self.clients.len();
+        let in_flight = split(self.config.concurrency.max(threads), threads);
+        let per_origin = split(self.config.per_origin.max(threads), threads);
+        let mut finished = Vec::with_capacity(threads);
+        for (i, client) in self.clients.iter().enumerate() {
+            let lane = Arc::new(Lane {
+                client: client.clone(),
+                in_flight: Arc::new(Semaphore::new(in_flight[i])),
+                per_origin: per_origin[i],
+                origins: Mutex::default(),
+                home: home.clone(),
+            });
+            let work = self.clone().run_lane(lane, shutdown.clone());
+            let (done_tx, done_rx) = oneshot::channel::<()>();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            match runtime {
+                Ok(runtime) => {
+                    let spawned = std::thread::Builder::new().name(format!("tocsin-engine-{i}")).spawn(move || {
+                        runtime.block_on(work);
+                        let _ = done_tx.send(());
+                    });
+                    if let Err(e) = spawned {
+                        tracing::error!(error = %e, "delivery engine: cannot start a thread");
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    // Not expected; the lane then shares the home runtime.
+                    tracing::warn!(error = %e, "delivery engine: no runtime of its own for a thread");
+                    tokio::spawn(async move {
+                        work.await;
+                        let _ = done_tx.send(());
+                    });
+                }
+            }
+            finished.push(done_rx);
+        }
+        for done in finished {
+            let _ = done.await;
+        }
+    }
+
+    /// One thread's workers, until `shutdown`.
+    async fn run_lane(self: Arc<Self>, lane: Arc<Lane>, shutdown: watch::Receiver<bool>) {
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..self.config.workers.max(1) {
             let engine = self.clone();
+            let lane = lane.clone();
             let mut shutdown = shutdown.clone();
             workers.spawn(async move {
                 loop {
                     if *shutdown.borrow() {
                         return;
                     }
-                    match engine.step(&shutdown).await {
+                    match engine.step(&lane, &shutdown).await {
                         Ok(true) => {}
                         Ok(false) => engine.pause(&mut shutdown).await,
                         Err(e) => {
@@ -273,72 +389,96 @@ impl Engine {
     }
 
     /// Does one piece of work; false when there was none.
-    async fn step(&self, shutdown: &watch::Receiver<bool>) -> Result<bool, StoreError> {
+    async fn step(&self, lane: &Lane, shutdown: &watch::Receiver<bool>) -> Result<bool, StoreError> {
         let now = now_ms();
-        if let Some(m) = self.store.next_startable_message(now).await? {
-            if self.store.start_message(&m.id, &m.target, self.config.shard_size, now).await? {
+        let store = &self.store;
+        if let Some(m) = lane.db(own(store, move |s| async move { s.next_startable_message(now).await })).await? {
+            let (id, target, shard_size) = (m.id.clone(), m.target.clone(), self.config.shard_size);
+            let started =
+                lane.db(own(store, move |s| async move { s.start_message(&id, &target, shard_size, now).await }));
+            if started.await? {
                 tracing::info!(message = %m.id, node = %self.config.node_id, "message sending");
                 self.wake.notify_waiters();
-                self.finish_if_complete(&m.id).await?;
+                self.finish_if_complete(lane, &m.id).await?;
             }
             return Ok(true);
         }
         let lease = self.config.lease.as_millis() as i64;
-        if let Some(shard) = self.store.claim_shard(&self.config.node_id, now, lease).await? {
-            self.process_shard(shard, shutdown).await?;
+        let node = self.config.node_id.clone();
+        if let Some(shard) = lane.db(own(store, move |s| async move { s.claim_shard(&node, now, lease).await })).await?
+        {
+            self.process_shard(lane, shard, shutdown).await?;
             return Ok(true);
         }
-        let items = self.store.claim_retries(&self.config.node_id, now, lease, self.config.page_size).await?;
+        let (node, limit) = (self.config.node_id.clone(), self.config.page_size);
+        let items =
+            lane.db(own(store, move |s| async move { s.claim_retries(&node, now, lease, limit).await })).await?;
         if !items.is_empty() {
-            self.process_retries(items).await?;
+            self.process_retries(lane, items).await?;
             return Ok(true);
         }
-        for id in self.store.sending_message_ids().await? {
-            self.finish_if_complete(&id).await?;
+        for id in lane.db(own(store, |s| async move { s.sending_message_ids().await })).await? {
+            self.finish_if_complete(lane, &id).await?;
         }
         Ok(false)
     }
 
-    async fn finish_if_complete(&self, id: &str) -> Result<(), StoreError> {
-        if self.store.try_finish_message(id, now_ms()).await? {
-            if let Some(m) = self.store.message(id).await? {
-                let c = m.counts;
-                tracing::info!(message = %m.id, targeted = c.targeted, delivered = c.delivered, failed = c.failed,
-                    gone = c.gone, expired = c.expired, "message done");
+    async fn finish_if_complete(&self, lane: &Lane, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        let finished = lane.db(own(&self.store, move |s| async move {
+            if s.try_finish_message(&id, now_ms()).await? {
+                s.message(&id).await
+            } else {
+                Ok(None)
             }
+        }));
+        if let Some(m) = finished.await? {
+            let c = m.counts;
+            tracing::info!(message = %m.id, targeted = c.targeted, delivered = c.delivered, failed = c.failed,
+                gone = c.gone, expired = c.expired, "message done");
         }
         Ok(())
     }
 
-    async fn process_shard(&self, shard: Shard, shutdown: &watch::Receiver<bool>) -> Result<(), StoreError> {
-        let Some(message) = self.store.message(&shard.message_id).await? else { return Ok(()) };
+    async fn process_shard(
+        &self,
+        lane: &Lane,
+        shard: Shard,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(), StoreError> {
+        let id = shard.message_id.clone();
+        let Some(message) = lane.db(own(&self.store, move |s| async move { s.message(&id).await })).await? else {
+            return Ok(());
+        };
         if message.state != MessageState::Sending {
             return Ok(());
         }
+        let message = Arc::new(message);
+        let shard = Arc::new(shard);
         let lease = self.config.lease.as_millis() as i64;
+        let page_size = self.config.page_size;
         let mut cursor = shard.cursor;
         loop {
-            let page = self
-                .store
-                .page_subscriptions(&message.target, cursor, Some(shard.end_at), self.config.page_size)
+            let (m, end_at) = (message.clone(), shard.end_at);
+            let page = lane
+                .db(own(&self.store, move |s| async move {
+                    s.page_subscriptions(&m.target, cursor, Some(end_at), page_size).await
+                }))
                 .await?;
-            let done = (page.len() as i64) < self.config.page_size;
+            let done = (page.len() as i64) < page_size;
             let last = page.last().map_or(shard.end_at, |s| s.id);
             let jobs = page.into_iter().map(|sub| Job { sub, attempts_before: 0 }).collect();
-            let outcome = self.attempt_all(&message, jobs).await?;
+            let outcome = self.attempt_all(lane, &message, jobs).await?;
             cursor = if done { shard.end_at } else { last };
             let stopping = *shutdown.borrow();
             // Stopping releases the lease at once, so a restart resumes without waiting for it.
             let lease_ms = if stopping { -1 } else { lease };
-            let state = self
-                .store
-                .checkpoint_shard(
-                    &shard,
-                    &self.config.node_id,
-                    &ShardProgress { cursor, done, lease_ms },
-                    &outcome,
-                    now_ms(),
-                )
+            let (sh, node) = (shard.clone(), self.config.node_id.clone());
+            let state = lane
+                .db(own(&self.store, move |s| async move {
+                    let progress = ShardProgress { cursor, done, lease_ms };
+                    s.checkpoint_shard(&sh, &node, &progress, &outcome, now_ms()).await
+                }))
                 .await?;
             match state {
                 None => {
@@ -349,7 +489,7 @@ impl Engine {
                     tracing::info!(message = %message.id, "message cancelled while sending");
                     return Ok(());
                 }
-                Some(_) if done => return self.finish_if_complete(&message.id).await,
+                Some(_) if done => return self.finish_if_complete(lane, &message.id).await,
                 Some(_) if stopping => {
                     tracing::info!(message = %message.id, shard = shard.shard, cursor, "stopping at a checkpoint");
                     return Ok(());
@@ -359,26 +499,36 @@ impl Engine {
         }
     }
 
-    async fn process_retries(&self, items: Vec<RetryItem>) -> Result<(), StoreError> {
+    async fn process_retries(&self, lane: &Lane, items: Vec<RetryItem>) -> Result<(), StoreError> {
         let mut by_message: HashMap<String, Vec<RetryItem>> = HashMap::new();
         for item in items {
             by_message.entry(item.message_id.clone()).or_default().push(item);
         }
         for (message_id, items) in by_message {
-            let Some(message) = self.store.message(&message_id).await? else { continue };
-            let mut jobs = Vec::with_capacity(items.len());
-            let mut vanished = PageOutcome::default();
-            for item in &items {
-                match self.store.subscription(item.subscription_id).await? {
-                    Some(sub) => jobs.push(Job { sub, attempts_before: item.attempt }),
-                    // Deleted meanwhile (gone for another message, or by the API).
-                    None => vanished.gone.push(item.subscription_id),
-                }
-            }
-            let mut outcome = self.attempt_all(&message, jobs).await?;
-            outcome.gone.extend(vanished.gone);
-            self.store.record_retries(&message_id, &items, &outcome, now_ms()).await?;
-            self.finish_if_complete(&message_id).await?;
+            let items = Arc::new(items);
+            let (id, its) = (message_id.clone(), items.clone());
+            // The message and the subscriptions still there; a deleted one
+            // (gone for another message, or by the API) counts as gone.
+            let (message, jobs, vanished) = lane
+                .db(own(&self.store, move |s| async move {
+                    let Some(message) = s.message(&id).await? else { return Ok((None, Vec::new(), Vec::new())) };
+                    let (mut jobs, mut vanished) = (Vec::with_capacity(its.len()), Vec::new());
+                    for item in its.iter() {
+                        match s.subscription(item.subscription_id).await? {
+                            Some(sub) => jobs.push(Job { sub, attempts_before: item.attempt }),
+                            None => vanished.push(item.subscription_id),
+                        }
+                    }
+                    Ok((Some(message), jobs, vanished))
+                }))
+                .await?;
+            let Some(message) = message else { continue };
+            let mut outcome = self.attempt_all(lane, &message, jobs).await?;
+            outcome.gone.extend(vanished);
+            let id = message_id.clone();
+            lane.db(own(&self.store, move |s| async move { s.record_retries(&id, &items, &outcome, now_ms()).await }))
+                .await?;
+            self.finish_if_complete(lane, &message_id).await?;
         }
         Ok(())
     }
@@ -389,7 +539,6 @@ impl Engine {
             return gate.clone();
         }
         let gate = Arc::new(OriginGate {
-            permits: Arc::new(Semaphore::new(self.config.per_origin.max(1))),
             not_before: Mutex::new(None),
             latency: self.metrics.latency.get_or_create(&vec![("origin".into(), origin.to_owned())]).clone(),
         });
@@ -397,13 +546,12 @@ impl Engine {
         gate
     }
 
-    async fn signer(&self, key_id: i64) -> Result<Arc<VapidSigner>, StoreError> {
+    async fn signer(&self, lane: &Lane, key_id: i64) -> Result<Arc<VapidSigner>, StoreError> {
         if let Some(s) = self.signers.lock().ok().and_then(|m| m.get(&key_id).cloned()) {
             return Ok(s);
         }
-        let row = self
-            .store
-            .vapid_key(key_id)
+        let row = lane
+            .db(own(&self.store, move |s| async move { s.vapid_key(key_id).await }))
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("VAPID key {key_id} missing")))?;
         let key = VapidKey::from_base64url(Some(&row.public_key), &row.private_key)
@@ -417,7 +565,7 @@ impl Engine {
 
     /// Attempts every job once, concurrently, and sorts the results into a
     /// page outcome (retries scheduled with their due time).
-    async fn attempt_all(&self, message: &Message, jobs: Vec<Job>) -> Result<PageOutcome, StoreError> {
+    async fn attempt_all(&self, lane: &Lane, message: &Message, jobs: Vec<Job>) -> Result<PageOutcome, StoreError> {
         let now = now_ms();
         let deadline = message.created_at.max(message.send_at.unwrap_or(0)) + i64::from(message.ttl) * 1000;
         let options = Arc::new(PushOptions {
@@ -447,17 +595,18 @@ impl Engine {
                 outcome.fail("endpoint-not-allowed".into());
                 continue;
             }
-            let signer = self.signer(sub.vapid_key_id).await?;
+            let signer = self.signer(lane, sub.vapid_key_id).await?;
             let gate = self.gate(sub.subscription.origin());
+            let origin_permits = lane.origin_permits(sub.subscription.origin());
             let (client, options, payload, in_flight, in_flight_gauge) = (
-                self.client.clone(),
+                lane.client.clone(),
                 options.clone(),
                 payload.clone(),
-                self.in_flight.clone(),
+                lane.in_flight.clone(),
                 self.metrics.in_flight.clone(),
             );
             tasks.spawn(async move {
-                let attempt = match gate.enter().await {
+                let attempt = match gate.enter(origin_permits).await {
                     Err(wait) => Attempt::Retry { reason: "rate-limited".into(), after: Some(wait) },
                     Ok(_origin_permit) => {
                         let Ok(_permit) = in_flight.acquire_owned().await else {

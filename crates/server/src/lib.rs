@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use tocsin_delivery::engine::{Engine, EngineConfig};
 use tocsin_delivery::fanout::BroadcastConfig;
-use tocsin_delivery::{ClientConfig, PushClient};
+use tocsin_delivery::ClientConfig;
 use tocsin_protocol::{VapidKey, VapidSubject};
 use tocsin_store::{SqlStore, Store};
 use tokio::sync::watch;
@@ -200,21 +200,22 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         EndpointPolicy::Any => None,
         EndpointPolicy::Public | EndpointPolicy::Known(_) => Some(policy::is_public),
     };
-    let client = PushClient::new(&ClientConfig {
+    let client = ClientConfig {
         address_filter,
         timeout: settings.push_timeout,
         extra_roots_pem: settings.extra_roots_pem.clone(),
         ..ClientConfig::default()
-    })?;
+    };
     let engine_metrics = tocsin_delivery::engine::EngineMetrics::new();
     let engine = Engine::new(
         store.clone(),
-        client,
+        &client,
         EngineConfig {
             node_id: node_id.clone(),
             shard_size: settings.shard_size.max(1),
             page_size: 250,
             lease: settings.lease,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             workers: 2,
             concurrency: config.concurrency,
             per_origin: settings.per_origin,
@@ -229,7 +230,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         },
         Arc::new(config.endpoint_policy.clone()),
         engine_metrics.clone(),
-    );
+    )?;
     tracing::info!(node = %node_id, "delivery engine ready");
     let state = AppState {
         store,
