@@ -17,9 +17,9 @@
 //! single-threaded runtime, its own HTTP client (so its own connections), its
 //! share of the in-flight and per-origin limits, and its own workers. A
 //! delivery's encryption, its request and its connection's HTTP/2 task all
-//! stay on one thread, with no wake-up across threads per delivery. Database
-//! calls go back to the runtime that started the engine (a few per page), so
-//! every database connection stays on one runtime.
+//! stay on one thread, with no wake-up across threads per delivery. On
+//! PostgreSQL, database calls go back to the runtime that started the engine
+//! (a few per page), so every connection's socket stays on one runtime.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -217,8 +217,9 @@ struct Lane {
     per_origin: usize,
     /// Permits per origin, `per_origin` each.
     origins: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// The runtime that started the engine, where database calls run.
-    home: Handle,
+    /// The runtime that started the engine, where database calls run if
+    /// the store is bound to it ([`Store::bound_to_runtime`]).
+    home: Option<Handle>,
 }
 
 impl Lane {
@@ -232,14 +233,24 @@ impl Lane {
         s
     }
 
-    /// Runs a database call on the home runtime and waits for it.
+    /// Runs a database call, on the home runtime if there is one, and
+    /// waits for it.
     async fn db<T, Fut>(&self, call: Fut) -> Result<T, StoreError>
     where
         T: Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        self.home.spawn(call).await.map_err(|_| StoreError::Closed)?
+        match &self.home {
+            Some(home) => home.spawn(call).await.map_err(|_| StoreError::Closed)?,
+            None => call.await,
+        }
     }
+}
+
+/// Threads to run: as configured, but no more than there are permits, so
+/// that the shares of the limits add up to exactly the limits.
+fn thread_count(config: &EngineConfig) -> usize {
+    config.threads.min(config.concurrency).min(config.per_origin).max(1)
 }
 
 /// `total` split into `parts` shares that add up to it, the larger first.
@@ -285,7 +296,7 @@ impl Engine {
         policy: Arc<dyn EndpointCheck>,
         metrics: EngineMetrics,
     ) -> Result<Arc<Self>, ClientError> {
-        let threads = config.threads.min(config.concurrency).min(config.per_origin).max(1);
+        let threads = thread_count(&config);
         let clients = (0..threads).map(|_| PushClient::new(client)).collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(Self {
             store,
@@ -311,7 +322,7 @@ impl Engine {
     /// Starts one thread per client, each with a single-threaded runtime;
     /// database calls come back to the runtime this is called on.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
-        let home = Handle::current();
+        let home = self.store.bound_to_runtime().then(Handle::current);
         let threads = self.clients.len();
         let in_flight = split(self.config.concurrency.max(threads), threads);
         let per_origin = split(self.config.per_origin.max(threads), threads);
@@ -706,5 +717,44 @@ impl Engine {
         if first {
             tracing::error!(push_service = %origin, "{text}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up_to_the_limit_and_none_is_empty() {
+        for total in 1..40 {
+            for parts in 1..=total.min(8) {
+                let shares = split(total, parts);
+                assert_eq!(shares.len(), parts);
+                assert_eq!(shares.iter().sum::<usize>(), total, "{total} in {parts}");
+                assert!(shares.iter().all(|&s| s >= 1), "{total} in {parts}: {shares:?}");
+                assert!(shares.windows(2).all(|w| w[0] >= w[1] && w[0] - w[1] <= 1), "{shares:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_more_threads_than_permits() {
+        let config = |threads, concurrency, per_origin| EngineConfig {
+            node_id: "n".into(),
+            shard_size: 10,
+            page_size: 10,
+            lease: Duration::from_secs(1),
+            threads,
+            workers: 2,
+            concurrency,
+            per_origin,
+            retry: BroadcastConfig::default(),
+            poll_interval: Duration::from_millis(10),
+            subject: VapidSubject::new("mailto:a@example.com").expect("subject"),
+        };
+        assert_eq!(thread_count(&config(2, 100, 100)), 2);
+        assert_eq!(thread_count(&config(4, 1, 100)), 1, "one request in flight: one thread");
+        assert_eq!(thread_count(&config(4, 100, 3)), 3, "three per origin: three threads");
+        assert_eq!(thread_count(&config(0, 100, 100)), 1);
     }
 }

@@ -48,6 +48,14 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// PostgreSQL; the integration suite runs against both.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Whether the store's connections do their I/O on the runtime that
+    /// opened them, so that calls from other runtimes should be sent back
+    /// to it (PostgreSQL's sockets do; SQLite's connections run on threads
+    /// of their own and may be called from any runtime).
+    fn bound_to_runtime(&self) -> bool {
+        true
+    }
+
     /// Checks that the database answers.
     async fn ping(&self) -> Result<()>;
 

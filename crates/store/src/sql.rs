@@ -239,6 +239,10 @@ fn bind_target<'q>(
 
 #[async_trait]
 impl Store for SqlStore {
+    fn bound_to_runtime(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
