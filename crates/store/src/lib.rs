@@ -15,6 +15,8 @@
 mod batch;
 mod model;
 mod sql;
+#[cfg(test)]
+mod testutil;
 
 pub use model::*;
 pub use sql::{Backend, SqlStore};
