@@ -70,6 +70,9 @@ pub struct ServeArgs {
     /// Subscriptions per shard of a broadcast (the unit nodes claim).
     #[arg(long, env = "TOCSIN_SHARD_SIZE", default_value_t = 1000)]
     shard_size: i64,
+    /// Subscriptions a worker reads and checkpoints at a time; a crash sends at most this many again per worker.
+    #[arg(long, env = "TOCSIN_PAGE_SIZE", default_value_t = 500)]
+    page_size: i64,
     /// Attempts per delivery when push services ask to retry (429, 406, 5xx, timeouts).
     #[arg(long, env = "TOCSIN_MAX_ATTEMPTS", default_value_t = 5)]
     max_attempts: u32,
@@ -103,6 +106,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             node_id: args.node_id.clone(),
             lease: seconds(args.lease_seconds, "--lease-seconds")?,
             shard_size: args.shard_size,
+            page_size: args.page_size,
             per_origin: args.per_origin_concurrency,
             max_attempts: args.max_attempts,
             retry_base: std::time::Duration::from_millis(args.retry_base_ms),

@@ -66,6 +66,9 @@ pub struct EngineSettings {
     pub lease: Duration,
     /// Subscriptions per shard.
     pub shard_size: i64,
+    /// Subscriptions read and checkpointed at a time by one worker; a crash
+    /// sends at most this many again per worker.
+    pub page_size: i64,
     /// Requests in flight to one push service origin.
     pub per_origin: usize,
     /// Attempts per delivery, the first included.
@@ -84,6 +87,7 @@ impl Default for EngineSettings {
             node_id: None,
             lease: Duration::from_secs(30),
             shard_size: 1000,
+            page_size: 500,
             per_origin: 100,
             max_attempts: 5,
             retry_base: Duration::from_secs(2),
@@ -213,7 +217,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         EngineConfig {
             node_id: node_id.clone(),
             shard_size: settings.shard_size.max(1),
-            page_size: 250,
+            page_size: settings.page_size.max(1),
             lease: settings.lease,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             workers: 2,
