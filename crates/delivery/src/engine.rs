@@ -320,7 +320,8 @@ impl Engine {
     /// checkpoint, releasing its lease, and resumes on the next start.
     ///
     /// Starts one thread per client, each with a single-threaded runtime;
-    /// database calls come back to the runtime this is called on.
+    /// database calls of a store bound to its runtime
+    /// ([`Store::bound_to_runtime`]) come back to the runtime this is called on.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let home = self.store.bound_to_runtime().then(Handle::current);
         let threads = self.clients.len();
