@@ -145,6 +145,42 @@ async fn faults(backend: Backend) {
 }
 both_backends!(faults_are_retried_or_counted_as_each_deserves, faults);
 
+/// The per-origin limit holds for the process as a whole although each
+/// engine thread has its own share of it: with every push held for 300 ms,
+/// no more than `--per-origin-concurrency` requests overlap, and more than
+/// one does (the shares are used, not one thread's alone). One subscription
+/// per shard spreads the work over every thread and worker.
+async fn per_origin_limit(backend: Backend) {
+    const LIMIT: usize = 3;
+    const HOLD_MS: u64 = 300;
+    let db = Db::new(backend);
+    let dev = DevPush::start(&[]);
+    let server =
+        Server::start(&db, &["--endpoint-policy", "any", "--per-origin-concurrency", "3", "--shard-size", "1"]);
+    let subs = populate(&dev, &server, &db, 12).await;
+    for s in &subs {
+        let r = dev.post(&format!("/subscriptions/{}/faults", sub_id(s)), json!({"delayMs": HOLD_MS})).await;
+        assert_eq!(r.status(), 204);
+    }
+    let id = send_all(&server, "one at a time, three at most").await;
+    let m = server.wait_done(&id).await;
+    assert_eq!(m["counts"]["delivered"], 12, "{m}");
+    let mut arrivals = Vec::new();
+    for s in &subs {
+        let state = dev.sub_state(s).await;
+        assert_eq!(state["attempts"], 1, "{state}");
+        arrivals.extend(state["attemptTimes"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()));
+    }
+    arrivals.sort_unstable();
+    // A request that arrived less than HOLD_MS before another is still held
+    // when that one arrives (a few ms of slack for the clock's rounding).
+    let overlapping = |t: u64| arrivals.iter().filter(|&&a| a <= t && a + HOLD_MS > t + 5).count();
+    let most = arrivals.iter().map(|&t| overlapping(t)).max().unwrap();
+    assert!(most <= LIMIT, "{most} requests to one origin at once, limit {LIMIT}: {arrivals:?}");
+    assert!(most >= 2, "the limit's shares were not used together: {arrivals:?}");
+}
+both_backends!(the_per_origin_limit_holds_across_the_engine_threads, per_origin_limit);
+
 /// Starts a broadcast to `n`, kills the server with SIGKILL once `at`
 /// messages have arrived, starts it again, and checks that every
 /// subscription got the message at least once and the counts add up.
