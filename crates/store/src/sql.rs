@@ -567,44 +567,19 @@ impl Store for SqlStore {
             // its own: one round trip instead of four (BEGIN, two UPDATEs,
             // COMMIT). No row back means the lease was lost. SQLite has no
             // UPDATE inside WITH; its round trips stay in-process.
-            let row = sqlx::query(
-                "WITH held AS ( \
-                   UPDATE message_shards SET cursor = $1, done = $2, lease_until = $3, delivered = delivered + $4 \
-                   WHERE message_id = $5 AND shard = $6 AND lease_owner = $7 RETURNING message_id) \
+            let sql = format!(
+                "WITH held AS ({SHARD_CHECKPOINT} RETURNING message_id) \
                  UPDATE messages SET delivered = delivered + $4, updated_at = $8 \
-                 WHERE id = (SELECT message_id FROM held) RETURNING state",
-            )
-            .bind(progress.cursor)
-            .bind(i64::from(progress.done))
-            .bind(lease_until)
-            .bind(outcome.delivered)
-            .bind(shard.message_id.as_str())
-            .bind(shard.shard)
-            .bind(node)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-            return row
-                .map(|r| {
-                    let state: String = r.try_get("state")?;
-                    MessageState::parse(&state).ok_or_else(|| corrupt(format!("message state {state:?}")))
-                })
-                .transpose();
+                 WHERE id = (SELECT message_id FROM held) RETURNING state"
+            );
+            let q = sqlx::query(&sql);
+            let row = bind_checkpoint(q, shard, node, progress, lease_until, outcome).bind(now);
+            let row = row.fetch_optional(&self.pool).await?;
+            return row.map(|r| message_state(&r)).transpose();
         }
         let mut tx = self.pool.begin().await?;
-        let held = sqlx::query(
-            "UPDATE message_shards SET cursor = $1, done = $2, lease_until = $3, delivered = delivered + $4 \
-             WHERE message_id = $5 AND shard = $6 AND lease_owner = $7",
-        )
-        .bind(progress.cursor)
-        .bind(i64::from(progress.done))
-        .bind(lease_until)
-        .bind(outcome.delivered)
-        .bind(shard.message_id.as_str())
-        .bind(shard.shard)
-        .bind(node)
-        .execute(&mut *tx)
-        .await?;
+        let q = bind_checkpoint(sqlx::query(SHARD_CHECKPOINT), shard, node, progress, lease_until, outcome);
+        let held = q.execute(&mut *tx).await?;
         if held.rows_affected() == 0 {
             return Ok(None);
         }
@@ -788,8 +763,37 @@ async fn apply_outcome(
     for id in outcome.gone.iter().chain(&outcome.expired) {
         sqlx::query("DELETE FROM subscriptions WHERE id = $1").bind(*id).execute(&mut **tx).await?;
     }
+    message_state(&row)
+}
+
+/// The `state` column of a row.
+fn message_state(row: &AnyRow) -> Result<MessageState> {
     let state: String = row.try_get("state")?;
     MessageState::parse(&state).ok_or_else(|| corrupt(format!("message state {state:?}")))
+}
+
+/// A page's checkpoint of its shard: cursor, done, lease and delivered
+/// count, only while `lease_owner` is still the node.
+const SHARD_CHECKPOINT: &str =
+    "UPDATE message_shards SET cursor = $1, done = $2, lease_until = $3, delivered = delivered + $4 \
+     WHERE message_id = $5 AND shard = $6 AND lease_owner = $7";
+
+/// Binds [`SHARD_CHECKPOINT`]'s `$1`…`$7`.
+fn bind_checkpoint<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    shard: &'q Shard,
+    node: &'q str,
+    progress: &ShardProgress,
+    lease_until: i64,
+    outcome: &PageOutcome,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(progress.cursor)
+        .bind(i64::from(progress.done))
+        .bind(lease_until)
+        .bind(outcome.delivered)
+        .bind(shard.message_id.as_str())
+        .bind(shard.shard)
+        .bind(node)
 }
 
 #[cfg(test)]
