@@ -336,30 +336,28 @@ impl Engine {
                 origins: Mutex::default(),
                 home: home.clone(),
             });
-            let work = self.clone().run_lane(lane, shutdown.clone());
             let (done_tx, done_rx) = oneshot::channel::<()>();
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-            match runtime {
-                Ok(runtime) => {
-                    let spawned = std::thread::Builder::new().name(format!("tocsin-engine-{i}")).spawn(move || {
-                        runtime.block_on(work);
-                        let _ = done_tx.send(());
-                    });
-                    if let Err(e) = spawned {
-                        tracing::error!(error = %e, "delivery engine: cannot start a thread");
-                        continue;
-                    }
-                }
+            let work = self.clone().run_lane(lane.clone(), shutdown.clone());
+            let started = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|runtime| {
+                std::thread::Builder::new().name(format!("tocsin-engine-{i}")).spawn(move || {
+                    runtime.block_on(work);
+                    let _ = done_tx.send(());
+                })
+            });
+            match started {
+                Ok(_) => finished.push(done_rx),
                 Err(e) => {
                     // Not expected; the lane then shares the home runtime.
-                    tracing::warn!(error = %e, "delivery engine: no runtime of its own for a thread");
+                    tracing::warn!(error = %e, "delivery engine: no thread of its own for a lane; using the main runtime");
+                    let (done_tx, done_rx) = oneshot::channel::<()>();
+                    let work = self.clone().run_lane(lane, shutdown.clone());
                     tokio::spawn(async move {
                         work.await;
                         let _ = done_tx.send(());
                     });
+                    finished.push(done_rx);
                 }
             }
-            finished.push(done_rx);
         }
         for done in finished {
             let _ = done.await;
