@@ -210,6 +210,7 @@ pub struct Engine {
 
 /// One sending thread's own things.
 struct Lane {
+    store: Arc<dyn Store>,
     client: PushClient,
     /// This thread's share of [`EngineConfig::concurrency`].
     in_flight: Arc<Semaphore>,
@@ -234,12 +235,14 @@ impl Lane {
     }
 
     /// Runs a database call, on the home runtime if there is one, and
-    /// waits for it.
-    async fn db<T, Fut>(&self, call: Fut) -> Result<T, StoreError>
+    /// waits for it. The call owns its arguments, so that it can run there.
+    async fn db<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
+        F: FnOnce(Arc<dyn Store>) -> Fut,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
+        let call = call(self.store.clone());
         match &self.home {
             Some(home) => home.spawn(call).await.map_err(|_| StoreError::Closed)?,
             None => call.await,
@@ -256,16 +259,6 @@ fn thread_count(config: &EngineConfig) -> usize {
 /// `total` split into `parts` shares that add up to it, the larger first.
 fn split(total: usize, parts: usize) -> Vec<usize> {
     (0..parts).map(|i| total / parts + usize::from(i < total % parts)).collect()
-}
-
-/// A call on the store that owns its arguments, so it can run on another
-/// runtime (see [`Lane::db`]).
-fn own<T, F, Fut>(store: &Arc<dyn Store>, call: F) -> Fut
-where
-    F: FnOnce(Arc<dyn Store>) -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    call(store.clone())
 }
 
 fn now_ms() -> i64 {
@@ -330,6 +323,7 @@ impl Engine {
         let mut finished = Vec::with_capacity(threads);
         for (i, client) in self.clients.iter().enumerate() {
             let lane = Arc::new(Lane {
+                store: self.store.clone(),
                 client: client.clone(),
                 in_flight: Arc::new(Semaphore::new(in_flight[i])),
                 per_origin: per_origin[i],
@@ -401,11 +395,9 @@ impl Engine {
     /// Does one piece of work; false when there was none.
     async fn step(&self, lane: &Lane, shutdown: &watch::Receiver<bool>) -> Result<bool, StoreError> {
         let now = now_ms();
-        let store = &self.store;
-        if let Some(m) = lane.db(own(store, move |s| async move { s.next_startable_message(now).await })).await? {
+        if let Some(m) = lane.db(move |s| async move { s.next_startable_message(now).await }).await? {
             let (id, target, shard_size) = (m.id.clone(), m.target.clone(), self.config.shard_size);
-            let started =
-                lane.db(own(store, move |s| async move { s.start_message(&id, &target, shard_size, now).await }));
+            let started = lane.db(move |s| async move { s.start_message(&id, &target, shard_size, now).await });
             if started.await? {
                 tracing::info!(message = %m.id, node = %self.config.node_id, "message sending");
                 self.wake.notify_waiters();
@@ -415,19 +407,17 @@ impl Engine {
         }
         let lease = self.config.lease.as_millis() as i64;
         let node = self.config.node_id.clone();
-        if let Some(shard) = lane.db(own(store, move |s| async move { s.claim_shard(&node, now, lease).await })).await?
-        {
+        if let Some(shard) = lane.db(move |s| async move { s.claim_shard(&node, now, lease).await }).await? {
             self.process_shard(lane, shard, shutdown).await?;
             return Ok(true);
         }
         let (node, limit) = (self.config.node_id.clone(), self.config.page_size);
-        let items =
-            lane.db(own(store, move |s| async move { s.claim_retries(&node, now, lease, limit).await })).await?;
+        let items = lane.db(move |s| async move { s.claim_retries(&node, now, lease, limit).await }).await?;
         if !items.is_empty() {
             self.process_retries(lane, items).await?;
             return Ok(true);
         }
-        for id in lane.db(own(store, |s| async move { s.sending_message_ids().await })).await? {
+        for id in lane.db(|s| async move { s.sending_message_ids().await }).await? {
             self.finish_if_complete(lane, &id).await?;
         }
         Ok(false)
@@ -435,13 +425,13 @@ impl Engine {
 
     async fn finish_if_complete(&self, lane: &Lane, id: &str) -> Result<(), StoreError> {
         let id = id.to_owned();
-        let finished = lane.db(own(&self.store, move |s| async move {
+        let finished = lane.db(move |s| async move {
             if s.try_finish_message(&id, now_ms()).await? {
                 s.message(&id).await
             } else {
                 Ok(None)
             }
-        }));
+        });
         if let Some(m) = finished.await? {
             let c = m.counts;
             tracing::info!(message = %m.id, targeted = c.targeted, delivered = c.delivered, failed = c.failed,
@@ -457,7 +447,7 @@ impl Engine {
         shutdown: &watch::Receiver<bool>,
     ) -> Result<(), StoreError> {
         let id = shard.message_id.clone();
-        let Some(message) = lane.db(own(&self.store, move |s| async move { s.message(&id).await })).await? else {
+        let Some(message) = lane.db(move |s| async move { s.message(&id).await }).await? else {
             return Ok(());
         };
         if message.state != MessageState::Sending {
@@ -471,9 +461,7 @@ impl Engine {
         loop {
             let (m, end_at) = (message.clone(), shard.end_at);
             let page = lane
-                .db(own(&self.store, move |s| async move {
-                    s.page_subscriptions(&m.target, cursor, Some(end_at), page_size).await
-                }))
+                .db(move |s| async move { s.page_subscriptions(&m.target, cursor, Some(end_at), page_size).await })
                 .await?;
             let done = (page.len() as i64) < page_size;
             let last = page.last().map_or(shard.end_at, |s| s.id);
@@ -485,10 +473,10 @@ impl Engine {
             let lease_ms = if stopping { -1 } else { lease };
             let (sh, node) = (shard.clone(), self.config.node_id.clone());
             let state = lane
-                .db(own(&self.store, move |s| async move {
+                .db(move |s| async move {
                     let progress = ShardProgress { cursor, done, lease_ms };
                     s.checkpoint_shard(&sh, &node, &progress, &outcome, now_ms()).await
-                }))
+                })
                 .await?;
             match state {
                 None => {
@@ -520,7 +508,7 @@ impl Engine {
             // The message and the subscriptions still there; a deleted one
             // (gone for another message, or by the API) counts as gone.
             let (message, jobs, vanished) = lane
-                .db(own(&self.store, move |s| async move {
+                .db(move |s| async move {
                     let Some(message) = s.message(&id).await? else { return Ok((None, Vec::new(), Vec::new())) };
                     let (mut jobs, mut vanished) = (Vec::with_capacity(its.len()), Vec::new());
                     for item in its.iter() {
@@ -530,14 +518,13 @@ impl Engine {
                         }
                     }
                     Ok((Some(message), jobs, vanished))
-                }))
+                })
                 .await?;
             let Some(message) = message else { continue };
             let mut outcome = self.attempt_all(lane, &message, jobs).await?;
             outcome.gone.extend(vanished);
             let id = message_id.clone();
-            lane.db(own(&self.store, move |s| async move { s.record_retries(&id, &items, &outcome, now_ms()).await }))
-                .await?;
+            lane.db(move |s| async move { s.record_retries(&id, &items, &outcome, now_ms()).await }).await?;
             self.finish_if_complete(lane, &message_id).await?;
         }
         Ok(())
@@ -561,7 +548,7 @@ impl Engine {
             return Ok(s);
         }
         let row = lane
-            .db(own(&self.store, move |s| async move { s.vapid_key(key_id).await }))
+            .db(move |s| async move { s.vapid_key(key_id).await })
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("VAPID key {key_id} missing")))?;
         let key = VapidKey::from_base64url(Some(&row.public_key), &row.private_key)

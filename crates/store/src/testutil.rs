@@ -15,7 +15,7 @@ pub async fn on_both_backends(test: impl AsyncFn(&SqlStore, i64)) {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqlStore::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
     let name = format!(
-        "tocsin_batch_{}_{}",
+        "tocsin_store_{}_{}",
         std::process::id(),
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
     );
