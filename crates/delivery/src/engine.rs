@@ -724,7 +724,8 @@ mod tests {
     }
 
     #[test]
-    fn no_more_threads_than_permits() {
+    fn no_more_threads_than_permits() -> Result<(), tocsin_protocol::VapidError> {
+        let subject = VapidSubject::new("mailto:a@example.com")?;
         let config = |threads, concurrency, per_origin| EngineConfig {
             node_id: "n".into(),
             shard_size: 10,
@@ -736,11 +737,12 @@ mod tests {
             per_origin,
             retry: BroadcastConfig::default(),
             poll_interval: Duration::from_millis(10),
-            subject: VapidSubject::new("mailto:a@example.com").expect("subject"),
+            subject: subject.clone(),
         };
         assert_eq!(thread_count(&config(2, 100, 100)), 2);
         assert_eq!(thread_count(&config(4, 1, 100)), 1, "one request in flight: one thread");
         assert_eq!(thread_count(&config(4, 100, 3)), 3, "three per origin: three threads");
         assert_eq!(thread_count(&config(0, 100, 100)), 1);
+        Ok(())
     }
 }

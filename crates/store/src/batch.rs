@@ -215,90 +215,99 @@ async fn replace_topics(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{new, on_both_backends};
+    use crate::testutil::{new, on_both_backends, TestResult};
     use crate::{Store, Target};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_upserts_are_grouped_and_each_caller_gets_its_row() {
+    async fn concurrent_upserts_are_grouped_and_each_caller_gets_its_row() -> TestResult {
         on_both_backends(async |store, key| {
-            let calls = (0..600).map(|i| {
+            let mut calls = Vec::with_capacity(600);
+            for i in 0..600 {
                 let store = store.clone();
-                let n = new(&format!("https://push.example.net/s/{i}"), Some(&format!("u{i}")), None, key);
-                tokio::spawn(async move { store.upsert_subscription(&n, 10).await })
-            });
-            let rows: Vec<StoredSubscription> =
-                futures_util::future::join_all(calls).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+                let n = new(&format!("https://push.example.net/s/{i}"), Some(&format!("u{i}")), None, key)?;
+                calls.push(tokio::spawn(async move { store.upsert_subscription(&n, 10).await }));
+            }
+            let mut rows: Vec<StoredSubscription> = Vec::with_capacity(600);
+            for joined in futures_util::future::join_all(calls).await {
+                rows.push(joined??);
+            }
             for (i, row) in rows.iter().enumerate() {
                 assert_eq!(row.subscription.endpoint().as_str(), format!("https://push.example.net/s/{i}"));
                 assert_eq!(row.user_id.as_deref(), Some(format!("u{i}").as_str()));
             }
             let ids: HashSet<i64> = rows.iter().map(|r| r.id).collect();
             assert_eq!(ids.len(), 600);
-            assert_eq!(store.count_subscriptions(&Target::All(true)).await.unwrap(), 600);
+            assert_eq!(store.count_subscriptions(&Target::All(true)).await?, 600);
+            Ok(())
         })
-        .await;
+        .await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn one_batch_keeps_request_order_topics_and_users() {
+    async fn one_batch_keeps_request_order_topics_and_users() -> TestResult {
         on_both_backends(async |store, key| {
             let e = "https://push.example.net/same";
             // Queued in this order into one batch: the same endpoint three
             // times; the later copies must win, and a copy without user or
             // topics keeps what the earlier one set.
-            let a = new(e, Some("alice"), Some(&["news", "sport"]), key);
-            let b = new(e, None, None, key);
-            let c = new("https://push.example.net/other", None, Some(&["x"]), key);
-            let d = new(e, Some("bob"), Some(&["weather"]), key);
+            let a = new(e, Some("alice"), Some(&["news", "sport"]), key)?;
+            let b = new(e, None, None, key)?;
+            let c = new("https://push.example.net/other", None, Some(&["x"]), key)?;
+            let d = new(e, Some("bob"), Some(&["weather"]), key)?;
             let (ra, rb, rc, rd) = tokio::join!(
                 store.upsert_subscription(&a, 1),
                 store.upsert_subscription(&b, 2),
                 store.upsert_subscription(&c, 3),
                 store.upsert_subscription(&d, 4)
             );
-            let (ra, rb, _, rd) = (ra.unwrap(), rb.unwrap(), rc.unwrap(), rd.unwrap());
+            let (ra, rb, _, rd) = (ra?, rb?, rc?, rd?);
             assert_eq!((ra.id, rb.id), (rd.id, rd.id));
             assert_eq!(rb.user_id.as_deref(), Some("alice"));
             assert_eq!(rb.topics, vec!["news", "sport"]);
-            let stored = store.subscription_by_endpoint(e).await.unwrap().unwrap();
+            let stored = store.subscription_by_endpoint(e).await?.ok_or("the endpoint is not stored")?;
             assert_eq!(stored.user_id.as_deref(), Some("bob"));
             assert_eq!(stored.topics, vec!["weather"]);
             assert_eq!(stored.created_at, 1);
             assert_eq!(stored.updated_at, 4);
-            assert_eq!(store.count_subscriptions(&Target::Topic("weather".into())).await.unwrap(), 1);
-            assert_eq!(store.count_subscriptions(&Target::Topic("news".into())).await.unwrap(), 0);
-            assert_eq!(store.count_subscriptions(&Target::Topic("x".into())).await.unwrap(), 1);
+            assert_eq!(store.count_subscriptions(&Target::Topic("weather".into())).await?, 1);
+            assert_eq!(store.count_subscriptions(&Target::Topic("news".into())).await?, 0);
+            assert_eq!(store.count_subscriptions(&Target::Topic("x".into())).await?, 1);
+            Ok(())
         })
-        .await;
+        .await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_row_that_cannot_be_stored_fails_alone() {
+    async fn a_row_that_cannot_be_stored_fails_alone() -> TestResult {
         on_both_backends(async |store, key| {
             // A VAPID key id that does not exist breaks the foreign key.
-            let bad = new("https://push.example.net/bad", None, None, 9999);
-            let good = new("https://push.example.net/good", None, None, key);
+            let bad = new("https://push.example.net/bad", None, None, 9999)?;
+            let good = new("https://push.example.net/good", None, None, key)?;
             let (rb, rg) = tokio::join!(store.upsert_subscription(&bad, 1), store.upsert_subscription(&good, 1));
             assert!(rb.is_err());
-            assert_eq!(rg.unwrap().subscription.endpoint().as_str(), "https://push.example.net/good");
-            assert_eq!(store.count_subscriptions(&Target::All(true)).await.unwrap(), 1);
+            assert_eq!(rg?.subscription.endpoint().as_str(), "https://push.example.net/good");
+            assert_eq!(store.count_subscriptions(&Target::All(true)).await?, 1);
+            Ok(())
         })
-        .await;
+        .await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn bulk_upsert_is_ordered() {
+    async fn bulk_upsert_is_ordered() -> TestResult {
         on_both_backends(async |store, key| {
-            let mut many: Vec<NewSubscription> =
-                (0..150).map(|i| new(&format!("https://push.example.net/b/{i}"), None, None, key)).collect();
-            many.push(new("https://push.example.net/b/7", Some("late"), None, key));
-            let rows = store.upsert_subscriptions(&many, 5).await.unwrap();
+            let mut many: Vec<NewSubscription> = (0..150)
+                .map(|i| new(&format!("https://push.example.net/b/{i}"), None, None, key))
+                .collect::<std::result::Result<_, _>>()?;
+            many.push(new("https://push.example.net/b/7", Some("late"), None, key)?);
+            let rows = store.upsert_subscriptions(&many, 5).await?;
             assert_eq!(rows.len(), 151);
             assert_eq!(rows[7].id, rows[150].id);
-            assert_eq!(store.count_subscriptions(&Target::All(true)).await.unwrap(), 150);
-            let late = store.subscription_by_endpoint("https://push.example.net/b/7").await.unwrap().unwrap();
+            assert_eq!(store.count_subscriptions(&Target::All(true)).await?, 150);
+            let late =
+                store.subscription_by_endpoint("https://push.example.net/b/7").await?.ok_or("b/7 is not stored")?;
             assert_eq!(late.user_id.as_deref(), Some("late"));
+            Ok(())
         })
-        .await;
+        .await
     }
 }

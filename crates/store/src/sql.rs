@@ -798,14 +798,21 @@ fn bind_checkpoint<'q>(
 
 #[cfg(test)]
 mod tests {
-    use crate::testutil::{new, on_both_backends};
+    use crate::testutil::{new, on_both_backends, TestResult};
     use crate::*;
 
+    type Broadcast = (Target, Shard, Vec<i64>);
+
     /// A started broadcast to `n` fresh subscriptions, one shard, claimed by node `a`.
-    async fn claimed_broadcast(store: &SqlStore, key: i64, n: usize) -> (Target, Shard, Vec<i64>) {
-        let subs: Vec<NewSubscription> =
-            (0..n).map(|i| new(&format!("https://push.example.net/s/{i}"), None, None, key)).collect();
-        let ids = store.upsert_subscriptions(&subs, 1).await.unwrap().into_iter().map(|s| s.id).collect();
+    async fn claimed_broadcast(
+        store: &SqlStore,
+        key: i64,
+        n: usize,
+    ) -> std::result::Result<Broadcast, Box<dyn std::error::Error>> {
+        let subs: Vec<NewSubscription> = (0..n)
+            .map(|i| new(&format!("https://push.example.net/s/{i}"), None, None, key))
+            .collect::<std::result::Result<_, _>>()?;
+        let ids = store.upsert_subscriptions(&subs, 1).await?.into_iter().map(|s| s.id).collect();
         let target = Target::All(true);
         let message = NewMessage {
             id: "m1".into(),
@@ -818,53 +825,58 @@ mod tests {
             idempotency_key: None,
             created_at: 1,
         };
-        store.insert_message(&message).await.unwrap();
-        assert!(store.start_message("m1", &target, 1000, 2).await.unwrap());
-        let shard = store.claim_shard("a", 3, 60_000).await.unwrap().expect("a shard to claim");
-        (target, shard, ids)
+        store.insert_message(&message).await?;
+        assert!(store.start_message("m1", &target, 1000, 2).await?);
+        let shard = store.claim_shard("a", 3, 60_000).await?.ok_or("no shard to claim")?;
+        Ok((target, shard, ids))
     }
 
     #[tokio::test]
-    async fn pages_come_in_id_order_and_end_empty() {
+    async fn pages_come_in_id_order_and_end_empty() -> TestResult {
         on_both_backends(async |store, key| {
-            let (target, shard, ids) = claimed_broadcast(store, key, 7).await;
-            let first = store.page_subscriptions(&target, shard.cursor, Some(shard.end_at), 4).await.unwrap();
+            let (target, shard, ids) = claimed_broadcast(store, key, 7).await?;
+            let first = store.page_subscriptions(&target, shard.cursor, Some(shard.end_at), 4).await?;
             assert_eq!(first.iter().map(|s| s.id).collect::<Vec<_>>(), ids[..4]);
             assert_eq!(first[0].subscription.endpoint().as_str(), "https://push.example.net/s/0");
             assert_eq!(first[0].vapid_key_id, key);
-            let second = store.page_subscriptions(&target, ids[3], Some(shard.end_at), 4).await.unwrap();
+            let second = store.page_subscriptions(&target, ids[3], Some(shard.end_at), 4).await?;
             assert_eq!(second.iter().map(|s| s.id).collect::<Vec<_>>(), ids[4..]);
-            let none = store.page_subscriptions(&target, ids[6], Some(shard.end_at), 4).await.unwrap();
+            let none = store.page_subscriptions(&target, ids[6], Some(shard.end_at), 4).await?;
             assert!(none.is_empty());
+            Ok(())
         })
-        .await;
+        .await
     }
 
     #[tokio::test]
-    async fn a_checkpoint_counts_only_while_the_lease_is_held() {
+    async fn a_checkpoint_counts_only_while_the_lease_is_held() -> TestResult {
         on_both_backends(async |store, key| {
-            let (_, shard, ids) = claimed_broadcast(store, key, 4).await;
+            let (_, shard, ids) = claimed_broadcast(store, key, 4).await?;
+            let counts = async || -> std::result::Result<Counts, Box<dyn std::error::Error>> {
+                Ok(store.message("m1").await?.ok_or("message m1 is missing")?.counts)
+            };
             let delivered = PageOutcome { delivered: 2, ..PageOutcome::default() };
             let progress = ShardProgress { cursor: ids[1], done: false, lease_ms: 60_000 };
             // Another node's checkpoint: refused, nothing counted.
-            assert_eq!(store.checkpoint_shard(&shard, "b", &progress, &delivered, 4).await.unwrap(), None);
-            assert_eq!(store.message("m1").await.unwrap().unwrap().counts.delivered, 0);
+            assert_eq!(store.checkpoint_shard(&shard, "b", &progress, &delivered, 4).await?, None);
+            assert_eq!(counts().await?.delivered, 0);
             // The owner's, everything delivered (one statement on PostgreSQL).
-            let state = store.checkpoint_shard(&shard, "a", &progress, &delivered, 4).await.unwrap();
+            let state = store.checkpoint_shard(&shard, "a", &progress, &delivered, 4).await?;
             assert_eq!(state, Some(MessageState::Sending));
             // The owner's, with a failure, a gone subscription and a retry (a transaction).
             let mut mixed = PageOutcome { gone: vec![ids[2]], ..PageOutcome::default() };
             mixed.fail("http-400".into());
             mixed.retries.push(NewRetry { subscription_id: ids[3], attempt: 1, due_at: 10, reason: "http-503".into() });
             let done = ShardProgress { cursor: shard.end_at, done: true, lease_ms: 60_000 };
-            let state = store.checkpoint_shard(&shard, "a", &done, &mixed, 5).await.unwrap();
+            let state = store.checkpoint_shard(&shard, "a", &done, &mixed, 5).await?;
             assert_eq!(state, Some(MessageState::Sending));
-            let c = store.message("m1").await.unwrap().unwrap().counts;
+            let c = counts().await?;
             assert_eq!((c.delivered, c.failed, c.gone, c.pending_retry), (2, 1, 1, 1));
-            assert!(store.subscription(ids[2]).await.unwrap().is_none(), "gone is deleted");
+            assert!(store.subscription(ids[2]).await?.is_none(), "gone is deleted");
             // The shard is done: nobody can claim it again.
-            assert!(store.claim_shard("b", 6, 60_000).await.unwrap().is_none());
+            assert!(store.claim_shard("b", 6, 60_000).await?.is_none());
+            Ok(())
         })
-        .await;
+        .await
     }
 }
