@@ -68,10 +68,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TOCSIN_LEASE_SECONDS", default_value_t = 30.0)]
     lease_seconds: f64,
     /// Subscriptions per shard of a broadcast (the unit nodes claim).
-    #[arg(long, env = "TOCSIN_SHARD_SIZE", default_value_t = 1000)]
+    #[arg(long, env = "TOCSIN_SHARD_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..))]
     shard_size: i64,
     /// Subscriptions a worker reads and checkpoints at a time; a crash sends at most this many again per worker.
-    #[arg(long, env = "TOCSIN_PAGE_SIZE", default_value_t = 500)]
+    #[arg(long, env = "TOCSIN_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..))]
     page_size: i64,
     /// Attempts per delivery when push services ask to retry (429, 406, 5xx, timeouts).
     #[arg(long, env = "TOCSIN_MAX_ATTEMPTS", default_value_t = 5)]

@@ -655,3 +655,13 @@ async fn vapid_keys_given_generated_and_kept() {
     let server = Server::start(&db, &["--endpoint-policy", "any"]);
     assert_eq!(server.vapid_public_key().await, public, "the given key stays current");
 }
+
+#[test]
+fn sizes_below_one_are_refused_with_a_clear_error() {
+    for flag in ["--page-size", "--shard-size"] {
+        let out = tocsin().args(["serve", "--listen", "127.0.0.1:0", flag, "0"]).output().expect("run tocsin");
+        assert!(!out.status.success(), "{flag} 0 was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && err.contains("0 is not in 1.."), "{flag}: {err}");
+    }
+}
