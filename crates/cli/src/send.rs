@@ -60,10 +60,13 @@ pub struct SendArgs {
     /// An extra trusted root certificate (PEM), for a push service with a self-signed certificate.
     #[arg(long, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+    /// A proxy for the requests (http://, https:// or socks5://); none by default, whatever HTTP_PROXY says.
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 100)]
     concurrency: usize,
-    /// Attempts per recipient when the push service asks to retry (429, 5xx, timeouts).
+    /// Attempts per recipient when the push service asks to retry (429, 406, 5xx, timeouts, network errors).
     #[arg(long, default_value_t = 3)]
     attempts: u32,
     /// Seconds before a request times out.
@@ -150,8 +153,12 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.ca_cert {
         extra_roots_pem.push(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?);
     }
-    let client_config =
-        ClientConfig { timeout: Duration::from_secs(args.timeout), extra_roots_pem, ..ClientConfig::default() };
+    let client_config = ClientConfig {
+        timeout: Duration::from_secs(args.timeout),
+        extra_roots_pem,
+        proxy: args.proxy.clone(),
+        ..ClientConfig::default()
+    };
     let client = PushClient::new(&client_config)?;
     let config =
         BroadcastConfig { concurrency: args.concurrency, max_attempts: args.attempts.max(1), ..Default::default() };

@@ -73,7 +73,7 @@ pub struct ServeArgs {
     /// Subscriptions a worker reads and checkpoints at a time; a crash sends at most this many again per worker.
     #[arg(long, env = "TOCSIN_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..))]
     page_size: i64,
-    /// Attempts per delivery when push services ask to retry (429, 406, 5xx, timeouts).
+    /// Attempts per delivery when push services ask to retry (429, 406, 5xx, timeouts, network errors); never past the message's TTL.
     #[arg(long, env = "TOCSIN_MAX_ATTEMPTS", default_value_t = 5)]
     max_attempts: u32,
     /// Milliseconds before the first retry (doubling, with jitter) when no Retry-After is given.
@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// Seconds before a request to a push service times out.
     #[arg(long, env = "TOCSIN_PUSH_TIMEOUT", default_value_t = 30.0)]
     push_timeout: f64,
+    /// A proxy for requests to push services (http://, https:// or socks5://). None by default, whatever
+    /// HTTP_PROXY/HTTPS_PROXY say: through a proxy the endpoint policy's connect-time address check cannot apply.
+    #[arg(long, env = "TOCSIN_PUSH_PROXY", value_name = "URL")]
+    push_proxy: Option<String>,
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -115,6 +119,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 Some(p) => vec![std::fs::read(p).with_context(|| format!("reading {}", p.display()))?],
                 None => Vec::new(),
             },
+            push_proxy: args.push_proxy.clone(),
         },
     };
     tocsin_server::run(config, |addr| {

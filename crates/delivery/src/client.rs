@@ -1,6 +1,8 @@
 //! The HTTP client that talks to push services.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +23,10 @@ pub struct ClientConfig {
     /// (checked at connection time, so a name cannot be re-pointed inward
     /// after it was checked).
     pub address_filter: Option<fn(IpAddr) -> bool>,
+    /// A proxy for every request (`http://`, `https://` or `socks5://`).
+    /// None by default, whatever `HTTP_PROXY`/`HTTPS_PROXY` say: a proxy
+    /// resolves names itself, past `address_filter`.
+    pub proxy: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -30,6 +36,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             extra_roots_pem: Vec::new(),
             address_filter: None,
+            proxy: None,
         }
     }
 }
@@ -40,6 +47,9 @@ pub enum ClientError {
     /// A root certificate could not be read.
     #[error("cannot read the CA certificate: {0}")]
     Certificate(String),
+    /// The proxy URL is not one reqwest can use.
+    #[error("invalid proxy {0}")]
+    Proxy(String),
     /// The TLS or HTTP stack refused the configuration.
     #[error("cannot build the HTTP client: {0}")]
     Build(String),
@@ -75,6 +85,14 @@ impl PushClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        builder = match &config.proxy {
+            // Explicitly none: reqwest would otherwise read the proxy
+            // variables of the environment.
+            None => builder.no_proxy(),
+            Some(url) => {
+                builder.proxy(reqwest::Proxy::all(url.as_str()).map_err(|e| ClientError::Proxy(format!("{url}: {e}")))?)
+            }
+        };
         if let Some(allow) = config.address_filter {
             builder = builder.dns_resolver(Arc::new(FilteringResolver { allow }));
         }
@@ -109,6 +127,19 @@ impl PushClient {
             Err(e) if e.is_timeout() => Outcome::Retry { reason: RetryReason::Timeout, after: None },
             Err(e) => Outcome::Retry { reason: RetryReason::Network(error_chain(&e)), after: None },
         }
+    }
+}
+
+/// Where the engine's requests go: [`PushClient`] in production, a
+/// scripted push service in tests.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends one push request and classifies the answer.
+    fn send(&self, request: http::Request<Bytes>) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>>;
+}
+
+impl Transport for PushClient {
+    fn send(&self, request: http::Request<Bytes>) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
+        Box::pin(PushClient::send(self, request))
     }
 }
 

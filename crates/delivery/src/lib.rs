@@ -9,8 +9,10 @@
 //! - [`engine`]: the loop behind `tocsin serve` that takes stored messages
 //!   through to `done`, checkpointing a cursor per page.
 //!
-//! Encryption runs on the runtime's worker threads, one task per recipient,
-//! so a multi-threaded runtime spreads it over every core.
+//! Both senders run thread per core: each thread has a single-threaded
+//! runtime, its own client (its own connections) and a fixed set of worker
+//! tasks, so a delivery's encryption, request and connection stay on one
+//! thread.
 
 #![warn(missing_docs)]
 
@@ -18,5 +20,5 @@ pub mod client;
 pub mod engine;
 pub mod fanout;
 
-pub use client::{ClientConfig, ClientError, PushClient};
+pub use client::{ClientConfig, ClientError, PushClient, Transport};
 pub use fanout::{deliver_one, BroadcastConfig, Progress, Summary};

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tocsin_delivery::engine::{Engine, EngineConfig};
+use tocsin_delivery::engine::{Clock, Engine, EngineConfig};
 use tocsin_delivery::fanout::BroadcastConfig;
 use tocsin_delivery::ClientConfig;
 use tocsin_protocol::{VapidKey, VapidSubject};
@@ -79,6 +79,9 @@ pub struct EngineSettings {
     pub push_timeout: Duration,
     /// Extra trusted root certificates (PEM) for push services.
     pub extra_roots_pem: Vec<Vec<u8>>,
+    /// A proxy for requests to push services; none by default, whatever
+    /// the environment's proxy variables say.
+    pub push_proxy: Option<String>,
 }
 
 impl Default for EngineSettings {
@@ -93,6 +96,7 @@ impl Default for EngineSettings {
             retry_base: Duration::from_secs(2),
             push_timeout: Duration::from_secs(30),
             extra_roots_pem: Vec::new(),
+            push_proxy: None,
         }
     }
 }
@@ -208,6 +212,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         address_filter,
         timeout: settings.push_timeout,
         extra_roots_pem: settings.extra_roots_pem.clone(),
+        proxy: settings.push_proxy.clone(),
         ..ClientConfig::default()
     };
     let engine_metrics = tocsin_delivery::engine::EngineMetrics::new();
@@ -231,6 +236,8 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
             },
             poll_interval: Duration::from_millis(250),
             subject,
+            own_threads: true,
+            clock: Clock::System,
         },
         Arc::new(config.endpoint_policy.clone()),
         engine_metrics.clone(),

@@ -17,8 +17,9 @@ use sqlx::{AnyPool, Row};
 use tocsin_protocol::subscription::SubscriptionJson;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sql::{placeholders, SUB_RETURNING};
-use crate::{NewSubscription, Result, StoredSubscription};
+use crate::sql::rows::{placeholders, SUB_RETURNING};
+use crate::sql::R as Result;
+use crate::{NewSubscription, StoredSubscription};
 
 /// The most upserts one transaction takes.
 const MAX_BATCH: usize = 512;
@@ -32,7 +33,7 @@ const CHUNK: usize = 16;
 pub(crate) struct Upsert {
     pub new: NewSubscription,
     pub now: i64,
-    pub reply: oneshot::Sender<Result<StoredSubscription>>,
+    pub reply: oneshot::Sender<crate::Result<StoredSubscription>>,
 }
 
 /// Starts the writer task; upserts go into the returned sender.
@@ -60,14 +61,15 @@ async fn write_batch(pool: &AnyPool, items: Vec<Upsert>) {
         // that cannot be stored fails alone, with its own error.
         Err(e) if items.len() == 1 => {
             if let Some(item) = items.into_iter().next() {
-                let _ = item.reply.send(Err(e));
+                let _ = item.reply.send(Err(e.into()));
             }
         }
         Err(_) => {
             for item in items {
-                let result = write_all(pool, &[(&item.new, item.now)]).await.and_then(|mut rows| {
-                    rows.pop().ok_or_else(|| crate::StoreError::Corrupt("upsert returned no row".into()))
-                });
+                let result =
+                    write_all(pool, &[(&item.new, item.now)]).await.map_err(Into::into).and_then(|mut rows| {
+                        rows.pop().ok_or_else(|| crate::StoreError::Corrupt("upsert returned no row".into()))
+                    });
                 let _ = item.reply.send(result);
             }
         }
@@ -123,7 +125,7 @@ pub(crate) async fn write_all(pool: &AnyPool, items: &[(&NewSubscription, i64)])
         }
     }
     tx.commit().await?;
-    rows.into_iter().map(|r| r.ok_or_else(|| crate::StoreError::Corrupt("upsert lost a row".into()))).collect()
+    rows.into_iter().map(|r| r.ok_or_else(|| crate::StoreError::Corrupt("upsert lost a row".into()).into())).collect()
 }
 
 /// The stored row of an upsert. Endpoint and keys are the ones just written,

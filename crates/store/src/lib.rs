@@ -1,4 +1,6 @@
-//! Tocsin's storage: one interface ([`Store`]), SQLite and PostgreSQL behind it.
+//! Tocsin's storage on SQLite and PostgreSQL: [`SqlStore`], which implements
+//! the [`Store`] interface of `tocsin-store-api` (re-exported here, so that
+//! users of this crate need only it).
 //!
 //! Both backends run the same SQL through sqlx's `Any` driver: the queries
 //! Tocsin needs (upserts with `ON CONFLICT`, `RETURNING`, keyset paging) are
@@ -13,147 +15,9 @@
 #![warn(missing_docs)]
 
 mod batch;
-mod model;
 mod sql;
 #[cfg(test)]
 mod testutil;
 
-pub use model::*;
 pub use sql::{Backend, SqlStore};
-
-use async_trait::async_trait;
-
-/// A storage failure. The API answers it with a 500 and changes nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database refused or failed.
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Migrations could not be applied.
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// A row could not be turned back into a value (corrupt data).
-    #[error("stored data is invalid: {0}")]
-    Corrupt(String),
-    /// The store's writer task has stopped (the process is shutting down).
-    #[error("the store is shutting down")]
-    Closed,
-    /// The database URL is not `sqlite:` or `postgres:`.
-    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
-    Url(String),
-}
-
-/// Result of a store call.
-pub type Result<T> = std::result::Result<T, StoreError>;
-
-/// Everything Tocsin keeps. Implemented by [`SqlStore`] for SQLite and
-/// PostgreSQL; the integration suite runs against both.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Whether the store's connections do their I/O on the runtime that
-    /// opened them, so that calls from other runtimes should be sent back
-    /// to it (PostgreSQL's sockets do; SQLite's connections run on threads
-    /// of their own and may be called from any runtime).
-    fn bound_to_runtime(&self) -> bool {
-        true
-    }
-
-    /// Checks that the database answers.
-    async fn ping(&self) -> Result<()>;
-
-    /// The VAPID key new subscriptions are made for, if any.
-    async fn current_vapid_key(&self) -> Result<Option<VapidKeyRow>>;
-    /// Stores a key pair (or finds it, by public key) and makes it current.
-    async fn make_vapid_key_current(&self, public_key: &str, private_key: &str, now: i64) -> Result<VapidKeyRow>;
-    /// A key by id (subscriptions made for an older key keep using it).
-    async fn vapid_key(&self, id: i64) -> Result<Option<VapidKeyRow>>;
-
-    /// Inserts, or updates the row with the same endpoint.
-    async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription>;
-    /// Stores many subscriptions in one transaction (a bulk import), in
-    /// order: a later copy of an endpoint wins. Returns the rows in order.
-    async fn upsert_subscriptions(&self, new: &[NewSubscription], now: i64) -> Result<Vec<StoredSubscription>>;
-    /// Deletes by endpoint when the auth secret matches; true when a row went.
-    async fn delete_subscription_by_endpoint(&self, endpoint: &str, auth: &str) -> Result<bool>;
-    /// One subscription by endpoint.
-    async fn subscription_by_endpoint(&self, endpoint: &str) -> Result<Option<StoredSubscription>>;
-    /// Counts a `shown` or `clicked` event for a message; false when there
-    /// is no such message.
-    async fn add_event(&self, message_id: &str, event: Event) -> Result<bool>;
-    /// Deletes by id; true when a row went.
-    async fn delete_subscription(&self, id: i64) -> Result<bool>;
-    /// One subscription.
-    async fn subscription(&self, id: i64) -> Result<Option<StoredSubscription>>;
-    /// Subscriptions matching `target` with id above `after` (and at most
-    /// `upto`), by id, at most `limit` of them.
-    async fn page_subscriptions(
-        &self,
-        target: &Target,
-        after: i64,
-        upto: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<StoredSubscription>>;
-    /// How many subscriptions match `target`.
-    async fn count_subscriptions(&self, target: &Target) -> Result<i64>;
-
-    /// Stores a message, unless one with the same idempotency key exists;
-    /// returns the stored one and whether it was created now.
-    async fn insert_message(&self, new: &NewMessage) -> Result<(Message, bool)>;
-    /// One message.
-    async fn message(&self, id: &str) -> Result<Option<Message>>;
-    /// Messages, newest first, created before `before` (a message id) if given.
-    async fn list_messages(&self, before: Option<&str>, limit: i64) -> Result<Vec<Message>>;
-    /// Cancels a message not yet done; returns it as it is now.
-    async fn cancel_message(&self, id: &str, now: i64) -> Result<Option<Message>>;
-    /// Moves a message to `sending` (from `scheduled` or `queued`), counting
-    /// its audience and fixing its last subscription id, so that
-    /// subscriptions added later are not part of it, and splits that id
-    /// range into shards of about `shard_size` ids. False when another node
-    /// started it first, or it was cancelled: a message starts once.
-    async fn start_message(&self, id: &str, target: &Target, shard_size: i64, now: i64) -> Result<bool>;
-    /// The oldest queued message, or scheduled one that is due.
-    async fn next_startable_message(&self, now: i64) -> Result<Option<Message>>;
-    /// Claims an unfinished shard of a `sending` message whose lease has run
-    /// out (or was never taken), for `lease_ms`.
-    async fn claim_shard(&self, node: &str, now: i64, lease_ms: i64) -> Result<Option<Shard>>;
-    /// Records a page in one transaction: the shard's cursor (and a lease
-    /// renewed for `progress.lease_ms`), the message's counters, retries to
-    /// schedule, subscriptions to delete; `progress.done` closes the shard. Nothing is written when `node` no
-    /// longer holds the lease (another node redoes the page): returns
-    /// `None` then, else the message's state.
-    async fn checkpoint_shard(
-        &self,
-        shard: &Shard,
-        node: &str,
-        progress: &ShardProgress,
-        outcome: &PageOutcome,
-        now: i64,
-    ) -> Result<Option<MessageState>>;
-    /// Claims up to `limit` retries that are due, for `lease_ms`.
-    async fn claim_retries(&self, node: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<RetryItem>>;
-    /// Records the attempts of claimed retries: each item is removed, or
-    /// rescheduled when `outcome.retries` names it again; counters follow.
-    async fn record_retries(
-        &self,
-        message_id: &str,
-        items: &[RetryItem],
-        outcome: &PageOutcome,
-        now: i64,
-    ) -> Result<()>;
-    /// Marks a `sending` message `done` when no shard is open and no retry
-    /// waits; true when it did.
-    async fn try_finish_message(&self, id: &str, now: i64) -> Result<bool>;
-    /// Ids of messages in `sending` (to finish those whose last shard
-    /// closed on a node that stopped before it could mark them done).
-    async fn sending_message_ids(&self) -> Result<Vec<String>>;
-    /// A message's failures by reason.
-    async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>>;
-
-    /// Stores an admin token's hash.
-    async fn insert_token(&self, name: &str, hash: &str, now: i64) -> Result<()>;
-    /// Whether a token hash is known.
-    async fn token_exists(&self, hash: &str) -> Result<bool>;
-
-    /// Totals for `/v1/stats`.
-    async fn stats(&self) -> Result<Stats>;
-}
+pub use tocsin_store_api::*;

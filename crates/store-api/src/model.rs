@@ -197,9 +197,22 @@ pub struct Stats {
     pub removed: i64,
 }
 
+/// Who claims work: the node (shown in leases, for operators) and a token
+/// new for this claim, which every write belonging to the claim must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The node's id (`--node-id`); several workers and even several
+    /// processes may share it, so it proves nothing.
+    pub node: String,
+    /// Unique to this claim.
+    pub token: String,
+}
+
 /// A claimed range of a message's audience.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shard {
+    /// The token of the claim that holds it.
+    pub token: String,
     /// The message.
     pub message_id: String,
     /// The shard's number within the message.

@@ -1,0 +1,199 @@
+//! One attempt per job of a page (or a batch of retries): encryption, the
+//! gates and limits, the request, and the sorting of answers into a
+//! [`PageOutcome`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tocsin_protocol::request::{self, PushOptions};
+use tocsin_protocol::{FailReason, Outcome, Topic, Ttl, Urgency, VapidKey, VapidSigner};
+use tocsin_store_api::{Message, NewRetry, PageOutcome, StoreError, StoredSubscription};
+
+use super::lane::Lane;
+use super::Engine;
+use crate::fanout::backoff;
+
+/// One delivery to attempt: the subscription and the attempts made before.
+pub(super) struct Job {
+    pub(super) sub: StoredSubscription,
+    pub(super) attempts_before: i64,
+}
+
+/// The result of one attempt, ready to be recorded.
+enum Attempt {
+    Delivered,
+    Gone,
+    Failed(String),
+    Retry { reason: String, after: Option<Duration> },
+}
+
+impl Engine {
+    async fn signer(&self, lane: &Lane, key_id: i64) -> Result<Arc<VapidSigner>, StoreError> {
+        if let Some(s) = self.signers.lock().ok().and_then(|m| m.get(&key_id).cloned()) {
+            return Ok(s);
+        }
+        let row = lane
+            .db(move |s| async move { s.vapid_key(key_id).await })
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("VAPID key {key_id} missing")))?;
+        let key = VapidKey::from_base64url(Some(&row.public_key), &row.private_key)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let signer = Arc::new(VapidSigner::new(Arc::new(key), self.config.subject.clone()));
+        if let Ok(mut m) = self.signers.lock() {
+            m.insert(key_id, signer.clone());
+        }
+        Ok(signer)
+    }
+
+    /// Attempts every job once, concurrently, and sorts the results into a
+    /// page outcome (retries scheduled with their due time). Dropping the
+    /// future aborts the attempts not finished yet (a lost claim).
+    pub(super) async fn attempt_all(
+        &self,
+        lane: &Lane,
+        message: &Message,
+        jobs: Vec<Job>,
+    ) -> Result<PageOutcome, StoreError> {
+        let now = self.now_ms();
+        let deadline = message.created_at.max(message.send_at.unwrap_or(0)) + i64::from(message.ttl) * 1000;
+        let options = Arc::new(PushOptions {
+            ttl: Ttl(message.ttl),
+            urgency: message.urgency.as_deref().and_then(|u| u.parse::<Urgency>().ok()),
+            topic: message.topic.as_deref().and_then(|t| Topic::new(t).ok()),
+            ..PushOptions::default()
+        });
+        let payload = message.payload.clone().map(Bytes::from);
+        let mut outcome = PageOutcome::default();
+        let mut tasks = tokio::task::JoinSet::new();
+        for job in jobs {
+            let sub = &job.sub;
+            if sub.subscription.expiration_time().is_some_and(|t| (t as i64) <= now) {
+                self.metrics.count("expired", "subscription-expired");
+                outcome.expired.push(sub.id);
+                continue;
+            }
+            if now > deadline {
+                self.metrics.count("failed", "ttl-expired");
+                outcome.fail("ttl-expired".into());
+                continue;
+            }
+            if let Err(reason) = self.policy.check(sub.subscription.endpoint()) {
+                tracing::warn!(subscription = sub.id, %reason, "endpoint refused by policy");
+                self.metrics.count("failed", "endpoint-not-allowed");
+                outcome.fail("endpoint-not-allowed".into());
+                continue;
+            }
+            let signer = self.signer(lane, sub.vapid_key_id).await?;
+            let gate = self.gate(sub.subscription.origin());
+            let origin_permits = lane.origin_permits(sub.subscription.origin());
+            let (transport, options, payload, in_flight, in_flight_gauge) = (
+                lane.transport.clone(),
+                options.clone(),
+                payload.clone(),
+                lane.in_flight.clone(),
+                self.metrics.in_flight.clone(),
+            );
+            tasks.spawn(async move {
+                let attempt = match gate.enter(origin_permits).await {
+                    Err(wait) => Attempt::Retry { reason: "rate-limited".into(), after: Some(wait) },
+                    Ok(_origin_permit) => {
+                        let Ok(_permit) = in_flight.acquire_owned().await else {
+                            return (job, Attempt::Retry { reason: "shutdown".into(), after: None }, None);
+                        };
+                        match request::build(
+                            &job.sub.subscription,
+                            payload.as_deref(),
+                            &options,
+                            Some(&signer),
+                            SystemTime::now(),
+                        ) {
+                            Err(e) => Attempt::Failed(FailReason::Request(e.to_string()).label()),
+                            Ok(req) => {
+                                in_flight_gauge.inc();
+                                let started = tokio::time::Instant::now();
+                                let o = transport.send(req).await;
+                                in_flight_gauge.dec();
+                                gate.latency.observe(started.elapsed().as_secs_f64());
+                                match o {
+                                    Outcome::Delivered { .. } => Attempt::Delivered,
+                                    Outcome::Gone { .. } => Attempt::Gone,
+                                    Outcome::Failed { reason } => {
+                                        let mismatch = matches!(reason, FailReason::VapidKeyMismatch { .. });
+                                        return (
+                                            job,
+                                            Attempt::Failed(reason.label()),
+                                            mismatch.then(|| reason.to_string()),
+                                        );
+                                    }
+                                    Outcome::Retry { reason, after } => {
+                                        tracing::debug!(endpoint = %job.sub.subscription.endpoint(), %reason, "will retry");
+                                        if let Some(after) = after {
+                                            gate.slow_down(after);
+                                        }
+                                        Attempt::Retry { reason: reason.label(), after }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                };
+                (job, attempt, None)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((job, attempt, loud)) = joined else {
+                outcome.fail("internal".into());
+                continue;
+            };
+            if let Some(text) = loud {
+                self.log_mismatch_once(job.sub.subscription.origin(), &text);
+            }
+            match attempt {
+                Attempt::Delivered => {
+                    self.metrics.delivered.inc();
+                    outcome.delivered += 1;
+                }
+                Attempt::Gone => {
+                    self.metrics.gone.inc();
+                    outcome.gone.push(job.sub.id);
+                }
+                Attempt::Failed(reason) => {
+                    tracing::debug!(subscription = job.sub.id, %reason, "delivery failed");
+                    self.metrics.count("failed", &reason);
+                    outcome.fail(reason);
+                }
+                Attempt::Retry { reason, after } => {
+                    let attempts = job.attempts_before + 1;
+                    let wait = after.unwrap_or_else(|| backoff(&self.config.retry, attempts as u32));
+                    let due_at = self.now_ms() + wait.as_millis() as i64;
+                    if attempts >= i64::from(self.config.retry.max_attempts) {
+                        let label = format!("retries-exhausted-{reason}");
+                        self.metrics.count("failed", &label);
+                        outcome.fail(label);
+                    } else if due_at > deadline {
+                        self.metrics.count("failed", "ttl-expired");
+                        outcome.fail("ttl-expired".into());
+                    } else {
+                        self.metrics.count("retry", &reason);
+                        self.metrics.retries.inc();
+                        outcome.retries.push(NewRetry {
+                            subscription_id: job.sub.id,
+                            attempt: attempts,
+                            due_at,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn log_mismatch_once(&self, origin: &str, text: &str) {
+        let first = self.mismatch_logged.lock().map(|mut s| s.insert(origin.to_owned())).unwrap_or(false);
+        if first {
+            tracing::error!(push_service = %origin, "{text}");
+        }
+    }
+}

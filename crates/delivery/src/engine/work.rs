@@ -1,0 +1,226 @@
+//! The work loop: what a worker does next (start a message, walk a shard,
+//! retry due deliveries, finish messages), and the heartbeat that keeps a
+//! claim alive while its work is in flight.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tocsin_store_api::{MessageState, RetryItem, Shard, ShardProgress, StoreError};
+use tokio::sync::watch;
+
+use super::attempt::Job;
+use super::lane::Lane;
+use super::Engine;
+
+/// What a heartbeat renews.
+enum Held {
+    Shard(Arc<Shard>),
+    Retries(Arc<str>),
+}
+
+impl Engine {
+    /// Does one piece of work; false when there was none.
+    pub(super) async fn step(&self, lane: &Lane, shutdown: &watch::Receiver<bool>) -> Result<bool, StoreError> {
+        let now = self.now_ms();
+        if let Some(m) = lane.db(move |s| async move { s.next_startable_message(now).await }).await? {
+            let (id, target, shard_size) = (m.id.clone(), m.target.clone(), self.config.shard_size);
+            let started = lane.db(move |s| async move { s.start_message(&id, &target, shard_size, now).await });
+            if started.await? {
+                tracing::info!(message = %m.id, node = %self.config.node_id, "message sending");
+                self.wake.notify_waiters();
+                self.finish_if_complete(lane, &m.id).await?;
+            }
+            return Ok(true);
+        }
+        let lease = self.lease_ms();
+        let claim = self.new_claim();
+        if let Some(shard) = lane.db(move |s| async move { s.claim_shard(&claim, now, lease).await }).await? {
+            self.process_shard(lane, shard, shutdown).await?;
+            return Ok(true);
+        }
+        let (claim, limit) = (self.new_claim(), self.config.page_size);
+        let token: Arc<str> = claim.token.as_str().into();
+        let items = lane.db(move |s| async move { s.claim_retries(&claim, now, lease, limit).await }).await?;
+        if !items.is_empty() {
+            self.process_retries(lane, token, items).await?;
+            return Ok(true);
+        }
+        for id in lane.db(|s| async move { s.sending_message_ids().await }).await? {
+            self.finish_if_complete(lane, &id).await?;
+        }
+        Ok(false)
+    }
+
+    async fn finish_if_complete(&self, lane: &Lane, id: &str) -> Result<(), StoreError> {
+        let (id, now) = (id.to_owned(), self.now_ms());
+        let finished = lane.db(move |s| async move {
+            if s.try_finish_message(&id, now).await? {
+                s.message(&id).await
+            } else {
+                Ok(None)
+            }
+        });
+        if let Some(m) = finished.await? {
+            let c = m.counts;
+            tracing::info!(message = %m.id, targeted = c.targeted, delivered = c.delivered, failed = c.failed,
+                gone = c.gone, expired = c.expired, "message done");
+        }
+        Ok(())
+    }
+
+    async fn process_shard(
+        &self,
+        lane: &Lane,
+        shard: Shard,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(), StoreError> {
+        let id = shard.message_id.clone();
+        let Some(message) = lane.db(move |s| async move { s.message(&id).await }).await? else {
+            return Ok(());
+        };
+        if message.state != MessageState::Sending {
+            return Ok(());
+        }
+        let message = Arc::new(message);
+        let shard = Arc::new(shard);
+        let page_size = self.config.page_size;
+        let mut cursor = shard.cursor;
+        loop {
+            let (m, end_at) = (message.clone(), shard.end_at);
+            let page = lane
+                .db(move |s| async move { s.page_subscriptions(&m.target, cursor, Some(end_at), page_size).await })
+                .await?;
+            let done = (page.len() as i64) < page_size;
+            let last = page.last().map_or(shard.end_at, |s| s.id);
+            let jobs = page.into_iter().map(|sub| Job { sub, attempts_before: 0 }).collect();
+            let sending = self.attempt_all(lane, &message, jobs);
+            let Some(outcome) = self.while_held(lane, Held::Shard(shard.clone()), sending).await? else {
+                self.metrics.claims_lost.inc();
+                tracing::warn!(message = %message.id, shard = shard.shard,
+                    "claim lost while a page was in flight; the rest of the page is left to its new owner");
+                return Ok(());
+            };
+            cursor = if done { shard.end_at } else { last };
+            let stopping = *shutdown.borrow();
+            // Stopping releases the lease at once, so a restart resumes without waiting for it.
+            let lease_ms = if stopping { -1 } else { self.lease_ms() };
+            let (sh, now) = (shard.clone(), self.now_ms());
+            let state = lane
+                .db(move |s| async move {
+                    let progress = ShardProgress { cursor, done, lease_ms };
+                    s.checkpoint_shard(&sh, &progress, &outcome, now).await
+                })
+                .await?;
+            match state {
+                None => {
+                    self.metrics.claims_lost.inc();
+                    tracing::warn!(message = %message.id, shard = shard.shard,
+                        "claim lost before the checkpoint; the page is not recorded (its new owner sends it)");
+                    return Ok(());
+                }
+                Some(MessageState::Cancelled) => {
+                    tracing::info!(message = %message.id, "message cancelled while sending");
+                    return Ok(());
+                }
+                Some(_) if done => return self.finish_if_complete(lane, &message.id).await,
+                Some(_) if stopping => {
+                    tracing::info!(message = %message.id, shard = shard.shard, cursor, "stopping at a checkpoint");
+                    return Ok(());
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    async fn process_retries(&self, lane: &Lane, token: Arc<str>, items: Vec<RetryItem>) -> Result<(), StoreError> {
+        let mut by_message: HashMap<String, Vec<RetryItem>> = HashMap::new();
+        for item in items {
+            by_message.entry(item.message_id.clone()).or_default().push(item);
+        }
+        for (message_id, items) in by_message {
+            let items = Arc::new(items);
+            let (id, its) = (message_id.clone(), items.clone());
+            // The message and the subscriptions still there; a deleted one
+            // (gone for another message, or by the API) counts as gone.
+            let (message, jobs, vanished) = lane
+                .db(move |s| async move {
+                    let Some(message) = s.message(&id).await? else { return Ok((None, Vec::new(), Vec::new())) };
+                    let (mut jobs, mut vanished) = (Vec::with_capacity(its.len()), Vec::new());
+                    for item in its.iter() {
+                        match s.subscription(item.subscription_id).await? {
+                            Some(sub) => jobs.push(Job { sub, attempts_before: item.attempt }),
+                            None => vanished.push(item.subscription_id),
+                        }
+                    }
+                    Ok((Some(message), jobs, vanished))
+                })
+                .await?;
+            let Some(message) = message else { continue };
+            let sending = self.attempt_all(lane, &message, jobs);
+            let Some(mut outcome) = self.while_held(lane, Held::Retries(token.clone()), sending).await? else {
+                self.metrics.claims_lost.inc();
+                tracing::warn!(message = %message_id, "claim of retries lost while in flight");
+                return Ok(());
+            };
+            outcome.gone.extend(vanished);
+            let (id, tok, now) = (message_id.clone(), token.clone(), self.now_ms());
+            let recorded =
+                lane.db(move |s| async move { s.record_retries(&id, &tok, &items, &outcome, now).await }).await?;
+            if !recorded {
+                self.metrics.claims_lost.inc();
+                tracing::warn!(message = %message_id, "claim of retries lost; not recorded (the new owner sends them)");
+                return Ok(());
+            }
+            self.finish_if_complete(lane, &message_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `work` while renewing the claim on `held` about every third of
+    /// the lease. `None` when the claim is lost before `work` is done
+    /// (renewal refused, or not renewed for a whole lease): `work` is then
+    /// dropped, which aborts what it had not sent yet.
+    async fn while_held<T>(
+        &self,
+        lane: &Lane,
+        held: Held,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<Option<T>, StoreError> {
+        let lease = self.lease_ms();
+        let period = Duration::from_millis((lease / 3).max(1) as u64);
+        let mut renewed_at = self.now_ms();
+        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done.map(Some),
+                _ = beat.tick() => {
+                    let now = self.now_ms();
+                    let renewed = match &held {
+                        Held::Shard(shard) => {
+                            let shard = shard.clone();
+                            lane.db(move |s| async move { s.renew_shard(&shard, now, lease).await }).await
+                        }
+                        Held::Retries(token) => {
+                            let token = token.clone();
+                            lane.db(move |s| async move { s.renew_retries(&token, now, lease).await }).await
+                        }
+                    };
+                    match renewed {
+                        Ok(true) => renewed_at = now,
+                        Ok(false) => return Ok(None),
+                        Err(e) if now - renewed_at < lease => {
+                            tracing::warn!(error = %e, "heartbeat failed; trying again");
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "heartbeat failed for a whole lease; giving the work up");
+                            return Ok(None);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! [`MemoryStore`]: the [`Store`] in memory, for tests of the code above the
+//! store (the engine runs against it under tokio's paused clock). It keeps
+//! the rules the SQL store keeps: a message starts once, work is claimed
+//! under leases and tokens, a write under a lost claim writes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::*;
+
+/// Everything in memory, behind one lock.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    keys: Vec<(VapidKeyRow, bool)>,
+    next_sub: i64,
+    subs: BTreeMap<i64, StoredSubscription>,
+    messages: BTreeMap<String, Message>,
+    idempotency: HashMap<String, String>,
+    failures: BTreeMap<(String, String), i64>,
+    shards: BTreeMap<(String, i64), ShardRow>,
+    retries: BTreeMap<(String, i64), RetryRow>,
+    tokens: Vec<String>,
+    renewals: u64,
+}
+
+#[derive(Debug)]
+struct ShardRow {
+    start_after: i64,
+    end_at: i64,
+    cursor: i64,
+    done: bool,
+    token: Option<String>,
+    lease_until: i64,
+}
+
+#[derive(Debug)]
+struct RetryRow {
+    attempt: i64,
+    due_at: i64,
+    reason: String,
+    token: Option<String>,
+    lease_until: i64,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Heartbeats accepted so far (shards and retries), for tests.
+    pub fn renewals(&self) -> u64 {
+        self.lock().renewals
+    }
+}
+
+fn matches(target: &Target, s: &StoredSubscription) -> bool {
+    match target {
+        Target::All(_) => true,
+        Target::Topic(t) => s.topics.contains(t),
+        Target::UserIds(ids) => s.user_id.as_ref().is_some_and(|u| ids.contains(u)),
+        Target::SubscriptionIds(ids) => ids.contains(&s.id),
+    }
+}
+
+impl State {
+    fn message_mut(&mut self, id: &str) -> Result<&mut Message> {
+        self.messages.get_mut(id).ok_or_else(|| StoreError::Corrupt(format!("no message {id}")))
+    }
+
+    fn upsert(&mut self, new: &NewSubscription, now: i64) -> StoredSubscription {
+        let endpoint = new.subscription.endpoint().as_str();
+        let existing = self.subs.values().find(|s| s.subscription.endpoint().as_str() == endpoint).map(|s| s.id);
+        let row = match existing.and_then(|id| self.subs.get_mut(&id)) {
+            Some(row) => {
+                row.subscription = new.subscription.clone();
+                if new.user_id.is_some() {
+                    row.user_id = new.user_id.clone();
+                }
+                if let Some(t) = &new.topics {
+                    row.topics = t.clone();
+                }
+                row.vapid_key_id = new.vapid_key_id;
+                row.updated_at = now;
+                row.clone()
+            }
+            None => {
+                self.next_sub += 1;
+                let row = StoredSubscription {
+                    id: self.next_sub,
+                    subscription: new.subscription.clone(),
+                    user_id: new.user_id.clone(),
+                    topics: new.topics.clone().unwrap_or_default(),
+                    vapid_key_id: new.vapid_key_id,
+                    created_at: now,
+                    updated_at: now,
+                };
+                self.subs.insert(row.id, row.clone());
+                row
+            }
+        };
+        row
+    }
+
+    /// A page's or a batch's outcome, as the SQL store's `apply_outcome`.
+    fn apply(&mut self, message_id: &str, outcome: &PageOutcome, pending_delta: i64) -> Result<MessageState> {
+        let m = self.message_mut(message_id)?;
+        let c = &mut m.counts;
+        c.delivered += outcome.delivered;
+        c.failed += outcome.failed_total();
+        c.gone += outcome.gone.len() as i64;
+        c.expired += outcome.expired.len() as i64;
+        let state = m.state;
+        if state == MessageState::Cancelled {
+            m.counts.pending_retry = 0;
+        } else {
+            m.counts.pending_retry += pending_delta;
+        }
+        for (reason, n) in &outcome.failed {
+            *self.failures.entry((message_id.to_owned(), reason.clone())).or_default() += n;
+        }
+        for id in outcome.gone.iter().chain(&outcome.expired) {
+            self.subs.remove(id);
+        }
+        if state != MessageState::Cancelled {
+            for r in &outcome.retries {
+                self.retries.entry((message_id.to_owned(), r.subscription_id)).or_insert(RetryRow {
+                    attempt: r.attempt,
+                    due_at: r.due_at,
+                    reason: r.reason.clone(),
+                    token: None,
+                    lease_until: 0,
+                });
+            }
+        }
+        Ok(state)
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn bound_to_runtime(&self) -> bool {
+        false
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn current_vapid_key(&self) -> Result<Option<VapidKeyRow>> {
+        Ok(self.lock().keys.iter().rev().find(|(_, current)| *current).map(|(k, _)| k.clone()))
+    }
+
+    async fn make_vapid_key_current(&self, public_key: &str, private_key: &str, _now: i64) -> Result<VapidKeyRow> {
+        let mut st = self.lock();
+        for (_, current) in st.keys.iter_mut() {
+            *current = false;
+        }
+        if let Some((k, current)) = st.keys.iter_mut().find(|(k, _)| k.public_key == public_key) {
+            k.private_key = private_key.to_owned();
+            *current = true;
+            return Ok(k.clone());
+        }
+        let row = VapidKeyRow {
+            id: st.keys.len() as i64 + 1,
+            public_key: public_key.to_owned(),
+            private_key: private_key.to_owned(),
+        };
+        st.keys.push((row.clone(), true));
+        Ok(row)
+    }
+
+    async fn vapid_key(&self, id: i64) -> Result<Option<VapidKeyRow>> {
+        Ok(self.lock().keys.iter().find(|(k, _)| k.id == id).map(|(k, _)| k.clone()))
+    }
+
+    async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription> {
+        Ok(self.lock().upsert(new, now))
+    }
+
+    async fn upsert_subscriptions(&self, new: &[NewSubscription], now: i64) -> Result<Vec<StoredSubscription>> {
+        let mut st = self.lock();
+        Ok(new.iter().map(|n| st.upsert(n, now)).collect())
+    }
+
+    async fn delete_subscription_by_endpoint(&self, endpoint: &str, auth: &str) -> Result<bool> {
+        let mut st = self.lock();
+        let id = st.subs.values().find(|s| {
+            s.subscription.endpoint().as_str() == endpoint
+                && tocsin_protocol::b64::encode(s.subscription.auth().as_bytes()) == auth
+        });
+        Ok(match id.map(|s| s.id) {
+            Some(id) => st.subs.remove(&id).is_some(),
+            None => false,
+        })
+    }
+
+    async fn subscription_by_endpoint(&self, endpoint: &str) -> Result<Option<StoredSubscription>> {
+        Ok(self.lock().subs.values().find(|s| s.subscription.endpoint().as_str() == endpoint).cloned())
+    }
+
+    async fn add_event(&self, message_id: &str, event: Event) -> Result<bool> {
+        let mut st = self.lock();
+        let Some(m) = st.messages.get_mut(message_id) else { return Ok(false) };
+        match event {
+            Event::Shown => m.counts.shown += 1,
+            Event::Clicked => m.counts.clicked += 1,
+        }
+        Ok(true)
+    }
+
+    async fn delete_subscription(&self, id: i64) -> Result<bool> {
+        Ok(self.lock().subs.remove(&id).is_some())
+    }
+
+    async fn subscription(&self, id: i64) -> Result<Option<StoredSubscription>> {
+        Ok(self.lock().subs.get(&id).cloned())
+    }
+
+    async fn page_subscriptions(
+        &self,
+        target: &Target,
+        after: i64,
+        upto: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<StoredSubscription>> {
+        let st = self.lock();
+        let upto = upto.unwrap_or(i64::MAX);
+        Ok(st
+            .subs
+            .range(after.saturating_add(1)..)
+            .map(|(_, s)| s)
+            .take_while(|s| s.id <= upto)
+            .filter(|s| matches(target, s))
+            .take(limit.max(0) as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn count_subscriptions(&self, target: &Target) -> Result<i64> {
+        Ok(self.lock().subs.values().filter(|s| matches(target, s)).count() as i64)
+    }
+
+    async fn insert_message(&self, new: &NewMessage) -> Result<(Message, bool)> {
+        let mut st = self.lock();
+        if let Some(id) = new.idempotency_key.as_ref().and_then(|k| st.idempotency.get(k)) {
+            if let Some(m) = st.messages.get(id) {
+                return Ok((m.clone(), false));
+            }
+        }
+        if let Some(m) = st.messages.get(&new.id) {
+            return Ok((m.clone(), false));
+        }
+        let state = if new.send_at.is_some_and(|t| t > new.created_at) {
+            MessageState::Scheduled
+        } else {
+            MessageState::Queued
+        };
+        let m = Message {
+            id: new.id.clone(),
+            payload: new.payload.clone(),
+            target: new.target.clone(),
+            ttl: new.ttl,
+            urgency: new.urgency.clone(),
+            topic: new.topic.clone(),
+            send_at: new.send_at,
+            state,
+            created_at: new.created_at,
+            updated_at: new.created_at,
+            cursor: 0,
+            cursor_end: 0,
+            counts: Counts::default(),
+        };
+        if let Some(k) = &new.idempotency_key {
+            st.idempotency.insert(k.clone(), m.id.clone());
+        }
+        st.messages.insert(m.id.clone(), m.clone());
+        Ok((m, true))
+    }
+
+    async fn message(&self, id: &str) -> Result<Option<Message>> {
+        Ok(self.lock().messages.get(id).cloned())
+    }
+
+    async fn list_messages(&self, before: Option<&str>, limit: i64) -> Result<Vec<Message>> {
+        let st = self.lock();
+        let mut all: Vec<&Message> = st.messages.values().collect();
+        all.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        let bound = before.and_then(|b| st.messages.get(b)).map(|m| (m.created_at, m.id.clone()));
+        Ok(all
+            .into_iter()
+            .filter(|m| bound.as_ref().is_none_or(|(t, id)| (m.created_at, &m.id) < (*t, id)))
+            .take(limit.max(0) as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn cancel_message(&self, id: &str, now: i64) -> Result<Option<Message>> {
+        let mut st = self.lock();
+        let Some(m) = st.messages.get_mut(id) else { return Ok(None) };
+        if matches!(m.state, MessageState::Scheduled | MessageState::Queued | MessageState::Sending) {
+            m.state = MessageState::Cancelled;
+            m.counts.pending_retry = 0;
+            m.updated_at = now;
+            for ((mid, _), shard) in st.shards.iter_mut() {
+                if mid == id && !shard.done {
+                    shard.done = true;
+                    shard.lease_until = 0;
+                }
+            }
+            st.retries.retain(|(mid, _), _| mid != id);
+        }
+        Ok(st.messages.get(id).cloned())
+    }
+
+    async fn start_message(&self, id: &str, target: &Target, shard_size: i64, now: i64) -> Result<bool> {
+        let mut st = self.lock();
+        let startable =
+            st.messages.get(id).is_some_and(|m| matches!(m.state, MessageState::Scheduled | MessageState::Queued));
+        if !startable {
+            return Ok(false);
+        }
+        let audience: Vec<i64> = st.subs.values().filter(|s| matches(target, s)).map(|s| s.id).collect();
+        let (targeted, last) = (audience.len() as i64, audience.last().copied().unwrap_or(0));
+        let m = st.message_mut(id)?;
+        m.state = MessageState::Sending;
+        m.updated_at = now;
+        m.counts.targeted = targeted;
+        m.cursor_end = last;
+        if targeted > 0 {
+            let shards = (targeted + shard_size.max(1) - 1) / shard_size.max(1);
+            let width = (last + shards - 1) / shards;
+            for i in 0..shards {
+                let start_after = i * width;
+                if start_after >= last {
+                    break;
+                }
+                let row = ShardRow {
+                    start_after,
+                    end_at: ((i + 1) * width).min(last),
+                    cursor: start_after,
+                    done: false,
+                    token: None,
+                    lease_until: 0,
+                };
+                st.shards.insert((id.to_owned(), i), row);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn next_startable_message(&self, now: i64) -> Result<Option<Message>> {
+        let st = self.lock();
+        let mut ready: Vec<&Message> = st
+            .messages
+            .values()
+            .filter(|m| {
+                m.state == MessageState::Queued
+                    || (m.state == MessageState::Scheduled && m.send_at.is_some_and(|t| t <= now))
+            })
+            .collect();
+        ready.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(ready.first().map(|m| (*m).clone()))
+    }
+
+    async fn claim_shard(&self, claim: &Claim, now: i64, lease_ms: i64) -> Result<Option<Shard>> {
+        let mut st = self.lock();
+        let sending = |st: &State, id: &str| {
+            st.messages.get(id).filter(|m| m.state == MessageState::Sending).map(|m| m.created_at)
+        };
+        let mut open: Vec<(i64, (String, i64))> = st
+            .shards
+            .iter()
+            .filter(|(_, s)| !s.done && s.lease_until < now)
+            .filter_map(|(k, _)| sending(&st, &k.0).map(|created| (created, k.clone())))
+            .collect();
+        open.sort_by(|a, b| (a.0, a.1 .1).cmp(&(b.0, b.1 .1)));
+        let Some((_, key)) = open.into_iter().next() else { return Ok(None) };
+        let Some(row) = st.shards.get_mut(&key) else { return Ok(None) };
+        row.token = Some(claim.token.clone());
+        row.lease_until = now + lease_ms;
+        Ok(Some(Shard {
+            token: claim.token.clone(),
+            message_id: key.0,
+            shard: key.1,
+            start_after: row.start_after,
+            end_at: row.end_at,
+            cursor: row.cursor,
+        }))
+    }
+
+    async fn renew_shard(&self, shard: &Shard, now: i64, lease_ms: i64) -> Result<bool> {
+        let mut st = self.lock();
+        let held = match st.shards.get_mut(&(shard.message_id.clone(), shard.shard)) {
+            Some(row) if !row.done && row.token.as_deref() == Some(shard.token.as_str()) => {
+                row.lease_until = now + lease_ms;
+                true
+            }
+            _ => false,
+        };
+        st.renewals += u64::from(held);
+        Ok(held)
+    }
+
+    async fn checkpoint_shard(
+        &self,
+        shard: &Shard,
+        progress: &ShardProgress,
+        outcome: &PageOutcome,
+        now: i64,
+    ) -> Result<Option<MessageState>> {
+        let mut st = self.lock();
+        match st.shards.get_mut(&(shard.message_id.clone(), shard.shard)) {
+            Some(row) if row.token.as_deref() == Some(shard.token.as_str()) => {
+                row.cursor = progress.cursor;
+                row.done |= progress.done;
+                row.lease_until = if progress.done { 0 } else { now + progress.lease_ms };
+            }
+            _ => return Ok(None),
+        }
+        st.apply(&shard.message_id, outcome, outcome.retries.len() as i64).map(Some)
+    }
+
+    async fn claim_retries(&self, claim: &Claim, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<RetryItem>> {
+        let mut st = self.lock();
+        let mut due: Vec<(i64, (String, i64))> = st
+            .retries
+            .iter()
+            .filter(|(k, r)| {
+                r.due_at <= now
+                    && r.lease_until < now
+                    && st.messages.get(&k.0).is_some_and(|m| m.state == MessageState::Sending)
+            })
+            .map(|(k, r)| (r.due_at, k.clone()))
+            .collect();
+        due.sort();
+        let mut items = Vec::new();
+        for (_, key) in due.into_iter().take(limit.max(0) as usize) {
+            if let Some(r) = st.retries.get_mut(&key) {
+                r.token = Some(claim.token.clone());
+                r.lease_until = now + lease_ms;
+                items.push(RetryItem {
+                    message_id: key.0.clone(),
+                    subscription_id: key.1,
+                    attempt: r.attempt,
+                    reason: r.reason.clone(),
+                });
+            }
+        }
+        Ok(items)
+    }
+
+    async fn renew_retries(&self, token: &str, now: i64, lease_ms: i64) -> Result<bool> {
+        let mut st = self.lock();
+        let mut held = false;
+        for r in st.retries.values_mut().filter(|r| r.token.as_deref() == Some(token)) {
+            r.lease_until = now + lease_ms;
+            held = true;
+        }
+        st.renewals += u64::from(held);
+        Ok(held)
+    }
+
+    async fn record_retries(
+        &self,
+        message_id: &str,
+        token: &str,
+        items: &[RetryItem],
+        outcome: &PageOutcome,
+        _now: i64,
+    ) -> Result<bool> {
+        let mut st = self.lock();
+        let key = |i: &RetryItem| (message_id.to_owned(), i.subscription_id);
+        if !items.iter().all(|i| st.retries.get(&key(i)).is_some_and(|r| r.token.as_deref() == Some(token))) {
+            return Ok(false);
+        }
+        for i in items {
+            st.retries.remove(&key(i));
+        }
+        st.apply(message_id, outcome, outcome.retries.len() as i64 - items.len() as i64)?;
+        Ok(true)
+    }
+
+    async fn try_finish_message(&self, id: &str, now: i64) -> Result<bool> {
+        let mut st = self.lock();
+        let open = st.shards.iter().any(|((m, _), s)| m == id && !s.done) || st.retries.keys().any(|(m, _)| m == id);
+        match st.messages.get_mut(id) {
+            Some(m) if m.state == MessageState::Sending && !open => {
+                m.state = MessageState::Done;
+                m.updated_at = now;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn sending_message_ids(&self) -> Result<Vec<String>> {
+        let st = self.lock();
+        Ok(st.messages.values().filter(|m| m.state == MessageState::Sending).map(|m| m.id.clone()).collect())
+    }
+
+    async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>> {
+        let st = self.lock();
+        Ok(st.failures.iter().filter(|((m, _), _)| m == id).map(|((_, r), n)| (r.clone(), *n)).collect())
+    }
+
+    async fn insert_token(&self, _name: &str, hash: &str, _now: i64) -> Result<()> {
+        self.lock().tokens.push(hash.to_owned());
+        Ok(())
+    }
+
+    async fn token_exists(&self, hash: &str) -> Result<bool> {
+        Ok(self.lock().tokens.iter().any(|t| t == hash))
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let st = self.lock();
+        let ms = st.messages.values();
+        Ok(Stats {
+            subscriptions: st.subs.len() as i64,
+            messages: st.messages.len() as i64,
+            messages_pending: ms
+                .clone()
+                .filter(|m| matches!(m.state, MessageState::Scheduled | MessageState::Queued | MessageState::Sending))
+                .count() as i64,
+            delivered: ms.clone().map(|m| m.counts.delivered).sum(),
+            failed: ms.clone().map(|m| m.counts.failed).sum(),
+            removed: ms.map(|m| m.counts.gone + m.counts.expired).sum(),
+        })
+    }
+}

@@ -1,0 +1,202 @@
+//! Messages: storing (idempotently), reading, listing, cancelling, starting
+//! (audience counted and split into shards) and finishing.
+
+use sqlx::Row;
+
+use super::rows::{bind_target, msg_from_row, target_sql, MSG_COLUMNS};
+use super::{SqlStore, R};
+use crate::{Event, Message, MessageState, NewMessage, Target};
+
+pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bool)> {
+    if let Some(key) = &new.idempotency_key {
+        let row = sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages WHERE idempotency_key = $1"))
+            .bind(key.as_str())
+            .fetch_optional(&store.pool)
+            .await?;
+        if let Some(row) = row {
+            return Ok((msg_from_row(&row)?, false));
+        }
+    }
+    let state =
+        if new.send_at.is_some_and(|t| t > new.created_at) { MessageState::Scheduled } else { MessageState::Queued };
+    let target = serde_json::to_string(&new.target).map_err(super::rows::corrupt)?;
+    let inserted = sqlx::query(
+        "INSERT INTO messages (id, payload, target, ttl, urgency, topic, send_at, state, idempotency_key, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT DO NOTHING",
+    )
+    .bind(new.id.as_str())
+    .bind(new.payload.clone())
+    .bind(target)
+    .bind(i64::from(new.ttl))
+    .bind(new.urgency.as_deref())
+    .bind(new.topic.as_deref())
+    .bind(new.send_at)
+    .bind(state.as_str())
+    .bind(new.idempotency_key.as_deref())
+    .bind(new.created_at)
+    .execute(&store.pool)
+    .await?;
+    let created = inserted.rows_affected() > 0;
+    // A concurrent request with the same idempotency key may have won.
+    let row = match (&new.idempotency_key, created) {
+        (Some(key), false) => {
+            sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages WHERE idempotency_key = $1"))
+                .bind(key.as_str())
+                .fetch_one(&store.pool)
+                .await?
+        }
+        _ => {
+            sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages WHERE id = $1"))
+                .bind(new.id.as_str())
+                .fetch_one(&store.pool)
+                .await?
+        }
+    };
+    Ok((msg_from_row(&row)?, created))
+}
+
+pub(super) async fn get(store: &SqlStore, id: &str) -> R<Option<Message>> {
+    let row = sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await?;
+    row.as_ref().map(msg_from_row).transpose()
+}
+
+pub(super) async fn list(store: &SqlStore, before: Option<&str>, limit: i64) -> R<Vec<Message>> {
+    let rows = match before {
+        None => {
+            sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages ORDER BY created_at DESC, id DESC LIMIT $1"))
+                .bind(limit)
+                .fetch_all(&store.pool)
+                .await?
+        }
+        Some(before) => {
+            sqlx::query(&format!(
+                "SELECT {MSG_COLUMNS} FROM messages m WHERE (m.created_at, m.id) < \
+                 (SELECT created_at, id FROM messages WHERE id = $1) ORDER BY created_at DESC, id DESC LIMIT $2"
+            ))
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&store.pool)
+            .await?
+        }
+    };
+    rows.iter().map(msg_from_row).collect()
+}
+
+pub(super) async fn cancel(store: &SqlStore, id: &str, now: i64) -> R<Option<Message>> {
+    let mut tx = store.pool.begin().await?;
+    let r = sqlx::query(
+        "UPDATE messages SET state = 'cancelled', pending_retry = 0, updated_at = $1 \
+         WHERE id = $2 AND state IN ('scheduled', 'queued', 'sending')",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    if r.rows_affected() > 0 {
+        // Release the work: nothing of it is claimed again. A page in flight
+        // keeps its token, so what it already sent is still counted.
+        sqlx::query("UPDATE message_shards SET done = 1, lease_until = 0 WHERE message_id = $1 AND done = 0")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM retries WHERE message_id = $1").bind(id).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    get(store, id).await
+}
+
+pub(super) async fn start(store: &SqlStore, id: &str, target: &Target, shard_size: i64, now: i64) -> R<bool> {
+    let mut tx = store.pool.begin().await?;
+    // The write comes first, so SQLite takes its write lock at once.
+    let r = sqlx::query(
+        "UPDATE messages SET state = 'sending', updated_at = $1 WHERE id = $2 AND state IN ('scheduled', 'queued')",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    if r.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let (from, _) = target_sql(target);
+    let sql = format!("SELECT COUNT(*) AS n, CAST(COALESCE(MAX(s.id), 0) AS BIGINT) AS last {from}");
+    let row = bind_target(sqlx::query(&sql), target).fetch_one(&mut *tx).await?;
+    let (targeted, last): (i64, i64) = (row.try_get("n")?, row.try_get("last")?);
+    sqlx::query("UPDATE messages SET targeted = $1, cursor_end = $2 WHERE id = $3")
+        .bind(targeted)
+        .bind(last)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    if targeted > 0 {
+        let shards = (targeted + shard_size.max(1) - 1) / shard_size.max(1);
+        let width = (last + shards - 1) / shards;
+        for i in 0..shards {
+            let start_after = i * width;
+            if start_after >= last {
+                break;
+            }
+            sqlx::query(
+                "INSERT INTO message_shards (message_id, shard, start_after, end_at, cursor) VALUES ($1, $2, $3, $4, $3)",
+            )
+            .bind(id)
+            .bind(i)
+            .bind(start_after)
+            .bind(((i + 1) * width).min(last))
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub(super) async fn next_startable(store: &SqlStore, now: i64) -> R<Option<Message>> {
+    let row = sqlx::query(&format!(
+        "SELECT {MSG_COLUMNS} FROM messages WHERE state = 'queued' \
+         OR (state = 'scheduled' AND send_at <= $1) ORDER BY created_at, id LIMIT 1"
+    ))
+    .bind(now)
+    .fetch_optional(&store.pool)
+    .await?;
+    row.as_ref().map(msg_from_row).transpose()
+}
+
+pub(super) async fn try_finish(store: &SqlStore, id: &str, now: i64) -> R<bool> {
+    let r = sqlx::query(
+        "UPDATE messages SET state = 'done', updated_at = $1 WHERE id = $2 AND state = 'sending' \
+         AND NOT EXISTS (SELECT 1 FROM message_shards WHERE message_id = $2 AND done = 0) \
+         AND NOT EXISTS (SELECT 1 FROM retries WHERE message_id = $2)",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&store.pool)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub(super) async fn sending_ids(store: &SqlStore) -> R<Vec<String>> {
+    let rows = sqlx::query("SELECT id FROM messages WHERE state = 'sending' ORDER BY created_at")
+        .fetch_all(&store.pool)
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+}
+
+pub(super) async fn failures(store: &SqlStore, id: &str) -> R<Vec<(String, i64)>> {
+    let rows = sqlx::query("SELECT reason, count FROM message_failures WHERE message_id = $1 ORDER BY reason")
+        .bind(id)
+        .fetch_all(&store.pool)
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get("reason")?, r.try_get("count")?))).collect()
+}
+
+pub(super) async fn add_event(store: &SqlStore, message_id: &str, event: Event) -> R<bool> {
+    let sql = match event {
+        Event::Shown => "UPDATE messages SET shown = shown + 1 WHERE id = $1",
+        Event::Clicked => "UPDATE messages SET clicked = clicked + 1 WHERE id = $1",
+    };
+    Ok(sqlx::query(sql).bind(message_id).execute(&store.pool).await?.rows_affected() > 0)
+}

@@ -1,0 +1,88 @@
+//! Subscriptions: upserts (through the group-commit writer), lookups,
+//! deletions and the keyset pages a broadcast walks.
+
+use sqlx::Row;
+
+use super::rows::{bind_target, corrupt, sub_from_row, target_sql, SubRow, PAGE_SQLITE, SUB_COLUMNS};
+use super::{Backend, SqlStore, R};
+use crate::{NewSubscription, StoreError, StoredSubscription, Target};
+
+pub(super) async fn upsert(store: &SqlStore, new: &NewSubscription, now: i64) -> R<StoredSubscription> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    store.upserts.send(crate::batch::Upsert { new: new.clone(), now, reply }).await.map_err(|_| StoreError::Closed)?;
+    Ok(answer.await.map_err(|_| StoreError::Closed)??)
+}
+
+pub(super) async fn upsert_all(store: &SqlStore, new: &[NewSubscription], now: i64) -> R<Vec<StoredSubscription>> {
+    let items: Vec<(&NewSubscription, i64)> = new.iter().map(|n| (n, now)).collect();
+    crate::batch::write_all(&store.pool, &items).await
+}
+
+pub(super) async fn delete_by_endpoint(store: &SqlStore, endpoint: &str, auth: &str) -> R<bool> {
+    // The stored auth is normalised base64url, and so is what the caller passes.
+    let r = sqlx::query("DELETE FROM subscriptions WHERE endpoint = $1 AND auth = $2")
+        .bind(endpoint)
+        .bind(auth)
+        .execute(&store.pool)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub(super) async fn by_endpoint(store: &SqlStore, endpoint: &str) -> R<Option<StoredSubscription>> {
+    let row = sqlx::query(&format!("SELECT {SUB_COLUMNS} FROM subscriptions s WHERE s.endpoint = $1"))
+        .bind(endpoint)
+        .fetch_optional(&store.pool)
+        .await?;
+    row.as_ref().map(sub_from_row).transpose()
+}
+
+pub(super) async fn delete(store: &SqlStore, id: i64) -> R<bool> {
+    let r = sqlx::query("DELETE FROM subscriptions WHERE id = $1").bind(id).execute(&store.pool).await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub(super) async fn get(store: &SqlStore, id: i64) -> R<Option<StoredSubscription>> {
+    let row = sqlx::query(&format!("SELECT {SUB_COLUMNS} FROM subscriptions s WHERE s.id = $1"))
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await?;
+    row.as_ref().map(sub_from_row).transpose()
+}
+
+pub(super) async fn page(
+    store: &SqlStore,
+    target: &Target,
+    after: i64,
+    upto: Option<i64>,
+    limit: i64,
+) -> R<Vec<StoredSubscription>> {
+    let (from, n) = target_sql(target);
+    let page = format!(
+        "SELECT {SUB_COLUMNS} {from} AND s.id > ${} AND s.id <= ${} ORDER BY s.id LIMIT ${}",
+        n + 1,
+        n + 2,
+        n + 3
+    );
+    let sql = match store.backend {
+        Backend::Sqlite => format!("SELECT {PAGE_SQLITE} AS page FROM ({page}) p"),
+        Backend::Postgres => page,
+    };
+    let q = bind_target(sqlx::query(&sql), target).bind(after).bind(upto.unwrap_or(i64::MAX)).bind(limit);
+    if store.backend == Backend::Postgres {
+        let rows = q.fetch_all(&store.pool).await?;
+        return rows.iter().map(sub_from_row).collect();
+    }
+    let json: String = q.fetch_one(&store.pool).await?.try_get("page")?;
+    let rows: Vec<SubRow> = serde_json::from_str(&json).map_err(corrupt)?;
+    let mut subs = rows.into_iter().map(SubRow::into_stored).collect::<R<Vec<_>>>()?;
+    // An aggregate's input order is not promised; the cursor needs id order.
+    subs.sort_unstable_by_key(|s| s.id);
+    Ok(subs)
+}
+
+pub(super) async fn count(store: &SqlStore, target: &Target) -> R<i64> {
+    let (from, _) = target_sql(target);
+    let sql = format!("SELECT COUNT(*) AS n {from}");
+    let row = bind_target(sqlx::query(&sql), target).fetch_one(&store.pool).await?;
+    Ok(row.try_get("n")?)
+}

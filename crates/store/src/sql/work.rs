@@ -1,0 +1,256 @@
+//! Work claiming: shards and retries taken under a lease and a claim token,
+//! heartbeats, and the checkpoints that record a page only while its claim
+//! still holds (see the crate `tocsin_store_api`'s "Claims").
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::rows::{message_state, AnyQuery};
+use super::{Backend, SqlStore, R};
+use crate::{Claim, MessageState, NewRetry, PageOutcome, RetryItem, Shard, ShardProgress};
+
+pub(super) async fn claim_shard(store: &SqlStore, claim: &Claim, now: i64, lease_ms: i64) -> R<Option<Shard>> {
+    let lock = match store.backend {
+        Backend::Postgres => "FOR UPDATE OF s SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE message_shards SET lease_owner = $1, lease_token = $2, lease_until = $3 WHERE (message_id, shard) = ( \
+           SELECT s.message_id, s.shard FROM message_shards s JOIN messages m ON m.id = s.message_id \
+           WHERE s.done = 0 AND s.lease_until < $4 AND m.state = 'sending' \
+           ORDER BY m.created_at, s.shard LIMIT 1 {lock}) \
+         RETURNING message_id, shard, start_after, end_at, cursor"
+    );
+    let row = sqlx::query(&sql)
+        .bind(claim.node.as_str())
+        .bind(claim.token.as_str())
+        .bind(now + lease_ms)
+        .bind(now)
+        .fetch_optional(&store.pool)
+        .await?;
+    row.map(|r: AnyRow| {
+        Ok(Shard {
+            token: claim.token.clone(),
+            message_id: r.try_get("message_id")?,
+            shard: r.try_get("shard")?,
+            start_after: r.try_get("start_after")?,
+            end_at: r.try_get("end_at")?,
+            cursor: r.try_get("cursor")?,
+        })
+    })
+    .transpose()
+}
+
+pub(super) async fn renew_shard(store: &SqlStore, shard: &Shard, now: i64, lease_ms: i64) -> R<bool> {
+    let r = sqlx::query(
+        "UPDATE message_shards SET lease_until = $1 \
+         WHERE message_id = $2 AND shard = $3 AND lease_token = $4 AND done = 0",
+    )
+    .bind(now + lease_ms)
+    .bind(shard.message_id.as_str())
+    .bind(shard.shard)
+    .bind(shard.token.as_str())
+    .execute(&store.pool)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub(super) async fn checkpoint_shard(
+    store: &SqlStore,
+    shard: &Shard,
+    progress: &ShardProgress,
+    outcome: &PageOutcome,
+    now: i64,
+) -> R<Option<MessageState>> {
+    let lease_until = if progress.done { 0 } else { now + progress.lease_ms };
+    let only_delivered = outcome.failed.is_empty()
+        && outcome.gone.is_empty()
+        && outcome.expired.is_empty()
+        && outcome.retries.is_empty();
+    if store.backend == Backend::Postgres && only_delivered {
+        // The usual page (everything delivered) in one statement, atomic on
+        // its own: one round trip instead of four (BEGIN, two UPDATEs,
+        // COMMIT). No row back means the claim was lost. SQLite has no
+        // UPDATE inside WITH; its round trips stay in-process.
+        let sql = format!(
+            "WITH held AS ({SHARD_CHECKPOINT} RETURNING message_id) \
+             UPDATE messages SET delivered = delivered + $4, updated_at = $8 \
+             WHERE id = (SELECT message_id FROM held) RETURNING state"
+        );
+        let q = bind_checkpoint(sqlx::query(&sql), shard, progress, lease_until, outcome).bind(now);
+        let row = q.fetch_optional(&store.pool).await?;
+        return row.as_ref().map(message_state).transpose();
+    }
+    let mut tx = store.pool.begin().await?;
+    let q = bind_checkpoint(sqlx::query(SHARD_CHECKPOINT), shard, progress, lease_until, outcome);
+    if q.execute(&mut *tx).await?.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let state = apply_outcome(&mut tx, &shard.message_id, outcome, outcome.retries.len() as i64, now).await?;
+    tx.commit().await?;
+    Ok(Some(state))
+}
+
+pub(super) async fn claim_retries(
+    store: &SqlStore,
+    claim: &Claim,
+    now: i64,
+    lease_ms: i64,
+    limit: i64,
+) -> R<Vec<RetryItem>> {
+    let lock = match store.backend {
+        Backend::Postgres => "FOR UPDATE OF r SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE retries SET lease_owner = $1, lease_token = $2, lease_until = $3 \
+         WHERE (message_id, subscription_id) IN ( \
+           SELECT r.message_id, r.subscription_id FROM retries r JOIN messages m ON m.id = r.message_id \
+           WHERE r.due_at <= $4 AND r.lease_until < $4 AND m.state = 'sending' \
+           ORDER BY r.due_at LIMIT $5 {lock}) \
+         RETURNING message_id, subscription_id, attempt, reason"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(claim.node.as_str())
+        .bind(claim.token.as_str())
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&store.pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(RetryItem {
+                message_id: r.try_get("message_id")?,
+                subscription_id: r.try_get("subscription_id")?,
+                attempt: r.try_get("attempt")?,
+                reason: r.try_get("reason")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn renew_retries(store: &SqlStore, token: &str, now: i64, lease_ms: i64) -> R<bool> {
+    let r = sqlx::query("UPDATE retries SET lease_until = $1 WHERE lease_token = $2")
+        .bind(now + lease_ms)
+        .bind(token)
+        .execute(&store.pool)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub(super) async fn record_retries(
+    store: &SqlStore,
+    message_id: &str,
+    token: &str,
+    items: &[RetryItem],
+    outcome: &PageOutcome,
+    now: i64,
+) -> R<bool> {
+    let mut tx = store.pool.begin().await?;
+    let mut held = 0;
+    for item in items {
+        held += sqlx::query("DELETE FROM retries WHERE message_id = $1 AND subscription_id = $2 AND lease_token = $3")
+            .bind(message_id)
+            .bind(item.subscription_id)
+            .bind(token)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    if held != items.len() as u64 {
+        // Some were claimed again by another worker (or the message was
+        // cancelled): record nothing; the transaction rolls back on drop.
+        return Ok(false);
+    }
+    let pending_delta = outcome.retries.len() as i64 - items.len() as i64;
+    apply_outcome(&mut tx, message_id, outcome, pending_delta, now).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Adds a page's outcome to a message inside `tx`: counters, failures by
+/// reason, deleted subscriptions, retries to schedule (none for a message
+/// cancelled meanwhile). Returns the message's state.
+async fn apply_outcome(
+    tx: &mut Transaction<'_, Any>,
+    message_id: &str,
+    outcome: &PageOutcome,
+    pending_delta: i64,
+    now: i64,
+) -> R<MessageState> {
+    let row = sqlx::query(
+        "UPDATE messages SET delivered = delivered + $1, failed = failed + $2, gone = gone + $3, \
+         expired = expired + $4, pending_retry = CASE WHEN state = 'cancelled' THEN 0 ELSE pending_retry + $5 END, \
+         updated_at = $6 WHERE id = $7 RETURNING state",
+    )
+    .bind(outcome.delivered)
+    .bind(outcome.failed_total())
+    .bind(outcome.gone.len() as i64)
+    .bind(outcome.expired.len() as i64)
+    .bind(pending_delta)
+    .bind(now)
+    .bind(message_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let state = message_state(&row)?;
+    for (reason, n) in &outcome.failed {
+        sqlx::query(
+            "INSERT INTO message_failures (message_id, reason, count) VALUES ($1, $2, $3) \
+             ON CONFLICT (message_id, reason) DO UPDATE SET count = message_failures.count + excluded.count",
+        )
+        .bind(message_id)
+        .bind(reason.as_str())
+        .bind(*n)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for id in outcome.gone.iter().chain(&outcome.expired) {
+        sqlx::query("DELETE FROM subscriptions WHERE id = $1").bind(*id).execute(&mut **tx).await?;
+    }
+    if state != MessageState::Cancelled {
+        insert_retries(tx, message_id, &outcome.retries).await?;
+    }
+    Ok(state)
+}
+
+/// Schedules retries inside `tx` (a row already there is kept).
+async fn insert_retries(tx: &mut Transaction<'_, Any>, message_id: &str, retries: &[NewRetry]) -> R<()> {
+    for r in retries {
+        sqlx::query(
+            "INSERT INTO retries (message_id, subscription_id, attempt, due_at, reason) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(message_id)
+        .bind(r.subscription_id)
+        .bind(r.attempt)
+        .bind(r.due_at)
+        .bind(r.reason.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A page's checkpoint of its shard: cursor, done (a shard closed by a
+/// cancel stays closed), lease and delivered count, only while the claim
+/// token is still the shard's.
+const SHARD_CHECKPOINT: &str = "UPDATE message_shards SET cursor = $1, done = CASE WHEN $2 = 1 THEN 1 ELSE done END, \
+     lease_until = $3, delivered = delivered + $4 WHERE message_id = $5 AND shard = $6 AND lease_token = $7";
+
+/// Binds [`SHARD_CHECKPOINT`]'s `$1`…`$7`.
+fn bind_checkpoint<'q>(
+    q: AnyQuery<'q>,
+    shard: &'q Shard,
+    progress: &ShardProgress,
+    lease_until: i64,
+    outcome: &PageOutcome,
+) -> AnyQuery<'q> {
+    q.bind(progress.cursor)
+        .bind(i64::from(progress.done))
+        .bind(lease_until)
+        .bind(outcome.delivered)
+        .bind(shard.message_id.as_str())
+        .bind(shard.shard)
+        .bind(shard.token.as_str())
+}
