@@ -28,6 +28,7 @@ struct State {
     retries: BTreeMap<(String, i64), RetryRow>,
     tokens: Vec<String>,
     renewals: u64,
+    refuse_renewals: bool,
 }
 
 #[derive(Debug)]
@@ -62,6 +63,12 @@ impl MemoryStore {
     /// Heartbeats accepted so far (shards and retries), for tests.
     pub fn renewals(&self) -> u64 {
         self.lock().renewals
+    }
+
+    /// From now on every heartbeat is refused, as when another worker has
+    /// claimed the work meanwhile (for tests of what a worker then does).
+    pub fn refuse_renewals(&self) {
+        self.lock().refuse_renewals = true;
     }
 }
 
@@ -402,6 +409,9 @@ impl Store for MemoryStore {
 
     async fn renew_shard(&self, shard: &Shard, now: i64, lease_ms: i64) -> Result<bool> {
         let mut st = self.lock();
+        if st.refuse_renewals {
+            return Ok(false);
+        }
         let held = match st.shards.get_mut(&(shard.message_id.clone(), shard.shard)) {
             Some(row) if !row.done && row.token.as_deref() == Some(shard.token.as_str()) => {
                 row.lease_until = now + lease_ms;
@@ -463,6 +473,9 @@ impl Store for MemoryStore {
 
     async fn renew_retries(&self, token: &str, now: i64, lease_ms: i64) -> Result<bool> {
         let mut st = self.lock();
+        if st.refuse_renewals {
+            return Ok(false);
+        }
         let mut held = false;
         for r in st.retries.values_mut().filter(|r| r.token.as_deref() == Some(token)) {
             r.lease_until = now + lease_ms;

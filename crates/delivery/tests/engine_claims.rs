@@ -1,0 +1,224 @@
+//! The engine's claims, heartbeats and retries, against the in-memory store
+//! and scripted push services, under tokio's paused clock: minutes of leases
+//! and slow answers run in milliseconds, and the same every time.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tocsin_delivery::engine::{Clock, EndpointCheck, Engine, EngineConfig, EngineMetrics};
+use tocsin_delivery::fanout::BroadcastConfig;
+use tocsin_delivery::Transport;
+use tocsin_protocol::ece::ReceiverKeys;
+use tocsin_protocol::outcome::RetryReason;
+use tocsin_protocol::{Outcome, Subscription, VapidKey, VapidSubject};
+use tocsin_store_api::memory::MemoryStore;
+use tocsin_store_api::{Message, MessageState, NewMessage, NewSubscription, Store, Target};
+use tokio::sync::watch;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A push service that takes `delay` to answer each request and answers
+/// with `answer(nth request for this endpoint)`. It counts a request when
+/// it arrives, before its answer: a request that was aborted still reached it.
+struct Scripted {
+    delay: Duration,
+    answer: fn(u32) -> Outcome,
+    hits: Mutex<HashMap<String, u32>>,
+}
+
+impl Scripted {
+    fn new(delay: Duration, answer: fn(u32) -> Outcome) -> Arc<Self> {
+        Arc::new(Self { delay, answer, hits: Mutex::default() })
+    }
+
+    fn hits(&self) -> HashMap<String, u32> {
+        self.hits.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+}
+
+impl Transport for Scripted {
+    fn send(&self, request: http::Request<Bytes>) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
+        let nth = self
+            .hits
+            .lock()
+            .map(|mut h| {
+                let n = h.entry(request.uri().to_string()).or_default();
+                *n += 1;
+                *n
+            })
+            .unwrap_or(0);
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            (self.answer)(nth)
+        })
+    }
+}
+
+struct AnyEndpoint;
+impl EndpointCheck for AnyEndpoint {
+    fn check(&self, _: &url::Url) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// `n` subscriptions and one broadcast to them, stored.
+async fn broadcast(store: &dyn Store, n: usize) -> Result<String, Box<dyn std::error::Error>> {
+    let vapid = VapidKey::generate()?;
+    let key = store.make_vapid_key_current(&vapid.public_key_base64url(), &vapid.private_key_base64url(), 0).await?;
+    let receiver = ReceiverKeys::generate()?;
+    let subs = (0..n)
+        .map(|i| {
+            let endpoint = format!("https://push.example.net/s/{i}").parse()?;
+            Ok(NewSubscription {
+                subscription: Subscription::new(endpoint, receiver.public_key(), receiver.auth())?,
+                user_id: None,
+                topics: None,
+                vapid_key_id: key.id,
+            })
+        })
+        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+    store.upsert_subscriptions(&subs, 0).await?;
+    let message = NewMessage {
+        id: "m1".into(),
+        payload: Some(b"hello".to_vec()),
+        target: Target::All(true),
+        ttl: 86_400,
+        urgency: None,
+        topic: None,
+        send_at: None,
+        idempotency_key: None,
+        created_at: Clock::tokio().now_ms(),
+    };
+    store.insert_message(&message).await?;
+    Ok(message.id)
+}
+
+/// An engine on the caller's (paused) runtime: two lanes of two workers,
+/// two requests in flight per lane.
+fn engine(
+    store: Arc<dyn Store>,
+    service: Arc<Scripted>,
+    lease: Duration,
+    page: i64,
+    shard: i64,
+    metrics: EngineMetrics,
+) -> Result<Arc<Engine>, Box<dyn std::error::Error>> {
+    let config = EngineConfig {
+        node_id: "node-a".into(),
+        shard_size: shard,
+        page_size: page,
+        lease,
+        threads: 2,
+        own_threads: false,
+        workers: 2,
+        concurrency: 4,
+        per_origin: 4,
+        retry: BroadcastConfig { max_attempts: 5, retry_base: Duration::from_secs(1), ..BroadcastConfig::default() },
+        poll_interval: Duration::from_millis(250),
+        subject: VapidSubject::new("mailto:tests@example.com")?,
+        clock: Clock::tokio(),
+    };
+    let transports: Vec<Arc<dyn Transport>> = vec![service.clone(), service];
+    Ok(Engine::with_transports(store, transports, config, Arc::new(AnyEndpoint), metrics))
+}
+
+/// Waits (on the paused clock) until the message is done, at most `limit`.
+async fn until_done(store: &dyn Store, id: &str, limit: Duration) -> Result<Message, Box<dyn std::error::Error>> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let m = store.message(id).await?.ok_or("message missing")?;
+        if m.state == MessageState::Done {
+            return Ok(m);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("not done after {limit:?}: {m:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn delivered(_: u32) -> Outcome {
+    Outcome::Delivered { status: 201 }
+}
+
+/// Pages that take far longer than the lease: the heartbeat keeps each
+/// claim, so no other worker (two engines with one node id, four workers
+/// each) takes a shard over; each subscription is reached once, counted once.
+#[tokio::test(start_paused = true)]
+async fn pages_longer_than_the_lease_are_sent_once() -> TestResult {
+    let store = Arc::new(MemoryStore::new());
+    let id = broadcast(store.as_ref(), 120).await?;
+    // 20 per page, 2 in flight per lane, 2.5 s each: 25 s a page, lease 3 s.
+    let service = Scripted::new(Duration::from_millis(2500), delivered);
+    let (stop, stopped) = watch::channel(false);
+    let lease = Duration::from_secs(3);
+    let a = engine(store.clone(), service.clone(), lease, 20, 40, EngineMetrics::new())?;
+    let b = engine(store.clone(), service.clone(), lease, 20, 40, EngineMetrics::new())?;
+    let runs = [tokio::spawn(a.run(stopped.clone())), tokio::spawn(b.run(stopped))];
+    let m = until_done(store.as_ref(), &id, Duration::from_secs(600)).await?;
+    stop.send(true)?;
+    for run in runs {
+        run.await?;
+    }
+    let hits = service.hits();
+    assert_eq!(hits.len(), 120, "every subscription reached");
+    let twice: Vec<_> = hits.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "reached more than once: {twice:?}");
+    assert_eq!((m.counts.targeted, m.counts.delivered, m.counts.pending_retry), (120, 120, 0), "{m:?}");
+    assert!(store.renewals() >= 3 * 6, "the heartbeat ran: {} renewals", store.renewals());
+    Ok(())
+}
+
+/// Once the heartbeat is refused (another worker has claimed the shard),
+/// the worker stops sending the rest of its page and records nothing.
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_loses_its_claim_stops_and_records_nothing() -> TestResult {
+    let store = Arc::new(MemoryStore::new());
+    let id = broadcast(store.as_ref(), 20).await?;
+    store.refuse_renewals();
+    let service = Scripted::new(Duration::from_millis(2500), delivered);
+    let metrics = EngineMetrics::new();
+    let (stop, stopped) = watch::channel(false);
+    let engine = engine(store.clone(), service.clone(), Duration::from_secs(3), 20, 20, metrics.clone())?;
+    let run = tokio::spawn(engine.run(stopped));
+    // The first heartbeat, a third of the lease in, is refused; the shard
+    // could be claimed again only once the lease has run out (3 s).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop.send(true)?;
+    run.await?;
+    let reached: u32 = service.hits().values().sum();
+    assert!((1..=2).contains(&reached), "only the lane's 2 in flight were sent, not the page of 20: {reached}");
+    let m = store.message(&id).await?.ok_or("m1")?;
+    assert_eq!((m.state, m.counts.delivered, m.counts.failed), (MessageState::Sending, 0, 0), "{m:?}");
+    assert_eq!(metrics.claims_lost.get(), 1);
+    Ok(())
+}
+
+/// A service that first answers 503, then 201: the retries wait out their
+/// backoff on the paused clock and are claimed and recorded once each.
+#[tokio::test(start_paused = true)]
+async fn retries_are_claimed_and_recorded_once() -> TestResult {
+    fn busy_then_ok(nth: u32) -> Outcome {
+        if nth == 1 {
+            Outcome::Retry { reason: RetryReason::ServerError(503), after: None }
+        } else {
+            Outcome::Delivered { status: 201 }
+        }
+    }
+    let store = Arc::new(MemoryStore::new());
+    let id = broadcast(store.as_ref(), 30).await?;
+    let service = Scripted::new(Duration::from_millis(200), busy_then_ok);
+    let (stop, stopped) = watch::channel(false);
+    let engine = engine(store.clone(), service.clone(), Duration::from_secs(3), 10, 30, EngineMetrics::new())?;
+    let run = tokio::spawn(engine.run(stopped));
+    let m = until_done(store.as_ref(), &id, Duration::from_secs(600)).await?;
+    stop.send(true)?;
+    run.await?;
+    assert!(service.hits().values().all(|n| *n == 2), "{:?}", service.hits());
+    assert_eq!((m.counts.delivered, m.counts.pending_retry, m.counts.failed), (30, 0, 0), "{m:?}");
+    Ok(())
+}
