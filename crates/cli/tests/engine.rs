@@ -217,6 +217,18 @@ async fn crash(backend: Backend) {
     eprintln!(
         "{backend:?}: killed after {at_kill} of {n}; {total} messages received in all; {twice} subscriptions got it twice"
     );
+    assert!(at_kill < n as u64, "the kill came after the broadcast had ended: {at_kill} of {n} received");
+    assert_duplicates_at_most_in_flight(total, n);
+}
+
+/// A crash re-sends at most the pages that were in flight: a page per
+/// worker, two workers per engine thread, one thread per core.
+fn assert_duplicates_at_most_in_flight(total: u64, n: usize) {
+    const PAGE_SIZE: u64 = 500; // `--page-size`'s default
+    let threads = std::thread::available_parallelism().map_or(1, |c| c.get()) as u64;
+    let in_flight = threads * 2 * PAGE_SIZE;
+    let duplicates = total - n as u64;
+    assert!(duplicates <= in_flight, "{duplicates} sent twice, more than the {in_flight} that can be in flight");
 }
 both_backends!(kill_9_halfway_loses_nothing, crash);
 
@@ -267,6 +279,79 @@ async fn two_nodes_share_a_broadcast_and_survive_one_dying() {
          {total} received in all; {twice} got it twice",
         delivered_by(&mb)
     );
+    assert!(share_a + share_b < n as u64, "a was killed after the broadcast had ended");
+    assert_duplicates_at_most_in_flight(total, n);
+}
+
+/// A push service that answers every request after 250 ms, and pages that
+/// take five times the lease (40 per page, 2 requests in flight per engine
+/// thread, lease 1 s): the heartbeat keeps each claim, so each subscription
+/// is reached exactly once and the counts are exact. Before claims had
+/// tokens and heartbeats, a page that outlived its lease was claimed again
+/// by another worker of the same node and sent twice.
+async fn slow_push_service(backend: Backend) {
+    let db = Db::new(backend);
+    let dev = DevPush::start(&[]);
+    let server = Server::start(&db, &SLOW_ARGS);
+    let subs = populate(&dev, &server, &db, 120).await;
+    slow_down(&dev, &subs).await;
+    let id = send_all(&server, "slow but once").await;
+    let m = server.wait_done(&id).await;
+    assert_exactly_once(&dev, &subs, &m).await;
+}
+both_backends!(pages_slower_than_the_lease_are_sent_exactly_once, slow_push_service);
+
+const SLOW_ARGS: [&str; 12] = [
+    "--endpoint-policy",
+    "any",
+    "--lease-seconds",
+    "1",
+    "--page-size",
+    "40",
+    "--shard-size",
+    "40",
+    "--per-origin-concurrency",
+    "4",
+    "--concurrency",
+    "4",
+];
+
+async fn slow_down(dev: &DevPush, subs: &[Value]) {
+    for s in subs {
+        let r = dev.post(&format!("/subscriptions/{}/faults", sub_id(s)), json!({"delayMs": 250})).await;
+        assert_eq!(r.status(), 204);
+    }
+}
+
+async fn assert_exactly_once(dev: &DevPush, subs: &[Value], m: &Value) {
+    let n = subs.len() as i64;
+    assert_eq!(m["counts"]["targeted"].as_i64(), Some(n), "{m}");
+    assert_eq!(m["counts"]["delivered"].as_i64(), Some(n), "{m}");
+    assert_counts_add_up(m);
+    let (total, counts) = received(dev).await;
+    for s in subs {
+        assert_eq!(counts.get(&sub_id(s)), Some(&1), "each subscription is reached exactly once: {counts:?}");
+    }
+    assert_eq!(total, n as u64);
+}
+
+/// The same with two nodes on one PostgreSQL, started with one `--node-id`
+/// (a node id is a name, not a proof: only the claim's token is).
+#[tokio::test]
+async fn two_nodes_with_slow_pages_send_each_once() {
+    let db = Db::new(Backend::Postgres);
+    let dev = DevPush::start(&[]);
+    let a = Server::start(&db, &[&SLOW_ARGS[..], &["--node-id", "twin"]].concat());
+    let b = Server::start(&db, &[&SLOW_ARGS[..], &["--node-id", "twin"]].concat());
+    // Six shards: more than node a's four workers, so b takes some.
+    let subs = populate(&dev, &a, &db, 240).await;
+    slow_down(&dev, &subs).await;
+    let id = send_all(&a, "two slow nodes").await;
+    b.assert_up().await;
+    let m = a.wait_done(&id).await;
+    assert_exactly_once(&dev, &subs, &m).await;
+    let mb = b.http.get(b.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(delivered_by(&mb) > 0, "node b took part");
 }
 
 #[tokio::test]
