@@ -45,8 +45,11 @@ def check_vapid(headers, audience):
     if not auth:
         return {"present": False}
     scheme, rest = auth.split(" ", 1)
-    assert scheme.lower() == "vapid", scheme
-    token, k = param(rest, "t"), param(rest, "k")
+    if scheme.lower() == "vapid":  # RFC 8292
+        token, k = param(rest, "t"), param(rest, "k")
+    else:  # the draft's scheme, which aesgcm senders use: the key in Crypto-Key
+        assert scheme == "WebPush", scheme
+        token, k = rest.strip(), param(headers.get("Crypto-Key", ""), "p256ecdsa")
     head, claims, sig = token.split(".")
     header = json.loads(b64d(head))
     claims = json.loads(b64d(claims))
@@ -63,6 +66,7 @@ def check_vapid(headers, audience):
         "sub": claims.get("sub"),
         "expOk": now < claims["exp"] <= now + 24 * 3600,
         "k": k,
+        "scheme": scheme,
     }
 
 

@@ -57,6 +57,8 @@ async fn an_independent_receiver_decrypts_and_verifies_what_tocsin_sends() {
         assert_eq!(v["k"], public.as_str());
         assert_eq!(r["ttl"], "2419200");
     }
+    assert_eq!(results[0]["vapid"]["scheme"], "vapid", "aes128gcm: RFC 8292's scheme");
+    assert_eq!(results[1]["vapid"]["scheme"], "WebPush", "aesgcm: the scheme its senders and services use");
     assert_eq!(results[0]["encoding"], "aes128gcm");
     assert_eq!(results[0]["plaintext"], "Grüße from Tocsin, aes128gcm");
     assert_eq!(results[0]["urgency"], "low");
@@ -99,4 +101,69 @@ fn pywebpush_messages_are_accepted_and_decrypted_by_the_dev_push_service() {
             assert_eq!(m["encoding"], s["encoding"]);
         }
     }
+}
+
+/// The parts of a push request's headers that say how it is signed and
+/// encrypted: the `Authorization` scheme, the `Crypto-Key` parameters (names
+/// and separator; their order differs between libraries and means nothing)
+/// with the VAPID key, the `Encryption` parameters, the content coding.
+fn header_shape(m: &Value) -> Value {
+    let h = &m["headers"];
+    let get = |name: &str| h[name].as_str().unwrap_or_default().to_owned();
+    let names = |v: &str| {
+        let mut n: Vec<String> =
+            v.split([';', ',']).filter_map(|kv| kv.split_once('=')).map(|(k, _)| k.trim().to_owned()).collect();
+        n.sort();
+        n
+    };
+    let crypto_key = get("crypto-key");
+    let p256ecdsa = crypto_key.split(';').find_map(|kv| kv.strip_prefix("p256ecdsa=")).map(str::to_owned);
+    serde_json::json!({
+        "authorizationScheme": get("authorization").split(' ').next(),
+        "cryptoKeyParams": names(&crypto_key),
+        "cryptoKeySeparator": if crypto_key.contains(',') { "," } else { ";" },
+        "p256ecdsa": p256ecdsa,
+        "encryptionParams": names(&get("encryption")),
+        "contentEncoding": get("content-encoding"),
+        "verifiedScheme": m["vapid"]["scheme"],
+    })
+}
+
+/// `aesgcm` goes out as pywebpush sends it to the same subscription with
+/// the same key: `Authorization: WebPush <jwt>`, the key in `Crypto-Key`'s
+/// `p256ecdsa=` beside `dh=`, joined by `;`; `Encryption: salt=`.
+#[tokio::test]
+async fn aesgcm_headers_have_the_shape_pywebpush_gives_them() {
+    let dev = DevPush::start(&[]);
+    let (public, private) = vapid_keys();
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/interop/pywebpush_aesgcm.py"))
+        .args([&dev.base, &private])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], 201, "{report}");
+    let file = jsonl(&[report["subscription"].clone()]);
+    let sent = send(vec![
+        "--subscription".to_owned(),
+        file.path().to_str().unwrap().to_owned(),
+        "--encoding".into(),
+        "aesgcm".into(),
+        "--payload".into(),
+        "from Tocsin, aesgcm".into(),
+        "--vapid-subject".into(),
+        "mailto:interop@example.com".into(),
+        "--vapid-pvtkey".into(),
+        private.clone(),
+    ])
+    .await;
+    assert_eq!(sent.status.code(), Some(0), "{}", stdout(&sent));
+    let messages = dev.messages().await;
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    let (theirs, ours) = (header_shape(&messages[0]), header_shape(&messages[1]));
+    assert_eq!(ours, theirs, "Tocsin's aesgcm headers against pywebpush's");
+    assert_eq!(ours["authorizationScheme"], "WebPush");
+    assert_eq!(ours["p256ecdsa"], public.as_str());
+    assert_eq!(messages[1]["payload"], "from Tocsin, aesgcm");
 }

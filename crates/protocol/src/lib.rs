@@ -29,4 +29,4 @@ pub use ece::ContentEncoding;
 pub use outcome::{FailReason, Outcome, RetryReason};
 pub use request::{PushOptions, PushRequestError, Topic, Ttl, Urgency};
 pub use subscription::{AuthSecret, Subscription, SubscriptionError, UaPublicKey};
-pub use vapid::{VapidError, VapidKey, VapidSigner, VapidSubject};
+pub use vapid::{VapidError, VapidKey, VapidScheme, VapidSigner, VapidSubject};

@@ -12,7 +12,7 @@ use http::{HeaderValue, Method, Request};
 use crate::b64;
 use crate::ece::{self, ContentEncoding, EncryptError};
 use crate::subscription::Subscription;
-use crate::vapid::{VapidError, VapidSigner};
+use crate::vapid::{VapidError, VapidScheme, VapidSigner};
 
 /// How long, in seconds, the push service keeps an undelivered message
 /// (RFC 8030 section 5.2). Always sent.
@@ -164,8 +164,15 @@ pub fn build(
         // A checked topic is ASCII.
         headers.insert("topic", HeaderValue::from_str(t.as_str()).map_err(|_| PushRequestError::Uri)?);
     }
+    // aesgcm goes out as every other sender sends it (web-push, pywebpush,
+    // web-push-php), and as the services that still take it expect:
+    // `Authorization: WebPush <jwt>` and `Crypto-Key: dh=…;p256ecdsa=…`.
+    // aes128gcm carries RFC 8292's `vapid t=…, k=…`.
+    let legacy = options.encoding == ContentEncoding::AesGcm;
+    let mut crypto_key = Vec::with_capacity(2);
     if let Some(signer) = vapid {
-        headers.insert(AUTHORIZATION, signer.authorization(subscription.origin(), now)?);
+        let scheme = if legacy { VapidScheme::WebPush } else { VapidScheme::Vapid };
+        headers.insert(AUTHORIZATION, signer.authorization_in(scheme, subscription.origin(), now)?);
     }
     let body = match payload {
         None => Bytes::new(),
@@ -175,13 +182,19 @@ pub fn build(
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             if enc.encoding == ContentEncoding::AesGcm {
                 let salt = format!("salt={}", b64::encode(enc.salt));
-                let dh = format!("dh={}", b64::encode(enc.sender_public));
                 headers.insert("encryption", HeaderValue::try_from(salt).map_err(|_| PushRequestError::Uri)?);
-                headers.insert("crypto-key", HeaderValue::try_from(dh).map_err(|_| PushRequestError::Uri)?);
+                crypto_key.push(format!("dh={}", b64::encode(enc.sender_public)));
             }
             Bytes::from(enc.body)
         }
     };
+    if let (true, Some(signer)) = (legacy, vapid) {
+        crypto_key.push(format!("p256ecdsa={}", signer.public_key_base64url()));
+    }
+    if !crypto_key.is_empty() {
+        let value = HeaderValue::try_from(crypto_key.join(";")).map_err(|_| PushRequestError::Uri)?;
+        headers.insert("crypto-key", value);
+    }
     headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     req.body(body).map_err(|_| PushRequestError::Uri)
 }
@@ -250,6 +263,31 @@ mod tests {
             ece::AesGcmParams::from_headers(h["encryption"].to_str().unwrap(), h["crypto-key"].to_str().unwrap())
                 .unwrap();
         assert_eq!(r.decrypt_aesgcm(req.body(), &params).unwrap(), b"legacy");
+    }
+
+    #[test]
+    fn aesgcm_signs_in_the_webpush_scheme_with_the_key_in_crypto_key() {
+        let r = ReceiverKeys::generate().unwrap();
+        let s = sub(&r, "https://updates.push.services.mozilla.com/wpush/v1/x");
+        let signer =
+            VapidSigner::new(Arc::new(VapidKey::generate().unwrap()), VapidSubject::new("mailto:a@b.c").unwrap());
+        let opts = PushOptions { encoding: ContentEncoding::AesGcm, ..Default::default() };
+        let now = SystemTime::now();
+        let req = build(&s, Some(b"legacy"), &opts, Some(&signer), now).unwrap();
+        let h = req.headers();
+        let auth = h["authorization"].to_str().unwrap();
+        assert!(auth.starts_with("WebPush ey"), "{auth}");
+        let crypto_key = h["crypto-key"].to_str().unwrap();
+        let k = signer.public_key_base64url();
+        assert!(crypto_key.starts_with("dh=B") && crypto_key.ends_with(&format!(";p256ecdsa={k}")), "{crypto_key}");
+        let v = crate::vapid::verify(auth, Some(crypto_key), "https://updates.push.services.mozilla.com", now).unwrap();
+        assert_eq!((v.scheme, v.public_key.as_slice()), ("WebPush", signer.key().public_key().as_slice()));
+        let params = ece::AesGcmParams::from_headers(h["encryption"].to_str().unwrap(), crypto_key).unwrap();
+        assert_eq!(r.decrypt_aesgcm(req.body(), &params).unwrap(), b"legacy");
+        // aes128gcm keeps RFC 8292's scheme, and no Crypto-Key.
+        let req = build(&s, Some(b"new"), &PushOptions::default(), Some(&signer), now).unwrap();
+        assert!(req.headers()["authorization"].to_str().unwrap().starts_with("vapid t="));
+        assert!(req.headers().get("crypto-key").is_none());
     }
 
     #[test]

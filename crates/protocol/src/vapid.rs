@@ -209,8 +209,23 @@ impl VapidSubject {
 
 #[derive(Clone)]
 struct CachedToken {
+    /// `vapid t=…, k=…`.
     header: HeaderValue,
+    /// `WebPush <jwt>`, the same token in the draft's scheme (`aesgcm`).
+    webpush: HeaderValue,
     expires: u64,
+}
+
+/// Which `Authorization` scheme a push request carries its token in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VapidScheme {
+    /// RFC 8292: `Authorization: vapid t=<jwt>, k=<key>`. With `aes128gcm`.
+    Vapid,
+    /// The draft's `Authorization: WebPush <jwt>` with the key in
+    /// `Crypto-Key: p256ecdsa=<key>`: what web-push (Node), pywebpush and
+    /// web-push-php send with `aesgcm`, and what the services that still
+    /// take `aesgcm` expect.
+    WebPush,
 }
 
 /// Signs VAPID tokens, one per audience, and reuses each until
@@ -282,22 +297,48 @@ impl VapidSigner {
         Ok((jwt, exp))
     }
 
-    /// The `Authorization` header value for `audience`, from the cache when a
-    /// token for it has more than [`REFRESH_MARGIN`] left.
+    /// The `Authorization` header value for `audience` in RFC 8292's
+    /// `vapid` scheme, from the cache when a token for it has more than
+    /// [`REFRESH_MARGIN`] left.
     pub fn authorization(&self, audience: &str, now: SystemTime) -> Result<HeaderValue, VapidError> {
+        self.authorization_in(VapidScheme::Vapid, audience, now)
+    }
+
+    /// The `Authorization` header value for `audience` in `scheme`, cached
+    /// as [`authorization`](Self::authorization). With
+    /// [`VapidScheme::WebPush`] the key goes in `Crypto-Key` as
+    /// `p256ecdsa=` + [`public_key_base64url`](Self::public_key_base64url).
+    pub fn authorization_in(
+        &self,
+        scheme: VapidScheme,
+        audience: &str,
+        now: SystemTime,
+    ) -> Result<HeaderValue, VapidError> {
         let now_s = unix(now);
         let fresh = |c: &CachedToken| c.expires > now_s + REFRESH_MARGIN.as_secs().min(self.validity.as_secs() / 2);
+        let pick = |c: &CachedToken| match scheme {
+            VapidScheme::Vapid => c.header.clone(),
+            VapidScheme::WebPush => c.webpush.clone(),
+        };
         if let Ok(cache) = self.cache.lock() {
             if let Some(c) = cache.get(audience).filter(|c| fresh(c)) {
-                return Ok(c.header.clone());
+                return Ok(pick(c));
             }
         }
         let (jwt, expires) = self.token(audience, now)?;
         let header = HeaderValue::try_from(format!("vapid t={jwt}, k={}", self.k)).map_err(|_| VapidError::Crypto)?;
+        let webpush = HeaderValue::try_from(format!("WebPush {jwt}")).map_err(|_| VapidError::Crypto)?;
+        let cached = CachedToken { header, webpush, expires };
+        let value = pick(&cached);
         if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(audience.to_owned(), CachedToken { header: header.clone(), expires });
+            cache.insert(audience.to_owned(), cached);
         }
-        Ok(header)
+        Ok(value)
+    }
+
+    /// The public key, raw base64url (`k=`, `p256ecdsa=`).
+    pub fn public_key_base64url(&self) -> &str {
+        &self.k
     }
 }
 
