@@ -341,3 +341,53 @@ async fn keys_that_start_with_a_hyphen_are_values() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(dev.messages().await[0]["payload"], "-starts with a hyphen");
 }
+
+/// A stand-in proxy: counts the connections it gets and answers 502.
+fn fake_proxy() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = conn.read(&mut [0u8; 4096]);
+            let _ = conn.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, hits)
+}
+
+/// The proxy variables of the environment are not followed (a proxy
+/// resolves names itself, past the server's connect-time address check);
+/// `--proxy` is.
+#[tokio::test]
+async fn proxy_variables_are_ignored_unless_a_flag_names_a_proxy() {
+    use std::sync::atomic::Ordering;
+    let dev = DevPush::start(&[]);
+    let sub = dev.mint(None).await;
+    let file = jsonl(std::slice::from_ref(&sub));
+    let (proxy, hits) = fake_proxy();
+    let run = |flag: Option<&str>| {
+        let mut cmd = tocsin();
+        cmd.args(["send", "--subscription", file.path().to_str().unwrap(), "--payload", "direct", "--attempts", "1"])
+            .env("HTTP_PROXY", &proxy)
+            .env("http_proxy", &proxy)
+            .env("HTTPS_PROXY", &proxy)
+            .env("ALL_PROXY", &proxy)
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy");
+        if let Some(p) = flag {
+            cmd.args(["--proxy", p]);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(None);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the environment's proxy was used");
+    assert_eq!(dev.messages().await.len(), 1);
+    let out = run(Some(&proxy));
+    assert_ne!(out.status.code(), Some(0), "through the proxy, which answers 502");
+    assert!(hits.load(Ordering::SeqCst) >= 1, "--proxy was not used");
+}

@@ -1,6 +1,6 @@
 //! Endpoint policy: the server must never become a proxy into its own network.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use url::{Host, Url};
@@ -40,6 +40,12 @@ impl FromStr for EndpointPolicy {
 }
 
 /// Is this address one a public push service could have?
+///
+/// IPv6 forms that carry an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`,
+/// IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4
+/// `2002:aabb:ccdd::`) are judged by that IPv4 address, since that is where
+/// the packets end up. Teredo tunnels, site-local, discard-only and the
+/// other special ranges are refused outright.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -58,18 +64,64 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || o[0] >= 240)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_ipv4(v6) {
                 return is_public(IpAddr::V4(v4));
             }
             let s = v6.segments();
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link local
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x0064 && s[1] == 0xff9b)) // NAT64 reaches IPv4 space
+                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (s[0] & 0xffc0) == 0xfe80 // link local fe80::/10
+                || (s[0] & 0xffc0) == 0xfec0 // site local fec0::/10 (deprecated, still routed inward)
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation 2001:db8::/32
+                || (s[0] == 0x2001 && s[1] == 0x0000) // Teredo 2001::/32: a tunnel to anywhere
+                || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0010) // ORCHID 2001:10::/28
+                || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0020) // ORCHIDv2 2001:20::/28
+                || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001) // NAT64 local use 64:ff9b:1::/48
+                || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0)) // discard only 100::/64
         }
+    }
+}
+
+/// The IPv4 address an IPv6 address carries, for the forms that deliver to it.
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4); // ::ffff:a.b.c.d
+    }
+    if s[..6] == [0, 0, 0, 0, 0, 0] && !(s[6] == 0 && s[7] <= 1) {
+        return Some(low); // IPv4-compatible ::a.b.c.d (not :: or ::1)
+    }
+    if s[..6] == [0x0064, 0xff9b, 0, 0, 0, 0] {
+        return Some(low); // NAT64 64:ff9b::/96
+    }
+    if s[0] == 0x2002 {
+        return Some(Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8));
+        // 6to4
+    }
+    None
+}
+
+/// Looks a host up: all its addresses. The system resolver in production;
+/// tests give a stub.
+pub trait Resolve: Send + Sync {
+    /// The addresses `host` resolves to, or why it does not resolve.
+    fn resolve<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, Result<Vec<IpAddr>, String>>;
+}
+
+/// A boxed future, for [`Resolve`].
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The operating system's resolver.
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, Result<Vec<IpAddr>, String>> {
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host, port)).await.map_err(|e| e.to_string())?.map(|a| a.ip()).collect())
+        })
     }
 }
 
@@ -111,6 +163,11 @@ impl EndpointPolicy {
     /// trusted without a lookup: the lookup is there to stop a name that
     /// points into the server's own network, and theirs do not.
     pub async fn check(&self, url: &Url) -> Result<(), String> {
+        self.check_with(url, &SystemResolver).await
+    }
+
+    /// [`check`](Self::check) with a resolver of the caller's.
+    pub async fn check_with(&self, url: &Url, resolver: &dyn Resolve) -> Result<(), String> {
         self.check_static(url)?;
         if *self != Self::Public {
             return Ok(());
@@ -120,15 +177,13 @@ impl EndpointPolicy {
             return Ok(());
         }
         let port = url.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<_> = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| format!("endpoint host {host} does not resolve: {e}"))?
-            .collect();
+        let addrs =
+            resolver.resolve(host, port).await.map_err(|e| format!("endpoint host {host} does not resolve: {e}"))?;
         if addrs.is_empty() {
             return Err(format!("endpoint host {host} does not resolve"));
         }
-        if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-            return Err(format!("endpoint host {host} resolves to a non-public address {}", bad.ip()));
+        if let Some(bad) = addrs.iter().find(|a| !is_public(**a)) {
+            return Err(format!("endpoint host {host} resolves to a non-public address {bad}"));
         }
         Ok(())
     }
@@ -188,6 +243,103 @@ mod tests {
         }
         assert!(p.check_static(&url("https://fcm.googleapis.com/fcm/send/abc")).is_ok());
         assert!(p.check_static(&url("https://8.8.8.8/x")).is_ok());
+    }
+
+    #[test]
+    fn ipv6_forms_that_carry_an_ipv4_address_are_judged_by_it() {
+        for (ip, public) in [
+            ("2002:7f00:1::", false),       // 6to4 of 127.0.0.1
+            ("2002:a00:1::1", false),       // 6to4 of 10.0.0.1
+            ("2002:808:808::1", true),      // 6to4 of 8.8.8.8
+            ("64:ff9b::7f00:1", false),     // NAT64 of 127.0.0.1
+            ("64:ff9b::a9fe:a9fe", false),  // NAT64 of 169.254.169.254
+            ("64:ff9b::808:808", true),     // NAT64 of 8.8.8.8
+            ("64:ff9b:1::808:808", false),  // NAT64 local use
+            ("::7f00:1", false),            // IPv4-compatible 127.0.0.1
+            ("::a00:1", false),             // IPv4-compatible 10.0.0.1
+            ("::808:808", true),            // IPv4-compatible 8.8.8.8
+            ("::ffff:192.168.1.1", false),  // IPv4-mapped
+            ("2001:0:4136:e378::1", false), // Teredo
+            ("fec0::1", false),             // site local
+            ("100::1", false),              // discard only
+            ("2001:20::1", false),          // ORCHIDv2
+            ("2606:4700:4700::1111", true), // a public address
+            ("::", false),
+            ("::1", false),
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(is_public(ip), public, "{ip}");
+        }
+    }
+
+    #[test]
+    fn numeric_ipv4_forms_and_trailing_dots_are_refused() {
+        let p = EndpointPolicy::Public;
+        for bad in [
+            "https://2130706433/x",               // decimal 127.0.0.1
+            "https://0177.0.0.1/x",               // octal
+            "https://0x7f.0.0.1/x",               // hex
+            "https://0x7f000001/x",               // one hex number
+            "https://127.1/x",                    // short form
+            "https://017700000001/x",             // one octal number
+            "https://0xa9.0xfe.0xa9.0xfe/latest", // 169.254.169.254
+            "https://127.0.0.1./x",               // trailing dot
+            "https://localhost./x",
+            "https://LOCALHOST/x",
+            "https://foo.local./x",
+            "https://[0:0:0:0:0:ffff:7f00:1]/x",
+            "https://[::ffff:7f00:1]/x",
+            "https://[64:ff9b::a00:1]/x",
+        ] {
+            assert!(p.check_static(&url(bad)).is_err(), "{bad}");
+        }
+    }
+
+    /// A resolver that answers from a table and counts its lookups.
+    struct Stub(std::sync::Mutex<Vec<String>>);
+
+    impl Resolve for Stub {
+        fn resolve<'a>(&'a self, host: &'a str, _: u16) -> BoxFuture<'a, Result<Vec<IpAddr>, String>> {
+            if let Ok(mut asked) = self.0.lock() {
+                asked.push(host.to_owned());
+            }
+            let answer = match host {
+                "public.example" => Ok(vec!["93.184.215.14".parse().unwrap()]),
+                "inward.example" => Ok(vec!["10.1.2.3".parse().unwrap()]),
+                "mixed.example" => Ok(vec!["93.184.215.14".parse().unwrap(), "127.0.0.1".parse().unwrap()]),
+                "mapped.example" => Ok(vec!["::ffff:169.254.169.254".parse().unwrap()]),
+                "empty.example" => Ok(vec![]),
+                _ => Err("no such host".to_owned()),
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_dns_branch_refuses_names_that_point_inward() {
+        let stub = Stub(Default::default());
+        let p = EndpointPolicy::Public;
+        assert!(p.check_with(&url("https://public.example/push/1"), &stub).await.is_ok());
+        for bad in [
+            "https://inward.example/x",
+            "https://mixed.example/x",
+            "https://mapped.example/x",
+            "https://empty.example/x",
+            "https://unknown.example/x",
+            "https://inward.example./x",
+        ] {
+            let e = p.check_with(&url(bad), &stub).await.unwrap_err();
+            assert!(e.contains("non-public") || e.contains("does not resolve"), "{bad}: {e}");
+        }
+        // The major push services are trusted without a lookup; `any` and
+        // `known` look nothing up.
+        stub.0.lock().unwrap().clear();
+        assert!(p.check_with(&url("https://fcm.googleapis.com/fcm/send/x"), &stub).await.is_ok());
+        assert!(p.check_with(&url("https://web.push.apple.com./x"), &stub).await.is_ok());
+        assert!(EndpointPolicy::Any.check_with(&url("https://inward.example/x"), &stub).await.is_ok());
+        let known = EndpointPolicy::Known(vec!["inward.example".into()]);
+        assert!(known.check_with(&url("https://inward.example/x"), &stub).await.is_ok());
+        assert!(stub.0.lock().unwrap().is_empty(), "looked up: {:?}", stub.0.lock().unwrap());
     }
 
     #[test]
