@@ -275,5 +275,10 @@ fn parse_import_line(line: &str) -> anyhow::Result<ImportLine> {
             Some(serde_json::from_value::<Vec<String>>(t.clone()).context("topics must be an array of strings")?)
         }
     };
-    Ok((tocsin_protocol::Subscription::from_value(v)?, user_id, topics))
+    let subscription = tocsin_protocol::Subscription::from_value(v)?;
+    let len = subscription.endpoint().as_str().len();
+    if len > tocsin_store::MAX_ENDPOINT_LEN {
+        anyhow::bail!("endpoint is {len} bytes; at most {} are accepted", tocsin_store::MAX_ENDPOINT_LEN);
+    }
+    Ok((subscription, user_id, topics))
 }

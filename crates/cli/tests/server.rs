@@ -371,11 +371,39 @@ async fn bad_input(backend: Backend) {
         ("private endpoint", sub("https://10.0.0.8/push"), "endpoint-not-allowed"),
         ("link-local endpoint", sub("https://169.254.169.254/latest/meta-data"), "endpoint-not-allowed"),
         ("localhost endpoint", sub("https://localhost/push"), "endpoint-not-allowed"),
+        ("endpoint over 2048 bytes", sub(&format!("https://fcm.googleapis.com/fcm/send/{}", "a".repeat(2030))), "invalid-endpoint"),
+        (
+            "oldEndpoint over 2048 bytes",
+            json!({"endpoint": "https://fcm.googleapis.com/x", "oldEndpoint": format!("https://fcm.googleapis.com/{}", "a".repeat(2030)),
+                   "keys": {"p256dh": p256dh, "auth": auth}}).to_string(),
+            "invalid-old-endpoint",
+        ),
+        (
+            "userId over 256 bytes",
+            json!({"endpoint": "https://fcm.googleapis.com/x", "userId": "u".repeat(257), "keys": {"p256dh": p256dh, "auth": auth}}).to_string(),
+            "invalid-user-id",
+        ),
+        (
+            "101 topics",
+            json!({"endpoint": "https://fcm.googleapis.com/x", "topics": (0..101).map(|i| format!("t{i}")).collect::<Vec<_>>(),
+                   "keys": {"p256dh": p256dh, "auth": auth}}).to_string(),
+            "invalid-topics",
+        ),
+        (
+            "topic over 64 bytes",
+            json!({"endpoint": "https://fcm.googleapis.com/x", "topics": ["t".repeat(65)], "keys": {"p256dh": p256dh, "auth": auth}}).to_string(),
+            "invalid-topics",
+        ),
+        (
+            "topic with a space",
+            json!({"endpoint": "https://fcm.googleapis.com/x", "topics": ["a b"], "keys": {"p256dh": p256dh, "auth": auth}}).to_string(),
+            "invalid-topics",
+        ),
         ("huge body", format!(r#"{{"endpoint":"{}"}}"#, "a".repeat(20_000)), "body-too-large"),
     ];
     for (name, body, id) in cases {
         let (status, text) = server.raw(Method::POST, "/api/subscription", body).await;
-        assert_eq!(status, 400, "{name}: {text}");
+        assert_eq!(status, if id == "body-too-large" { 413 } else { 400 }, "{name}: {text}");
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{name}: not JSON: {text}"));
         assert_eq!(v["error"]["id"], id, "{name}: {text}");
         assert!(!v["error"]["message"].as_str().unwrap().is_empty(), "{name}");
@@ -418,6 +446,78 @@ async fn bad_input(backend: Backend) {
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["id"], "unauthorized");
 }
 both_backends!(bad_input_is_refused_and_changes_nothing, bad_input);
+
+/// Writes a whole request (head, then every byte of the body) before
+/// reading the answer, as Python's `http.client` and many libraries do.
+fn write_then_read(addr: &str, head: &str, body: &[u8]) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(body)?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf)?;
+        answer.extend_from_slice(&buf[..n]);
+        if n == 0 || String::from_utf8_lossy(&answer).contains("}}") {
+            return Ok(String::from_utf8_lossy(&answer).into_owned());
+        }
+    }
+}
+
+/// A 3 MB body is answered 413 `body-too-large`, and a client that writes
+/// all of it before reading still reads that answer (the rest of the body
+/// is read and discarded first). Nothing is stored.
+#[tokio::test]
+async fn an_oversized_body_is_answered_413_to_a_client_that_writes_it_all() {
+    let db = Db::new(Backend::Sqlite);
+    let server = Server::start(&db, &[]);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let big = vec![b'a'; 3 * 1024 * 1024];
+    for (name, head) in [
+        (
+            "content-length",
+            format!("POST /api/subscription HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", big.len()),
+        ),
+        (
+            "chunked",
+            format!("POST /api/subscription HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"),
+        ),
+    ] {
+        let body = if name == "chunked" {
+            let mut b = format!("{:x}\r\n", big.len()).into_bytes();
+            b.extend_from_slice(&big);
+            b.extend_from_slice(b"\r\n0\r\n\r\n");
+            b
+        } else {
+            big.clone()
+        };
+        let (a, h) = (addr.clone(), head.clone());
+        let answer = tokio::task::spawn_blocking(move || write_then_read(&a, &h, &body)).await.unwrap();
+        let answer = answer.unwrap_or_else(|e| panic!("{name}: the client could not read the answer: {e}"));
+        assert!(answer.starts_with("HTTP/1.1 413"), "{name}: {answer}");
+        assert!(answer.contains(r#""id":"body-too-large""#), "{name}: {answer}");
+    }
+    assert_eq!(server.count().await, 0);
+}
+
+/// An endpoint of exactly 2,048 bytes is stored; one byte more is not.
+#[tokio::test]
+async fn endpoints_up_to_2048_bytes_are_stored() {
+    let db = Db::new(Backend::Postgres);
+    let server = Server::start(&db, &["--endpoint-policy", "any"]);
+    let dev = DevPush::start(&[]);
+    let good = minted(&dev, &server).await;
+    let prefix = "https://push.example.net/";
+    for (len, status) in [(2048, 200), (2049, 400)] {
+        let mut sub = good.clone();
+        sub["endpoint"] = json!(format!("{prefix}{}", "e".repeat(len - prefix.len())));
+        let (s, text) = server.subscribe(&sub).await;
+        assert_eq!(s, status, "{len} bytes: {text}");
+    }
+    assert_eq!(server.count().await, 1);
+}
 
 async fn storage_failure(backend: Backend) {
     let db = Db::new(backend);

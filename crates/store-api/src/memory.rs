@@ -392,7 +392,7 @@ impl Store for MemoryStore {
             .filter(|(_, s)| !s.done && s.lease_until < now)
             .filter_map(|(k, _)| sending(&st, &k.0).map(|created| (created, k.clone())))
             .collect();
-        open.sort_by(|a, b| (a.0, a.1 .1).cmp(&(b.0, b.1 .1)));
+        open.sort_by_key(|(created, (_, shard))| (*created, *shard));
         let Some((_, key)) = open.into_iter().next() else { return Ok(None) };
         let Some(row) = st.shards.get_mut(&key) else { return Ok(None) };
         row.token = Some(claim.token.clone());

@@ -14,6 +14,12 @@ pub struct VapidKeyRow {
     pub private_key: String,
 }
 
+/// The longest endpoint stored, in bytes. Real push services' endpoints are
+/// a few hundred; PostgreSQL's unique index on endpoints cannot hold a row
+/// much past 2,700 bytes, and a row it refuses would fail a whole batch of
+/// upserts before being retried alone.
+pub const MAX_ENDPOINT_LEN: usize = 2048;
+
 /// A subscription to store.
 #[derive(Debug, Clone)]
 pub struct NewSubscription {

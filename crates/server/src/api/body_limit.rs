@@ -1,0 +1,81 @@
+//! Request bodies are bounded before any handler runs (`--body-limit`).
+//!
+//! A body over the limit is answered 413 `body-too-large`. Closing the
+//! connection at once would lose that answer for a client that writes its
+//! whole body before it reads (Python's `http.client`, curl, most HTTP
+//! libraries): the kernel resets a connection closed with unread data, and
+//! the reset discards the answer on the client's side. So the rest of the
+//! body is read and thrown away first, up to [`DRAIN_MAX`] bytes and
+//! [`DRAIN_TIME`], as nginx's lingering close does; past either bound the
+//! connection is closed anyway.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use futures_util::{Stream, StreamExt};
+
+use crate::error::ApiError;
+
+/// The most of an over-limit body read and discarded before answering.
+pub const DRAIN_MAX: usize = 16 * 1024 * 1024;
+/// The longest time spent reading and discarding an over-limit body.
+pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Reads the body (at most `limit` bytes) before the handler runs; a larger
+/// one is answered 413 without reaching any handler.
+pub async fn limit(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let (parts, body) = request.into_parts();
+    let mut stream = body.into_data_stream();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(limit, drain(stream).await);
+    }
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) if buf.len() + chunk.len() > limit => return too_large(limit, drain(stream).await),
+            Ok(chunk) => buf.extend_from_slice(&chunk),
+            Err(e) => {
+                return ApiError::bad_request("invalid-body", format!("cannot read the body: {e}")).into_response()
+            }
+        }
+    }
+    next.run(Request::from_parts(parts, Body::from(buf.freeze()))).await
+}
+
+/// Reads and discards what is left; true when the body ended within the bounds.
+async fn drain(mut stream: impl Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin) -> bool {
+    let mut read = 0usize;
+    let rest = async {
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => read += c.len(),
+                Err(_) => return false,
+            }
+            if read > DRAIN_MAX {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIME, rest).await.unwrap_or(false)
+}
+
+fn too_large(limit: usize, drained: bool) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        format!("request body is larger than the server accepts ({limit} bytes)"),
+    )
+    .into_response();
+    if !drained {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}

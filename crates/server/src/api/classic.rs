@@ -1,0 +1,241 @@
+//! The classic contract (`/api/…`), which browsers call: the VAPID key,
+//! subscribing and unsubscribing, test notifications, events, and
+//! `POST /api/push` (admin).
+
+use super::*;
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorBody};
+use crate::AppState;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tocsin_protocol::{b64, Subscription};
+use tocsin_store::{Message, MessageState, NewMessage, NewSubscription, Target};
+
+/// The server's VAPID public key.
+#[utoipa::path(get, path = "/api/vapid-public-key", responses((status = 200, body = PublicKeyBody)))]
+pub(crate) async fn vapid_public_key(State(st): State<AppState>) -> Json<PublicKeyBody> {
+    Json(PublicKeyBody { public_key: st.vapid_public_key.clone() })
+}
+
+/// Stores a browser's subscription (upsert by endpoint).
+#[utoipa::path(post, path = "/api/subscription",
+    request_body(content = Value, description = "PushSubscription.toJSON(), optionally with userId and topics"),
+    responses((status = 200, body = SuccessBody), (status = 400, body = ErrorBody), (status = 500, body = ErrorBody)))]
+pub(crate) async fn post_subscription(
+    State(st): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = body(raw)?;
+    let map = json_object(&bytes)?;
+    let mut user_id = user_id_field(&map)?;
+    let mut topics = topics_field(&map)?;
+    let old_endpoint = match map.get("oldEndpoint") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(
+            url::Url::parse(s)
+                .map_err(|_| ApiError::bad_request("invalid-old-endpoint", "oldEndpoint is not a URL"))?
+                .to_string(),
+        )
+        .filter(|e| e.len() <= MAX_ENDPOINT_LEN)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid-old-endpoint",
+                format!("oldEndpoint is longer than {MAX_ENDPOINT_LEN} bytes"),
+            )
+        })?,
+        Some(_) => return Err(ApiError::bad_request("invalid-old-endpoint", "oldEndpoint must be a string")),
+    };
+    let subscription =
+        Subscription::from_value(Value::Object(map)).map_err(|e| ApiError::bad_request(e.id(), e.to_string()))?;
+    check_endpoint_len(subscription.endpoint().as_str())?;
+    st.policy
+        .check(subscription.endpoint())
+        .await
+        .map_err(|reason| ApiError::bad_request("endpoint-not-allowed", reason))?;
+    let save_failed = |e: tocsin_store::StoreError| {
+        ApiError::storage("unable-to-save-subscription", "Subscription received but failed to save it", &e)
+    };
+    // pushsubscriptionchange: the new subscription replaces the old one and
+    // inherits its user and topics.
+    let replaced = match &old_endpoint {
+        Some(old) if old != subscription.endpoint().as_str() => {
+            st.store.subscription_by_endpoint(old).await.map_err(save_failed)?
+        }
+        _ => None,
+    };
+    if let Some(old) = &replaced {
+        user_id = user_id.or_else(|| old.user_id.clone());
+        topics = topics.or_else(|| Some(old.topics.clone()));
+    }
+    let new = NewSubscription { subscription, user_id, topics, vapid_key_id: st.vapid_key_id };
+    st.store.upsert_subscription(&new, now_ms()).await.map_err(save_failed)?;
+    if let Some(old) = replaced {
+        st.store.delete_subscription(old.id).await.map_err(save_failed)?;
+    }
+    st.metrics.subscriptions_saved.inc();
+    Ok(success())
+}
+
+/// Removes a subscription; the auth secret proves the caller holds it.
+#[utoipa::path(delete, path = "/api/subscription",
+    request_body(content = Value, description = "{\"endpoint\":…,\"keys\":{\"auth\":…}}"),
+    responses((status = 200, body = SuccessBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_subscription(
+    State(st): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let map = json_object(&body(raw)?)?;
+    let (endpoint, auth) = endpoint_and_auth(&map)?;
+    let deleted = st
+        .store
+        .delete_subscription_by_endpoint(&endpoint, &auth)
+        .await
+        .map_err(|e| ApiError::storage("unable-to-delete-subscription", "failed to delete the subscription", &e))?;
+    if deleted {
+        Ok(success())
+    } else {
+        Err(ApiError::not_found("subscription-not-found", "no subscription with this endpoint and auth secret"))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WaitQuery {
+    #[serde(default)]
+    wait: Option<String>,
+}
+
+/// Sends the body, as the payload, to every subscription.
+#[utoipa::path(post, path = "/api/push", security(("admin" = [])),
+    params(("wait" = Option<bool>, Query, description = "answer when sending has finished, with the counts")),
+    request_body(content = String, description = "the payload: any JSON or text"),
+    responses((status = 200, body = SuccessBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 500, body = ErrorBody)))]
+pub(crate) async fn push_all(
+    _admin: Admin,
+    State(st): State<AppState>,
+    Q(q): Q<WaitQuery>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = body(raw)?;
+    let id = new_id()?;
+    let payload = (!bytes.is_empty()).then(|| with_message_id(bytes.to_vec(), &id));
+    if let Some(p) = &payload {
+        check_payload(p)?;
+    }
+    let new = NewMessage {
+        id,
+        payload,
+        target: Target::All(true),
+        ttl: tocsin_protocol::Ttl::DEFAULT.0,
+        urgency: None,
+        topic: None,
+        send_at: None,
+        idempotency_key: None,
+        created_at: now_ms(),
+    };
+    let (message, _) = st.store.insert_message(&new).await.map_err(|e| {
+        ApiError::storage("unable-to-send-messages", "Failed to send the push message: it could not be stored", &e)
+    })?;
+    tracing::info!(message = %message.id, state = message.state.as_str(), "message stored");
+    st.metrics.messages_accepted.inc();
+    st.engine.wake();
+    if matches!(q.wait.as_deref(), Some("true" | "1" | "")) {
+        let done = wait_for(&st, &message.id).await?;
+        return Ok(Json(
+            json!({"data": {"success": true, "messageId": done.id, "counts": CountsView::from(done.counts)}}),
+        ));
+    }
+    Ok(Json(json!({"data": {"success": true, "messageId": message.id}})))
+}
+
+pub(crate) async fn wait_for(st: &AppState, id: &str) -> Result<Message, ApiError> {
+    loop {
+        match st.store.message(id).await {
+            Ok(Some(m)) if matches!(m.state, MessageState::Done | MessageState::Cancelled) => return Ok(m),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+            Err(e) => {
+                return Err(ApiError::storage("unable-to-send-messages", "Failed to send the push message", &e));
+            }
+        }
+    }
+}
+
+/// Sends a test notification to the caller's own subscription (the auth
+/// secret proves it is theirs): the demo page's button.
+#[utoipa::path(post, path = "/api/subscription/test",
+    request_body(content = Value, description = "{\"endpoint\":…,\"keys\":{\"auth\":…}}"),
+    responses((status = 202, description = "{\"id\",\"state\"}"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn test_notification(
+    State(st): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let map = json_object(&body(raw)?)?;
+    let (endpoint, auth) = endpoint_and_auth(&map)?;
+    let storage =
+        |e: tocsin_store::StoreError| ApiError::storage("unable-to-send-messages", "the test could not be stored", &e);
+    let sub = st.store.subscription_by_endpoint(&endpoint).await.map_err(storage)?;
+    let Some(sub) = sub.filter(|s| b64::encode(s.subscription.auth().as_bytes()) == auth) else {
+        return Err(ApiError::not_found(
+            "subscription-not-found",
+            "no subscription with this endpoint and auth secret",
+        ));
+    };
+    let id = new_id()?;
+    let payload =
+        json!({"title": "Test notification", "body": "Sent by Tocsin to this browser.", "url": "/", "messageId": id});
+    let new = NewMessage {
+        id,
+        payload: Some(payload.to_string().into_bytes()),
+        target: Target::SubscriptionIds(vec![sub.id]),
+        ttl: 3600,
+        urgency: Some("high".into()),
+        topic: None,
+        send_at: None,
+        idempotency_key: None,
+        created_at: now_ms(),
+    };
+    let (message, _) = st.store.insert_message(&new).await.map_err(storage)?;
+    tracing::info!(message = %message.id, state = message.state.as_str(), "message stored");
+    st.engine.wake();
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": message.id, "state": message.state.as_str()}))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventBody {
+    #[serde(rename = "type")]
+    kind: tocsin_store::Event,
+    #[serde(rename = "messageId")]
+    message_id: String,
+}
+
+/// The service worker reports a notification `shown` or `clicked`.
+#[utoipa::path(post, path = "/api/events",
+    request_body(content = Value, description = "{\"type\":\"shown\"|\"clicked\",\"messageId\":…}"),
+    responses((status = 202, body = SuccessBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn post_event(
+    State(st): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body(raw)?;
+    json_object(&bytes)?;
+    let ev: EventBody =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid-event", e.to_string()))?;
+    let found = st
+        .store
+        .add_event(&ev.message_id, ev.kind)
+        .await
+        .map_err(|e| ApiError::storage("unable-to-save-event", "the event could not be saved", &e))?;
+    if !found {
+        return Err(ApiError::not_found("message-not-found", format!("no message {}", ev.message_id)));
+    }
+    Ok((StatusCode::ACCEPTED, success()).into_response())
+}

@@ -1,0 +1,193 @@
+//! Reading requests: bodies, JSON objects, queries, ids, payloads, and
+//! the fields with bounds (`userId`, `topics`, `endpoint`).
+
+use crate::error::ApiError;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::Query;
+use axum::http::StatusCode;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::Value;
+use tocsin_protocol::{b64, ContentEncoding};
+pub(crate) use tocsin_store::MAX_ENDPOINT_LEN;
+
+/// Reads the body, turning an over-limit body into a 413 in the API's shape
+/// (bodies are bounded before handlers run, in [`super::body_limit`]; this
+/// is the handler's own check behind it).
+pub(crate) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "request body is larger than the server accepts",
+            )
+        } else {
+            ApiError::bad_request("invalid-body", e.body_text())
+        }
+    })
+}
+
+pub(crate) fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request("invalid-json", "body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request("invalid-json", format!("body is not valid JSON: {e}"))),
+    }
+}
+
+/// `Query` whose rejection is an [`ApiError`] (axum's own is plain text).
+pub(crate) struct Q<T>(pub(crate) T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Q(v))
+            .map_err(|e| ApiError::bad_request("invalid-query", e.body_text()))
+    }
+}
+
+pub(crate) fn new_id() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no-randomness", "cannot make an id"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A JSON-object payload gets the message's id as `messageId` (unless it has
+/// one), so that the service worker can report `shown` and `clicked`.
+pub(crate) fn with_message_id(payload: Vec<u8>, id: &str) -> Vec<u8> {
+    match serde_json::from_slice::<Value>(&payload) {
+        Ok(Value::Object(map)) if !map.contains_key("messageId") => {
+            // Prepend the field to the sender's own bytes: key order and
+            // formatting stay as they were.
+            let text = String::from_utf8_lossy(&payload);
+            let Some(rest) = text.trim_start().strip_prefix('{') else { return payload };
+            let sep = if map.is_empty() { "" } else { "," };
+            format!("{{\"messageId\":\"{id}\"{sep}{rest}").into_bytes()
+        }
+        _ => payload,
+    }
+}
+
+pub(crate) fn check_payload(payload: &[u8]) -> Result<(), ApiError> {
+    let max = ContentEncoding::Aes128Gcm.max_plaintext();
+    if payload.len() > max {
+        return Err(ApiError::bad_request(
+            "payload-too-large",
+            format!("payload is {} bytes; at most {max} fit one push message", payload.len()),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) const MAX_TOPICS: usize = 100;
+
+pub(crate) fn user_id_field(map: &serde_json::Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match map.get("userId") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        _ => Err(ApiError::bad_request("invalid-user-id", "userId must be a string of 1 to 256 characters")),
+    }
+}
+
+pub(crate) fn topics_field(map: &serde_json::Map<String, Value>) -> Result<Option<Vec<String>>, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid-topics",
+            format!(
+                "topics must be an array of at most {MAX_TOPICS} names of 1 to 64 letters, digits, '.', '_' or '-'"
+            ),
+        )
+    };
+    match map.get("topics") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) if items.len() <= MAX_TOPICS => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let Value::String(s) = item else { return Err(bad()) };
+                let ok = !s.is_empty()
+                    && s.len() <= 64
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                if !ok {
+                    return Err(bad());
+                }
+                if !out.contains(s) {
+                    out.push(s.clone());
+                }
+            }
+            Ok(Some(out))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// An endpoint longer than the store keeps ([`MAX_ENDPOINT_LEN`] bytes, as
+/// the URL is stored): 400 `invalid-endpoint`.
+pub(crate) fn check_endpoint_len(endpoint: &str) -> Result<(), ApiError> {
+    if endpoint.len() > MAX_ENDPOINT_LEN {
+        return Err(ApiError::bad_request(
+            "invalid-endpoint",
+            format!("endpoint is {} bytes; at most {MAX_ENDPOINT_LEN} are accepted", endpoint.len()),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn endpoint_and_auth(map: &serde_json::Map<String, Value>) -> Result<(String, String), ApiError> {
+    let endpoint = match map.get("endpoint") {
+        Some(Value::String(s)) if !s.is_empty() => url::Url::parse(s)
+            .map_err(|_| ApiError::bad_request("invalid-endpoint", "endpoint is not a URL"))?
+            .to_string(),
+        _ => return Err(ApiError::bad_request("no-endpoint", "Subscription must have an endpoint")),
+    };
+    check_endpoint_len(&endpoint)?;
+    let auth = map
+        .get("keys")
+        .and_then(|k| k.get("auth"))
+        .and_then(Value::as_str)
+        .and_then(|a| b64::decode(a).ok())
+        .filter(|a| a.len() == 16)
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid-auth", "keys.auth must be the subscription's 16-byte auth secret")
+        })?;
+    Ok((endpoint, b64::encode(auth)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PageQuery {
+    #[serde(default)]
+    pub(crate) limit: Option<i64>,
+    #[serde(default)]
+    pub(crate) cursor: Option<String>,
+    #[serde(default)]
+    pub(crate) topic: Option<String>,
+    #[serde(default, rename = "userId")]
+    pub(crate) user_id: Option<String>,
+}
+
+pub(crate) fn limit(q: &PageQuery) -> Result<i64, ApiError> {
+    match q.limit {
+        None => Ok(100),
+        Some(l) if (1..=1000).contains(&l) => Ok(l),
+        Some(_) => Err(ApiError::bad_request("invalid-limit", "limit must be between 1 and 1000")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_id_goes_in_front_of_json_objects_only() {
+        assert_eq!(with_message_id(br#"{"b":1,"a":2}"#.to_vec(), "m1"), br#"{"messageId":"m1","b":1,"a":2}"#.to_vec());
+        assert_eq!(with_message_id(b" {}".to_vec(), "m1"), br#"{"messageId":"m1"}"#.to_vec());
+        assert_eq!(with_message_id(br#"{"messageId":"x"}"#.to_vec(), "m1"), br#"{"messageId":"x"}"#.to_vec());
+        assert_eq!(with_message_id(b"plain text".to_vec(), "m1"), b"plain text".to_vec());
+        assert_eq!(with_message_id(b"[1]".to_vec(), "m1"), b"[1]".to_vec());
+    }
+}

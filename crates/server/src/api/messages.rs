@@ -1,0 +1,204 @@
+//! `/v1/messages` (admin): create, read, list, cancel.
+
+use super::*;
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorBody};
+use crate::AppState;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::time::UNIX_EPOCH;
+use tocsin_protocol::{Topic, Urgency};
+use tocsin_store::{MessageState, NewMessage, Target};
+use utoipa::ToSchema;
+
+/// A message to send, for `POST /v1/messages`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MessageRequest {
+    /// The payload: a string is sent as is, any other JSON value as its JSON
+    /// text; absent or null sends a push without data.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    payload: Option<Value>,
+    /// `{"all":true}`, `{"topic":"news"}`, `{"userIds":[…]}` or `{"subscriptionIds":[…]}`.
+    #[schema(value_type = Object)]
+    target: Value,
+    /// Seconds the push service keeps it (default four weeks).
+    #[serde(default)]
+    ttl: Option<u32>,
+    /// `very-low`, `low`, `normal` or `high`.
+    #[serde(default)]
+    urgency: Option<String>,
+    /// RFC 8030 topic: a newer message with the same topic replaces an undelivered one.
+    #[serde(default)]
+    topic: Option<String>,
+    /// When to send: RFC 3339 time, or milliseconds since the epoch.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    send_at: Option<Value>,
+}
+
+pub(crate) fn parse_target(v: &Value) -> Result<Target, ApiError> {
+    let bad = |m: &str| ApiError::bad_request("invalid-target", m.to_owned());
+    let target: Target = serde_json::from_value(v.clone()).map_err(|_| {
+        bad("target must be one of {\"all\":true}, {\"topic\":\"…\"}, {\"userIds\":[…]}, {\"subscriptionIds\":[…]}")
+    })?;
+    match &target {
+        Target::All(false) => return Err(bad("{\"all\":false} targets nobody")),
+        Target::Topic(t) if t.is_empty() || t.len() > 64 => return Err(bad("topic must be 1 to 64 characters")),
+        Target::UserIds(ids) if ids.is_empty() || ids.len() > 1000 => {
+            return Err(bad("userIds must list 1 to 1000 user ids"))
+        }
+        Target::SubscriptionIds(ids) if ids.is_empty() || ids.len() > 1000 => {
+            return Err(bad("subscriptionIds must list 1 to 1000 ids"))
+        }
+        _ => {}
+    }
+    Ok(target)
+}
+
+pub(crate) fn parse_send_at(v: &Option<Value>) -> Result<Option<i64>, ApiError> {
+    let bad =
+        || ApiError::bad_request("invalid-send-at", "sendAt must be an RFC 3339 time or milliseconds since the epoch");
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_i64().filter(|t| *t >= 0).map(Some).ok_or_else(bad),
+        Some(Value::String(s)) => {
+            let t = humantime::parse_rfc3339_weak(s).map_err(|_| bad())?;
+            Ok(Some(t.duration_since(UNIX_EPOCH).map_err(|_| bad())?.as_millis() as i64))
+        }
+        Some(_) => Err(bad()),
+    }
+}
+
+/// Stores a message for a target; sends it now or at `sendAt`.
+#[utoipa::path(post, path = "/v1/messages", security(("admin" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "a retried request with the same key creates one message")),
+    request_body = MessageRequest,
+    responses((status = 202, description = "{\"id\",\"state\"}"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn create_message(
+    _admin: Admin,
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body(raw)?;
+    json_object(&bytes)?;
+    let req: MessageRequest =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid-message", e.to_string()))?;
+    let target = parse_target(&req.target)?;
+    let id = new_id()?;
+    let payload = match req.payload {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.into_bytes()),
+        Some(v) => Some(with_message_id(v.to_string().into_bytes(), &id)),
+    };
+    if let Some(p) = &payload {
+        check_payload(p)?;
+    }
+    if let Some(u) = &req.urgency {
+        u.parse::<Urgency>().map_err(|e| ApiError::bad_request("invalid-urgency", e.to_string()))?;
+    }
+    if let Some(t) = &req.topic {
+        Topic::new(t).map_err(|e| ApiError::bad_request("invalid-topic", e.to_string()))?;
+    }
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid-idempotency-key",
+                        "Idempotency-Key must be 1 to 255 visible characters",
+                    )
+                })?
+                .to_owned(),
+        ),
+    };
+    let new = NewMessage {
+        id,
+        payload,
+        target,
+        ttl: req.ttl.unwrap_or(tocsin_protocol::Ttl::DEFAULT.0),
+        urgency: req.urgency,
+        topic: req.topic,
+        send_at: parse_send_at(&req.send_at)?,
+        idempotency_key,
+        created_at: now_ms(),
+    };
+    let (message, created) = st
+        .store
+        .insert_message(&new)
+        .await
+        .map_err(|e| ApiError::storage("unable-to-store-message", "the message could not be stored", &e))?;
+    if created {
+        tracing::info!(message = %message.id, state = message.state.as_str(), "message stored");
+        st.metrics.messages_accepted.inc();
+        st.engine.wake();
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": message.id, "state": message.state.as_str()}))).into_response())
+}
+
+/// One message with its counts, and its failures by reason.
+#[utoipa::path(get, path = "/v1/messages/{id}", security(("admin" = [])),
+    responses((status = 200, body = MessageView), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_message(
+    _admin: Admin,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<MessageView>, ApiError> {
+    let storage =
+        |e: tocsin_store::StoreError| ApiError::storage("database-unavailable", "cannot read the message", &e);
+    let Some(m) = st.store.message(&id).await.map_err(storage)? else {
+        return Err(ApiError::not_found("message-not-found", format!("no message {id}")));
+    };
+    let mut view = MessageView::from(m);
+    view.failed_by_reason = Some(st.store.message_failures(&id).await.map_err(storage)?.into_iter().collect());
+    Ok(Json(view))
+}
+
+/// Cancels what is not sent yet.
+#[utoipa::path(delete, path = "/v1/messages/{id}", security(("admin" = [])),
+    responses((status = 200, body = MessageView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cancel_message(
+    _admin: Admin,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<MessageView>, ApiError> {
+    match st.store.cancel_message(&id, now_ms()).await {
+        Ok(Some(m)) if m.state == MessageState::Done => {
+            Err(ApiError::new(StatusCode::CONFLICT, "message-already-done", "the message was already sent"))
+        }
+        Ok(Some(m)) => Ok(Json(m.into())),
+        Ok(None) => Err(ApiError::not_found("message-not-found", format!("no message {id}"))),
+        Err(e) => Err(ApiError::storage("database-unavailable", "cannot cancel the message", &e)),
+    }
+}
+
+/// Messages, newest first.
+#[utoipa::path(get, path = "/v1/messages", security(("admin" = [])),
+    params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, description = "{\"items\":[MessageView],\"nextCursor\"}")))]
+pub(crate) async fn list_messages(
+    _admin: Admin,
+    State(st): State<AppState>,
+    Q(q): Q<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let n = limit(&q)?;
+    let items = st
+        .store
+        .list_messages(q.cursor.as_deref(), n)
+        .await
+        .map_err(|e| ApiError::storage("database-unavailable", "cannot list messages", &e))?;
+    let next = (items.len() as i64 == n).then(|| items.last().map(|m| m.id.clone())).flatten();
+    let items: Vec<MessageView> = items.into_iter().map(Into::into).collect();
+    Ok(Json(json!({"items": items, "nextCursor": next})))
+}

@@ -1,0 +1,48 @@
+//! For operators: `/v1/stats`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+
+use super::*;
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorBody};
+use crate::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use utoipa::OpenApi;
+
+/// Totals.
+#[utoipa::path(get, path = "/v1/stats", security(("admin" = [])), responses((status = 200, description = "totals")))]
+pub(crate) async fn stats(_admin: Admin, State(st): State<AppState>) -> Result<Json<tocsin_store::Stats>, ApiError> {
+    st.store.stats().await.map(Json).map_err(|e| ApiError::storage("database-unavailable", "cannot read stats", &e))
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", responses((status = 200)))]
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// The database answers.
+#[utoipa::path(get, path = "/readyz", responses((status = 200), (status = 503, body = ErrorBody)))]
+pub(crate) async fn readyz(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    st.store.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database-unavailable", "the database does not answer")
+    })?;
+    Ok(Json(json!({"status": "ok"})))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain")))]
+pub(crate) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let stats =
+        st.store.stats().await.map_err(|e| ApiError::storage("database-unavailable", "cannot read stats", &e))?;
+    let text = st.metrics.render(&stats);
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+        .into_response())
+}
+
+pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

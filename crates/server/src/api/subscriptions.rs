@@ -1,0 +1,80 @@
+//! `/v1/subscriptions` (admin): list, read, delete.
+
+use super::*;
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorBody};
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+use tocsin_store::Target;
+
+/// Subscriptions by id, with cursor paging; filter by `topic` or `userId`.
+#[utoipa::path(get, path = "/v1/subscriptions", security(("admin" = [])),
+    params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query), ("topic" = Option<String>, Query),
+        ("userId" = Option<String>, Query)),
+    responses((status = 200, description = "{\"items\":[SubscriptionView],\"nextCursor\"}"), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list_subscriptions(
+    _admin: Admin,
+    State(st): State<AppState>,
+    Q(q): Q<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let n = limit(&q)?;
+    let after = match &q.cursor {
+        None => 0,
+        Some(c) => {
+            c.parse::<i64>().map_err(|_| ApiError::bad_request("invalid-cursor", "cursor is not one this API gave"))?
+        }
+    };
+    let target = match (&q.topic, &q.user_id) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("invalid-filter", "filter by topic or by userId, not both"));
+        }
+        (Some(t), None) => Target::Topic(t.clone()),
+        (None, Some(u)) => Target::UserIds(vec![u.clone()]),
+        (None, None) => Target::All(true),
+    };
+    let items = st
+        .store
+        .page_subscriptions(&target, after, None, n)
+        .await
+        .map_err(|e| ApiError::storage("database-unavailable", "cannot list subscriptions", &e))?;
+    let next = (items.len() as i64 == n).then(|| items.last().map(|s| s.id.to_string())).flatten();
+    let items: Vec<SubscriptionView> = items.into_iter().map(Into::into).collect();
+    Ok(Json(json!({"items": items, "nextCursor": next})))
+}
+
+pub(crate) fn sub_id(id: &str) -> Result<i64, ApiError> {
+    id.parse().map_err(|_| ApiError::not_found("subscription-not-found", format!("no subscription {id}")))
+}
+
+/// One subscription.
+#[utoipa::path(get, path = "/v1/subscriptions/{id}", security(("admin" = [])),
+    responses((status = 200, body = SubscriptionView), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_subscription(
+    _admin: Admin,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    match st.store.subscription(sub_id(&id)?).await {
+        Ok(Some(s)) => Ok(Json(s.into())),
+        Ok(None) => Err(ApiError::not_found("subscription-not-found", format!("no subscription {id}"))),
+        Err(e) => Err(ApiError::storage("database-unavailable", "cannot read the subscription", &e)),
+    }
+}
+
+/// Deletes one subscription.
+#[utoipa::path(delete, path = "/v1/subscriptions/{id}", security(("admin" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub(crate) async fn remove_subscription(
+    _admin: Admin,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    match st.store.delete_subscription(sub_id(&id)?).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(ApiError::not_found("subscription-not-found", format!("no subscription {id}"))),
+        Err(e) => Err(ApiError::storage("database-unavailable", "cannot delete the subscription", &e)),
+    }
+}

@@ -1,0 +1,121 @@
+//! What the API answers with: the JSON views of messages, counts and
+//! subscriptions, and the classic contract's `{"data":…}` bodies.
+
+use axum::Json;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::time::{Duration, UNIX_EPOCH};
+use tocsin_store::{Counts, Message, StoredSubscription};
+use utoipa::ToSchema;
+
+/// `{"data":{"success":true}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SuccessBody {
+    /// Always `{"success":true}`, plus `messageId` and `counts` for `/api/push`.
+    pub(crate) data: Value,
+}
+
+pub(crate) fn success() -> Json<Value> {
+    Json(json!({"data": {"success": true}}))
+}
+
+/// `{"publicKey":"…"}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicKeyBody {
+    /// The VAPID public key, base64url: the browser's `applicationServerKey`.
+    pub(crate) public_key: String,
+}
+
+/// A message's counters.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CountsView {
+    pub(crate) targeted: i64,
+    pub(crate) delivered: i64,
+    pub(crate) failed: i64,
+    pub(crate) gone: i64,
+    pub(crate) expired: i64,
+    pub(crate) pending_retry: i64,
+    pub(crate) shown: i64,
+    pub(crate) clicked: i64,
+}
+
+impl From<Counts> for CountsView {
+    fn from(c: Counts) -> Self {
+        Self {
+            targeted: c.targeted,
+            delivered: c.delivered,
+            failed: c.failed,
+            gone: c.gone,
+            expired: c.expired,
+            pending_retry: c.pending_retry,
+            shown: c.shown,
+            clicked: c.clicked,
+        }
+    }
+}
+
+/// A message as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    pub(crate) id: String,
+    /// `scheduled`, `queued`, `sending`, `done` or `cancelled`.
+    pub(crate) state: String,
+    pub(crate) created_at: String,
+    pub(crate) send_at: Option<String>,
+    pub(crate) counts: CountsView,
+    /// Failures by reason (`payload-too-large`, `vapid-key-mismatch`,
+    /// `retries-exhausted-http-503`, `ttl-expired`, …); in `GET /v1/messages/{id}` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) failed_by_reason: Option<std::collections::BTreeMap<String, i64>>,
+}
+
+impl From<Message> for MessageView {
+    fn from(m: Message) -> Self {
+        Self {
+            id: m.id,
+            state: m.state.as_str().to_owned(),
+            created_at: rfc3339(m.created_at),
+            send_at: m.send_at.map(rfc3339),
+            counts: m.counts.into(),
+            failed_by_reason: None,
+        }
+    }
+}
+
+/// A subscription as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionView {
+    pub(crate) id: i64,
+    pub(crate) endpoint: String,
+    pub(crate) user_id: Option<String>,
+    pub(crate) topics: Vec<String>,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+    pub(crate) expiration_time: Option<u64>,
+    /// The VAPID public key the browser subscribed with.
+    pub(crate) vapid_key_id: i64,
+}
+
+impl From<StoredSubscription> for SubscriptionView {
+    fn from(s: StoredSubscription) -> Self {
+        Self {
+            id: s.id,
+            endpoint: s.subscription.endpoint().to_string(),
+            user_id: s.user_id,
+            topics: s.topics,
+            created_at: rfc3339(s.created_at),
+            updated_at: rfc3339(s.updated_at),
+            expiration_time: s.subscription.expiration_time(),
+            vapid_key_id: s.vapid_key_id,
+        }
+    }
+}
+
+pub(crate) fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
