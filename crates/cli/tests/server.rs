@@ -601,6 +601,11 @@ async fn tokens_policy_openapi_and_health() {
     let (s, doc) = server.get("/openapi.json").await;
     assert_eq!(s, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    // The description names the content type the handler sends.
+    let sent = server.http.get(server.url("/metrics")).send().await.unwrap();
+    let sent = sent.headers()["content-type"].to_str().unwrap().to_owned();
+    let described = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"].as_object().unwrap();
+    assert_eq!(described.keys().collect::<Vec<_>>(), [&sent], "OpenAPI says {described:?}, /metrics sends {sent}");
     for path in [
         "/api/vapid-public-key",
         "/api/subscription",

@@ -33,14 +33,17 @@ pub(crate) async fn readyz(State(st): State<AppState>) -> Result<Json<Value>, Ap
     Ok(Json(json!({"status": "ok"})))
 }
 
+/// The content type `/metrics` answers with (OpenMetrics text, which
+/// Prometheus reads); the OpenAPI description names the same.
+pub(crate) const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = METRICS_CONTENT_TYPE, body = String)))]
 pub(crate) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     let stats =
         st.store.stats().await.map_err(|e| ApiError::storage("database-unavailable", "cannot read stats", &e))?;
     let text = st.metrics.render(&stats);
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-        .into_response())
+    Ok(([(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response())
 }
 
 pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
