@@ -137,14 +137,16 @@ def api(base, method, path, body=None):
         return json.loads(r.read())
 
 
-def tocsin_serve(subs, sink, concurrency, database):
-    out = subprocess.run([str(TOCSIN), "subscriptions", "import", str(subs), "--database", database],
+def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN):
+    """One broadcast from `binary serve` (the subscriptions imported by the same binary, whose migrations own the
+    database)."""
+    out = subprocess.run([str(binary), "subscriptions", "import", str(subs), "--database", database],
                          capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(out.stderr)
     env = dict(os.environ, TOCSIN_ADMIN_TOKEN="bench", TOCSIN_VAPID_SUBJECT="mailto:bench@example.com",
                TOCSIN_LOG="warn")
-    p = subprocess.Popen([str(TOCSIN), "serve", "--listen", "127.0.0.1:0", "--database", database,
+    p = subprocess.Popen([str(binary), "serve", "--listen", "127.0.0.1:0", "--database", database,
                           "--endpoint-policy", "any", "--ca-cert", str(sink.cert), "--concurrency", str(concurrency),
                           "--per-origin-concurrency", str(concurrency)],
                          stdout=subprocess.PIPE, env=env, text=True)
@@ -221,7 +223,11 @@ def main():
     ap.add_argument("--n", type=int, nargs="+", default=[10_000], help="sizes (the full run: 10000 100000 1000000)")
     ap.add_argument("--full", action="store_true", help="N = 10,000, 100,000 and 1,000,000")
     ap.add_argument("--concurrency", type=int, default=100)
-    ap.add_argument("--ways", nargs="+", default=["send", "sqlite", "postgres", "web-push"])
+    ap.add_argument("--ways", nargs="+", default=["send", "sqlite", "postgres", "web-push"],
+                    help="send sqlite postgres web-push, and with --baseline sqlite-baseline postgres-baseline")
+    ap.add_argument("--baseline", type=Path, metavar="BIN",
+                    help="another tocsin binary (an earlier build) for the ways sqlite-baseline and postgres-baseline: "
+                         "A/B within one run")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the ways K times, interleaved, and report the median of each (the machine is shared)")
     ap.add_argument("--web-push-any-n", action="store_true", help="run web-push above N = 100,000 too")
@@ -277,15 +283,22 @@ def main():
                         continue
                     if way == "send":
                         r = tocsin_send(subs, sink, args.concurrency, vapid)
-                    elif way == "sqlite":
-                        r = tocsin_serve(subs, sink, args.concurrency, f"sqlite://{work}/bench-{n}.db")
-                    elif way == "postgres":
-                        db = f"tocsin_bench_{os.getpid()}_{n}"
-                        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db], check=True)
-                        try:
-                            r = tocsin_serve(subs, sink, args.concurrency, f"postgres://postgres@127.0.0.1/{db}")
-                        finally:
-                            subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", db])
+                    elif way in ("sqlite", "sqlite-baseline", "postgres", "postgres-baseline"):
+                        binary = TOCSIN
+                        if way.endswith("-baseline"):
+                            if not args.baseline or not args.baseline.exists():
+                                sys.exit(f"{way} needs --baseline BIN")
+                            binary = args.baseline
+                        if way.startswith("sqlite"):
+                            r = tocsin_serve(subs, sink, args.concurrency, f"sqlite://{work}/bench-{n}-{way}.db", binary)
+                        else:
+                            db = f"tocsin_bench_{os.getpid()}_{n}"
+                            subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db], check=True)
+                            try:
+                                r = tocsin_serve(subs, sink, args.concurrency, f"postgres://postgres@127.0.0.1/{db}",
+                                                 binary)
+                            finally:
+                                subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", db])
                     elif way == "web-push":
                         r = web_push(subs, sink, args.concurrency)
                     else:

@@ -222,3 +222,30 @@ async fn retries_are_claimed_and_recorded_once() -> TestResult {
     assert_eq!((m.counts.delivered, m.counts.pending_retry, m.counts.failed), (30, 0, 0), "{m:?}");
     Ok(())
 }
+
+/// Cancelled in the middle of a broadcast: the page in flight stops at its
+/// next heartbeat, what had been answered is counted, nothing more is sent.
+#[tokio::test(start_paused = true)]
+async fn a_cancel_stops_the_page_in_flight_and_counts_what_was_sent() -> TestResult {
+    let store = Arc::new(MemoryStore::new());
+    let id = broadcast(store.as_ref(), 80).await?;
+    let service = Scripted::new(Duration::from_millis(2500), delivered);
+    let (stop, stopped) = watch::channel(false);
+    let engine = engine(store.clone(), service.clone(), Duration::from_secs(3), 20, 20, EngineMetrics::new())?;
+    let run = tokio::spawn(engine.run(stopped));
+    tokio::time::sleep(Duration::from_millis(6_000)).await;
+    let cancelled = store.cancel_message(&id, Clock::tokio().now_ms()).await?.ok_or("m1")?;
+    assert_eq!(cancelled.state, MessageState::Cancelled);
+    let reached_at_cancel: u32 = service.hits().values().sum();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    stop.send(true)?;
+    run.await?;
+    let reached: u32 = service.hits().values().sum();
+    let m = store.message(&id).await?.ok_or("m1")?;
+    // Four requests in flight at most (two lanes of two) when the pages stopped.
+    assert!(reached <= reached_at_cancel + 4, "sent on after the cancel: {reached_at_cancel} then {reached}");
+    assert!(m.counts.delivered > 0 && i64::from(reached) - m.counts.delivered <= 4, "{reached} reached, {m:?}");
+    assert!(reached < 80, "the broadcast went on: {reached}");
+    assert_eq!((m.state, m.counts.pending_retry), (MessageState::Cancelled, 0));
+    Ok(())
+}

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tocsin_protocol::request::{self, PushOptions};
 use tocsin_protocol::{FailReason, Outcome, Topic, Ttl, Urgency, VapidKey, VapidSigner};
 use tocsin_store_api::{Message, NewRetry, PageOutcome, StoreError, StoredSubscription};
+use tokio::sync::watch;
 
 use super::lane::Lane;
 use super::Engine;
@@ -47,13 +48,15 @@ impl Engine {
     }
 
     /// Attempts every job once, concurrently, and sorts the results into a
-    /// page outcome (retries scheduled with their due time). Dropping the
-    /// future aborts the attempts not finished yet (a lost claim).
+    /// page outcome (retries scheduled with their due time). When `stop`
+    /// turns true (the claim was lost), the attempts not answered yet are
+    /// aborted and the outcome holds only those that were.
     pub(super) async fn attempt_all(
         &self,
         lane: &Lane,
         message: &Message,
         jobs: Vec<Job>,
+        mut stop: watch::Receiver<bool>,
     ) -> Result<PageOutcome, StoreError> {
         let now = self.now_ms();
         let deadline = message.created_at.max(message.send_at.unwrap_or(0)) + i64::from(message.ttl) * 1000;
@@ -141,7 +144,15 @@ impl Engine {
                 (job, attempt, None)
             });
         }
-        while let Some(joined) = tasks.join_next().await {
+        loop {
+            let joined = tokio::select! {
+                joined = tasks.join_next() => joined,
+                _ = stop.wait_for(|s| *s) => {
+                    tasks.abort_all();
+                    None
+                }
+            };
+            let Some(joined) = joined else { break };
             let Ok((job, attempt, loud)) = joined else {
                 outcome.fail("internal".into());
                 continue;

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tocsin_store_api::{MessageState, RetryItem, Shard, ShardProgress, StoreError};
+use tocsin_store_api::{MessageState, PageOutcome, RetryItem, Shard, ShardProgress, StoreError};
 use tokio::sync::watch;
 
 use super::attempt::Job;
@@ -95,13 +95,12 @@ impl Engine {
             let done = (page.len() as i64) < page_size;
             let last = page.last().map_or(shard.end_at, |s| s.id);
             let jobs = page.into_iter().map(|sub| Job { sub, attempts_before: 0 }).collect();
-            let sending = self.attempt_all(lane, &message, jobs);
-            let Some(outcome) = self.while_held(lane, Held::Shard(shard.clone()), sending).await? else {
-                self.metrics.claims_lost.inc();
-                tracing::warn!(message = %message.id, shard = shard.shard,
-                    "claim lost while a page was in flight; the rest of the page is left to its new owner");
-                return Ok(());
-            };
+            let (stop, stopped) = watch::channel(false);
+            let sending = self.attempt_all(lane, &message, jobs, stopped);
+            let (outcome, held) = self.while_held(lane, Held::Shard(shard.clone()), stop, sending).await?;
+            if !held {
+                return self.after_lost_claim(lane, &shard, outcome).await;
+            }
             cursor = if done { shard.end_at } else { last };
             let stopping = *shutdown.borrow();
             // Stopping releases the lease at once, so a restart resumes without waiting for it.
@@ -158,12 +157,14 @@ impl Engine {
                 })
                 .await?;
             let Some(message) = message else { continue };
-            let sending = self.attempt_all(lane, &message, jobs);
-            let Some(mut outcome) = self.while_held(lane, Held::Retries(token.clone()), sending).await? else {
+            let (stop, stopped) = watch::channel(false);
+            let sending = self.attempt_all(lane, &message, jobs, stopped);
+            let (mut outcome, held) = self.while_held(lane, Held::Retries(token.clone()), stop, sending).await?;
+            if !held {
                 self.metrics.claims_lost.inc();
                 tracing::warn!(message = %message_id, "claim of retries lost while in flight");
                 return Ok(());
-            };
+            }
             outcome.gone.extend(vanished);
             let (id, tok, now) = (message_id.clone(), token.clone(), self.now_ms());
             let recorded =
@@ -178,16 +179,42 @@ impl Engine {
         Ok(())
     }
 
+    /// A page's claim was lost while it was in flight; `outcome` holds the
+    /// attempts answered before it stopped. They are recorded only if the
+    /// message was cancelled (its shards closed under the claim, whose token
+    /// still holds): a cancel is final, and what was sent is then counted.
+    /// Otherwise another worker has the shard and sends the page again, so
+    /// nothing is recorded (the store would refuse it anyway).
+    async fn after_lost_claim(&self, lane: &Lane, shard: &Arc<Shard>, outcome: PageOutcome) -> Result<(), StoreError> {
+        let id = shard.message_id.clone();
+        let cancelled = lane.db(move |s| async move { s.message(&id).await }).await?;
+        if cancelled.is_some_and(|m| m.state == MessageState::Cancelled) {
+            let (sh, now) = (shard.clone(), self.now_ms());
+            let progress = ShardProgress { cursor: shard.cursor, done: true, lease_ms: -1 };
+            let recorded = lane.db(move |s| async move { s.checkpoint_shard(&sh, &progress, &outcome, now).await });
+            if recorded.await?.is_some() {
+                tracing::info!(message = %shard.message_id, "message cancelled while sending; what was sent is counted");
+                return Ok(());
+            }
+        }
+        self.metrics.claims_lost.inc();
+        tracing::warn!(message = %shard.message_id, shard = shard.shard,
+            "claim lost while a page was in flight; the rest of the page is left to its new owner");
+        Ok(())
+    }
+
     /// Runs `work` while renewing the claim on `held` about every third of
-    /// the lease. `None` when the claim is lost before `work` is done
-    /// (renewal refused, or not renewed for a whole lease): `work` is then
-    /// dropped, which aborts what it had not sent yet.
+    /// the lease, and returns its output with whether the claim held
+    /// throughout. When the claim is lost (renewal refused, or not renewed
+    /// for a whole lease), `stop` tells `work` to give up what it has not
+    /// finished, and its output then holds only what it had.
     async fn while_held<T>(
         &self,
         lane: &Lane,
         held: Held,
+        stop: watch::Sender<bool>,
         work: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<Option<T>, StoreError> {
+    ) -> Result<(T, bool), StoreError> {
         let lease = self.lease_ms();
         let period = Duration::from_millis((lease / 3).max(1) as u64);
         let mut renewed_at = self.now_ms();
@@ -195,7 +222,7 @@ impl Engine {
         tokio::pin!(work);
         loop {
             tokio::select! {
-                done = &mut work => return done.map(Some),
+                done = &mut work => return Ok((done?, true)),
                 _ = beat.tick() => {
                     let now = self.now_ms();
                     let renewed = match &held {
@@ -208,16 +235,24 @@ impl Engine {
                             lane.db(move |s| async move { s.renew_retries(&token, now, lease).await }).await
                         }
                     };
-                    match renewed {
-                        Ok(true) => renewed_at = now,
-                        Ok(false) => return Ok(None),
+                    let lost = match renewed {
+                        Ok(true) => {
+                            renewed_at = now;
+                            false
+                        }
+                        Ok(false) => true,
                         Err(e) if now - renewed_at < lease => {
                             tracing::warn!(error = %e, "heartbeat failed; trying again");
+                            false
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "heartbeat failed for a whole lease; giving the work up");
-                            return Ok(None);
+                            true
                         }
+                    };
+                    if lost {
+                        let _ = stop.send(true);
+                        return Ok((work.await?, false));
                     }
                 }
             }
