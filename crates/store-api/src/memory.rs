@@ -345,24 +345,9 @@ impl Store for MemoryStore {
         m.updated_at = now;
         m.counts.targeted = targeted;
         m.cursor_end = last;
-        if targeted > 0 {
-            let shards = (targeted + shard_size.max(1) - 1) / shard_size.max(1);
-            let width = (last + shards - 1) / shards;
-            for i in 0..shards {
-                let start_after = i * width;
-                if start_after >= last {
-                    break;
-                }
-                let row = ShardRow {
-                    start_after,
-                    end_at: ((i + 1) * width).min(last),
-                    cursor: start_after,
-                    done: false,
-                    token: None,
-                    lease_until: 0,
-                };
-                st.shards.insert((id.to_owned(), i), row);
-            }
+        for (i, (start_after, end_at)) in shard_ranges(targeted, last, shard_size).into_iter().enumerate() {
+            let row = ShardRow { start_after, end_at, cursor: start_after, done: false, token: None, lease_until: 0 };
+            st.shards.insert((id.to_owned(), i as i64), row);
         }
         Ok(true)
     }

@@ -203,6 +203,19 @@ pub struct Stats {
     pub removed: i64,
 }
 
+/// The id ranges a started message is split into: shards of about
+/// `shard_size` subscriptions, for an audience of `targeted` subscriptions
+/// whose highest id is `last`, as `(start_after, end_at]` pairs that cover
+/// `0..=last`. Every store splits the same way.
+pub fn shard_ranges(targeted: i64, last: i64, shard_size: i64) -> Vec<(i64, i64)> {
+    if targeted <= 0 {
+        return Vec::new();
+    }
+    let shards = (targeted + shard_size.max(1) - 1) / shard_size.max(1);
+    let width = (last + shards - 1) / shards;
+    (0..shards).map(|i| (i * width, ((i + 1) * width).min(last))).take_while(|(start, _)| *start < last).collect()
+}
+
 /// Who claims work: the node (shown in leases, for operators) and a token
 /// new for this claim, which every write belonging to the claim must name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,4 +319,22 @@ pub enum Event {
     Shown,
     /// The notification was clicked.
     Clicked,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_ranges;
+
+    #[test]
+    fn shards_cover_the_id_range_once() {
+        assert_eq!(shard_ranges(0, 0, 10), []);
+        assert_eq!(shard_ranges(5, 5, 10), [(0, 5)]);
+        assert_eq!(shard_ranges(10, 30, 4), [(0, 10), (10, 20), (20, 30)]);
+        for (targeted, last, size) in [(7, 7, 3), (1000, 5000, 100), (3, 1_000_000, 1), (12, 12, 1)] {
+            let r = shard_ranges(targeted, last, size);
+            assert_eq!(r.first().map(|s| s.0), Some(0));
+            assert_eq!(r.last().map(|s| s.1), Some(last));
+            assert!(r.windows(2).all(|w| w[0].1 == w[1].0), "{r:?}");
+        }
+    }
 }

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::rows::{bind_target, msg_from_row, target_sql, MSG_COLUMNS};
 use super::{SqlStore, R};
-use crate::{Event, Message, MessageState, NewMessage, Target};
+use crate::{shard_ranges, Event, Message, MessageState, NewMessage, Target};
 
 pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bool)> {
     if let Some(key) = &new.idempotency_key {
@@ -131,24 +131,16 @@ pub(super) async fn start(store: &SqlStore, id: &str, target: &Target, shard_siz
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    if targeted > 0 {
-        let shards = (targeted + shard_size.max(1) - 1) / shard_size.max(1);
-        let width = (last + shards - 1) / shards;
-        for i in 0..shards {
-            let start_after = i * width;
-            if start_after >= last {
-                break;
-            }
-            sqlx::query(
-                "INSERT INTO message_shards (message_id, shard, start_after, end_at, cursor) VALUES ($1, $2, $3, $4, $3)",
-            )
-            .bind(id)
-            .bind(i)
-            .bind(start_after)
-            .bind(((i + 1) * width).min(last))
-            .execute(&mut *tx)
-            .await?;
-        }
+    for (i, (start_after, end_at)) in shard_ranges(targeted, last, shard_size).into_iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO message_shards (message_id, shard, start_after, end_at, cursor) VALUES ($1, $2, $3, $4, $3)",
+        )
+        .bind(id)
+        .bind(i as i64)
+        .bind(start_after)
+        .bind(end_at)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(true)
