@@ -99,7 +99,7 @@ impl Engine {
             let sending = self.attempt_all(lane, &message, jobs, stopped);
             let (outcome, held) = self.while_held(lane, Held::Shard(shard.clone()), stop, sending).await?;
             if !held {
-                return self.after_lost_claim(lane, &shard, outcome).await;
+                return self.after_lost_claim(lane, &shard, cursor, outcome).await;
             }
             cursor = if done { shard.end_at } else { last };
             let stopping = *shutdown.borrow();
@@ -185,12 +185,19 @@ impl Engine {
     /// still holds): a cancel is final, and what was sent is then counted.
     /// Otherwise another worker has the shard and sends the page again, so
     /// nothing is recorded (the store would refuse it anyway).
-    async fn after_lost_claim(&self, lane: &Lane, shard: &Arc<Shard>, outcome: PageOutcome) -> Result<(), StoreError> {
+    async fn after_lost_claim(
+        &self,
+        lane: &Lane,
+        shard: &Arc<Shard>,
+        cursor: i64,
+        outcome: PageOutcome,
+    ) -> Result<(), StoreError> {
         let id = shard.message_id.clone();
         let cancelled = lane.db(move |s| async move { s.message(&id).await }).await?;
         if cancelled.is_some_and(|m| m.state == MessageState::Cancelled) {
             let (sh, now) = (shard.clone(), self.now_ms());
-            let progress = ShardProgress { cursor: shard.cursor, done: true, lease_ms: -1 };
+            // The page was cut short: the cursor stays where the last checkpoint put it.
+            let progress = ShardProgress { cursor, done: true, lease_ms: -1 };
             let recorded = lane.db(move |s| async move { s.checkpoint_shard(&sh, &progress, &outcome, now).await });
             if recorded.await?.is_some() {
                 tracing::info!(message = %shard.message_id, "message cancelled while sending; what was sent is counted");
