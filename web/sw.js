@@ -79,7 +79,13 @@ self.addEventListener('pushsubscriptionchange', (event) => {
         sub = await self.registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
       }
       const body = sub.toJSON();
-      if (old && old.endpoint) body.oldEndpoint = old.endpoint;
+      if (old && old.endpoint) {
+        // The server hands the old subscription's user and topics over only
+        // to whoever proves it held it: its auth secret.
+        body.oldEndpoint = old.endpoint;
+        const oldJson = typeof old.toJSON === 'function' ? old.toJSON() : null;
+        if (oldJson && oldJson.keys && oldJson.keys.auth) body.oldKeys = { auth: oldJson.keys.auth };
+      }
       await fetch('/api/subscription', {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },

@@ -147,10 +147,13 @@ async function postSubscription(server, body) {
 /**
  * Subscribes this browser and registers the subscription with the server.
  * Reuses an existing subscription, unless the server's key has changed, in
- * which case it subscribes again. Options: userId, topics, swUrl, server
- * (the server's origin, default this page's). Resolves the PushSubscription.
+ * which case it subscribes again. Options: userId with userSignature (the
+ * hex HMAC-SHA256 of userId under the server's --user-signing-secret, made
+ * by your site's backend: the server refuses unsigned user ids), topics,
+ * swUrl, server (the server's origin, default this page's). Resolves the
+ * PushSubscription.
  */
-export async function subscribe({ userId, topics, swUrl = '/sw.js', server = '' } = {}) {
+export async function subscribe({ userId, userSignature, topics, swUrl = '/sw.js', server = '' } = {}) {
   requireSupport();
   const registration = await register(swUrl);
   const state = await requestPermission();
@@ -182,6 +185,7 @@ export async function subscribe({ userId, topics, swUrl = '/sw.js', server = '' 
   }
   const body = subscription.toJSON();
   if (userId !== undefined) body.userId = userId;
+  if (userSignature !== undefined) body.userSignature = userSignature;
   if (topics !== undefined) body.topics = topics;
   await postSubscription(server, body);
   return subscription;

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { api, artifacts, eventually, startServer } from './harness.mjs';
+import { api, artifacts, eventually, signUserId, startServer } from './harness.mjs';
 
 let server;
 let browser;
@@ -184,14 +184,14 @@ test('pushsubscriptionchange sends the new subscription, which replaces the old 
   const old = { endpoint: 'http://127.0.0.1:9/push/old', keys: { p256dh: key, auth: 'BTBZMqHH6r4Tts7J_aSIgg' } };
   const r = await fetch(`${server.url}/api/subscription`, {
     method: 'POST', headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ ...old, userId: 'alice', topics: ['news'] }),
+    body: JSON.stringify({ ...old, userId: 'alice', userSignature: signUserId('alice'), topics: ['news'] }),
   });
   assert.equal(r.status, 200);
   const [worker] = context.serviceWorkers();
   await worker.evaluate(async ({ old, key }) => {
     const fresh = { endpoint: 'http://127.0.0.1:9/push/new', keys: { p256dh: key, auth: 'AAAAAAAAAAAAAAAAAAAAAA' } };
     const event = new ExtendableEvent('pushsubscriptionchange');
-    Object.defineProperty(event, 'oldSubscription', { value: { endpoint: old.endpoint, options: {} } });
+    Object.defineProperty(event, 'oldSubscription', { value: { endpoint: old.endpoint, options: {}, toJSON: () => old } });
     Object.defineProperty(event, 'newSubscription', { value: { toJSON: () => fresh } });
     try {
       self.dispatchEvent(event);

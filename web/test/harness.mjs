@@ -2,6 +2,7 @@
 // service), talk to their APIs, keep artifacts.
 
 import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { mkdtempSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -14,6 +15,13 @@ export const artifacts = join(repo, 'test-artifacts');
 mkdirSync(artifacts, { recursive: true });
 
 export const TOKEN = 'browser-test-token';
+/** The user signing secret of every test server. */
+export const USER_SECRET = 'browser-test-user-signing-secret';
+
+/** What a site's backend does: the hex HMAC-SHA256 of a user id under the secret. */
+export function signUserId(userId) {
+  return createHmac('sha256', USER_SECRET).update(userId).digest('hex');
+}
 const bin = process.env.TOCSIN_BIN || join(repo, 'target', 'debug', 'tocsin');
 
 /** Spawns a command and resolves { proc, url } once it prints `listening on URL`. */
@@ -37,7 +45,11 @@ export async function startServer({ vapid, extra = [] } = {}) {
   const args = ['serve', '--listen', '127.0.0.1:0', '--database', `sqlite://${dir}/t.db`, '--endpoint-policy', 'any', '--retry-base-ms', '200'];
   if (vapid) args.push(`--vapid-private-key=${vapid.privateKey}`);
   args.push(...extra);
-  const s = await start(args, { TOCSIN_ADMIN_TOKEN: TOKEN, TOCSIN_VAPID_SUBJECT: 'mailto:browser-tests@example.com' });
+  const s = await start(args, {
+    TOCSIN_ADMIN_TOKEN: TOKEN,
+    TOCSIN_VAPID_SUBJECT: 'mailto:browser-tests@example.com',
+    TOCSIN_USER_SIGNING_SECRET: USER_SECRET,
+  });
   // Chromium and Firefox treat http://localhost as a secure context.
   s.url = s.url.replace('127.0.0.1', 'localhost');
   return s;

@@ -54,6 +54,13 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "TOCSIN_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
+    /// The secret your site's backend signs user ids with: a subscription with userId must carry userSignature,
+    /// the hex HMAC-SHA256 of the userId under this secret. Without it, user ids from browsers are refused.
+    #[arg(long, env = "TOCSIN_USER_SIGNING_SECRET", hide_env_values = true)]
+    user_signing_secret: Option<String>,
+    /// Accept user ids from browsers without a signature: anyone can then claim to be anyone. Development only.
+    #[arg(long, env = "TOCSIN_TRUST_CLIENT_USER_IDS")]
+    trust_client_user_ids: bool,
     /// Requests in flight to push services.
     #[arg(long, env = "TOCSIN_CONCURRENCY", default_value_t = 100)]
     concurrency: usize,
@@ -105,6 +112,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         endpoint_policy: policy,
         cors_origins: args.cors_origin.clone(),
         body_limit: args.body_limit,
+        user_signing_secret: args.user_signing_secret.clone(),
+        trust_client_user_ids: args.trust_client_user_ids,
         concurrency: args.concurrency,
         engine: tocsin_server::EngineSettings {
             node_id: args.node_id.clone(),

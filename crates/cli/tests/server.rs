@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::server::{Backend, Db, Server, TOKEN};
+use common::server::{with_user, Backend, Db, Server, TOKEN};
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -36,7 +36,7 @@ async fn classic_contract(backend: Backend) {
     );
 
     // The same browser again: updated, not duplicated.
-    sub["userId"] = json!("alice");
+    with_user(&mut sub, "alice");
     sub["topics"] = json!(["news", "sports"]);
     assert_eq!(server.subscribe(&sub).await, (200, OK.to_owned()));
     assert_eq!(server.count().await, 1);
@@ -124,7 +124,7 @@ async fn versioned_messages(backend: Backend) {
     let mut ids = Vec::new();
     for (user, topics) in [("u1", json!(["news"])), ("u2", json!(["news", "sport"])), ("u3", json!([]))] {
         let mut s = minted(&dev, &server).await;
-        s["userId"] = json!(user);
+        with_user(&mut s, user);
         s["topics"] = topics;
         assert_eq!(server.subscribe(&s).await.0, 200);
         ids.push(sub_id(&s));
@@ -255,7 +255,7 @@ async fn versioned_subscriptions(backend: Backend) {
     let dev = DevPush::start(&[]);
     for i in 0..7 {
         let mut s = minted(&dev, &server).await;
-        s["userId"] = json!(format!("user{}", i % 2));
+        with_user(&mut s, &format!("user{}", i % 2));
         s["topics"] = json!(if i < 3 { vec!["a"] } else { vec!["b"] });
         assert_eq!(server.subscribe(&s).await.0, 200);
     }

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod policy;
+pub mod proof;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -51,6 +52,10 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// The largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// The secret a site's backend signs user ids with (`userSignature`).
+    pub user_signing_secret: Option<String>,
+    /// Accept user ids from browsers unsigned (development only).
+    pub trust_client_user_ids: bool,
     /// Requests in flight to push services.
     pub concurrency: usize,
     /// The delivery engine's settings.
@@ -118,6 +123,8 @@ pub struct AppState {
     pub admin_token_hash: Option<String>,
     /// Counters for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// Whether and how `userId` is accepted from browsers.
+    pub user_ids: Arc<proof::UserIds>,
 }
 
 /// Why the server could not start.
@@ -192,6 +199,13 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     if let Some(w) = subject.warning() {
         tracing::warn!("{w}");
     }
+    match (&config.user_signing_secret, config.trust_client_user_ids) {
+        (Some(_), true) => tracing::warn!("--trust-client-user-ids is ignored: --user-signing-secret is set"),
+        (None, true) => tracing::warn!(
+            "--trust-client-user-ids: any browser may claim any userId; for development only, never on the internet"
+        ),
+        _ => {}
+    }
     let _owner = sqlite_owner_lock(&config.database_url)?;
     let (store, key) = open_store(&config.database_url, config.vapid_keys.as_ref()).await?;
     let store: Arc<dyn Store> = Arc::new(store);
@@ -251,6 +265,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         policy: config.endpoint_policy.clone(),
         admin_token_hash: config.admin_token.as_deref().filter(|t| !t.is_empty()).map(auth::hash_token),
         metrics: Arc::new(metrics::Metrics::new(engine_metrics, node_id)),
+        user_ids: Arc::new(proof::UserIds::new(config.user_signing_secret.as_deref(), config.trust_client_user_ids)),
     };
     let app = api::router(state, &config);
     let listener =

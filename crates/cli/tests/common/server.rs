@@ -12,6 +12,15 @@ use super::{spawn, tocsin, Proc};
 /// The admin token every test server accepts (`TOCSIN_ADMIN_TOKEN`).
 pub const TOKEN: &str = "test-admin-token";
 
+/// The user signing secret every test server has (`TOCSIN_USER_SIGNING_SECRET`).
+pub const USER_SECRET: &str = "test-user-signing-secret";
+
+/// Gives a subscription a user id, signed as the site's backend would sign it.
+pub fn with_user(sub: &mut Value, user: &str) {
+    sub["userId"] = Value::from(user);
+    sub["userSignature"] = Value::from(tocsin_server::proof::sign_user_id(USER_SECRET, user));
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -75,12 +84,19 @@ impl Server {
         Self::start_in(db, extra, None)
     }
 
+    /// A server from a process the caller started (its first line is the address).
+    pub fn from_proc(proc: Proc) -> Self {
+        let base = proc.first_line.strip_prefix("listening on ").expect("listening line").to_owned();
+        Server { proc, base, http: reqwest::Client::new() }
+    }
+
     pub fn start_in(db: &Db, extra: &[&str], cwd: Option<&std::path::Path>) -> Self {
         let mut cmd = tocsin();
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url])
             .args(extra)
             .env("TOCSIN_ADMIN_TOKEN", TOKEN)
             .env("TOCSIN_VAPID_SUBJECT", "mailto:tests@example.com")
+            .env("TOCSIN_USER_SIGNING_SECRET", USER_SECRET)
             .env_remove("TOCSIN_CONFIG");
         if let Some(dir) = cwd {
             cmd.current_dir(dir);

@@ -5,6 +5,7 @@
 use super::*;
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
+use crate::proof::same_secret;
 use crate::AppState;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -53,6 +54,12 @@ pub(crate) async fn post_subscription(
         })?,
         Some(_) => return Err(ApiError::bad_request("invalid-old-endpoint", "oldEndpoint must be a string")),
     };
+    // The old subscription's auth secret: the proof that it is the caller's.
+    let old_auth =
+        map.get("oldKeys").and_then(|k| k.get("auth")).and_then(Value::as_str).and_then(|a| b64::decode(a).ok());
+    if let Some(id) = &user_id {
+        st.user_ids.check(id, map.get("userSignature"))?;
+    }
     let subscription =
         Subscription::from_value(Value::Object(map)).map_err(|e| ApiError::bad_request(e.id(), e.to_string()))?;
     check_endpoint_len(subscription.endpoint().as_str())?;
@@ -64,13 +71,24 @@ pub(crate) async fn post_subscription(
         ApiError::storage("unable-to-save-subscription", "Subscription received but failed to save it", &e)
     };
     // pushsubscriptionchange: the new subscription replaces the old one and
-    // inherits its user and topics.
+    // inherits its user and topics, if the caller proves the old one is
+    // theirs with its auth secret (`oldKeys.auth`).
     let replaced = match &old_endpoint {
         Some(old) if old != subscription.endpoint().as_str() => {
             st.store.subscription_by_endpoint(old).await.map_err(save_failed)?
         }
         _ => None,
     };
+    if let Some(old) = &replaced {
+        let proven = old_auth.as_deref().is_some_and(|a| same_secret(a, old.subscription.auth().as_bytes()));
+        if !proven {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "old-subscription-not-proven",
+                "oldEndpoint names a stored subscription; replacing it needs its auth secret in oldKeys.auth",
+            ));
+        }
+    }
     if let Some(old) = &replaced {
         user_id = user_id.or_else(|| old.user_id.clone());
         topics = topics.or_else(|| Some(old.topics.clone()));

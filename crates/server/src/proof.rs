@@ -1,0 +1,109 @@
+//! What a caller of the public routes must prove, since nothing it says
+//! about itself is taken on its word:
+//!
+//! - a user id: signed by the site's own backend, `userSignature` being the
+//!   lowercase hex HMAC-SHA256 of the id's UTF-8 bytes under
+//!   `--user-signing-secret` ([`UserIds`]);
+//! - that a stored subscription is the caller's: its auth secret
+//!   ([`same_secret`]), which only the browser that subscribed knows.
+//!
+//! Comparisons run in constant time.
+
+use aws_lc_rs::{constant_time, hmac};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use axum::http::StatusCode;
+
+/// How `userId` in a public subscription is treated.
+pub enum UserIds {
+    /// Refused (the default): with no secret the server cannot tell the
+    /// user from anyone claiming to be them.
+    Off,
+    /// Taken on the client's word (`--trust-client-user-ids`, development only).
+    Trusted,
+    /// Accepted with a valid `userSignature` under this key.
+    Signed(hmac::Key),
+}
+
+impl UserIds {
+    /// From the flags: a secret wins over `trust`.
+    pub fn new(secret: Option<&str>, trust: bool) -> Self {
+        match secret.filter(|s| !s.is_empty()) {
+            Some(s) => Self::Signed(hmac::Key::new(hmac::HMAC_SHA256, s.as_bytes())),
+            None if trust => Self::Trusted,
+            None => Self::Off,
+        }
+    }
+
+    /// Whether `user_id` may be stored, given the request's `userSignature`.
+    pub fn check(&self, user_id: &str, signature: Option<&Value>) -> Result<(), ApiError> {
+        match self {
+            Self::Trusted => Ok(()),
+            Self::Off => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "user-ids-not-enabled",
+                "this server does not accept user ids from browsers: its operator has set no \
+                 --user-signing-secret",
+            )),
+            Self::Signed(key) => {
+                let tag = signature.and_then(Value::as_str).and_then(hex_decode);
+                match tag {
+                    Some(tag) if hmac::verify(key, user_id.as_bytes(), &tag).is_ok() => Ok(()),
+                    _ => Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "invalid-user-signature",
+                        "userSignature must be the hex HMAC-SHA256 of userId under the server's signing secret, \
+                         computed by the site's backend",
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// The signature a site's backend gives a user id: lowercase hex
+/// HMAC-SHA256 of the id under `secret`.
+pub fn sign_user_id(secret: &str, user_id: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    hmac::sign(&key, user_id.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether two secrets are equal, in time that does not depend on where
+/// they differ.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() != 64 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_is_the_hex_hmac_of_the_user_id() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        assert_eq!(
+            sign_user_id("Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let ids = UserIds::new(Some("Jefe"), false);
+        let good = Value::from(sign_user_id("Jefe", "alice"));
+        assert!(ids.check("alice", Some(&good)).is_ok());
+        assert!(ids.check("alice", Some(&Value::from(good.as_str().unwrap().to_uppercase()))).is_ok());
+        for bad in
+            [None, Some(Value::from("")), Some(Value::from("zz")), Some(Value::from(sign_user_id("Jefe", "bob")))]
+        {
+            assert_eq!(ids.check("alice", bad.as_ref()).unwrap_err().id, "invalid-user-signature");
+        }
+        assert_eq!(UserIds::new(None, false).check("alice", Some(&good)).unwrap_err().id, "user-ids-not-enabled");
+        assert!(UserIds::new(None, true).check("alice", None).is_ok());
+        assert!(UserIds::new(Some("Jefe"), true).check("alice", None).is_err(), "a secret wins over trust");
+    }
+}
