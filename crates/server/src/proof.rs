@@ -23,14 +23,14 @@ pub enum UserIds {
     /// Taken on the client's word (`--trust-client-user-ids`, development only).
     Trusted,
     /// Accepted with a valid `userSignature` under this key.
-    Signed(hmac::Key),
+    Signed(Box<hmac::Key>),
 }
 
 impl UserIds {
     /// From the flags: a secret wins over `trust`.
     pub fn new(secret: Option<&str>, trust: bool) -> Self {
         match secret.filter(|s| !s.is_empty()) {
-            Some(s) => Self::Signed(hmac::Key::new(hmac::HMAC_SHA256, s.as_bytes())),
+            Some(s) => Self::Signed(Box::new(hmac::Key::new(hmac::HMAC_SHA256, s.as_bytes()))),
             None if trust => Self::Trusted,
             None => Self::Off,
         }
