@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 TOCSIN = ROOT / "target" / "release" / "tocsin"
+BENCH_TOKEN = "bench-admin-token-0123456789abcdef"
 PAYLOAD = '{"title":"Benchmark","body":"A message of ordinary size for a notification."}'
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -132,7 +133,7 @@ def tocsin_send(subs, sink, concurrency, vapid):
 
 def api(base, method, path, body=None):
     req = urllib.request.Request(f"{base}{path}", method=method, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Authorization": "Bearer bench", "Content-Type": "application/json"})
+                                 headers={"Authorization": f"Bearer {BENCH_TOKEN}", "Content-Type": "application/json"})
     with urllib.request.urlopen(req) as r:
         return json.loads(r.read())
 
@@ -144,7 +145,7 @@ def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN):
                          capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(out.stderr)
-    env = dict(os.environ, TOCSIN_ADMIN_TOKEN="bench", TOCSIN_VAPID_SUBJECT="mailto:bench@example.com",
+    env = dict(os.environ, TOCSIN_ADMIN_TOKEN=BENCH_TOKEN, TOCSIN_VAPID_SUBJECT="mailto:bench@example.com",
                TOCSIN_LOG="warn")
     p = subprocess.Popen([str(binary), "serve", "--listen", "127.0.0.1:0", "--database", database,
                           "--endpoint-policy", "any", "--ca-cert", str(sink.cert), "--concurrency", str(concurrency),
@@ -187,7 +188,7 @@ def subscribe_load(work, database, connections, seconds):
                                      "https://fcm.googleapis.com/fcm/send/"], capture_output=True, text=True,
                                     check=True).stdout)
     env = dict(os.environ, TOCSIN_LOG="warn", TOCSIN_VAPID_SUBJECT="mailto:bench@example.com",
-               TOCSIN_ADMIN_TOKEN="bench")
+               TOCSIN_ADMIN_TOKEN=BENCH_TOKEN)
     # The default endpoint policy (public): FCM's host is known, so no DNS lookup per request.
     p = subprocess.Popen([str(TOCSIN), "serve", "--listen", "127.0.0.1:0", "--database", database],
                          stdout=subprocess.PIPE, env=env, text=True)

@@ -14,7 +14,7 @@ export const repo = resolve(here, '..', '..');
 export const artifacts = join(repo, 'test-artifacts');
 mkdirSync(artifacts, { recursive: true });
 
-export const TOKEN = 'browser-test-token';
+export const TOKEN = 'browser-test-token-0123456789abcdef';
 /** The user signing secret of every test server. */
 export const USER_SECRET = 'browser-test-user-signing-secret';
 

@@ -5,6 +5,7 @@ mod config;
 mod dev;
 mod send;
 mod serve;
+mod token;
 mod vapid;
 
 use std::process::ExitCode;
@@ -23,10 +24,10 @@ struct Cli {
 enum Command {
     /// Run the server: the HTTP API and the sending engine.
     Serve(Box<serve::ServeArgs>),
-    /// Admin tokens for the API.
+    /// API tokens: create (with a scope), list, revoke.
     Token {
         #[command(subcommand)]
-        command: serve::TokenCommand,
+        command: token::TokenCommand,
     },
     /// Work on the stored subscriptions.
     Subscriptions {
@@ -63,7 +64,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve::serve(*args))),
-        Command::Token { command } => runtime().and_then(|rt| rt.block_on(serve::token(command))),
+        Command::Token { command } => runtime().and_then(|rt| rt.block_on(token::token(command))),
         Command::Subscriptions { command } => runtime().and_then(|rt| rt.block_on(serve::subscriptions(command))),
         Command::Vapid { command } => vapid::run(command),
         Command::Send(args) => runtime().and_then(|rt| rt.block_on(send::run(*args))),

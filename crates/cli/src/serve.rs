@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// Accept user ids from browsers without a signature: anyone can then claim to be anyone. Development only.
     #[arg(long, env = "TOCSIN_TRUST_CLIENT_USER_IDS")]
     trust_client_user_ids: bool,
+    /// Also serve /metrics on this address, without a token (for a scraper on a private network); on the main
+    /// address /metrics needs a read token.
+    #[arg(long, env = "TOCSIN_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Requests in flight to push services.
     #[arg(long, env = "TOCSIN_CONCURRENCY", default_value_t = 100)]
     concurrency: usize,
@@ -114,6 +118,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         body_limit: args.body_limit,
         user_signing_secret: args.user_signing_secret.clone(),
         trust_client_user_ids: args.trust_client_user_ids,
+        metrics_listen: args.metrics_listen,
         concurrency: args.concurrency,
         engine: tocsin_server::EngineSettings {
             node_id: args.node_id.clone(),
@@ -144,28 +149,6 @@ fn seconds(v: f64, flag: &str) -> anyhow::Result<std::time::Duration> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| anyhow::anyhow!("{flag} must be a positive number of seconds"))
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// Create an admin token; it is printed once, only its hash is stored.
-    Create {
-        /// A name to recognise it by.
-        #[arg(long)]
-        name: String,
-        #[command(flatten)]
-        db: DbArgs,
-    },
-}
-
-pub async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
-    let TokenCommand::Create { name, db } = command;
-    let (store, _) = tocsin_server::open_store(&db.database, None).await?;
-    let token = tocsin_server::auth::new_token().map_err(|_| anyhow::anyhow!("no randomness available"))?;
-    store.insert_token(&name, &tocsin_server::auth::hash_token(&token), now_ms()).await?;
-    println!("{token}");
-    eprintln!("admin token {name:?} created; it is shown once: keep it");
-    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Subcommand)]

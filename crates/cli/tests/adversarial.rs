@@ -125,3 +125,141 @@ async fn a_subscription_is_replaced_only_with_proof() {
     assert_eq!((&items[0]["endpoint"], &items[0]["topics"]), (&renewed["endpoint"], &json!(["private"])));
     assert_eq!(server.count().await, 1);
 }
+
+/// `tocsin token create --scope` against the server's database.
+fn create_token(db: &Db, name: &str, scope: &str) -> String {
+    let out =
+        tocsin().args(["token", "create", "--name", name, "--scope", scope, "--database", &db.url]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+async fn call(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = server.http.request(method, server.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Each scope may do what the README says and nothing else (403
+/// `insufficient-scope`); a revoked token is 401 at once; `token list` shows
+/// names and scopes, never a token.
+#[tokio::test]
+async fn tokens_are_held_to_their_scope() {
+    use reqwest::Method;
+    let db = Db::new(Backend::Sqlite);
+    let server = Server::start(&db, &["--endpoint-policy", "any"]);
+    let (admin, send, read) =
+        (create_token(&db, "ops", "admin"), create_token(&db, "app", "send"), create_token(&db, "grafana", "read"));
+    let message = json!({"payload": "x", "target": {"all": true}});
+    let (s, m) = call(&server, Method::POST, "/v1/messages", Some(&send), Some(message.clone())).await;
+    assert_eq!(s, 202, "{m}");
+    let id = m["id"].as_str().unwrap().to_owned();
+    let cases: Vec<(Method, String, &str, u16)> = vec![
+        (Method::POST, "/v1/messages".into(), "read", 403),
+        (Method::POST, "/api/push".into(), "read", 403),
+        (Method::DELETE, format!("/v1/messages/{id}"), "read", 403),
+        (Method::GET, format!("/v1/messages/{id}"), "read", 200),
+        (Method::GET, "/v1/messages".into(), "send", 200),
+        (Method::GET, format!("/v1/messages/{id}"), "send", 200),
+        (Method::GET, "/v1/subscriptions".into(), "send", 403),
+        (Method::GET, "/v1/stats".into(), "send", 403),
+        (Method::GET, "/metrics".into(), "send", 403),
+        (Method::GET, "/v1/subscriptions".into(), "read", 200),
+        (Method::GET, "/v1/stats".into(), "read", 200),
+        (Method::GET, "/metrics".into(), "read", 200),
+        (Method::DELETE, "/v1/subscriptions/1".into(), "read", 403),
+        (Method::DELETE, "/v1/subscriptions/1".into(), "send", 403),
+        (Method::DELETE, "/v1/subscriptions/1".into(), "admin", 404),
+        (Method::GET, "/metrics".into(), "none", 401),
+        (Method::GET, "/v1/stats".into(), "forged", 401),
+    ];
+    for (method, path, who, want) in cases {
+        let token = match who {
+            "admin" => Some(admin.as_str()),
+            "send" => Some(send.as_str()),
+            "read" => Some(read.as_str()),
+            "forged" => Some("tsn_not-a-token"),
+            _ => None,
+        };
+        let body = (method == Method::POST).then(|| message.clone());
+        let (s, v) = call(&server, method.clone(), &path, token, body).await;
+        assert_eq!(s, want, "{who} {method} {path}: {v}");
+        if want == 403 {
+            assert_eq!(v["error"]["id"], "insufficient-scope", "{v}");
+        }
+        if want == 401 {
+            assert_eq!(v["error"]["id"], "unauthorized", "{v}");
+        }
+    }
+    let (_, list) = call(&server, Method::GET, "/v1/messages", Some(&admin), None).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "the refused POSTs stored nothing: {list}");
+    let (s, _) = call(&server, Method::DELETE, &format!("/v1/messages/{id}"), Some(&send), None).await;
+    assert!(s == 200 || s == 409, "a send token cancels: {s}");
+
+    // Listed without the tokens; revoked at once; names are unique.
+    let out = tocsin().args(["token", "list", "--json", "--database", &db.url]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for t in [&admin, &send, &read] {
+        assert!(!text.contains(t.as_str()), "token list shows a token: {text}");
+    }
+    let names: Vec<(String, String)> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["name"].as_str().unwrap().to_owned(), v["scope"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        names,
+        [("ops".into(), "admin".into()), ("app".into(), "send".into()), ("grafana".into(), "read".into())]
+    );
+    let again = tocsin().args(["token", "create", "--name", "app", "--database", &db.url]).output().unwrap();
+    assert_eq!(again.status.code(), Some(2), "a second token named app");
+    let revoked = tocsin().args(["token", "revoke", "app", "--database", &db.url]).output().unwrap();
+    assert!(revoked.status.success());
+    let (s, v) = call(&server, Method::GET, "/v1/messages", Some(&send), None).await;
+    assert_eq!((s, &v["error"]["id"]), (401, &json!("unauthorized")), "a revoked token: {v}");
+    let unknown = tocsin().args(["token", "revoke", "app", "--database", &db.url]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    let (_, used) = (0, tocsin().args(["token", "list", "--json", "--database", &db.url]).output().unwrap());
+    let used = String::from_utf8(used.stdout).unwrap();
+    assert!(used.lines().any(|l| l.contains(r#""name":"grafana""#) && !l.contains(r#""lastUsedAt":null"#)), "{used}");
+}
+
+/// `TOCSIN_ADMIN_TOKEN` shorter than 32 characters is refused at start;
+/// `--metrics-listen` serves `/metrics` without a token on its own address.
+#[tokio::test]
+async fn a_short_admin_token_is_refused_and_metrics_can_have_their_own_address() {
+    let db = Db::new(Backend::Sqlite);
+    let out = tocsin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url])
+        .env("TOCSIN_ADMIN_TOKEN", "short-token")
+        .env_remove("TOCSIN_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TOCSIN_ADMIN_TOKEN must be at least 32 characters"), "{err}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = Server::start(&db, &["--metrics-listen", &format!("127.0.0.1:{port}")]);
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("tocsin_subscriptions"));
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/v1/stats")).await.unwrap();
+    assert_eq!(r.status(), 404, "only /metrics there");
+    let r = reqwest::get(server.url("/metrics")).await.unwrap();
+    assert_eq!(r.status(), 401, "the main address still needs a token");
+}

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::server::{Backend, Db, Server};
+use common::server::{Backend, Db, Server, TOKEN};
 use common::*;
 use serde_json::{json, Value};
 
@@ -132,7 +132,8 @@ async fn faults(backend: Backend) {
     assert_eq!(left.len(), 5, "only the 410 was deleted");
     assert!(!left.contains(&subs[2]["endpoint"].as_str().unwrap()));
 
-    let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics =
+        server.http.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
     for needle in [
         "tocsin_deliveries_total{outcome=\"delivered\",reason=\"\"} 4",
         "tocsin_deliveries_total{outcome=\"failed\",reason=\"payload-too-large\"} 1",
@@ -255,8 +256,8 @@ async fn two_nodes_share_a_broadcast_and_survive_one_dying() {
     b.assert_up().await;
     let started = Instant::now();
     let (share_a, share_b) = loop {
-        let ma = a.http.get(a.url("/metrics")).send().await.unwrap().text().await.unwrap();
-        let mb = b.http.get(b.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let ma = a.http.get(a.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+        let mb = b.http.get(b.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
         let (da, dbb) = (delivered_by(&ma), delivered_by(&mb));
         if da > 0 && dbb > 0 && da + dbb >= (n / 3) as u64 {
             break (da, dbb);
@@ -273,7 +274,7 @@ async fn two_nodes_share_a_broadcast_and_survive_one_dying() {
         assert!(counts.get(&sub_id(s)).copied().unwrap_or(0) >= 1, "a subscription never got the message");
     }
     let twice = counts.values().filter(|c| **c > 1).count();
-    let mb = b.http.get(b.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let mb = b.http.get(b.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
     eprintln!(
         "two nodes: when a was killed a had delivered {share_a}, b {share_b}; b finished with {} deliveries; \
          {total} received in all; {twice} got it twice",
@@ -350,7 +351,7 @@ async fn two_nodes_with_slow_pages_send_each_once() {
     b.assert_up().await;
     let m = a.wait_done(&id).await;
     assert_exactly_once(&dev, &subs, &m).await;
-    let mb = b.http.get(b.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let mb = b.http.get(b.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
     assert!(delivered_by(&mb) > 0, "node b took part");
 }
 

@@ -595,14 +595,19 @@ async fn tokens_policy_openapi_and_health() {
     assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
     let (s, _) = server.get("/readyz").await;
     assert_eq!(s, 200);
-    let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = server.http.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("tocsin_subscriptions 3"), "{text}");
     assert!(text.contains("tocsin_subscriptions_saved_total 3"), "{text}");
     let (s, doc) = server.get("/openapi.json").await;
     assert_eq!(s, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    // Each operation names the token scopes that may call it.
+    assert_eq!(doc["paths"]["/v1/messages"]["post"]["security"][0]["token"], json!(["send", "admin"]));
+    assert_eq!(doc["paths"]["/v1/subscriptions"]["get"]["security"][0]["token"], json!(["read", "admin"]));
+    assert_eq!(doc["paths"]["/v1/subscriptions/{id}"]["delete"]["security"][0]["token"], json!(["admin"]));
+    assert_eq!(doc["components"]["securitySchemes"]["token"]["scheme"], "bearer");
     // The description names the content type the handler sends.
-    let sent = server.http.get(server.url("/metrics")).send().await.unwrap();
+    let sent = server.http.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap();
     let sent = sent.headers()["content-type"].to_str().unwrap().to_owned();
     let described = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"].as_object().unwrap();
     assert_eq!(described.keys().collect::<Vec<_>>(), [&sent], "OpenAPI says {described:?}, /metrics sends {sent}");

@@ -1,15 +1,84 @@
-//! Admin tokens: `Authorization: Bearer <token>`. Only a token's SHA-256 is
+//! API tokens: `Authorization: Bearer <token>`, each with a scope
+//! ([`TokenScope`]: `read`, `send` or `admin`). Only a token's SHA-256 is
 //! stored; a token is 32 random bytes, so a fast hash is the right one.
+//!
+//! A handler names what it requires by the extractor it takes:
+//! [`Admin`], [`Sender`], [`Reader`] or [`MessageReader`]. A missing or
+//! unknown token is 401 `unauthorized`; a known one outside its scope is 403
+//! `insufficient-scope`.
+
+use std::marker::PhantomData;
 
 use aws_lc_rs::digest;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::StatusCode;
+use tocsin_store::TokenScope;
 
 use crate::error::ApiError;
 use crate::AppState;
 
-/// Proof that the request carried a valid admin token.
-pub struct Admin;
+/// The shortest `TOCSIN_ADMIN_TOKEN` accepted at start.
+pub const MIN_ENV_TOKEN_LEN: usize = 32;
+
+/// How often at most a token's `last used` is written, ms.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// What a route requires of the caller's token.
+pub trait Requirement: Send + Sync + 'static {
+    /// The scopes that may, for the error message and the OpenAPI description.
+    const SCOPES: &'static [&'static str];
+    /// Whether a token of `scope` may call the route.
+    fn allows(scope: TokenScope) -> bool;
+}
+
+/// Only `admin` tokens.
+pub struct AdminScope;
+impl Requirement for AdminScope {
+    const SCOPES: &'static [&'static str] = &["admin"];
+    fn allows(scope: TokenScope) -> bool {
+        scope == TokenScope::Admin
+    }
+}
+
+/// `send` or `admin`: creating and cancelling messages.
+pub struct SendScope;
+impl Requirement for SendScope {
+    const SCOPES: &'static [&'static str] = &["send", "admin"];
+    fn allows(scope: TokenScope) -> bool {
+        matches!(scope, TokenScope::Send | TokenScope::Admin)
+    }
+}
+
+/// `read` or `admin`: reading subscriptions, totals, metrics.
+pub struct ReadScope;
+impl Requirement for ReadScope {
+    const SCOPES: &'static [&'static str] = &["read", "admin"];
+    fn allows(scope: TokenScope) -> bool {
+        matches!(scope, TokenScope::Read | TokenScope::Admin)
+    }
+}
+
+/// Any scope: reading messages (a `send` token reads what it sent).
+pub struct MessageReadScope;
+impl Requirement for MessageReadScope {
+    const SCOPES: &'static [&'static str] = &["read", "send", "admin"];
+    fn allows(_: TokenScope) -> bool {
+        true
+    }
+}
+
+/// Proof that the request carried a token whose scope `R` allows.
+pub struct Authorized<R: Requirement>(PhantomData<R>);
+
+/// An `admin` token.
+pub type Admin = Authorized<AdminScope>;
+/// A `send` or `admin` token.
+pub type Sender = Authorized<SendScope>;
+/// A `read` or `admin` token.
+pub type Reader = Authorized<ReadScope>;
+/// Any token.
+pub type MessageReader = Authorized<MessageReadScope>;
 
 /// A new token: `tsn_` and 32 random bytes, base64url.
 pub fn new_token() -> Result<String, aws_lc_rs::error::Unspecified> {
@@ -23,27 +92,56 @@ pub fn hash_token(token: &str) -> String {
     digest::digest(&digest::SHA256, token.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl FromRequestParts<AppState> for Admin {
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The scope of the request's token: 401 when there is none, or it is unknown.
+pub async fn token_scope(parts: &Parts, state: &AppState) -> Result<TokenScope, ApiError> {
+    let token = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(ApiError::unauthorized)?;
+    let hash = hash_token(token);
+    // Hashes are compared, not tokens: timing reveals nothing of a token.
+    if state.admin_token_hash.as_deref() == Some(hash.as_str()) {
+        return Ok(TokenScope::Admin);
+    }
+    let row = state
+        .store
+        .token(&hash)
+        .await
+        .map_err(|e| ApiError::storage("database-unavailable", "cannot check the token", &e))?
+        .ok_or_else(ApiError::unauthorized)?;
+    let now = now_ms();
+    if row.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY_MS) {
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_token(&hash, now).await {
+                tracing::debug!(error = %e, "could not record a token's use");
+            }
+        });
+    }
+    Ok(row.scope)
+}
+
+impl<R: Requirement> FromRequestParts<AppState> for Authorized<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(ApiError::unauthorized)?;
-        let hash = hash_token(token);
-        // Hashes are compared, not tokens: timing reveals nothing of a token.
-        if state.admin_token_hash.as_deref() == Some(hash.as_str()) {
-            return Ok(Admin);
-        }
-        match state.store.token_exists(&hash).await {
-            Ok(true) => Ok(Admin),
-            Ok(false) => Err(ApiError::unauthorized()),
-            Err(e) => Err(ApiError::storage("database-unavailable", "cannot check the token", &e)),
+        let scope = token_scope(parts, state).await?;
+        if R::allows(scope) {
+            Ok(Self(PhantomData))
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "insufficient-scope",
+                format!("a {} token may not do this; it needs one of: {}", scope.as_str(), R::SCOPES.join(", ")),
+            ))
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub user_signing_secret: Option<String>,
     /// Accept user ids from browsers unsigned (development only).
     pub trust_client_user_ids: bool,
+    /// A second address serving `/metrics` without a token.
+    pub metrics_listen: Option<SocketAddr>,
     /// Requests in flight to push services.
     pub concurrency: usize,
     /// The delivery engine's settings.
@@ -145,6 +147,9 @@ pub enum StartError {
     /// The SQLite database is owned by another process.
     #[error("cannot own the database ({0}): {1}")]
     Owner(String, String),
+    /// `TOCSIN_ADMIN_TOKEN` is too short to be a secret.
+    #[error("TOCSIN_ADMIN_TOKEN must be at least {0} characters (make one with `tocsin token create` or `openssl rand -base64 32`)")]
+    AdminTokenTooShort(usize),
 }
 
 /// The development default subject, used (with a warning) when none is set.
@@ -198,6 +203,9 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     };
     if let Some(w) = subject.warning() {
         tracing::warn!("{w}");
+    }
+    if config.admin_token.as_deref().is_some_and(|t| !t.is_empty() && t.len() < auth::MIN_ENV_TOKEN_LEN) {
+        return Err(StartError::AdminTokenTooShort(auth::MIN_ENV_TOKEN_LEN));
     }
     match (&config.user_signing_secret, config.trust_client_user_ids) {
         (Some(_), true) => tracing::warn!("--trust-client-user-ids is ignored: --user-signing-secret is set"),
@@ -267,6 +275,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         metrics: Arc::new(metrics::Metrics::new(engine_metrics, node_id)),
         user_ids: Arc::new(proof::UserIds::new(config.user_signing_secret.as_deref(), config.trust_client_user_ids)),
     };
+    let metrics_only = config.metrics_listen.map(|_| api::metrics_router(state.clone()));
     let app = api::router(state, &config);
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.map_err(|e| StartError::Bind(config.listen, e))?;
@@ -274,6 +283,15 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let engine_task = tokio::spawn(engine.run(stop_rx));
+    if let (Some(addr), Some(router)) = (config.metrics_listen, metrics_only) {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))?;
+        tracing::info!(%addr, "/metrics without a token on its own address");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     ready(addr);
     let shutdown = async {
         shutdown_signal().await;

@@ -170,10 +170,16 @@ pub trait Store: Send + Sync + 'static {
     /// A message's failures by reason.
     async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>>;
 
-    /// Stores an admin token's hash.
-    async fn insert_token(&self, name: &str, hash: &str, now: i64) -> Result<()>;
-    /// Whether a token hash is known.
-    async fn token_exists(&self, hash: &str) -> Result<bool>;
+    /// Stores a token's hash with its name and scope.
+    async fn insert_token(&self, name: &str, hash: &str, scope: TokenScope, now: i64) -> Result<()>;
+    /// The token with this hash, if it exists (was not revoked).
+    async fn token(&self, hash: &str) -> Result<Option<TokenRow>>;
+    /// Records that the token with this hash was used at `now`.
+    async fn touch_token(&self, hash: &str, now: i64) -> Result<()>;
+    /// Every token, by creation.
+    async fn tokens(&self) -> Result<Vec<TokenRow>>;
+    /// Revokes (deletes) the tokens named `name`; how many went.
+    async fn revoke_token(&self, name: &str) -> Result<u64>;
 
     /// Totals for `/v1/stats`.
     async fn stats(&self) -> Result<Stats>;

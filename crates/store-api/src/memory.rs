@@ -26,7 +26,7 @@ struct State {
     failures: BTreeMap<(String, String), i64>,
     shards: BTreeMap<(String, i64), ShardRow>,
     retries: BTreeMap<(String, i64), RetryRow>,
-    tokens: Vec<String>,
+    tokens: Vec<(String, TokenRow)>,
     renewals: u64,
     refuse_renewals: bool,
 }
@@ -513,13 +513,32 @@ impl Store for MemoryStore {
         Ok(st.failures.iter().filter(|((m, _), _)| m == id).map(|((_, r), n)| (r.clone(), *n)).collect())
     }
 
-    async fn insert_token(&self, _name: &str, hash: &str, _now: i64) -> Result<()> {
-        self.lock().tokens.push(hash.to_owned());
+    async fn insert_token(&self, name: &str, hash: &str, scope: TokenScope, now: i64) -> Result<()> {
+        let row = TokenRow { name: name.to_owned(), scope, created_at: now, last_used_at: None };
+        self.lock().tokens.push((hash.to_owned(), row));
         Ok(())
     }
 
-    async fn token_exists(&self, hash: &str) -> Result<bool> {
-        Ok(self.lock().tokens.iter().any(|t| t == hash))
+    async fn token(&self, hash: &str) -> Result<Option<TokenRow>> {
+        Ok(self.lock().tokens.iter().find(|(h, _)| h == hash).map(|(_, t)| t.clone()))
+    }
+
+    async fn touch_token(&self, hash: &str, now: i64) -> Result<()> {
+        if let Some((_, t)) = self.lock().tokens.iter_mut().find(|(h, _)| h == hash) {
+            t.last_used_at = Some(now);
+        }
+        Ok(())
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRow>> {
+        Ok(self.lock().tokens.iter().map(|(_, t)| t.clone()).collect())
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<u64> {
+        let mut st = self.lock();
+        let before = st.tokens.len();
+        st.tokens.retain(|(_, t)| t.name != name);
+        Ok((before - st.tokens.len()) as u64)
     }
 
     async fn stats(&self) -> Result<Stats> {

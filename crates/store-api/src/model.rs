@@ -311,6 +311,52 @@ pub struct ShardProgress {
     pub lease_ms: i64,
 }
 
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    /// Every `GET` of the API, and `/metrics`.
+    Read,
+    /// Create, read and cancel messages.
+    Send,
+    /// Everything.
+    Admin,
+}
+
+impl TokenScope {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Send => "send",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Parses the stored text.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "read" => Self::Read,
+            "send" => Self::Send,
+            "admin" => Self::Admin,
+            _ => return None,
+        })
+    }
+}
+
+/// A stored API token (never the token itself: only its hash is kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    /// The name it was created with.
+    pub name: String,
+    /// What it may do.
+    pub scope: TokenScope,
+    /// When it was created, ms since the epoch.
+    pub created_at: i64,
+    /// When it was last used (to the minute), ms since the epoch.
+    pub last_used_at: Option<i64>,
+}
+
 /// What the service worker reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{spawn, tocsin, Proc};
 
 /// The admin token every test server accepts (`TOCSIN_ADMIN_TOKEN`).
-pub const TOKEN: &str = "test-admin-token";
+pub const TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 /// The user signing secret every test server has (`TOCSIN_USER_SIGNING_SECRET`).
 pub const USER_SECRET: &str = "test-user-signing-secret";

@@ -3,7 +3,7 @@
 //! `POST /api/push` (admin).
 
 use super::*;
-use crate::auth::Admin;
+use crate::auth::Sender;
 use crate::error::{ApiError, ErrorBody};
 use crate::proof::same_secret;
 use crate::AppState;
@@ -131,13 +131,13 @@ pub(crate) struct WaitQuery {
 }
 
 /// Sends the body, as the payload, to every subscription.
-#[utoipa::path(post, path = "/api/push", security(("admin" = [])),
+#[utoipa::path(post, path = "/api/push", security(("token" = ["send", "admin"])),
     params(("wait" = Option<bool>, Query, description = "answer when sending has finished, with the counts")),
     request_body(content = String, description = "the payload: any JSON or text"),
     responses((status = 200, body = SuccessBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 500, body = ErrorBody)))]
 pub(crate) async fn push_all(
-    _admin: Admin,
+    _token: Sender,
     State(st): State<AppState>,
     Q(q): Q<WaitQuery>,
     raw: Result<Bytes, BytesRejection>,

@@ -1,7 +1,7 @@
 //! `/v1/messages` (admin): create, read, list, cancel.
 
 use super::*;
-use crate::auth::Admin;
+use crate::auth::{MessageReader, Sender};
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 use axum::extract::rejection::BytesRejection;
@@ -78,12 +78,12 @@ pub(crate) fn parse_send_at(v: &Option<Value>) -> Result<Option<i64>, ApiError> 
 }
 
 /// Stores a message for a target; sends it now or at `sendAt`.
-#[utoipa::path(post, path = "/v1/messages", security(("admin" = [])),
+#[utoipa::path(post, path = "/v1/messages", security(("token" = ["send", "admin"])),
     params(("Idempotency-Key" = Option<String>, Header, description = "a retried request with the same key creates one message")),
     request_body = MessageRequest,
     responses((status = 202, description = "{\"id\",\"state\"}"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn create_message(
-    _admin: Admin,
+    _token: Sender,
     State(st): State<AppState>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
@@ -148,10 +148,10 @@ pub(crate) async fn create_message(
 }
 
 /// One message with its counts, and its failures by reason.
-#[utoipa::path(get, path = "/v1/messages/{id}", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/messages/{id}", security(("token" = ["read", "send", "admin"])),
     responses((status = 200, body = MessageView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_message(
-    _admin: Admin,
+    _token: MessageReader,
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
@@ -166,10 +166,10 @@ pub(crate) async fn get_message(
 }
 
 /// Cancels what is not sent yet.
-#[utoipa::path(delete, path = "/v1/messages/{id}", security(("admin" = [])),
+#[utoipa::path(delete, path = "/v1/messages/{id}", security(("token" = ["send", "admin"])),
     responses((status = 200, body = MessageView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn cancel_message(
-    _admin: Admin,
+    _token: Sender,
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
@@ -184,11 +184,11 @@ pub(crate) async fn cancel_message(
 }
 
 /// Messages, newest first.
-#[utoipa::path(get, path = "/v1/messages", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/messages", security(("token" = ["read", "send", "admin"])),
     params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "{\"items\":[MessageView],\"nextCursor\"}")))]
 pub(crate) async fn list_messages(
-    _admin: Admin,
+    _token: MessageReader,
     State(st): State<AppState>,
     Q(q): Q<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {

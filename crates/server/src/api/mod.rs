@@ -44,10 +44,23 @@ impl utoipa::Modify for BearerAuth {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
-            "admin",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            "token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API token (`tocsin token create --scope admin|send|read`). Each operation lists the \
+                         scopes that may call it; another scope gets 403 insufficient-scope.",
+                    ))
+                    .build(),
+            ),
         );
     }
+}
+
+/// `/metrics` alone, without a token: for `--metrics-listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(ops::open_metrics)).with_state(state)
 }
 
 /// Builds the router with its layers.

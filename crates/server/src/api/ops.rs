@@ -1,7 +1,7 @@
 //! For operators: `/v1/stats`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 
 use super::*;
-use crate::auth::Admin;
+use crate::auth::Reader;
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 use axum::extract::State;
@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use utoipa::OpenApi;
 
 /// Totals.
-#[utoipa::path(get, path = "/v1/stats", security(("admin" = [])), responses((status = 200, description = "totals")))]
-pub(crate) async fn stats(_admin: Admin, State(st): State<AppState>) -> Result<Json<tocsin_store::Stats>, ApiError> {
+#[utoipa::path(get, path = "/v1/stats", security(("token" = ["read", "admin"])), responses((status = 200, description = "totals")))]
+pub(crate) async fn stats(_token: Reader, State(st): State<AppState>) -> Result<Json<tocsin_store::Stats>, ApiError> {
     st.store.stats().await.map(Json).map_err(|e| ApiError::storage("database-unavailable", "cannot read stats", &e))
 }
 
@@ -37,12 +37,22 @@ pub(crate) async fn readyz(State(st): State<AppState>) -> Result<Json<Value>, Ap
 /// Prometheus reads); the OpenAPI description names the same.
 pub(crate) const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = METRICS_CONTENT_TYPE, body = String)))]
-pub(crate) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let stats =
-        st.store.stats().await.map_err(|e| ApiError::storage("database-unavailable", "cannot read stats", &e))?;
-    let text = st.metrics.render(&stats);
+/// Prometheus metrics (OpenMetrics text). Stored totals are cached for a
+/// few seconds, not counted per scrape. Without a token here when
+/// `--metrics-listen` serves them on an address of their own.
+#[utoipa::path(get, path = "/metrics", security(("token" = ["read", "admin"])),
+    responses((status = 200, content_type = METRICS_CONTENT_TYPE, body = String), (status = 401, body = ErrorBody)))]
+pub(crate) async fn metrics(_token: Reader, State(st): State<AppState>) -> Result<Response, ApiError> {
+    open_metrics(State(st)).await
+}
+
+/// `/metrics` with no token, for `--metrics-listen`'s address only.
+pub(crate) async fn open_metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let text = st
+        .metrics
+        .render(st.store.as_ref())
+        .await
+        .map_err(|e| ApiError::storage("database-unavailable", "cannot read stats", &e))?;
     Ok(([(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response())
 }
 

@@ -1,7 +1,7 @@
 //! `/v1/subscriptions` (admin): list, read, delete.
 
 use super::*;
-use crate::auth::Admin;
+use crate::auth::{Admin, Reader};
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -11,12 +11,12 @@ use serde_json::{json, Value};
 use tocsin_store::Target;
 
 /// Subscriptions by id, with cursor paging; filter by `topic` or `userId`.
-#[utoipa::path(get, path = "/v1/subscriptions", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/subscriptions", security(("token" = ["read", "admin"])),
     params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query), ("topic" = Option<String>, Query),
         ("userId" = Option<String>, Query)),
     responses((status = 200, description = "{\"items\":[SubscriptionView],\"nextCursor\"}"), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list_subscriptions(
-    _admin: Admin,
+    _token: Reader,
     State(st): State<AppState>,
     Q(q): Q<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -50,10 +50,10 @@ pub(crate) fn sub_id(id: &str) -> Result<i64, ApiError> {
 }
 
 /// One subscription.
-#[utoipa::path(get, path = "/v1/subscriptions/{id}", security(("admin" = [])),
+#[utoipa::path(get, path = "/v1/subscriptions/{id}", security(("token" = ["read", "admin"])),
     responses((status = 200, body = SubscriptionView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_subscription(
-    _admin: Admin,
+    _token: Reader,
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
@@ -65,10 +65,10 @@ pub(crate) async fn get_subscription(
 }
 
 /// Deletes one subscription.
-#[utoipa::path(delete, path = "/v1/subscriptions/{id}", security(("admin" = [])),
+#[utoipa::path(delete, path = "/v1/subscriptions/{id}", security(("token" = ["admin"])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub(crate) async fn remove_subscription(
-    _admin: Admin,
+    _token: Admin,
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {

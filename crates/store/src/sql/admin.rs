@@ -4,7 +4,7 @@ use sqlx::Row;
 
 use super::rows::key_from_row;
 use super::{SqlStore, R};
-use crate::{Stats, VapidKeyRow};
+use crate::{Stats, TokenRow, TokenScope, VapidKeyRow};
 
 pub(super) async fn current_vapid_key(store: &SqlStore) -> R<Option<VapidKeyRow>> {
     let row =
@@ -44,22 +44,54 @@ pub(super) async fn vapid_key(store: &SqlStore, id: i64) -> R<Option<VapidKeyRow
     row.as_ref().map(key_from_row).transpose()
 }
 
-pub(super) async fn insert_token(store: &SqlStore, name: &str, hash: &str, now: i64) -> R<()> {
-    sqlx::query("INSERT INTO admin_tokens (name, token_hash, created_at) VALUES ($1, $2, $3)")
+pub(super) async fn insert_token(store: &SqlStore, name: &str, hash: &str, scope: TokenScope, now: i64) -> R<()> {
+    sqlx::query("INSERT INTO admin_tokens (name, token_hash, scope, created_at) VALUES ($1, $2, $3, $4)")
         .bind(name)
         .bind(hash)
+        .bind(scope.as_str())
         .bind(now)
         .execute(&store.pool)
         .await?;
     Ok(())
 }
 
-pub(super) async fn token_exists(store: &SqlStore, hash: &str) -> R<bool> {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM admin_tokens WHERE token_hash = $1")
+fn token_from_row(row: &sqlx::any::AnyRow) -> R<TokenRow> {
+    let scope: String = row.try_get("scope")?;
+    Ok(TokenRow {
+        name: row.try_get("name")?,
+        scope: TokenScope::parse(&scope).ok_or_else(|| super::rows::corrupt(format!("token scope {scope:?}")))?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
+pub(super) async fn token(store: &SqlStore, hash: &str) -> R<Option<TokenRow>> {
+    let row = sqlx::query("SELECT name, scope, created_at, last_used_at FROM admin_tokens WHERE token_hash = $1")
         .bind(hash)
-        .fetch_one(&store.pool)
+        .fetch_optional(&store.pool)
         .await?;
-    Ok(row.try_get::<i64, _>("n")? > 0)
+    row.as_ref().map(token_from_row).transpose()
+}
+
+pub(super) async fn touch_token(store: &SqlStore, hash: &str, now: i64) -> R<()> {
+    sqlx::query("UPDATE admin_tokens SET last_used_at = $1 WHERE token_hash = $2")
+        .bind(now)
+        .bind(hash)
+        .execute(&store.pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn tokens(store: &SqlStore) -> R<Vec<TokenRow>> {
+    let rows = sqlx::query("SELECT name, scope, created_at, last_used_at FROM admin_tokens ORDER BY created_at, id")
+        .fetch_all(&store.pool)
+        .await?;
+    rows.iter().map(token_from_row).collect()
+}
+
+pub(super) async fn revoke_token(store: &SqlStore, name: &str) -> R<u64> {
+    let r = sqlx::query("DELETE FROM admin_tokens WHERE name = $1").bind(name).execute(&store.pool).await?;
+    Ok(r.rows_affected())
 }
 
 pub(super) async fn stats(store: &SqlStore) -> R<Stats> {

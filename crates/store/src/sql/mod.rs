@@ -283,12 +283,24 @@ impl Store for SqlStore {
         Ok(messages::failures(self, id).await?)
     }
 
-    async fn insert_token(&self, name: &str, hash: &str, now: i64) -> Result<()> {
-        Ok(admin::insert_token(self, name, hash, now).await?)
+    async fn insert_token(&self, name: &str, hash: &str, scope: TokenScope, now: i64) -> Result<()> {
+        Ok(admin::insert_token(self, name, hash, scope, now).await?)
     }
 
-    async fn token_exists(&self, hash: &str) -> Result<bool> {
-        Ok(admin::token_exists(self, hash).await?)
+    async fn token(&self, hash: &str) -> Result<Option<TokenRow>> {
+        Ok(admin::token(self, hash).await?)
+    }
+
+    async fn touch_token(&self, hash: &str, now: i64) -> Result<()> {
+        Ok(admin::touch_token(self, hash, now).await?)
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRow>> {
+        Ok(admin::tokens(self).await?)
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<u64> {
+        Ok(admin::revoke_token(self, name).await?)
     }
 
     async fn stats(&self) -> Result<Stats> {

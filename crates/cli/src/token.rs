@@ -1,0 +1,103 @@
+//! `tocsin token create|list|revoke`: API tokens and their scopes.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use tocsin_store::{Store, TokenScope};
+
+use crate::serve::DbArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once, only its hash is stored.
+    Create {
+        /// A name to recognise (and revoke) it by; unique.
+        #[arg(long)]
+        name: String,
+        /// What it may do: admin (everything), send (create, read and cancel messages), read (every GET, /metrics).
+        #[arg(long, default_value = "admin", value_parser = parse_scope)]
+        scope: TokenScope,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List the tokens: name, scope, created, last used (never the token).
+    List {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a token by name: it stops working at once.
+    Revoke {
+        /// The token's name.
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+fn parse_scope(s: &str) -> Result<TokenScope, String> {
+    TokenScope::parse(s).ok_or_else(|| format!("scope must be admin, send or read, got {s:?}"))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn when(ms: Option<i64>) -> String {
+    ms.map_or_else(
+        || "never".to_owned(),
+        |ms| {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+            humantime::format_rfc3339_seconds(t).to_string()
+        },
+    )
+}
+
+pub async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Create { name, scope, db } => {
+            let (store, _) = tocsin_server::open_store(&db.database, None).await?;
+            if store.tokens().await?.iter().any(|t| t.name == name) {
+                eprintln!("a token named {name:?} exists already; revoke it or choose another name");
+                return Ok(ExitCode::from(2));
+            }
+            let token = tocsin_server::auth::new_token().map_err(|_| anyhow::anyhow!("no randomness available"))?;
+            store.insert_token(&name, &tocsin_server::auth::hash_token(&token), scope, now_ms()).await?;
+            println!("{token}");
+            eprintln!("{} token {name:?} created; it is shown once: keep it", scope.as_str());
+        }
+        TokenCommand::List { json, db } => {
+            let (store, _) = tocsin_server::open_store(&db.database, None).await?;
+            let tokens = store.tokens().await?;
+            if json {
+                for t in &tokens {
+                    let line = serde_json::json!({"name": t.name, "scope": t.scope, "createdAt": when(Some(t.created_at)),
+                        "lastUsedAt": t.last_used_at.map(|ms| when(Some(ms)))});
+                    println!("{line}");
+                }
+            } else {
+                println!("{:<24} {:<6} {:<21} LAST USED", "NAME", "SCOPE", "CREATED");
+                for t in &tokens {
+                    println!(
+                        "{:<24} {:<6} {:<21} {}",
+                        t.name,
+                        t.scope.as_str(),
+                        when(Some(t.created_at)),
+                        when(t.last_used_at)
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { name, db } => {
+            let (store, _) = tocsin_server::open_store(&db.database, None).await?;
+            if store.revoke_token(&name).await? == 0 {
+                eprintln!("no token named {name:?}");
+                return Ok(ExitCode::from(1));
+            }
+            eprintln!("token {name:?} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
