@@ -65,6 +65,20 @@ pub struct ServeArgs {
     /// address /metrics needs a read token.
     #[arg(long, env = "TOCSIN_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Requests one client address may make at once to the public routes that write (subscribe, unsubscribe,
+    /// test, events), and failed authentications it may have; then 429 rate-limited.
+    #[arg(long, env = "TOCSIN_RATE_LIMIT_BURST", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit_burst: u32,
+    /// How fast an address's allowance refills, requests per second (0.2: one every 5 s).
+    #[arg(long, env = "TOCSIN_RATE_LIMIT_PER_SECOND", default_value_t = 0.2)]
+    rate_limit_per_second: f64,
+    /// Addresses or CIDR blocks never limited, comma-separated (a load generator, a health checker).
+    #[arg(long, env = "TOCSIN_RATE_LIMIT_EXEMPT", value_delimiter = ',', value_name = "CIDRS")]
+    rate_limit_exempt: Vec<String>,
+    /// Proxies whose X-Forwarded-For / Forwarded headers are believed (addresses or CIDR blocks,
+    /// comma-separated); nobody's by default, so a client cannot pick the address it is counted as.
+    #[arg(long, env = "TOCSIN_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDRS")]
+    trusted_proxies: Vec<String>,
     /// Requests in flight to push services.
     #[arg(long, env = "TOCSIN_CONCURRENCY", default_value_t = 100)]
     concurrency: usize,
@@ -119,6 +133,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         user_signing_secret: args.user_signing_secret.clone(),
         trust_client_user_ids: args.trust_client_user_ids,
         metrics_listen: args.metrics_listen,
+        rate_limit_burst: args.rate_limit_burst,
+        rate_limit_per_second: args.rate_limit_per_second,
+        rate_limit_exempt: args.rate_limit_exempt.clone(),
+        trusted_proxies: args.trusted_proxies.clone(),
         concurrency: args.concurrency,
         engine: tocsin_server::EngineSettings {
             node_id: args.node_id.clone(),

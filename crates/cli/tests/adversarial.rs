@@ -263,3 +263,119 @@ async fn a_short_admin_token_is_refused_and_metrics_can_have_their_own_address()
     let r = reqwest::get(server.url("/metrics")).await.unwrap();
     assert_eq!(r.status(), 401, "the main address still needs a token");
 }
+
+/// `tocsin serve` with the rate limits in force (the shared test server
+/// exempts loopback) and `extra` flags.
+fn limited(db: &Db, extra: &[&str]) -> Server {
+    let mut cmd = tocsin();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url, "--endpoint-policy", "any"])
+        .args(extra)
+        .env("TOCSIN_VAPID_SUBJECT", "mailto:tests@example.com")
+        .env("TOCSIN_ADMIN_TOKEN", common::server::TOKEN)
+        .env("TOCSIN_USER_SIGNING_SECRET", USER_SECRET)
+        .env_remove("TOCSIN_RATE_LIMIT_EXEMPT")
+        .env_remove("TOCSIN_CONFIG");
+    Server::from_proc(spawn(cmd))
+}
+
+/// A client that connects from `ip` (any address of 127.0.0.0/8 works on loopback).
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder().local_address(ip.parse::<std::net::IpAddr>().ok()).build().unwrap()
+}
+
+/// 1,000 requests from one address: the burst passes, then 429
+/// `rate-limited` with `Retry-After`; another address is not affected.
+#[tokio::test]
+async fn a_burst_from_one_address_is_limited_and_others_are_not() {
+    let db = Db::new(Backend::Sqlite);
+    let server = limited(&db, &["--rate-limit-burst", "50"]);
+    let body =
+        json!({"endpoint": "https://fcm.googleapis.com/fcm/send/nobody", "keys": {"auth": "AAAAAAAAAAAAAAAAAAAAAA"}});
+    let one = client_from("127.0.0.1");
+    let (mut passed, mut limited_n, mut retry_after) = (0, 0, None);
+    for _ in 0..1000 {
+        let r = one.delete(server.url("/api/subscription")).json(&body).send().await.unwrap();
+        match r.status().as_u16() {
+            404 => passed += 1,
+            429 => {
+                limited_n += 1;
+                retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                assert_eq!(r.json::<Value>().await.unwrap()["error"]["id"], "rate-limited");
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    // The burst, and what refilled meanwhile (0.2 a second).
+    assert!((50..=55).contains(&passed), "{passed} passed");
+    assert_eq!(passed + limited_n, 1000);
+    let wait: u64 = retry_after.expect("Retry-After").parse().unwrap();
+    assert!((1..=5).contains(&wait), "Retry-After {wait}");
+    let other = client_from("127.0.0.2").delete(server.url("/api/subscription")).json(&body).send().await.unwrap();
+    assert_eq!(other.status(), 404, "another address has its own allowance");
+    // A forwarded header from a client that is not a trusted proxy changes nothing.
+    let spoofed = one
+        .delete(server.url("/api/subscription"))
+        .header("x-forwarded-for", "203.0.113.77")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), 429);
+}
+
+/// Failed authentications are limited per address: after the burst even
+/// the right token is refused from there (no guessing), not from elsewhere.
+#[tokio::test]
+async fn failed_authentication_is_limited() {
+    let db = Db::new(Backend::Sqlite);
+    let server = limited(&db, &["--rate-limit-burst", "20"]);
+    let one = client_from("127.0.0.1");
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let r = one.get(server.url("/v1/stats")).bearer_auth(format!("tsn_guess_{i}")).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 20, "{statuses:?}");
+    assert!(statuses[20..].iter().all(|s| *s == 429), "{statuses:?}");
+    let right = one.get(server.url("/v1/stats")).bearer_auth(common::server::TOKEN).send().await.unwrap();
+    assert_eq!(right.status(), 429);
+    let elsewhere = client_from("127.0.0.3").get(server.url("/v1/stats")).bearer_auth(common::server::TOKEN);
+    assert_eq!(elsewhere.send().await.unwrap().status(), 200);
+}
+
+/// Behind a trusted proxy, each forwarded client has its own allowance.
+#[tokio::test]
+async fn a_trusted_proxy_forwards_the_client_address() {
+    let db = Db::new(Backend::Sqlite);
+    let server = limited(&db, &["--rate-limit-burst", "3", "--trusted-proxies", "127.0.0.1"]);
+    let proxy = client_from("127.0.0.1");
+    let body =
+        json!({"endpoint": "https://fcm.googleapis.com/fcm/send/nobody", "keys": {"auth": "AAAAAAAAAAAAAAAAAAAAAA"}});
+    let status = |client: &str| {
+        let r = proxy.delete(server.url("/api/subscription")).header("x-forwarded-for", client).json(&body);
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    for _ in 0..3 {
+        assert_eq!(status("203.0.113.1").await, 404);
+    }
+    assert_eq!(status("203.0.113.1").await, 429);
+    assert_eq!(status("203.0.113.2").await, 404, "another forwarded client");
+}
+
+/// One test notification per subscription per minute.
+#[tokio::test]
+async fn test_notifications_are_one_a_minute() {
+    let db = Db::new(Backend::Sqlite);
+    let server = limited(&db, &[]);
+    let dev = DevPush::start(&[]);
+    let sub = minted(&dev, &server).await;
+    assert_eq!(post(&server, &sub).await.0, 200);
+    let proof = json!({"endpoint": sub["endpoint"], "keys": {"auth": sub["keys"]["auth"]}});
+    let first = server.raw(reqwest::Method::POST, "/api/subscription/test", proof.to_string()).await;
+    assert_eq!(first.0, 202, "{}", first.1);
+    let second = server.raw(reqwest::Method::POST, "/api/subscription/test", proof.to_string()).await;
+    assert_eq!(second.0, 429, "{}", second.1);
+    assert!(second.1.contains("rate-limited"));
+    let (_, list) = server.get("/v1/messages").await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "the refused test stored no message");
+}

@@ -92,12 +92,23 @@ pub fn hash_token(token: &str) -> String {
     digest::digest(&digest::SHA256, token.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn rate_limited(wait: std::time::Duration) -> ApiError {
+    crate::limits::rate_limited(wait, "too many failed authentications from this address")
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The scope of the request's token: 401 when there is none, or it is unknown.
 pub async fn token_scope(parts: &Parts, state: &AppState) -> Result<TokenScope, ApiError> {
+    // An address that failed too often is not even checked: no guessing.
+    let ip = state.limits.client(&parts.extensions, &parts.headers);
+    state.limits.auth_failures.has_token(ip).map_err(rate_limited)?;
+    let failed = || match state.limits.auth_failures.take(ip) {
+        Ok(()) => ApiError::unauthorized(),
+        Err(wait) => rate_limited(wait),
+    };
     let token = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
@@ -105,7 +116,7 @@ pub async fn token_scope(parts: &Parts, state: &AppState) -> Result<TokenScope, 
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(ApiError::unauthorized)?;
+        .ok_or_else(failed)?;
     let hash = hash_token(token);
     // Hashes are compared, not tokens: timing reveals nothing of a token.
     if state.admin_token_hash.as_deref() == Some(hash.as_str()) {
@@ -116,7 +127,7 @@ pub async fn token_scope(parts: &Parts, state: &AppState) -> Result<TokenScope, 
         .token(&hash)
         .await
         .map_err(|e| ApiError::storage("database-unavailable", "cannot check the token", &e))?
-        .ok_or_else(ApiError::unauthorized)?;
+        .ok_or_else(failed)?;
     let now = now_ms();
     if row.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY_MS) {
         let store = state.store.clone();

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub id: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// Seconds for a `Retry-After` header (429).
+    pub retry_after: Option<u64>,
 }
 
 /// The JSON body of every error.
@@ -36,7 +38,13 @@ pub struct ErrorDetail {
 impl ApiError {
     /// A new error.
     pub fn new(status: StatusCode, id: &'static str, message: impl Into<String>) -> Self {
-        Self { status, id, message: message.into() }
+        Self { status, id, message: message.into(), retry_after: None }
+    }
+
+    /// The same with a `Retry-After` of `seconds`.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// 400 with an id.
@@ -60,7 +68,7 @@ impl ApiError {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "this endpoint needs an admin token: Authorization: Bearer <token>",
+            "this endpoint needs an API token: Authorization: Bearer <token>",
         )
     }
 }
@@ -71,6 +79,9 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
         }
         resp
     }

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod proof;
@@ -58,6 +59,14 @@ pub struct ServerConfig {
     pub trust_client_user_ids: bool,
     /// A second address serving `/metrics` without a token.
     pub metrics_listen: Option<SocketAddr>,
+    /// Requests a client address may make at once on the public routes.
+    pub rate_limit_burst: u32,
+    /// How fast its allowance refills, requests per second.
+    pub rate_limit_per_second: f64,
+    /// Addresses or CIDR blocks never limited (a load generator, a health checker).
+    pub rate_limit_exempt: Vec<String>,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For`/`Forwarded` is believed.
+    pub trusted_proxies: Vec<String>,
     /// Requests in flight to push services.
     pub concurrency: usize,
     /// The delivery engine's settings.
@@ -127,6 +136,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Whether and how `userId` is accepted from browsers.
     pub user_ids: Arc<proof::UserIds>,
+    /// Abuse limits of the public routes.
+    pub limits: Arc<limits::Limits>,
 }
 
 /// Why the server could not start.
@@ -147,6 +158,9 @@ pub enum StartError {
     /// The SQLite database is owned by another process.
     #[error("cannot own the database ({0}): {1}")]
     Owner(String, String),
+    /// A flag's value is invalid.
+    #[error("{0}")]
+    Config(String),
     /// `TOCSIN_ADMIN_TOKEN` is too short to be a secret.
     #[error("TOCSIN_ADMIN_TOKEN must be at least {0} characters (make one with `tocsin token create` or `openssl rand -base64 32`)")]
     AdminTokenTooShort(usize),
@@ -214,6 +228,23 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         ),
         _ => {}
     }
+    let limits = limits::Limits {
+        public: limits::RateLimiter::new(
+            config.rate_limit_burst,
+            config.rate_limit_per_second,
+            limits::parse_cidrs(&config.rate_limit_exempt)
+                .map_err(|e| StartError::Config(format!("--rate-limit-exempt: {e}")))?,
+        ),
+        auth_failures: limits::RateLimiter::new(
+            config.rate_limit_burst,
+            config.rate_limit_per_second,
+            limits::parse_cidrs(&config.rate_limit_exempt)
+                .map_err(|e| StartError::Config(format!("--rate-limit-exempt: {e}")))?,
+        ),
+        tests: limits::OncePer::new(Duration::from_secs(60)),
+        trusted_proxies: limits::parse_cidrs(&config.trusted_proxies)
+            .map_err(|e| StartError::Config(format!("--trusted-proxies: {e}")))?,
+    };
     let _owner = sqlite_owner_lock(&config.database_url)?;
     let (store, key) = open_store(&config.database_url, config.vapid_keys.as_ref()).await?;
     let store: Arc<dyn Store> = Arc::new(store);
@@ -274,6 +305,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         admin_token_hash: config.admin_token.as_deref().filter(|t| !t.is_empty()).map(auth::hash_token),
         metrics: Arc::new(metrics::Metrics::new(engine_metrics, node_id)),
         user_ids: Arc::new(proof::UserIds::new(config.user_signing_secret.as_deref(), config.trust_client_user_ids)),
+        limits: Arc::new(limits),
     };
     let metrics_only = config.metrics_listen.map(|_| api::metrics_router(state.clone()));
     let app = api::router(state, &config);
@@ -297,7 +329,9 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         shutdown_signal().await;
         tracing::info!("shutting down: no new requests; the engine stops at its next checkpoint");
     };
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await;
     let _ = stop_tx.send(true);
     let _ = engine_task.await;
     served.map_err(|e| StartError::Bind(addr, e))

@@ -206,6 +206,10 @@ pub(crate) async fn test_notification(
             "no subscription with this endpoint and auth secret",
         ));
     };
+    st.limits
+        .tests
+        .take(&endpoint)
+        .map_err(|wait| crate::limits::rate_limited(wait, "one test notification per subscription per minute"))?;
     let id = new_id()?;
     let payload =
         json!({"title": "Test notification", "body": "Sent by Tocsin to this browser.", "url": "/", "messageId": id});

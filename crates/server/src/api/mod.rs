@@ -67,10 +67,16 @@ pub fn metrics_router(state: AppState) -> Router {
 pub fn router(state: AppState, config: &ServerConfig) -> Router {
     let mut app = Router::new()
         .route("/api/vapid-public-key", get(classic::vapid_public_key))
-        .route("/api/subscription", post(classic::post_subscription).delete(classic::delete_subscription))
+        .merge(
+            // The public routes that write: each request costs a token of
+            // the caller's address.
+            Router::new()
+                .route("/api/subscription", post(classic::post_subscription).delete(classic::delete_subscription))
+                .route("/api/subscription/test", post(classic::test_notification))
+                .route("/api/events", post(classic::post_event))
+                .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::limits::public)),
+        )
         .route("/api/push", post(classic::push_all))
-        .route("/api/subscription/test", post(classic::test_notification))
-        .route("/api/events", post(classic::post_event))
         .route("/v1/messages", post(messages::create_message).get(messages::list_messages))
         .route("/v1/messages/{id}", get(messages::get_message).delete(messages::cancel_message))
         .route("/v1/subscriptions", get(subscriptions::list_subscriptions))

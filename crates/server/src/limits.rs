@@ -1,0 +1,287 @@
+//! Abuse limits on the public routes: token buckets per client address
+//! (`--rate-limit-burst`, `--rate-limit-per-second`), addresses exempt from
+//! them (`--rate-limit-exempt`), which proxies' `X-Forwarded-For` and
+//! `Forwarded` headers are believed (`--trusted-proxies`), and one test
+//! notification per subscription per minute.
+//!
+//! Hand-written rather than `governor`: what is needed is one map of two
+//! numbers per address and the wait until the next token (for
+//! `Retry-After`), and `governor`'s keyed limiter would bring dashmap and
+//! quanta into a build that runs on two cores.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[cfg(test)]
+use axum::http::HeaderValue;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ipnet::IpNet;
+
+use crate::error::ApiError;
+
+/// The most addresses tracked; past it, buckets that are full again (idle
+/// callers) are dropped, and if that is not enough, all are: an attacker
+/// spraying addresses must not grow the server's memory.
+const MAX_TRACKED: usize = 100_000;
+
+/// Token buckets per client address.
+pub struct RateLimiter {
+    burst: f64,
+    per_second: f64,
+    exempt: Vec<IpNet>,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// The key of an address: itself for IPv4, its /64 for IPv6 (one host
+/// usually holds a whole /64).
+fn key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+impl RateLimiter {
+    /// `burst` requests at once, refilled at `per_second`; `exempt` never limited.
+    pub fn new(burst: u32, per_second: f64, exempt: Vec<IpNet>) -> Self {
+        Self { burst: f64::from(burst.max(1)), per_second: per_second.max(0.0), exempt, buckets: Mutex::default() }
+    }
+
+    fn refilled(&self, b: Bucket, now: Instant) -> Bucket {
+        let tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.per_second).min(self.burst);
+        Bucket { tokens, at: now }
+    }
+
+    fn wait_for_one(&self, tokens: f64) -> Duration {
+        if self.per_second <= 0.0 {
+            return Duration::from_secs(3600);
+        }
+        Duration::from_secs_f64(((1.0 - tokens) / self.per_second).max(0.0))
+    }
+
+    /// Takes a token for `ip`; `Err(wait)` when there is none.
+    pub fn take(&self, ip: IpAddr) -> Result<(), Duration> {
+        if self.exempt.iter().any(|n| n.contains(&ip)) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&key(ip)) {
+            let burst = self.burst;
+            buckets.retain(|_, b| self.refilled(*b, now).tokens < burst);
+            if buckets.len() >= MAX_TRACKED {
+                buckets.clear();
+            }
+        }
+        let b = buckets.get(&key(ip)).map_or(Bucket { tokens: self.burst, at: now }, |b| self.refilled(*b, now));
+        if b.tokens < 1.0 {
+            buckets.insert(key(ip), b);
+            return Err(self.wait_for_one(b.tokens));
+        }
+        buckets.insert(key(ip), Bucket { tokens: b.tokens - 1.0, at: now });
+        Ok(())
+    }
+
+    /// Whether `ip` has a token left, without taking it.
+    pub fn has_token(&self, ip: IpAddr) -> Result<(), Duration> {
+        if self.exempt.iter().any(|n| n.contains(&ip)) {
+            return Ok(());
+        }
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        match buckets.get(&key(ip)).map(|b| self.refilled(*b, Instant::now())) {
+            Some(b) if b.tokens < 1.0 => Err(self.wait_for_one(b.tokens)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The 429 answer: `rate-limited`, with `Retry-After` in whole seconds.
+pub fn too_many(wait: Duration) -> Response {
+    rate_limited(wait, "too many requests from this address").into_response()
+}
+
+/// 429 `rate-limited` saying `what`, with `Retry-After` (whole seconds, at least 1).
+pub fn rate_limited(wait: Duration, what: &str) -> ApiError {
+    let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", format!("{what}; try again in {seconds} s"))
+        .with_retry_after(seconds)
+}
+
+/// The client's address: the peer's, unless the peer is a trusted proxy,
+/// in which case the nearest address in `X-Forwarded-For` (or `Forwarded`)
+/// that is not itself a trusted proxy.
+pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer.ip()) {
+        return peer.ip();
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for value in headers.get_all("forwarded") {
+        for element in value.to_str().unwrap_or_default().split(',') {
+            for pair in element.split(';') {
+                if let Some((k, v)) = pair.split_once('=') {
+                    if k.trim().eq_ignore_ascii_case("for") {
+                        let v = v.trim().trim_matches('"');
+                        let host = v.strip_prefix('[').and_then(|r| r.split_once(']')).map_or(v, |(h, _)| h);
+                        let host =
+                            if host.matches(':').count() == 1 { host.split(':').next().unwrap_or(host) } else { host };
+                        hops.extend(host.parse::<IpAddr>().ok());
+                    }
+                }
+            }
+        }
+    }
+    if hops.is_empty() {
+        for value in headers.get_all("x-forwarded-for") {
+            hops.extend(value.to_str().unwrap_or_default().split(',').filter_map(|h| h.trim().parse::<IpAddr>().ok()));
+        }
+    }
+    hops.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer.ip())
+}
+
+/// Parses a comma-separated CIDR list (a bare address is its own /32 or /128).
+pub fn parse_cidrs(list: &[String]) -> Result<Vec<IpNet>, String> {
+    list.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{s:?} is not an address or a CIDR block"))
+        })
+        .collect()
+}
+
+/// At most one event per key per `every` (test notifications per subscription).
+pub struct OncePer {
+    every: Duration,
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl OncePer {
+    /// A gate with this interval.
+    pub fn new(every: Duration) -> Self {
+        Self { every, last: Mutex::default() }
+    }
+
+    /// `Err(wait)` when `key` had its turn less than the interval ago.
+    pub fn take(&self, key: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = last.get(key) {
+            let since = now.duration_since(*t);
+            if since < self.every {
+                return Err(self.every - since);
+            }
+        }
+        if last.len() >= MAX_TRACKED {
+            let every = self.every;
+            last.retain(|_, t| now.duration_since(*t) < every);
+        }
+        last.insert(key.to_owned(), now);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_waits() {
+        let l = RateLimiter::new(3, 1.0, parse_cidrs(&["10.0.0.0/8".into()]).unwrap());
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..3 {
+            assert!(l.take(a).is_ok());
+        }
+        let wait = l.take(a).unwrap_err();
+        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(l.has_token(a).is_err());
+        assert!(l.take("192.0.2.2".parse().unwrap()).is_ok(), "another address has its own bucket");
+        for _ in 0..10 {
+            assert!(l.take("10.1.2.3".parse().unwrap()).is_ok(), "exempt");
+        }
+        // One IPv6 /64 is one client.
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        for _ in 0..3 {
+            assert!(l.take(v6("2001:db8:1:2::1")).is_ok());
+        }
+        assert!(l.take(v6("2001:db8:1:2::ffff")).is_err());
+        assert!(l.take(v6("2001:db8:1:3::1")).is_ok());
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_proxies() {
+        let trusted = parse_cidrs(&["10.0.0.1".into(), "10.0.0.2".into()]).unwrap();
+        let peer = |s: &str| SocketAddr::new(s.parse().unwrap(), 1234);
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.0.0.2"));
+        assert_eq!(
+            client_ip(peer("192.0.2.5"), &h, &trusted),
+            "192.0.2.5".parse::<IpAddr>().unwrap(),
+            "untrusted peer"
+        );
+        assert_eq!(client_ip(peer("10.0.0.1"), &h, &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
+        let mut f = HeaderMap::new();
+        f.insert("forwarded", HeaderValue::from_static(r#"for=198.51.100.8:4711;proto=https, for="[2001:db8::1]:80""#));
+        assert_eq!(client_ip(peer("10.0.0.1"), &f, &trusted), "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(peer("10.0.0.1"), &HeaderMap::new(), &trusted), "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert!(parse_cidrs(&["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn once_per_interval() {
+        let g = OncePer::new(Duration::from_secs(60));
+        assert!(g.take("a").is_ok());
+        assert!(g.take("a").is_err());
+        assert!(g.take("b").is_ok());
+    }
+}
+
+/// Everything the public routes are limited by.
+pub struct Limits {
+    /// `POST`/`DELETE /api/subscription`, `/api/subscription/test`, `/api/events`.
+    pub public: RateLimiter,
+    /// Requests with a missing or wrong token.
+    pub auth_failures: RateLimiter,
+    /// Test notifications, per subscription.
+    pub tests: OncePer,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Limits {
+    /// The address a request counts against.
+    pub fn client(&self, extensions: &axum::http::Extensions, headers: &HeaderMap) -> IpAddr {
+        let peer = extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+        client_ip(peer, headers, &self.trusted_proxies)
+    }
+}
+
+/// Middleware for the public routes: a token from the caller's bucket, or 429.
+pub async fn public(
+    axum::extract::State(st): axum::extract::State<crate::AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ip = st.limits.client(request.extensions(), request.headers());
+    match st.limits.public.take(ip) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => too_many(wait),
+    }
+}
