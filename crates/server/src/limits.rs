@@ -196,9 +196,45 @@ impl OncePer {
     }
 }
 
+/// Everything the public routes are limited by.
+pub struct Limits {
+    /// `POST`/`DELETE /api/subscription`, `/api/subscription/test`, `/api/events`.
+    pub public: RateLimiter,
+    /// Requests with a missing or wrong token.
+    pub auth_failures: RateLimiter,
+    /// Test notifications, per subscription.
+    pub tests: OncePer,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Limits {
+    /// The address a request counts against.
+    pub fn client(&self, extensions: &axum::http::Extensions, headers: &HeaderMap) -> IpAddr {
+        let peer = extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+        client_ip(peer, headers, &self.trusted_proxies)
+    }
+}
+
+/// Middleware for the public routes: a token from the caller's bucket, or 429.
+pub async fn public(
+    axum::extract::State(st): axum::extract::State<crate::AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ip = st.limits.client(request.extensions(), request.headers());
+    match st.limits.public.take(ip) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => too_many(wait),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn a_bucket_allows_its_burst_then_waits() {
@@ -248,40 +284,5 @@ mod tests {
         assert!(g.take("a").is_ok());
         assert!(g.take("a").is_err());
         assert!(g.take("b").is_ok());
-    }
-}
-
-/// Everything the public routes are limited by.
-pub struct Limits {
-    /// `POST`/`DELETE /api/subscription`, `/api/subscription/test`, `/api/events`.
-    pub public: RateLimiter,
-    /// Requests with a missing or wrong token.
-    pub auth_failures: RateLimiter,
-    /// Test notifications, per subscription.
-    pub tests: OncePer,
-    /// Proxies whose forwarding headers are believed.
-    pub trusted_proxies: Vec<IpNet>,
-}
-
-impl Limits {
-    /// The address a request counts against.
-    pub fn client(&self, extensions: &axum::http::Extensions, headers: &HeaderMap) -> IpAddr {
-        let peer = extensions
-            .get::<axum::extract::ConnectInfo<SocketAddr>>()
-            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-        client_ip(peer, headers, &self.trusted_proxies)
-    }
-}
-
-/// Middleware for the public routes: a token from the caller's bucket, or 429.
-pub async fn public(
-    axum::extract::State(st): axum::extract::State<crate::AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let ip = st.limits.client(request.extensions(), request.headers());
-    match st.limits.public.take(ip) {
-        Ok(()) => next.run(request).await,
-        Err(wait) => too_many(wait),
     }
 }
