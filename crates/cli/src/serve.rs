@@ -79,6 +79,26 @@ pub struct ServeArgs {
     /// comma-separated); nobody's by default, so a client cannot pick the address it is counted as.
     #[arg(long, env = "TOCSIN_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDRS")]
     trusted_proxies: Vec<String>,
+    /// Seconds a client has to send an HTTP/1 request's head, counted from when the connection is new or idle
+    /// after a response (so it also closes idle HTTP/1 keep-alive connections).
+    #[arg(long, env = "TOCSIN_HEADER_READ_TIMEOUT", default_value_t = 10.0)]
+    header_read_timeout: f64,
+    /// Seconds a connection (HTTP/1 or HTTP/2) may have no request in flight before it is closed.
+    #[arg(long, env = "TOCSIN_IDLE_TIMEOUT", default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Seconds a whole request may take, reading its body included; then 408 request-timeout.
+    #[arg(long, env = "TOCSIN_REQUEST_TIMEOUT", default_value_t = 90.0)]
+    request_timeout: f64,
+    /// Seconds POST /api/push?wait=true waits for the message to be done; then 202 with the counts so far.
+    /// Must be shorter than --request-timeout.
+    #[arg(long, env = "TOCSIN_WAIT_TIMEOUT", default_value_t = 60.0)]
+    wait_timeout: f64,
+    /// Connections open at once; more wait in the kernel's backlog (raise `ulimit -n` to match).
+    #[arg(long, env = "TOCSIN_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Seconds SIGTERM/SIGINT waits for open requests and the engine's next checkpoint before exiting anyway.
+    #[arg(long, env = "TOCSIN_SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
+    shutdown_timeout: f64,
     /// Requests in flight to push services.
     #[arg(long, env = "TOCSIN_CONCURRENCY", default_value_t = 100)]
     concurrency: usize,
@@ -137,6 +157,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         rate_limit_per_second: args.rate_limit_per_second,
         rate_limit_exempt: args.rate_limit_exempt.clone(),
         trusted_proxies: args.trusted_proxies.clone(),
+        connections: tocsin_server::listener::ListenLimits {
+            max_connections: args.max_connections as usize,
+            header_read_timeout: seconds(args.header_read_timeout, "--header-read-timeout")?,
+            idle_timeout: seconds(args.idle_timeout, "--idle-timeout")?,
+            shutdown_timeout: seconds(args.shutdown_timeout, "--shutdown-timeout")?,
+        },
+        request_timeout: seconds(args.request_timeout, "--request-timeout")?,
+        wait_timeout: seconds(args.wait_timeout, "--wait-timeout")?,
         concurrency: args.concurrency,
         engine: tocsin_server::EngineSettings {
             node_id: args.node_id.clone(),

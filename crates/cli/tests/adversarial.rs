@@ -379,3 +379,135 @@ async fn test_notifications_are_one_a_minute() {
     let (_, list) = server.get("/v1/messages").await;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "the refused test stored no message");
 }
+
+/// Connects, writes `head` (and nothing more), and reads until the server
+/// closes the connection; `Err` if it is still open after `patience`.
+fn held_open(addr: &str, head: &[u8], patience: std::time::Duration) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(patience)).map_err(|e| e.to_string())?;
+    conn.write_all(head).map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return Ok(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(got),
+            Err(e) => return Err(format!("still open after {patience:?}: {e}")),
+        }
+    }
+}
+
+/// A client that sends half a request head is disconnected by the
+/// header-read timeout; one that keeps a connection idle, by the idle
+/// timeout; one whose body never comes gets 408 `request-timeout`.
+#[tokio::test]
+async fn slow_and_idle_clients_are_disconnected() {
+    let db = Db::new(Backend::Sqlite);
+    let server = Server::start(
+        &db,
+        &["--header-read-timeout", "1", "--idle-timeout", "1", "--request-timeout", "2", "--wait-timeout", "1"],
+    );
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let patience = std::time::Duration::from_secs(30);
+    let a = addr.clone();
+    let half =
+        tokio::task::spawn_blocking(move || held_open(&a, b"POST /api/subscription HTTP/1.1\r\nHost: x\r\n", patience));
+    half.await.unwrap().expect("a half-sent head is cut off by --header-read-timeout");
+
+    // HTTP/2 (prior knowledge) goes through the same accept loop.
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().pool_idle_timeout(None).build().unwrap();
+    assert_eq!(h2.get(server.url("/healthz")).send().await.unwrap().status(), 200);
+    let a = addr.clone();
+    let idle = tokio::task::spawn_blocking(move || {
+        // A kept-alive HTTP/1.1 connection: one full request, then silence.
+        held_open(&a, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", patience)
+    });
+    let answer = idle.await.unwrap().expect("an idle connection is closed");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "answered before being closed");
+
+    // A body announced and never sent: 408 within --request-timeout.
+    let a = addr.clone();
+    let stalled = tokio::task::spawn_blocking(move || {
+        held_open(&a, b"POST /api/subscription HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{", patience)
+    });
+    let answer = String::from_utf8_lossy(&stalled.await.unwrap().expect("answered")).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""id":"request-timeout""#), "{answer}");
+    assert_eq!(server.count().await, 0);
+}
+
+/// Past `--max-connections`, a new connection waits until one closes.
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_one() {
+    use std::io::{Read, Write};
+    let db = Db::new(Backend::Sqlite);
+    let server = Server::start(&db, &["--max-connections", "2", "--header-read-timeout", "30", "--idle-timeout", "30"]);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let (first, second) = (std::net::TcpStream::connect(&addr).unwrap(), std::net::TcpStream::connect(&addr).unwrap());
+    let third = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || -> (bool, String) {
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            c.set_read_timeout(Some(std::time::Duration::from_millis(1500))).unwrap();
+            let mut buf = [0u8; 256];
+            let early = c.read(&mut buf).is_ok();
+            c.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+            let mut rest = Vec::new();
+            let _ = c.read_to_end(&mut rest);
+            (early, String::from_utf8_lossy(&rest).into_owned())
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    drop(first);
+    let (early, late) = third.await.unwrap();
+    assert!(!early, "the third connection was served while two were open");
+    assert!(late.starts_with("HTTP/1.1 200"), "served once one closed: {late}");
+    drop(second);
+}
+
+/// `?wait=true` answers 202 with the counts so far once --wait-timeout has
+/// passed; a wait timeout not shorter than the request timeout is refused.
+#[tokio::test]
+async fn waiting_for_a_push_has_a_deadline() {
+    let db = Db::new(Backend::Sqlite);
+    let server = Server::start(&db, &["--endpoint-policy", "any", "--wait-timeout", "1"]);
+    let dev = DevPush::start(&[]);
+    let sub = minted(&dev, &server).await;
+    assert_eq!(post(&server, &sub).await.0, 200);
+    let r = dev.post(&format!("/subscriptions/{}/faults", sub_id(&sub)), json!({"delayMs": 4000})).await;
+    assert_eq!(r.status(), 204);
+    let r = server.http.post(server.url("/api/push?wait=true")).bearer_auth(common::server::TOKEN).body("slow");
+    let r = r.send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"]["success"], true);
+    assert_eq!(v["data"]["counts"]["delivered"], 0, "{v}");
+    let id = v["data"]["messageId"].as_str().unwrap().to_owned();
+    let done = server.wait_done(&id).await;
+    assert_eq!(done["counts"]["delivered"], 1, "the message goes on after the answer");
+
+    let out = tocsin()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &db.url,
+            "--wait-timeout",
+            "90",
+            "--request-timeout",
+            "60",
+        ])
+        .env_remove("TOCSIN_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--wait-timeout"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

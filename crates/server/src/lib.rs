@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod proof;
@@ -67,6 +68,12 @@ pub struct ServerConfig {
     pub rate_limit_exempt: Vec<String>,
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For`/`Forwarded` is believed.
     pub trusted_proxies: Vec<String>,
+    /// Connections and their timeouts.
+    pub connections: listener::ListenLimits,
+    /// The longest a request may take, reading its body included.
+    pub request_timeout: Duration,
+    /// How long `POST /api/push?wait=true` waits before answering 202.
+    pub wait_timeout: Duration,
     /// Requests in flight to push services.
     pub concurrency: usize,
     /// The delivery engine's settings.
@@ -138,6 +145,8 @@ pub struct AppState {
     pub user_ids: Arc<proof::UserIds>,
     /// Abuse limits of the public routes.
     pub limits: Arc<limits::Limits>,
+    /// How long `?wait=true` waits.
+    pub wait_timeout: Duration,
 }
 
 /// Why the server could not start.
@@ -217,6 +226,12 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     };
     if let Some(w) = subject.warning() {
         tracing::warn!("{w}");
+    }
+    if config.wait_timeout >= config.request_timeout {
+        return Err(StartError::Config(format!(
+            "--wait-timeout ({:?}) must be shorter than --request-timeout ({:?})",
+            config.wait_timeout, config.request_timeout
+        )));
     }
     if config.admin_token.as_deref().is_some_and(|t| !t.is_empty() && t.len() < auth::MIN_ENV_TOKEN_LEN) {
         return Err(StartError::AdminTokenTooShort(auth::MIN_ENV_TOKEN_LEN));
@@ -306,6 +321,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         metrics: Arc::new(metrics::Metrics::new(engine_metrics, node_id)),
         user_ids: Arc::new(proof::UserIds::new(config.user_signing_secret.as_deref(), config.trust_client_user_ids)),
         limits: Arc::new(limits),
+        wait_timeout: config.wait_timeout,
     };
     let metrics_only = config.metrics_listen.map(|_| api::metrics_router(state.clone()));
     let app = api::router(state, &config);
@@ -329,12 +345,15 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         shutdown_signal().await;
         tracing::info!("shutting down: no new requests; the engine stops at its next checkpoint");
     };
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let deadline = config.connections.shutdown_timeout;
+    listener::serve(listener, app, config.connections, shutdown).await;
+    // The engine stops at its next checkpoint; a page still in flight at the
+    // deadline is left to be sent again (its lease runs out).
     let _ = stop_tx.send(true);
-    let _ = engine_task.await;
-    served.map_err(|e| StartError::Bind(addr, e))
+    if tokio::time::timeout(deadline, engine_task).await.is_err() {
+        tracing::warn!(timeout = ?deadline, "the engine did not reach a checkpoint in time; its work in flight will be redone");
+    }
+    Ok(())
 }
 
 /// SQLite belongs to one process: a second `tocsin serve` on the same file

@@ -132,16 +132,17 @@ pub(crate) struct WaitQuery {
 
 /// Sends the body, as the payload, to every subscription.
 #[utoipa::path(post, path = "/api/push", security(("token" = ["send", "admin"])),
-    params(("wait" = Option<bool>, Query, description = "answer when sending has finished, with the counts")),
+    params(("wait" = Option<bool>, Query, description = "answer when sending has finished, with the counts; \
+        past --wait-timeout, 202 with the counts so far")),
     request_body(content = String, description = "the payload: any JSON or text"),
-    responses((status = 200, body = SuccessBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 500, body = ErrorBody)))]
+    responses((status = 200, body = SuccessBody), (status = 202, body = SuccessBody, description = "?wait=true past its deadline"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub(crate) async fn push_all(
     _token: Sender,
     State(st): State<AppState>,
     Q(q): Q<WaitQuery>,
     raw: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let bytes = body(raw)?;
     let id = new_id()?;
     let payload = (!bytes.is_empty()).then(|| with_message_id(bytes.to_vec(), &id));
@@ -166,18 +167,22 @@ pub(crate) async fn push_all(
     st.metrics.messages_accepted.inc();
     st.engine.wake();
     if matches!(q.wait.as_deref(), Some("true" | "1" | "")) {
-        let done = wait_for(&st, &message.id).await?;
-        return Ok(Json(
-            json!({"data": {"success": true, "messageId": done.id, "counts": CountsView::from(done.counts)}}),
-        ));
+        let (m, finished) = wait_for(&st, &message.id).await?;
+        let status = if finished { StatusCode::OK } else { StatusCode::ACCEPTED };
+        let body = json!({"data": {"success": true, "messageId": m.id, "counts": CountsView::from(m.counts)}});
+        return Ok((status, Json(body)).into_response());
     }
-    Ok(Json(json!({"data": {"success": true, "messageId": message.id}})))
+    Ok(Json(json!({"data": {"success": true, "messageId": message.id}})).into_response())
 }
 
-pub(crate) async fn wait_for(st: &AppState, id: &str) -> Result<Message, ApiError> {
+/// Waits until the message is done or cancelled (`true`), or the wait
+/// deadline passes (`false`, with the message as it is then).
+pub(crate) async fn wait_for(st: &AppState, id: &str) -> Result<(Message, bool), ApiError> {
+    let deadline = tokio::time::Instant::now() + st.wait_timeout;
     loop {
         match st.store.message(id).await {
-            Ok(Some(m)) if matches!(m.state, MessageState::Done | MessageState::Cancelled) => return Ok(m),
+            Ok(Some(m)) if matches!(m.state, MessageState::Done | MessageState::Cancelled) => return Ok((m, true)),
+            Ok(Some(m)) if tokio::time::Instant::now() >= deadline => return Ok((m, false)),
             Ok(_) => tokio::time::sleep(Duration::from_millis(25)).await,
             Err(e) => {
                 return Err(ApiError::storage("unable-to-send-messages", "Failed to send the push message", &e));

@@ -16,9 +16,10 @@ use crate::error::{ApiError, ErrorBody};
 use crate::{AppState, ServerConfig};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::OpenApi;
 
@@ -55,6 +56,24 @@ impl utoipa::Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Bounds a whole request, reading its body included (`--request-timeout`):
+/// past it, 408 `request-timeout`.
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            format!("the request took longer than {} s", limit.as_secs()),
+        )
+        .into_response(),
     }
 }
 
@@ -96,6 +115,8 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         })
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(axum::middleware::from_fn_with_state(config.body_limit, body_limit::limit))
+        // Outside the body limit, so that reading the body is timed too.
+        .layer(axum::middleware::from_fn_with_state(config.request_timeout, request_timeout))
         .with_state(state);
     if !config.cors_origins.is_empty() {
         let origin = if config.cors_origins.iter().any(|o| o == "*") {
