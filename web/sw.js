@@ -3,7 +3,7 @@
 // the server what was shown and clicked.
 //
 // A push's data is JSON with any of: title, body, icon, badge, image, url,
-// tag, actions, data, messageId (the server adds messageId). Plain text
+// tag, actions, data, messageId and eventToken (the server adds both). Plain text
 // becomes the body. A push without data still shows a notification: with
 // userVisibleOnly every push must.
 
@@ -20,12 +20,13 @@ function parse(data) {
   }
 }
 
-function report(type, messageId) {
+// The server counts an event only with the eventToken the payload carried.
+function report(type, messageId, eventToken) {
   if (!messageId) return Promise.resolve();
   return fetch('/api/events', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ type, messageId }),
+    body: JSON.stringify({ type, messageId, eventToken }),
   }).catch(() => {});
 }
 
@@ -42,9 +43,9 @@ self.addEventListener('push', (event) => {
     image: msg.image,
     tag: msg.tag,
     actions: Array.isArray(msg.actions) ? msg.actions : undefined,
-    data: { url: msg.url || '/', messageId: msg.messageId, data: msg.data },
+    data: { url: msg.url || '/', messageId: msg.messageId, eventToken: msg.eventToken, data: msg.data },
   };
-  event.waitUntil(self.registration.showNotification(title, options).then(() => report('shown', msg.messageId)));
+  event.waitUntil(self.registration.showNotification(title, options).then(() => report('shown', msg.messageId, msg.eventToken)));
 });
 
 self.addEventListener('notificationclick', (event) => {
@@ -53,7 +54,7 @@ self.addEventListener('notificationclick', (event) => {
   const target = new URL(data.url || '/', self.location.origin).href;
   event.waitUntil(
     Promise.all([
-      report('clicked', data.messageId),
+      report('clicked', data.messageId, data.eventToken),
       self.clients.matchAll({ type: 'window', includeUncontrolled: true }).then((clients) => {
         const open = clients.find((c) => c.url === target);
         if (open && 'focus' in open) return open.focus();

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { api, artifacts, eventually, signUserId, startServer } from './harness.mjs';
+import { api, artifacts, eventToken, eventually, signUserId, startServer } from './harness.mjs';
 
 let server;
 let browser;
@@ -119,7 +119,9 @@ test('a push shows a notification and reports it shown; a click reports and open
     new Promise((resolve) => setTimeout(() => resolve(false), 15000)),
   ])), 'the service worker became active');
   const { cdp, id } = await workerRegistrationId();
-  const data = JSON.stringify({ title: 'From the test', body: 'Delivered by CDP', url: '/?opened=1', tag: 't1', messageId: m.id });
+  const data = JSON.stringify({
+    title: 'From the test', body: 'Delivered by CDP', url: '/?opened=1', tag: 't1', messageId: m.id, eventToken: eventToken(m.id),
+  });
   await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId: id, data });
   const firstNotification = () =>
     page.evaluate(async () => {

@@ -18,6 +18,14 @@ export const TOKEN = 'browser-test-token-0123456789abcdef';
 /** The user signing secret of every test server. */
 export const USER_SECRET = 'browser-test-user-signing-secret';
 
+/** The key the test servers sign event tokens with. */
+export const EVENT_KEY = 'browser-test-event-token-key';
+
+/** A message's eventToken, as the server puts it in the payload: base64url HMAC-SHA256 of its id. */
+export function eventToken(messageId) {
+  return createHmac('sha256', EVENT_KEY).update(messageId).digest('base64url');
+}
+
 /** What a site's backend does: the hex HMAC-SHA256 of a user id under the secret. */
 export function signUserId(userId) {
   return createHmac('sha256', USER_SECRET).update(userId).digest('hex');
@@ -49,6 +57,7 @@ export async function startServer({ vapid, extra = [] } = {}) {
     TOCSIN_ADMIN_TOKEN: TOKEN,
     TOCSIN_VAPID_SUBJECT: 'mailto:browser-tests@example.com',
     TOCSIN_USER_SIGNING_SECRET: USER_SECRET,
+    TOCSIN_EVENT_TOKEN_KEY: EVENT_KEY,
   });
   // Chromium and Firefox treat http://localhost as a secure context.
   s.url = s.url.replace('127.0.0.1', 'localhost');

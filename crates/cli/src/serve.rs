@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// Seconds SIGTERM/SIGINT waits for open requests and the engine's next checkpoint before exiting anyway.
     #[arg(long, env = "TOCSIN_SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
     shutdown_timeout: f64,
+    /// The key that signs each message's eventToken (events are counted only with it); by default one is made on
+    /// first start and kept in the database, shared by every node.
+    #[arg(long, env = "TOCSIN_EVENT_TOKEN_KEY", hide_env_values = true)]
+    event_token_key: Option<String>,
     /// Requests in flight to push services.
     #[arg(long, env = "TOCSIN_CONCURRENCY", default_value_t = 100)]
     concurrency: usize,
@@ -165,6 +169,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         request_timeout: seconds(args.request_timeout, "--request-timeout")?,
         wait_timeout: seconds(args.wait_timeout, "--wait-timeout")?,
+        event_token_key: args.event_token_key.clone(),
         concurrency: args.concurrency,
         engine: tocsin_server::EngineSettings {
             node_id: args.node_id.clone(),

@@ -511,3 +511,53 @@ async fn waiting_for_a_push_has_a_deadline() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `shown`/`clicked` are counted only with the event token the message's
+/// payload carried: without it, with a forged one or another message's,
+/// 403 `invalid-event-token` and nothing counted.
+#[tokio::test]
+async fn events_count_only_with_the_messages_token() {
+    let db = Db::new(Backend::Sqlite);
+    let server = Server::start(&db, &["--endpoint-policy", "any"]);
+    let dev = DevPush::start(&[]);
+    let sub = minted(&dev, &server).await;
+    assert_eq!(post(&server, &sub).await.0, 200);
+    let mut ids = Vec::new();
+    for title in ["one", "two"] {
+        let (s, m) =
+            server.post_json("/v1/messages", &json!({"payload": {"title": title}, "target": {"all": true}})).await;
+        assert_eq!(s, 202, "{m}");
+        let id = m["id"].as_str().unwrap().to_owned();
+        server.wait_done(&id).await;
+        ids.push(id);
+    }
+    let payloads: Vec<Value> =
+        dev.messages().await.iter().map(|m| serde_json::from_str(m["payload"].as_str().unwrap()).unwrap()).collect();
+    let token_of = |id: &str| {
+        payloads.iter().find(|p| p["messageId"] == id).and_then(|p| p["eventToken"].as_str()).unwrap().to_owned()
+    };
+    let (one, two) = (ids[0].clone(), ids[1].clone());
+    let event = |token: Option<String>| {
+        let mut e = json!({"type": "shown", "messageId": one});
+        if let Some(t) = token {
+            e["eventToken"] = json!(t);
+        }
+        e.to_string()
+    };
+    for (name, body) in [
+        ("no token", event(None)),
+        ("forged", event(Some("AAAA".repeat(10) + "AAA"))),
+        ("another message's token", event(Some(token_of(&two)))),
+        ("not base64", event(Some("!!".into()))),
+    ] {
+        let (s, text) = server.raw(reqwest::Method::POST, "/api/events", body).await;
+        assert_eq!(s, 403, "{name}: {text}");
+        assert!(text.contains("invalid-event-token"), "{name}: {text}");
+    }
+    let (_, m) = server.get(&format!("/v1/messages/{one}")).await;
+    assert_eq!(m["counts"]["shown"], 0, "nothing counted: {m}");
+    let (s, text) = server.raw(reqwest::Method::POST, "/api/events", event(Some(token_of(&one)))).await;
+    assert_eq!(s, 202, "{text}");
+    let (_, m) = server.get(&format!("/v1/messages/{one}")).await;
+    assert_eq!(m["counts"]["shown"], 1, "{m}");
+}

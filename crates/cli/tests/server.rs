@@ -102,8 +102,16 @@ async fn push_end_to_end(backend: Backend) {
     let got = dev.messages().await;
     assert_eq!(got.len(), 3);
     for msg in &got {
-        // The server adds the message id to a JSON-object payload, in front.
-        assert_eq!(msg["payload"], format!(r#"{{"messageId":"{id}","title":"Hello","body":"everyone"}}"#));
+        // The server adds the message id and its event token to a
+        // JSON-object payload, in front; the sender's bytes follow as sent.
+        let payload = msg["payload"].as_str().unwrap();
+        let v: Value = serde_json::from_str(payload).unwrap();
+        let token = v["eventToken"].as_str().unwrap();
+        assert_eq!(token.len(), 43, "a base64url HMAC-SHA256: {payload}");
+        assert_eq!(
+            payload,
+            format!(r#"{{"messageId":"{id}","eventToken":"{token}","title":"Hello","body":"everyone"}}"#)
+        );
         assert_eq!(msg["vapid"]["subject"], "mailto:tests@example.com");
         assert_eq!(msg["vapid"]["publicKey"], server.vapid_public_key().await.as_str());
     }

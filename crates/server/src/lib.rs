@@ -74,6 +74,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// How long `POST /api/push?wait=true` waits before answering 202.
     pub wait_timeout: Duration,
+    /// The key that signs event tokens; made and stored on first start when `None`.
+    pub event_token_key: Option<String>,
     /// Requests in flight to push services.
     pub concurrency: usize,
     /// The delivery engine's settings.
@@ -147,6 +149,8 @@ pub struct AppState {
     pub limits: Arc<limits::Limits>,
     /// How long `?wait=true` waits.
     pub wait_timeout: Duration,
+    /// Signs message ids for `POST /api/events`.
+    pub event_tokens: Arc<proof::EventTokens>,
 }
 
 /// Why the server could not start.
@@ -263,6 +267,13 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     let _owner = sqlite_owner_lock(&config.database_url)?;
     let (store, key) = open_store(&config.database_url, config.vapid_keys.as_ref()).await?;
     let store: Arc<dyn Store> = Arc::new(store);
+    let event_key = if let Some(key) = config.event_token_key.clone().filter(|k| !k.is_empty()) {
+        key
+    } else {
+        let mut b = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut b).map_err(|_| StartError::Config("no randomness available".into()))?;
+        store.server_secret("event-token-key", &tocsin_protocol::b64::encode(b)).await?
+    };
     let settings = &config.engine;
     let node_id = match &settings.node_id {
         Some(n) => n.clone(),
@@ -322,6 +333,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         user_ids: Arc::new(proof::UserIds::new(config.user_signing_secret.as_deref(), config.trust_client_user_ids)),
         limits: Arc::new(limits),
         wait_timeout: config.wait_timeout,
+        event_tokens: Arc::new(proof::EventTokens::new(&event_key)),
     };
     let metrics_only = config.metrics_listen.map(|_| api::metrics_router(state.clone()));
     let app = api::router(state, &config);

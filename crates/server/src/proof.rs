@@ -5,7 +5,10 @@
 //!   lowercase hex HMAC-SHA256 of the id's UTF-8 bytes under
 //!   `--user-signing-secret` ([`UserIds`]);
 //! - that a stored subscription is the caller's: its auth secret
-//!   ([`same_secret`]), which only the browser that subscribed knows.
+//!   ([`same_secret`]), which only the browser that subscribed knows;
+//! - that a `shown`/`clicked` event comes from a browser the message
+//!   reached: the message's event token ([`EventTokens`]), which only its
+//!   payload carried.
 //!
 //! Comparisons run in constant time.
 
@@ -62,6 +65,30 @@ impl UserIds {
     }
 }
 
+/// Signs message ids for `POST /api/events`: the token is the base64url
+/// HMAC-SHA256 of the message id under a key the server made for itself
+/// (stored, so that every node has the same).
+pub struct EventTokens(hmac::Key);
+
+impl EventTokens {
+    /// From the server's stored key.
+    pub fn new(key: &str) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes()))
+    }
+
+    /// The token of a message.
+    pub fn token(&self, message_id: &str) -> String {
+        tocsin_protocol::b64::encode(hmac::sign(&self.0, message_id.as_bytes()))
+    }
+
+    /// Whether `token` is the message's (in constant time).
+    pub fn check(&self, message_id: &str, token: Option<&str>) -> bool {
+        token
+            .and_then(|t| tocsin_protocol::b64::decode(t).ok())
+            .is_some_and(|tag| hmac::verify(&self.0, message_id.as_bytes(), &tag).is_ok())
+    }
+}
+
 /// The signature a site's backend gives a user id: lowercase hex
 /// HMAC-SHA256 of the id under `secret`.
 pub fn sign_user_id(secret: &str, user_id: &str) -> String {
@@ -105,5 +132,16 @@ mod tests {
         assert_eq!(UserIds::new(None, false).check("alice", Some(&good)).unwrap_err().id, "user-ids-not-enabled");
         assert!(UserIds::new(None, true).check("alice", None).is_ok());
         assert!(UserIds::new(Some("Jefe"), true).check("alice", None).is_err(), "a secret wins over trust");
+    }
+
+    #[test]
+    fn an_event_token_belongs_to_one_message_and_one_key() {
+        let tokens = EventTokens::new("key-1");
+        let t = tokens.token("m1");
+        assert!(tokens.check("m1", Some(&t)));
+        assert!(!tokens.check("m2", Some(&t)), "another message");
+        assert!(!EventTokens::new("key-2").check("m1", Some(&t)), "another server");
+        assert!(!tokens.check("m1", None));
+        assert!(!tokens.check("m1", Some("!!")));
     }
 }

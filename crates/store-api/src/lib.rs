@@ -181,6 +181,11 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes (deletes) the tokens named `name`; how many went.
     async fn revoke_token(&self, name: &str) -> Result<u64>;
 
+    /// The server secret named `name`: the stored one, or `candidate`,
+    /// stored now, when there is none (the first node to start makes it;
+    /// every node then reads the same).
+    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String>;
+
     /// Totals for `/v1/stats`.
     async fn stats(&self) -> Result<Stats>;
 }

@@ -29,6 +29,7 @@ struct State {
     tokens: Vec<(String, TokenRow)>,
     renewals: u64,
     refuse_renewals: bool,
+    secrets: HashMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -539,6 +540,10 @@ impl Store for MemoryStore {
         let before = st.tokens.len();
         st.tokens.retain(|(_, t)| t.name != name);
         Ok((before - st.tokens.len()) as u64)
+    }
+
+    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String> {
+        Ok(self.lock().secrets.entry(name.to_owned()).or_insert_with(|| candidate.to_owned()).clone())
     }
 
     async fn stats(&self) -> Result<Stats> {

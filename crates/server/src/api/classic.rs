@@ -145,7 +145,8 @@ pub(crate) async fn push_all(
 ) -> Result<Response, ApiError> {
     let bytes = body(raw)?;
     let id = new_id()?;
-    let payload = (!bytes.is_empty()).then(|| with_message_id(bytes.to_vec(), &id));
+    let token = st.event_tokens.token(&id);
+    let payload = (!bytes.is_empty()).then(|| with_message_id(bytes.to_vec(), &id, &token));
     if let Some(p) = &payload {
         check_payload(p)?;
     }
@@ -216,8 +217,8 @@ pub(crate) async fn test_notification(
         .take(&endpoint)
         .map_err(|wait| crate::limits::rate_limited(wait, "one test notification per subscription per minute"))?;
     let id = new_id()?;
-    let payload =
-        json!({"title": "Test notification", "body": "Sent by Tocsin to this browser.", "url": "/", "messageId": id});
+    let payload = json!({"title": "Test notification", "body": "Sent by Tocsin to this browser.", "url": "/", "messageId": id,
+            "eventToken": st.event_tokens.token(&id)});
     let new = NewMessage {
         id,
         payload: Some(payload.to_string().into_bytes()),
@@ -242,12 +243,16 @@ pub(crate) struct EventBody {
     kind: tocsin_store::Event,
     #[serde(rename = "messageId")]
     message_id: String,
+    /// The token the message's payload carried.
+    #[serde(rename = "eventToken", default)]
+    event_token: Option<String>,
 }
 
 /// The service worker reports a notification `shown` or `clicked`.
 #[utoipa::path(post, path = "/api/events",
-    request_body(content = Value, description = "{\"type\":\"shown\"|\"clicked\",\"messageId\":…}"),
-    responses((status = 202, body = SuccessBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    request_body(content = Value, description = "{\"type\":\"shown\"|\"clicked\",\"messageId\":…,\"eventToken\":…}: the messageId and eventToken the payload carried"),
+    responses((status = 202, body = SuccessBody), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub(crate) async fn post_event(
     State(st): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
@@ -256,6 +261,13 @@ pub(crate) async fn post_event(
     json_object(&bytes)?;
     let ev: EventBody =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid-event", e.to_string()))?;
+    if !st.event_tokens.check(&ev.message_id, ev.event_token.as_deref()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid-event-token",
+            "eventToken must be the one the message's payload carried",
+        ));
+    }
     let found = st
         .store
         .add_event(&ev.message_id, ev.kind)

@@ -57,17 +57,18 @@ pub(crate) fn new_id() -> Result<String, ApiError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// A JSON-object payload gets the message's id as `messageId` (unless it has
-/// one), so that the service worker can report `shown` and `clicked`.
-pub(crate) fn with_message_id(payload: Vec<u8>, id: &str) -> Vec<u8> {
+/// A JSON-object payload gets the message's id as `messageId` and its
+/// `eventToken` (unless it has a `messageId`), so that the service worker
+/// can report `shown` and `clicked`, and nobody else can.
+pub(crate) fn with_message_id(payload: Vec<u8>, id: &str, event_token: &str) -> Vec<u8> {
     match serde_json::from_slice::<Value>(&payload) {
         Ok(Value::Object(map)) if !map.contains_key("messageId") => {
-            // Prepend the field to the sender's own bytes: key order and
+            // Prepend the fields to the sender's own bytes: key order and
             // formatting stay as they were.
             let text = String::from_utf8_lossy(&payload);
             let Some(rest) = text.trim_start().strip_prefix('{') else { return payload };
             let sep = if map.is_empty() { "" } else { "," };
-            format!("{{\"messageId\":\"{id}\"{sep}{rest}").into_bytes()
+            format!("{{\"messageId\":\"{id}\",\"eventToken\":\"{event_token}\"{sep}{rest}").into_bytes()
         }
         _ => payload,
     }
@@ -184,10 +185,11 @@ mod tests {
 
     #[test]
     fn the_message_id_goes_in_front_of_json_objects_only() {
-        assert_eq!(with_message_id(br#"{"b":1,"a":2}"#.to_vec(), "m1"), br#"{"messageId":"m1","b":1,"a":2}"#.to_vec());
-        assert_eq!(with_message_id(b" {}".to_vec(), "m1"), br#"{"messageId":"m1"}"#.to_vec());
-        assert_eq!(with_message_id(br#"{"messageId":"x"}"#.to_vec(), "m1"), br#"{"messageId":"x"}"#.to_vec());
-        assert_eq!(with_message_id(b"plain text".to_vec(), "m1"), b"plain text".to_vec());
-        assert_eq!(with_message_id(b"[1]".to_vec(), "m1"), b"[1]".to_vec());
+        let with = |p: &[u8]| with_message_id(p.to_vec(), "m1", "t1");
+        assert_eq!(with(br#"{"b":1,"a":2}"#), br#"{"messageId":"m1","eventToken":"t1","b":1,"a":2}"#.to_vec());
+        assert_eq!(with(b" {}"), br#"{"messageId":"m1","eventToken":"t1"}"#.to_vec());
+        assert_eq!(with(br#"{"messageId":"x"}"#), br#"{"messageId":"x"}"#.to_vec());
+        assert_eq!(with(b"plain text"), b"plain text".to_vec());
+        assert_eq!(with(b"[1]"), b"[1]".to_vec());
     }
 }

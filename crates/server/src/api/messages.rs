@@ -97,7 +97,7 @@ pub(crate) async fn create_message(
     let payload = match req.payload {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.into_bytes()),
-        Some(v) => Some(with_message_id(v.to_string().into_bytes(), &id)),
+        Some(v) => Some(with_message_id(v.to_string().into_bytes(), &id, &st.event_tokens.token(&id))),
     };
     if let Some(p) = &payload {
         check_payload(p)?;

@@ -94,6 +94,16 @@ pub(super) async fn revoke_token(store: &SqlStore, name: &str) -> R<u64> {
     Ok(r.rows_affected())
 }
 
+pub(super) async fn server_secret(store: &SqlStore, name: &str, candidate: &str) -> R<String> {
+    sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .bind(candidate)
+        .execute(&store.pool)
+        .await?;
+    let row = sqlx::query("SELECT value FROM server_secrets WHERE name = $1").bind(name).fetch_one(&store.pool).await?;
+    Ok(row.try_get("value")?)
+}
+
 pub(super) async fn stats(store: &SqlStore) -> R<Stats> {
     let subs = sqlx::query("SELECT COUNT(*) AS n FROM subscriptions").fetch_one(&store.pool).await?;
     let msgs = sqlx::query(

@@ -303,6 +303,10 @@ impl Store for SqlStore {
         Ok(admin::revoke_token(self, name).await?)
     }
 
+    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String> {
+        Ok(admin::server_secret(self, name, candidate).await?)
+    }
+
     async fn stats(&self) -> Result<Stats> {
         Ok(admin::stats(self).await?)
     }
