@@ -103,6 +103,10 @@ pub struct ServeArgs {
     /// first start and kept in the database, shared by every node.
     #[arg(long, env = "TOCSIN_EVENT_TOKEN_KEY", hide_env_values = true)]
     event_token_key: Option<String>,
+    /// Days finished (done or cancelled) messages are kept, with their shards, retries and failures; /v1/stats totals
+    /// survive the purge. 0 keeps them forever.
+    #[arg(long, env = "TOCSIN_RETENTION_DAYS", default_value_t = 30.0)]
+    retention_days: f64,
     /// Requests in flight to push services.
     #[arg(long, env = "TOCSIN_CONCURRENCY", default_value_t = 100)]
     concurrency: usize,
@@ -170,6 +174,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         request_timeout: seconds(args.request_timeout, "--request-timeout")?,
         wait_timeout: seconds(args.wait_timeout, "--wait-timeout")?,
         event_token_key: args.event_token_key.clone(),
+        retention: match args.retention_days {
+            d if d == 0.0 => None,
+            d => Some(seconds(d * 86_400.0, "--retention-days")?),
+        },
         concurrency: args.concurrency,
         engine: tocsin_server::EngineSettings {
             node_id: args.node_id.clone(),

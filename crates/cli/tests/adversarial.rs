@@ -561,3 +561,47 @@ async fn events_count_only_with_the_messages_token() {
     let (_, m) = server.get(&format!("/v1/messages/{one}")).await;
     assert_eq!(m["counts"]["shown"], 1, "{m}");
 }
+
+/// `--retention-days`: a finished message past the retention is purged with
+/// its shards, retries and failures; `/v1/stats` keeps its totals; a
+/// scheduled message stays.
+#[tokio::test]
+async fn finished_messages_are_purged_after_the_retention() {
+    let db = Db::new(Backend::Postgres);
+    // 0.00002 days: 1.7 s.
+    let server = Server::start(&db, &["--endpoint-policy", "any", "--retention-days", "0.00002"]);
+    let dev = DevPush::start(&[]);
+    let sub = minted(&dev, &server).await;
+    assert_eq!(post(&server, &sub).await.0, 200);
+    let (_, m) = server.post_json("/v1/messages", &json!({"payload": "old news", "target": {"all": true}})).await;
+    let id = m["id"].as_str().unwrap().to_owned();
+    server.wait_done(&id).await;
+    let (_, later) = server
+        .post_json(
+            "/v1/messages",
+            &json!({"payload": "later", "target": {"all": true}, "sendAt": "2999-01-01T00:00:00Z"}),
+        )
+        .await;
+    let (_, before) = server.get("/v1/stats").await;
+    let mut purged = false;
+    for _ in 0..600 {
+        if server.get(&format!("/v1/messages/{id}")).await.0 == 404 {
+            purged = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(purged, "the finished message was not purged");
+    let (_, after) = server.get("/v1/stats").await;
+    for k in ["messages", "delivered", "failed", "removed"] {
+        assert_eq!(after[k], before[k], "{k}: {before} then {after}");
+    }
+    assert_eq!(server.get(&format!("/v1/messages/{}", later["id"].as_str().unwrap())).await.0, 200, "scheduled stays");
+    let name = db.url.rsplit('/').next().unwrap().to_owned();
+    let left = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", &name, "-tAc"])
+        .arg(format!("SELECT (SELECT COUNT(*) FROM message_shards WHERE message_id = '{id}') + (SELECT COUNT(*) FROM message_failures WHERE message_id = '{id}') + (SELECT COUNT(*) FROM retries WHERE message_id = '{id}')"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "0", "{}", String::from_utf8_lossy(&left.stderr));
+}

@@ -20,6 +20,7 @@ pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod proof;
+pub mod retention;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -76,6 +77,8 @@ pub struct ServerConfig {
     pub wait_timeout: Duration,
     /// The key that signs event tokens; made and stored on first start when `None`.
     pub event_token_key: Option<String>,
+    /// How long finished messages are kept; `None` keeps them forever.
+    pub retention: Option<Duration>,
     /// Requests in flight to push services.
     pub concurrency: usize,
     /// The delivery engine's settings.
@@ -322,6 +325,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         engine_metrics.clone(),
     )?;
     tracing::info!(node = %node_id, "delivery engine ready");
+    let store_for_retention = store.clone();
     let state = AppState {
         store,
         engine: engine.clone(),
@@ -342,6 +346,9 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     let addr = listener.local_addr().map_err(|e| StartError::Bind(config.listen, e))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(keep) = config.retention {
+        tokio::spawn(retention::run(store_for_retention, keep, stop_rx.clone()));
+    }
     let engine_task = tokio::spawn(engine.run(stop_rx));
     if let (Some(addr), Some(router)) = (config.metrics_listen, metrics_only) {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))?;

@@ -186,6 +186,12 @@ pub trait Store: Send + Sync + 'static {
     /// every node then reads the same).
     async fn server_secret(&self, name: &str, candidate: &str) -> Result<String>;
 
-    /// Totals for `/v1/stats`.
+    /// Deletes up to `limit` messages that are `done` or `cancelled` and
+    /// were last updated before `before`, with their shards, retries and
+    /// failures; their counts are added to the totals that `stats` keeps.
+    /// Returns how many went (safe to run on several nodes at once).
+    async fn purge_messages(&self, before: i64, limit: i64) -> Result<u64>;
+
+    /// Totals for `/v1/stats`, purged messages included.
     async fn stats(&self) -> Result<Stats>;
 }

@@ -30,6 +30,7 @@ struct State {
     renewals: u64,
     refuse_renewals: bool,
     secrets: HashMap<String, String>,
+    purged: Stats,
 }
 
 #[derive(Debug)]
@@ -546,6 +547,29 @@ impl Store for MemoryStore {
         Ok(self.lock().secrets.entry(name.to_owned()).or_insert_with(|| candidate.to_owned()).clone())
     }
 
+    async fn purge_messages(&self, before: i64, limit: i64) -> Result<u64> {
+        let mut st = self.lock();
+        let old: Vec<String> = st
+            .messages
+            .values()
+            .filter(|m| matches!(m.state, MessageState::Done | MessageState::Cancelled) && m.updated_at < before)
+            .take(limit.max(0) as usize)
+            .map(|m| m.id.clone())
+            .collect();
+        for id in &old {
+            if let Some(m) = st.messages.remove(id) {
+                st.purged.messages += 1;
+                st.purged.delivered += m.counts.delivered;
+                st.purged.failed += m.counts.failed;
+                st.purged.removed += m.counts.gone + m.counts.expired;
+            }
+            st.shards.retain(|(mid, _), _| mid != id);
+            st.retries.retain(|(mid, _), _| mid != id);
+            st.failures.retain(|(mid, _), _| mid != id);
+        }
+        Ok(old.len() as u64)
+    }
+
     async fn stats(&self) -> Result<Stats> {
         let st = self.lock();
         let ms = st.messages.values();
@@ -559,6 +583,7 @@ impl Store for MemoryStore {
             delivered: ms.clone().map(|m| m.counts.delivered).sum(),
             failed: ms.clone().map(|m| m.counts.failed).sum(),
             removed: ms.map(|m| m.counts.gone + m.counts.expired).sum(),
-        })
+        }
+        .plus_purged(&st.purged))
     }
 }

@@ -227,6 +227,20 @@ pub struct Claim {
     pub token: String,
 }
 
+impl Stats {
+    /// These totals with those of purged messages added (`purged` holds
+    /// `messages`, `delivered`, `failed`, `removed` of what was purged).
+    pub fn plus_purged(self, purged: &Stats) -> Stats {
+        Stats {
+            messages: self.messages + purged.messages,
+            delivered: self.delivered + purged.delivered,
+            failed: self.failed + purged.failed,
+            removed: self.removed + purged.removed,
+            ..self
+        }
+    }
+}
+
 /// A claimed range of a message's audience.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shard {

@@ -114,13 +114,27 @@ pub(super) async fn stats(store: &SqlStore) -> R<Stats> {
     )
     .fetch_one(&store.pool)
     .await?;
+    let purged = sqlx::query("SELECT messages, delivered, failed, removed FROM purged_totals WHERE id = 1")
+        .fetch_optional(&store.pool)
+        .await?;
     let get = |name: &str| -> R<i64> { Ok(msgs.try_get::<i64, _>(name)?) };
-    Ok(Stats {
+    let stored = Stats {
         subscriptions: subs.try_get("n")?,
         messages: get("n")?,
         messages_pending: get("pending")?,
         delivered: get("delivered")?,
         failed: get("failed")?,
         removed: get("removed")?,
-    })
+    };
+    let purged = match purged {
+        Some(p) => Stats {
+            messages: p.try_get("messages")?,
+            delivered: p.try_get("delivered")?,
+            failed: p.try_get("failed")?,
+            removed: p.try_get("removed")?,
+            ..Stats::default()
+        },
+        None => Stats::default(),
+    };
+    Ok(stored.plus_purged(&purged))
 }

@@ -192,3 +192,38 @@ pub(super) async fn add_event(store: &SqlStore, message_id: &str, event: Event) 
     };
     Ok(sqlx::query(sql).bind(message_id).execute(&store.pool).await?.rows_affected() > 0)
 }
+
+pub(super) async fn purge(store: &SqlStore, before: i64, limit: i64) -> R<u64> {
+    let mut tx = store.pool.begin().await?;
+    // DELETE … RETURNING: what this transaction deleted is what it counts,
+    // even when another node purges at the same time. Shards, retries and
+    // failures go with their message (ON DELETE CASCADE).
+    let rows = sqlx::query(
+        "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE state IN ('done', 'cancelled') \
+         AND updated_at < $1 ORDER BY updated_at LIMIT $2) RETURNING delivered, failed, gone, expired",
+    )
+    .bind(before)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let (mut delivered, mut failed, mut removed) = (0i64, 0i64, 0i64);
+    for r in &rows {
+        delivered += r.try_get::<i64, _>("delivered")?;
+        failed += r.try_get::<i64, _>("failed")?;
+        removed += r.try_get::<i64, _>("gone")? + r.try_get::<i64, _>("expired")?;
+    }
+    if !rows.is_empty() {
+        sqlx::query(
+            "UPDATE purged_totals SET messages = messages + $1, delivered = delivered + $2, failed = failed + $3, \
+             removed = removed + $4 WHERE id = 1",
+        )
+        .bind(rows.len() as i64)
+        .bind(delivered)
+        .bind(failed)
+        .bind(removed)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len() as u64)
+}

@@ -307,6 +307,10 @@ impl Store for SqlStore {
         Ok(admin::server_secret(self, name, candidate).await?)
     }
 
+    async fn purge_messages(&self, before: i64, limit: i64) -> Result<u64> {
+        Ok(messages::purge(self, before, limit).await?)
+    }
+
     async fn stats(&self) -> Result<Stats> {
         Ok(admin::stats(self).await?)
     }

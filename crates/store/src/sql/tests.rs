@@ -175,3 +175,44 @@ async fn cancelling_releases_shards_and_retries() -> TestResult {
     })
     .await
 }
+
+/// The retention purge deletes finished messages before the cut with their
+/// shards and failures, keeps the totals, and leaves unfinished ones alone.
+#[tokio::test]
+async fn purging_keeps_the_totals_and_unfinished_messages() -> TestResult {
+    on_both_backends(async |store, key| {
+        let (_, shard, ids) = claimed_broadcast(store, key, 3).await?;
+        let mut page = PageOutcome { delivered: 1, gone: vec![ids[2]], ..PageOutcome::default() };
+        page.fail("http-400".into());
+        let done = ShardProgress { cursor: shard.end_at, done: true, lease_ms: 60_000 };
+        store.checkpoint_shard(&shard, &done, &page, 5).await?;
+        assert!(store.try_finish_message("m1", 6).await?);
+        let pending = NewMessage {
+            id: "m2".into(),
+            payload: None,
+            target: Target::All(true),
+            ttl: 60,
+            urgency: None,
+            topic: None,
+            send_at: Some(10_000),
+            idempotency_key: None,
+            created_at: 1,
+        };
+        store.insert_message(&pending).await?;
+        let before = store.stats().await?;
+        assert_eq!(store.purge_messages(6, 100).await?, 0, "updated at 6: not before the cut");
+        assert_eq!(store.purge_messages(7, 100).await?, 1);
+        assert!(store.message("m1").await?.is_none());
+        assert!(store.message_failures("m1").await?.is_empty(), "its failures went with it");
+        assert!(store.message("m2").await?.is_some(), "a scheduled message stays");
+        let after = store.stats().await?;
+        assert_eq!(
+            (after.messages, after.delivered, after.failed, after.removed, after.messages_pending),
+            (before.messages, before.delivered, before.failed, before.removed, before.messages_pending)
+        );
+        assert_eq!((after.delivered, after.failed, after.removed), (1, 1, 1));
+        assert_eq!(store.purge_messages(i64::MAX, 100).await?, 0, "nothing twice");
+        Ok(())
+    })
+    .await
+}
