@@ -174,9 +174,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         request_timeout: seconds(args.request_timeout, "--request-timeout")?,
         wait_timeout: seconds(args.wait_timeout, "--wait-timeout")?,
         event_token_key: args.event_token_key.clone(),
-        retention: match args.retention_days {
-            d if d == 0.0 => None,
-            d => Some(seconds(d * 86_400.0, "--retention-days")?),
+        retention: if args.retention_days == 0.0 {
+            None
+        } else {
+            Some(seconds(args.retention_days * 86_400.0, "--retention-days")?)
         },
         concurrency: args.concurrency,
         engine: tocsin_server::EngineSettings {
