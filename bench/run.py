@@ -180,19 +180,20 @@ def web_push(subs, sink, concurrency):
             "sink_cpu": sink.cpu() - c0, "peak_rss_mb": rss}
 
 
-def subscribe_load(work, database, connections, seconds):
+def subscribe_load(work, database, connections, seconds, binary=TOCSIN, exempt=True):
     """POST /api/subscription under wrk: a new endpoint per request (a real insert each)."""
     if not shutil.which("wrk"):
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
-    one = json.loads(subprocess.run([str(TOCSIN), "dev", "gen-subscriptions", "--count", "1", "--endpoint-prefix",
+    one = json.loads(subprocess.run([str(binary), "dev", "gen-subscriptions", "--count", "1", "--endpoint-prefix",
                                      "https://fcm.googleapis.com/fcm/send/"], capture_output=True, text=True,
                                     check=True).stdout)
     env = dict(os.environ, TOCSIN_LOG="warn", TOCSIN_VAPID_SUBJECT="mailto:bench@example.com",
                TOCSIN_ADMIN_TOKEN=BENCH_TOKEN)
     # The default endpoint policy (public): FCM's host is known, so no DNS lookup per request.
     # wrk is one address sending thousands of requests a second: exempt it from the per-address limits.
-    p = subprocess.Popen([str(TOCSIN), "serve", "--listen", "127.0.0.1:0", "--database", database,
-                          "--rate-limit-exempt", "127.0.0.1/32"],
+    # (A baseline build from before the limits has no such flag.)
+    p = subprocess.Popen([str(binary), "serve", "--listen", "127.0.0.1:0", "--database", database]
+                         + (["--rate-limit-exempt", "127.0.0.1/32"] if exempt else []),
                          stdout=subprocess.PIPE, env=env, text=True)
     base = p.stdout.readline().strip().removeprefix("listening on ")
     try:
@@ -254,24 +255,27 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         if args.subscribe:
             results["subscribe"] = []
-            for backend in ["sqlite", "postgres"]:
-                for connections in [32, 64]:
-                    if backend == "sqlite":
-                        db, dbname = f"sqlite://{work}/subscribe-{connections}.db", None
-                    else:
-                        dbname = f"tocsin_bench_sub_{os.getpid()}_{connections}"
-                        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", dbname], check=True)
-                        db = f"postgres://postgres@127.0.0.1/{dbname}"
-                    try:
-                        r = subscribe_load(work, db, connections, 10)
-                    finally:
-                        if dbname:
-                            subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", dbname])
-                    r.update(backend=backend, connections=connections)
-                    results["subscribe"].append(r)
-                    print(f"subscribe {backend:>8} c={connections}: {r['rps']:.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
-                          f"p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.2f} ms  server CPU {r['cpu_us_per_request']} us/req  "
-                          f"errors {r['errors']}  stored {r['stored']}", flush=True)
+            # With --baseline, the same loads against the earlier build, interleaved (it predates the
+            # rate limits, so it gets no exemption flag).
+            builds = [("this", TOCSIN, True)] + ([("baseline", args.baseline, False)] if args.baseline else [])
+            runs = [(b, c, x) for b in ["sqlite", "postgres"] for c in [32, 64] for x in builds]
+            for backend, connections, (build, binary, exempt) in runs:
+                if backend == "sqlite":
+                    db, dbname = f"sqlite://{work}/subscribe-{connections}-{build}.db", None
+                else:
+                    dbname = f"tocsin_bench_sub_{os.getpid()}_{connections}_{build}"
+                    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", dbname], check=True)
+                    db = f"postgres://postgres@127.0.0.1/{dbname}"
+                try:
+                    r = subscribe_load(work, db, connections, 10, binary, exempt)
+                finally:
+                    if dbname:
+                        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", dbname])
+                r.update(backend=backend, connections=connections, build=build)
+                results["subscribe"].append(r)
+                print(f"subscribe {backend:>8} {build:>8} c={connections}: {r['rps']:.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
+                      f"p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.2f} ms  server CPU {r['cpu_us_per_request']} us/req  "
+                      f"errors {r['errors']}  stored {r['stored']}", flush=True)
         sink = Sink(work)
         try:
             for n in sizes:
