@@ -130,8 +130,11 @@ impl Default for EngineSettings {
 }
 
 /// Shared by every handler.
-#[derive(Clone)]
-pub struct AppState {
+///
+/// Handlers and middleware take it by `State`, which clones it per request,
+/// so it is one `Arc` ([`AppState`]): a clone is a reference count, not a
+/// copy of every field.
+pub struct Shared {
     /// The store.
     pub store: Arc<dyn Store>,
     /// The sending engine.
@@ -155,6 +158,9 @@ pub struct AppState {
     /// Signs message ids for `POST /api/events`.
     pub event_tokens: Arc<proof::EventTokens>,
 }
+
+/// What every handler is given: [`Shared`], behind one `Arc`.
+pub type AppState = Arc<Shared>;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -326,7 +332,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     )?;
     tracing::info!(node = %node_id, "delivery engine ready");
     let store_for_retention = store.clone();
-    let state = AppState {
+    let state: AppState = Arc::new(Shared {
         store,
         engine: engine.clone(),
         vapid_public_key: key.public_key.clone(),
@@ -338,7 +344,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         limits: Arc::new(limits),
         wait_timeout: config.wait_timeout,
         event_tokens: Arc::new(proof::EventTokens::new(&event_key)),
-    };
+    });
     let metrics_only = config.metrics_listen.map(|_| api::metrics_router(state.clone()));
     let app = api::router(state, &config);
     let listener =

@@ -26,16 +26,22 @@ pub const DRAIN_MAX: usize = 16 * 1024 * 1024;
 /// The longest time spent reading and discarding an over-limit body.
 pub const DRAIN_TIME: Duration = Duration::from_secs(5);
 
-/// Reads the body (at most `limit` bytes) before the handler runs; a larger
-/// one is answered 413 without reaching any handler.
+/// Answers 413 for a body over `limit` bytes before any handler runs: one
+/// that declares a larger `Content-Length` at once, a chunked one as soon as
+/// it passes the limit (it is read here first; a declared length within the
+/// limit is left to hyper, which holds the body to it).
 pub async fn limit(State(limit): State<usize>, request: Request, next: Next) -> Response {
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        // hyper holds a body to its declared length: nothing to count.
+        Some(n) if n <= limit as u64 => return next.run(request).await,
+        Some(_) => return too_large(limit, drain(request.into_body().into_data_stream()).await),
+        None => {}
+    }
+    // No declared length (chunked): read it here, counting.
     let (parts, body) = request.into_parts();
     let mut stream = body.into_data_stream();
-    if declared.is_some_and(|n| n > limit as u64) {
-        return too_large(limit, drain(stream).await);
-    }
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         match chunk {
