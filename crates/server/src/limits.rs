@@ -15,7 +15,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 
 use crate::error::ApiError;
@@ -104,11 +103,6 @@ impl RateLimiter {
             _ => Ok(()),
         }
     }
-}
-
-/// The 429 answer: `rate-limited`, with `Retry-After` in whole seconds.
-pub fn too_many(wait: Duration) -> Response {
-    rate_limited(wait, "too many requests from this address").into_response()
 }
 
 /// 429 `rate-limited` saying `what`, with `Retry-After` (whole seconds, at least 1).
@@ -216,16 +210,24 @@ impl Limits {
     }
 }
 
-/// Middleware for the public routes: a token from the caller's bucket, or 429.
-pub async fn public(
-    axum::extract::State(st): axum::extract::State<crate::AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let ip = st.limits.client(request.extensions(), request.headers());
-    match st.limits.public.take(ip) {
-        Ok(()) => next.run(request).await,
-        Err(wait) => too_many(wait),
+/// Proof that the request took a token from its address's bucket: the
+/// public routes that write take it as an argument (an extractor, not a
+/// middleware: nothing boxed per request); without a token, 429.
+pub struct PublicLimit;
+
+impl axum::extract::FromRequestParts<crate::AppState> for PublicLimit {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        st: &crate::AppState,
+    ) -> Result<Self, ApiError> {
+        let ip = st.limits.client(&parts.extensions, &parts.headers);
+        st.limits
+            .public
+            .take(ip)
+            .map(|()| PublicLimit)
+            .map_err(|wait| rate_limited(wait, "too many requests from this address"))
     }
 }
 

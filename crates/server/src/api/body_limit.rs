@@ -1,4 +1,7 @@
-//! Request bodies are bounded before any handler runs (`--body-limit`).
+//! Every request is bounded before any handler runs: in time, reading its
+//! body included (`--request-timeout`, then 408 `request-timeout`), and in
+//! size (`--body-limit`). One middleware for both, since each `from_fn`
+//! layer boxes a future and clones the service behind it per request.
 //!
 //! A body over the limit is answered 413 `body-too-large`. Closing the
 //! connection at once would lose that answer for a client that writes its
@@ -26,11 +29,24 @@ pub const DRAIN_MAX: usize = 16 * 1024 * 1024;
 /// The longest time spent reading and discarding an over-limit body.
 pub const DRAIN_TIME: Duration = Duration::from_secs(5);
 
+/// The request's time and size bounds, as one middleware.
+pub async fn guard(State((size, time)): State<(usize, Duration)>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(time, limit(size, request, next)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            format!("the request took longer than {} s", time.as_secs()),
+        )
+        .into_response(),
+    }
+}
+
 /// Answers 413 for a body over `limit` bytes before any handler runs: one
 /// that declares a larger `Content-Length` at once, a chunked one as soon as
 /// it passes the limit (it is read here first; a declared length within the
 /// limit is left to hyper, which holds the body to it).
-pub async fn limit(State(limit): State<usize>, request: Request, next: Next) -> Response {
+async fn limit(limit: usize, request: Request, next: Next) -> Response {
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     match declared {

@@ -5,6 +5,7 @@
 use super::*;
 use crate::auth::Sender;
 use crate::error::{ApiError, ErrorBody};
+use crate::limits::PublicLimit;
 use crate::proof::same_secret;
 use crate::AppState;
 use axum::extract::rejection::BytesRejection;
@@ -30,6 +31,7 @@ pub(crate) async fn vapid_public_key(State(st): State<AppState>) -> Json<PublicK
     request_body(content = Value, description = "PushSubscription.toJSON(), optionally with userId and topics"),
     responses((status = 200, body = SuccessBody), (status = 400, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub(crate) async fn post_subscription(
+    _limit: PublicLimit,
     State(st): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -107,6 +109,7 @@ pub(crate) async fn post_subscription(
     request_body(content = Value, description = "{\"endpoint\":…,\"keys\":{\"auth\":…}}"),
     responses((status = 200, body = SuccessBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_subscription(
+    _limit: PublicLimit,
     State(st): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -198,6 +201,7 @@ pub(crate) async fn wait_for(st: &AppState, id: &str) -> Result<(Message, bool),
     request_body(content = Value, description = "{\"endpoint\":…,\"keys\":{\"auth\":…}}"),
     responses((status = 202, description = "{\"id\",\"state\"}"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn test_notification(
+    _limit: PublicLimit,
     State(st): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -254,6 +258,7 @@ pub(crate) struct EventBody {
     responses((status = 202, body = SuccessBody), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn post_event(
+    _limit: PublicLimit,
     State(st): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {

@@ -16,10 +16,10 @@ use crate::error::{ApiError, ErrorBody};
 use crate::{AppState, ServerConfig};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+
 use axum::routing::{get, post};
 use axum::Router;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::OpenApi;
 
@@ -59,24 +59,6 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// Bounds a whole request, reading its body included (`--request-timeout`):
-/// past it, 408 `request-timeout`.
-async fn request_timeout(
-    axum::extract::State(limit): axum::extract::State<Duration>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request-timeout",
-            format!("the request took longer than {} s", limit.as_secs()),
-        )
-        .into_response(),
-    }
-}
-
 /// `/metrics` alone, without a token: for `--metrics-listen`.
 pub fn metrics_router(state: AppState) -> Router {
     Router::new().route("/metrics", get(ops::open_metrics)).with_state(state)
@@ -86,15 +68,11 @@ pub fn metrics_router(state: AppState) -> Router {
 pub fn router(state: AppState, config: &ServerConfig) -> Router {
     let mut app = Router::new()
         .route("/api/vapid-public-key", get(classic::vapid_public_key))
-        .merge(
-            // The public routes that write: each request costs a token of
-            // the caller's address.
-            Router::new()
-                .route("/api/subscription", post(classic::post_subscription).delete(classic::delete_subscription))
-                .route("/api/subscription/test", post(classic::test_notification))
-                .route("/api/events", post(classic::post_event))
-                .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::limits::public)),
-        )
+        // The public routes that write take a `PublicLimit`: each request
+        // costs a token of the caller's address.
+        .route("/api/subscription", post(classic::post_subscription).delete(classic::delete_subscription))
+        .route("/api/subscription/test", post(classic::test_notification))
+        .route("/api/events", post(classic::post_event))
         .route("/api/push", post(classic::push_all))
         .route("/v1/messages", post(messages::create_message).get(messages::list_messages))
         .route("/v1/messages/{id}", get(messages::get_message).delete(messages::cancel_message))
@@ -114,9 +92,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", format!("{method} is not allowed here"))
         })
         .layer(DefaultBodyLimit::max(config.body_limit))
-        .layer(axum::middleware::from_fn_with_state(config.body_limit, body_limit::limit))
-        // Outside the body limit, so that reading the body is timed too.
-        .layer(axum::middleware::from_fn_with_state(config.request_timeout, request_timeout))
+        .layer(axum::middleware::from_fn_with_state((config.body_limit, config.request_timeout), body_limit::guard))
         .with_state(state);
     if !config.cors_origins.is_empty() {
         let origin = if config.cors_origins.iter().any(|o| o == "*") {
