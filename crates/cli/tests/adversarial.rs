@@ -75,14 +75,8 @@ async fn user_ids_must_be_signed_by_the_site() {
 
 /// `tocsin serve` with no user signing secret.
 fn without_secret(db: &Db, extra: &[&str]) -> Server {
-    let mut cmd = tocsin();
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url, "--endpoint-policy", "any"])
-        .args(extra)
-        .env("TOCSIN_VAPID_SUBJECT", "mailto:tests@example.com")
-        .env("TOCSIN_ADMIN_TOKEN", common::server::TOKEN)
-        .env_remove("TOCSIN_USER_SIGNING_SECRET")
-        .env_remove("TOCSIN_CONFIG");
-    Server::from_proc(spawn(cmd))
+    let extra = [&["--endpoint-policy", "any"], extra].concat();
+    Server::start_unsetting(db, &extra, None, &["TOCSIN_USER_SIGNING_SECRET"])
 }
 
 /// `oldEndpoint` takes over a stored subscription (its user and topics) only
@@ -267,15 +261,8 @@ async fn a_short_admin_token_is_refused_and_metrics_can_have_their_own_address()
 /// `tocsin serve` with the rate limits in force (the shared test server
 /// exempts loopback) and `extra` flags.
 fn limited(db: &Db, extra: &[&str]) -> Server {
-    let mut cmd = tocsin();
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url, "--endpoint-policy", "any"])
-        .args(extra)
-        .env("TOCSIN_VAPID_SUBJECT", "mailto:tests@example.com")
-        .env("TOCSIN_ADMIN_TOKEN", common::server::TOKEN)
-        .env("TOCSIN_USER_SIGNING_SECRET", USER_SECRET)
-        .env_remove("TOCSIN_RATE_LIMIT_EXEMPT")
-        .env_remove("TOCSIN_CONFIG");
-    Server::from_proc(spawn(cmd))
+    let extra = [&["--endpoint-policy", "any"], extra].concat();
+    Server::start_unsetting(db, &extra, None, &["TOCSIN_RATE_LIMIT_EXEMPT"])
 }
 
 /// A client that connects from `ip` (any address of 127.0.0.0/8 works on loopback).

@@ -91,6 +91,12 @@ impl Server {
     }
 
     pub fn start_in(db: &Db, extra: &[&str], cwd: Option<&std::path::Path>) -> Self {
+        Self::start_unsetting(db, extra, cwd, &[])
+    }
+
+    /// The test server without some of its environment (`unset`), e.g. the
+    /// rate-limit exemption of loopback or the user signing secret.
+    pub fn start_unsetting(db: &Db, extra: &[&str], cwd: Option<&std::path::Path>, unset: &[&str]) -> Self {
         let mut cmd = tocsin();
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url])
             .args(extra)
@@ -101,6 +107,9 @@ impl Server {
             // does; the limits themselves are tested in adversarial.rs.
             .env("TOCSIN_RATE_LIMIT_EXEMPT", "127.0.0.0/8")
             .env_remove("TOCSIN_CONFIG");
+        for name in unset {
+            cmd.env_remove(name);
+        }
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
