@@ -249,3 +249,32 @@ async fn a_cancel_stops_the_page_in_flight_and_counts_what_was_sent() -> TestRes
     assert_eq!((m.state, m.counts.pending_retry), (MessageState::Cancelled, 0));
     Ok(())
 }
+
+/// A push service that answers the first request to each subscription 503
+/// with `Retry-After: 10`: each answer closes the origin's gate for 10 s,
+/// and the deliveries waiting behind it are deferred, not sent. A deferral
+/// is not an attempt, so none of them runs out of attempts: every
+/// subscription is delivered, after exactly two requests.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_defers_deliveries_without_using_up_their_attempts() -> TestResult {
+    fn busy_then_ok(nth: u32) -> Outcome {
+        if nth == 1 {
+            Outcome::Retry { reason: RetryReason::ServerError(503), after: Some(Duration::from_secs(10)) }
+        } else {
+            Outcome::Delivered { status: 201 }
+        }
+    }
+    let store = Arc::new(MemoryStore::new());
+    let id = broadcast(store.as_ref(), 30).await?;
+    let service = Scripted::new(Duration::from_millis(200), busy_then_ok);
+    let (stop, stopped) = watch::channel(false);
+    let engine = engine(store.clone(), service.clone(), Duration::from_secs(3), 10, 30, EngineMetrics::new())?;
+    let run = tokio::spawn(engine.run(stopped));
+    let m = until_done(store.as_ref(), &id, Duration::from_secs(3600)).await?;
+    stop.send(true)?;
+    run.await?;
+    let failures = store.message_failures(&id).await?;
+    assert_eq!((m.counts.delivered, m.counts.failed), (30, 0), "{m:?} {failures:?}");
+    assert!(service.hits().values().all(|n| *n == 2), "{:?}", service.hits());
+    Ok(())
+}

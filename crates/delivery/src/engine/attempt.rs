@@ -26,7 +26,16 @@ enum Attempt {
     Delivered,
     Gone,
     Failed(String),
-    Retry { reason: String, after: Option<Duration> },
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Not sent: the origin's gate is closed for longer than a worker
+    /// waits (another request's `Retry-After`). Not an attempt: it does not
+    /// count against the delivery's attempts.
+    Deferred {
+        wait: Duration,
+    },
 }
 
 impl Engine {
@@ -99,7 +108,7 @@ impl Engine {
             );
             tasks.spawn(async move {
                 let attempt = match gate.enter(origin_permits).await {
-                    Err(wait) => Attempt::Retry { reason: "rate-limited".into(), after: Some(wait) },
+                    Err(wait) => Attempt::Deferred { wait },
                     Ok(_origin_permit) => {
                         let Ok(_permit) = in_flight.acquire_owned().await else {
                             return (job, Attempt::Retry { reason: "shutdown".into(), after: None }, None);
@@ -173,6 +182,22 @@ impl Engine {
                     tracing::debug!(subscription = job.sub.id, %reason, "delivery failed");
                     self.metrics.count("failed", &reason);
                     outcome.fail(reason);
+                }
+                Attempt::Deferred { wait } => {
+                    let due_at = self.now_ms() + wait.as_millis() as i64;
+                    if due_at > deadline {
+                        self.metrics.count("failed", "ttl-expired");
+                        outcome.fail("ttl-expired".into());
+                    } else {
+                        self.metrics.count("retry", "deferred");
+                        self.metrics.retries.inc();
+                        outcome.retries.push(NewRetry {
+                            subscription_id: job.sub.id,
+                            attempt: job.attempts_before,
+                            due_at,
+                            reason: "deferred".into(),
+                        });
+                    }
                 }
                 Attempt::Retry { reason, after } => {
                     let attempts = job.attempts_before + 1;
