@@ -198,26 +198,35 @@ async fn a_worker_that_loses_its_claim_stops_and_records_nothing() -> TestResult
     Ok(())
 }
 
+/// A service that first answers 503 (with `Retry-After: after`, if given)
+/// to each subscription, then 201.
+fn busy_first(nth: u32, after: Option<Duration>) -> Outcome {
+    if nth == 1 {
+        Outcome::Retry { reason: RetryReason::ServerError(503), after }
+    } else {
+        Outcome::Delivered { status: 201 }
+    }
+}
+
+/// A broadcast to 30 through `answer` (200 ms each), run until it is done.
+async fn retried_broadcast(answer: fn(u32) -> Outcome) -> Result<(Message, Arc<Scripted>), Box<dyn std::error::Error>> {
+    let store = Arc::new(MemoryStore::new());
+    let id = broadcast(store.as_ref(), 30).await?;
+    let service = Scripted::new(Duration::from_millis(200), answer);
+    let (stop, stopped) = watch::channel(false);
+    let engine = engine(store.clone(), service.clone(), Duration::from_secs(3), 10, 30, EngineMetrics::new())?;
+    let run = tokio::spawn(engine.run(stopped));
+    let m = until_done(store.as_ref(), &id, Duration::from_secs(3600)).await?;
+    stop.send(true)?;
+    run.await?;
+    Ok((m, service))
+}
+
 /// A service that first answers 503, then 201: the retries wait out their
 /// backoff on the paused clock and are claimed and recorded once each.
 #[tokio::test(start_paused = true)]
 async fn retries_are_claimed_and_recorded_once() -> TestResult {
-    fn busy_then_ok(nth: u32) -> Outcome {
-        if nth == 1 {
-            Outcome::Retry { reason: RetryReason::ServerError(503), after: None }
-        } else {
-            Outcome::Delivered { status: 201 }
-        }
-    }
-    let store = Arc::new(MemoryStore::new());
-    let id = broadcast(store.as_ref(), 30).await?;
-    let service = Scripted::new(Duration::from_millis(200), busy_then_ok);
-    let (stop, stopped) = watch::channel(false);
-    let engine = engine(store.clone(), service.clone(), Duration::from_secs(3), 10, 30, EngineMetrics::new())?;
-    let run = tokio::spawn(engine.run(stopped));
-    let m = until_done(store.as_ref(), &id, Duration::from_secs(600)).await?;
-    stop.send(true)?;
-    run.await?;
+    let (m, service) = retried_broadcast(|nth| busy_first(nth, None)).await?;
     assert!(service.hits().values().all(|n| *n == 2), "{:?}", service.hits());
     assert_eq!((m.counts.delivered, m.counts.pending_retry, m.counts.failed), (30, 0, 0), "{m:?}");
     Ok(())
@@ -257,24 +266,8 @@ async fn a_cancel_stops_the_page_in_flight_and_counts_what_was_sent() -> TestRes
 /// subscription is delivered, after exactly two requests.
 #[tokio::test(start_paused = true)]
 async fn a_retry_after_defers_deliveries_without_using_up_their_attempts() -> TestResult {
-    fn busy_then_ok(nth: u32) -> Outcome {
-        if nth == 1 {
-            Outcome::Retry { reason: RetryReason::ServerError(503), after: Some(Duration::from_secs(10)) }
-        } else {
-            Outcome::Delivered { status: 201 }
-        }
-    }
-    let store = Arc::new(MemoryStore::new());
-    let id = broadcast(store.as_ref(), 30).await?;
-    let service = Scripted::new(Duration::from_millis(200), busy_then_ok);
-    let (stop, stopped) = watch::channel(false);
-    let engine = engine(store.clone(), service.clone(), Duration::from_secs(3), 10, 30, EngineMetrics::new())?;
-    let run = tokio::spawn(engine.run(stopped));
-    let m = until_done(store.as_ref(), &id, Duration::from_secs(3600)).await?;
-    stop.send(true)?;
-    run.await?;
-    let failures = store.message_failures(&id).await?;
-    assert_eq!((m.counts.delivered, m.counts.failed), (30, 0), "{m:?} {failures:?}");
+    let (m, service) = retried_broadcast(|nth| busy_first(nth, Some(Duration::from_secs(10)))).await?;
+    assert_eq!((m.counts.delivered, m.counts.failed), (30, 0), "{m:?}");
     assert!(service.hits().values().all(|n| *n == 2), "{:?}", service.hits());
     Ok(())
 }

@@ -256,19 +256,12 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         ),
         _ => {}
     }
+    let exempt = limits::parse_cidrs(&config.rate_limit_exempt)
+        .map_err(|e| StartError::Config(format!("--rate-limit-exempt: {e}")))?;
+    let bucket = |exempt| limits::RateLimiter::new(config.rate_limit_burst, config.rate_limit_per_second, exempt);
     let limits = limits::Limits {
-        public: limits::RateLimiter::new(
-            config.rate_limit_burst,
-            config.rate_limit_per_second,
-            limits::parse_cidrs(&config.rate_limit_exempt)
-                .map_err(|e| StartError::Config(format!("--rate-limit-exempt: {e}")))?,
-        ),
-        auth_failures: limits::RateLimiter::new(
-            config.rate_limit_burst,
-            config.rate_limit_per_second,
-            limits::parse_cidrs(&config.rate_limit_exempt)
-                .map_err(|e| StartError::Config(format!("--rate-limit-exempt: {e}")))?,
-        ),
+        public: bucket(exempt.clone()),
+        auth_failures: bucket(exempt),
         tests: limits::OncePer::new(Duration::from_secs(60)),
         trusted_proxies: limits::parse_cidrs(&config.trusted_proxies)
             .map_err(|e| StartError::Config(format!("--trusted-proxies: {e}")))?,
