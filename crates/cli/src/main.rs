@@ -1,10 +1,12 @@
 //! `tocsin`: the one binary. Each subcommand parses its flags, calls one
 //! library crate, and prints; the work happens in the crates.
 
+mod app;
 mod config;
 mod dev;
 mod send;
 mod serve;
+mod subscriptions;
 mod token;
 mod vapid;
 
@@ -24,6 +26,11 @@ struct Cli {
 enum Command {
     /// Run the server: the HTTP API and the sending engine.
     Serve(Box<serve::ServeArgs>),
+    /// Apps: several sites on one server, each with its own VAPID keys, subscribers and tokens.
+    App {
+        #[command(subcommand)]
+        command: app::AppCommand,
+    },
     /// API tokens: create (with a scope), list, revoke.
     Token {
         #[command(subcommand)]
@@ -32,7 +39,7 @@ enum Command {
     /// Work on the stored subscriptions.
     Subscriptions {
         #[command(subcommand)]
-        command: serve::SubscriptionsCommand,
+        command: subscriptions::SubscriptionsCommand,
     },
     /// VAPID key management.
     Vapid {
@@ -64,9 +71,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve::serve(*args))),
+        Command::App { command } => runtime().and_then(|rt| rt.block_on(app::app(command))),
         Command::Token { command } => runtime().and_then(|rt| rt.block_on(token::token(command))),
-        Command::Subscriptions { command } => runtime().and_then(|rt| rt.block_on(serve::subscriptions(command))),
-        Command::Vapid { command } => vapid::run(command),
+        Command::Subscriptions { command } => {
+            runtime().and_then(|rt| rt.block_on(subscriptions::subscriptions(command)))
+        }
+        Command::Vapid { command } => runtime().and_then(|rt| rt.block_on(vapid::run(command))),
         Command::Send(args) => runtime().and_then(|rt| rt.block_on(send::run(*args))),
         Command::Dev { command } => runtime().and_then(|rt| rt.block_on(dev::run(command))),
     };

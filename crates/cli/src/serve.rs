@@ -1,20 +1,12 @@
-//! `tocsin serve`, `tocsin token`, `tocsin subscriptions`: the server and the
-//! commands that work on its database.
+//! `tocsin serve`: the server's flags, read into its configuration, and
+//! `--database`, which every command that works on the database shares.
 
-use std::io::{BufRead, BufReader, IsTerminal as _, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{json, Value};
+use clap::Args;
 use tocsin_server::{EndpointPolicy, ServerConfig};
-use tocsin_store::{NewSubscription, Store, Target};
-
-/// Subscriptions `subscriptions import` writes per transaction.
-const IMPORT_BATCH: usize = 1000;
 
 /// The default database: SQLite under `./tocsin-data/`.
 pub const DEFAULT_DATABASE: &str = "sqlite://tocsin-data/tocsin.db";
@@ -209,128 +201,4 @@ fn seconds(v: f64, flag: &str) -> anyhow::Result<std::time::Duration> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| anyhow::anyhow!("{flag} must be a positive number of seconds"))
-}
-
-#[derive(Debug, Subcommand)]
-pub enum SubscriptionsCommand {
-    /// Import PushSubscriptions (JSON lines, each optionally with userId and topics).
-    Import {
-        /// The file, or - for standard input.
-        file: String,
-        #[command(flatten)]
-        db: DbArgs,
-    },
-    /// Export every subscription as JSON lines (with userId and topics).
-    Export {
-        #[command(flatten)]
-        db: DbArgs,
-    },
-    /// Print how many subscriptions are stored.
-    Count {
-        #[command(flatten)]
-        db: DbArgs,
-    },
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        SubscriptionsCommand::Count { db } => {
-            let (store, _) = tocsin_server::open_store(&db.database, None).await?;
-            println!("{}", store.count_subscriptions(&Target::All(true)).await?);
-            Ok(ExitCode::SUCCESS)
-        }
-        SubscriptionsCommand::Export { db } => {
-            let (store, _) = tocsin_server::open_store(&db.database, None).await?;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let mut after = 0;
-            loop {
-                let page = store.page_subscriptions(&Target::All(true), after, None, 1000).await?;
-                let Some(last) = page.last().map(|s| s.id) else { break };
-                for s in page {
-                    let mut v: Value = serde_json::from_str(&s.subscription.to_json())?;
-                    v["userId"] = json!(s.user_id);
-                    v["topics"] = json!(s.topics);
-                    writeln!(out, "{v}")?;
-                }
-                after = last;
-            }
-            out.flush()?;
-            Ok(ExitCode::SUCCESS)
-        }
-        SubscriptionsCommand::Import { file, db } => {
-            let (store, key) = tocsin_server::open_store(&db.database, None).await?;
-            let reader: Box<dyn BufRead> = if file == "-" {
-                Box::new(BufReader::new(std::io::stdin()))
-            } else {
-                let path = PathBuf::from(&file);
-                Box::new(BufReader::new(std::fs::File::open(&path).with_context(|| format!("opening {file}"))?))
-            };
-            let bar = if std::io::stderr().is_terminal() {
-                let b = ProgressBar::new_spinner();
-                if let Ok(style) = ProgressStyle::with_template("{spinner} {pos} imported {per_sec}") {
-                    b.set_style(style);
-                }
-                Some(b)
-            } else {
-                None
-            };
-            let (mut imported, mut skipped) = (0u64, 0u64);
-            let mut batch = Vec::with_capacity(IMPORT_BATCH);
-            for (n, line) in reader.lines().enumerate() {
-                let line = line?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match parse_import_line(&line) {
-                    Ok((subscription, user_id, topics)) => {
-                        batch.push(NewSubscription { subscription, user_id, topics, vapid_key_id: key.id });
-                        if batch.len() == IMPORT_BATCH {
-                            imported += store.upsert_subscriptions(&batch, now_ms()).await?.len() as u64;
-                            batch.clear();
-                            if let Some(b) = &bar {
-                                b.set_position(imported);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        skipped += 1;
-                        eprintln!("line {}: skipped: {e}", n + 1);
-                    }
-                }
-            }
-            imported += store.upsert_subscriptions(&batch, now_ms()).await?.len() as u64;
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
-            println!("imported {imported}, skipped {skipped}");
-            Ok(if skipped == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
-        }
-    }
-}
-
-type ImportLine = (tocsin_protocol::Subscription, Option<String>, Option<Vec<String>>);
-
-fn parse_import_line(line: &str) -> anyhow::Result<ImportLine> {
-    let v: Value = serde_json::from_str(line)?;
-    let user_id = match v.get("userId") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => Some(other.to_string()),
-    };
-    let topics = match v.get("topics") {
-        None | Some(Value::Null) => None,
-        Some(t) => {
-            Some(serde_json::from_value::<Vec<String>>(t.clone()).context("topics must be an array of strings")?)
-        }
-    };
-    let subscription = tocsin_protocol::Subscription::from_value(v)?;
-    let len = subscription.endpoint().as_str().len();
-    if len > tocsin_store::MAX_ENDPOINT_LEN {
-        anyhow::bail!("endpoint is {len} bytes; at most {} are accepted", tocsin_store::MAX_ENDPOINT_LEN);
-    }
-    Ok((subscription, user_id, topics))
 }

@@ -17,6 +17,9 @@ pub enum TokenCommand {
         /// What it may do: admin (everything), send (create, read and cancel messages), read (every GET, /metrics).
         #[arg(long, default_value = "admin", value_parser = parse_scope)]
         scope: TokenScope,
+        /// The one app it may act on; without it, every app.
+        #[arg(long)]
+        app: Option<String>,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -57,35 +60,54 @@ fn when(ms: Option<i64>) -> String {
 
 pub async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
-        TokenCommand::Create { name, scope, db } => {
+        TokenCommand::Create { name, scope, app, db } => {
             let (store, _) = tocsin_server::open_store(&db.database, None).await?;
+            let app = match app {
+                Some(name) => match store.app(&name).await? {
+                    Some(a) => Some(a),
+                    None => {
+                        eprintln!("no app named {name:?} (tocsin app list)");
+                        return Ok(ExitCode::from(2));
+                    }
+                },
+                None => None,
+            };
             if store.tokens().await?.iter().any(|t| t.name == name) {
                 eprintln!("a token named {name:?} exists already; revoke it or choose another name");
                 return Ok(ExitCode::from(2));
             }
             let token = tocsin_server::auth::new_token().map_err(|_| anyhow::anyhow!("no randomness available"))?;
-            store.insert_token(&name, &tocsin_server::auth::hash_token(&token), scope, now_ms()).await?;
+            let hash = tocsin_server::auth::hash_token(&token);
+            store.insert_token(&name, &hash, scope, app.as_ref().map(|a| a.id), now_ms()).await?;
             println!("{token}");
-            eprintln!("{} token {name:?} created; it is shown once: keep it", scope.as_str());
+            let of = app.map_or_else(|| "every app".to_owned(), |a| format!("app {}", a.name));
+            eprintln!("{} token {name:?} created for {of}; it is shown once: keep it", scope.as_str());
         }
         TokenCommand::List { json, db } => {
             let (store, _) = tocsin_server::open_store(&db.database, None).await?;
             let tokens = store.tokens().await?;
+            let apps = store.apps().await?;
+            // A token's app by name; `None` for a token of every app.
+            let app_of = |t: &tocsin_store::TokenRow| {
+                t.app
+                    .map(|id| apps.iter().find(|a| a.id == id).map_or_else(|| format!("#{}", id.0), |a| a.name.clone()))
+            };
             if json {
                 for t in &tokens {
                     let line = serde_json::json!({"name": t.name, "scope": t.scope, "createdAt": when(Some(t.created_at)),
-                        "lastUsedAt": t.last_used_at.map(|ms| when(Some(ms)))});
+                        "lastUsedAt": t.last_used_at.map(|ms| when(Some(ms))), "app": app_of(t)});
                     println!("{line}");
                 }
             } else {
-                println!("{:<24} {:<6} {:<21} LAST USED", "NAME", "SCOPE", "CREATED");
+                println!("{:<24} {:<6} {:<21} {:<21} APP", "NAME", "SCOPE", "CREATED", "LAST USED");
                 for t in &tokens {
                     println!(
-                        "{:<24} {:<6} {:<21} {}",
+                        "{:<24} {:<6} {:<21} {:<21} {}",
                         t.name,
                         t.scope.as_str(),
                         when(Some(t.created_at)),
-                        when(t.last_used_at)
+                        when(t.last_used_at),
+                        app_of(t).as_deref().unwrap_or("*")
                     );
                 }
             }

@@ -604,8 +604,8 @@ async fn tokens_policy_openapi_and_health() {
     let (s, _) = server.get("/readyz").await;
     assert_eq!(s, 200);
     let text = server.http.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("tocsin_subscriptions 3"), "{text}");
-    assert!(text.contains("tocsin_subscriptions_saved_total 3"), "{text}");
+    assert!(text.contains("tocsin_subscriptions{app=\"default\"} 3"), "{text}");
+    assert!(text.contains("tocsin_subscriptions_saved_total{app=\"default\"} 3"), "{text}");
     let (s, doc) = server.get("/openapi.json").await;
     assert_eq!(s, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));

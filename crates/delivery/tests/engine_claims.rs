@@ -16,7 +16,7 @@ use tocsin_protocol::ece::ReceiverKeys;
 use tocsin_protocol::outcome::RetryReason;
 use tocsin_protocol::{Outcome, Subscription, VapidKey, VapidSubject};
 use tocsin_store_api::memory::MemoryStore;
-use tocsin_store_api::{Message, MessageState, NewMessage, NewSubscription, Store, Target};
+use tocsin_store_api::{AppId, Message, MessageState, NewMessage, NewSubscription, Store, Target};
 use tokio::sync::watch;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -68,12 +68,15 @@ impl EndpointCheck for AnyEndpoint {
 /// `n` subscriptions and one broadcast to them, stored.
 async fn broadcast(store: &dyn Store, n: usize) -> Result<String, Box<dyn std::error::Error>> {
     let vapid = VapidKey::generate()?;
-    let key = store.make_vapid_key_current(&vapid.public_key_base64url(), &vapid.private_key_base64url(), 0).await?;
+    let key = store
+        .make_vapid_key_current(AppId::DEFAULT, &vapid.public_key_base64url(), &vapid.private_key_base64url(), 0)
+        .await?;
     let receiver = ReceiverKeys::generate()?;
     let subs = (0..n)
         .map(|i| {
             let endpoint = format!("https://push.example.net/s/{i}").parse()?;
             Ok(NewSubscription {
+                app: AppId::DEFAULT,
                 subscription: Subscription::new(endpoint, receiver.public_key(), receiver.auth())?,
                 user_id: None,
                 topics: None,
@@ -84,6 +87,7 @@ async fn broadcast(store: &dyn Store, n: usize) -> Result<String, Box<dyn std::e
     store.upsert_subscriptions(&subs, 0).await?;
     let message = NewMessage {
         id: "m1".into(),
+        app: AppId::DEFAULT,
         payload: Some(b"hello".to_vec()),
         target: Target::All(true),
         ttl: 86_400,
@@ -243,7 +247,7 @@ async fn a_cancel_stops_the_page_in_flight_and_counts_what_was_sent() -> TestRes
     let engine = engine(store.clone(), service.clone(), Duration::from_secs(3), 20, 20, EngineMetrics::new())?;
     let run = tokio::spawn(engine.run(stopped));
     tokio::time::sleep(Duration::from_millis(6_000)).await;
-    let cancelled = store.cancel_message(&id, Clock::tokio().now_ms()).await?.ok_or("m1")?;
+    let cancelled = store.cancel_message(AppId::DEFAULT, &id, Clock::tokio().now_ms()).await?.ok_or("m1")?;
     assert_eq!(cancelled.state, MessageState::Cancelled);
     let reached_at_cancel: u32 = service.hits().values().sum();
     tokio::time::sleep(Duration::from_secs(60)).await;

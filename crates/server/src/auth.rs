@@ -3,18 +3,24 @@
 //! stored; a token is 32 random bytes, so a fast hash is the right one.
 //!
 //! A handler names what it requires by the extractor it takes:
-//! [`Admin`], [`Sender`], [`Reader`] or [`MessageReader`]. A missing or
-//! unknown token is 401 `unauthorized`; a known one outside its scope is 403
-//! `insufficient-scope`.
+//! [`Admin`], [`Sender`], [`Reader`] or [`MessageReader`] act on one app
+//! (the path's, resolved by [`crate::app`]) and carry it; [`ServerWide`]
+//! is for routes that are no app's (`POST /v1/apps`, `/metrics`) and needs
+//! a token made without `--app`. A missing or unknown token is 401
+//! `unauthorized`; a known one outside its scope is 403
+//! `insufficient-scope`; a token of one app under another is 404
+//! `app-not-found`, as if that app did not exist.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use aws_lc_rs::digest;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use tocsin_store::TokenScope;
+use tocsin_store::{AppId, TokenScope};
 
+use crate::app::App;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -68,8 +74,24 @@ impl Requirement for MessageReadScope {
     }
 }
 
-/// Proof that the request carried a token whose scope `R` allows.
-pub struct Authorized<R: Requirement>(PhantomData<R>);
+/// Proof that the request carried a token whose scope `R` allows, for the
+/// app it acts on.
+pub struct Authorized<R: Requirement> {
+    /// The app of the request, which the token may act on.
+    pub app: Arc<App>,
+    _scope: PhantomData<R>,
+}
+
+/// Proof of a token whose scope `R` allows, made for every app (no `--app`).
+pub struct ServerWide<R: Requirement>(PhantomData<R>);
+
+/// A valid token whose scope `R` allows, whatever app it is for (`GET
+/// /v1/apps` shows an app's token its own app only).
+pub struct AnyToken<R: Requirement> {
+    /// The token's app, when it was made for one.
+    pub app: Option<AppId>,
+    _scope: PhantomData<R>,
+}
 
 /// An `admin` token.
 pub type Admin = Authorized<AdminScope>;
@@ -100,8 +122,9 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The scope of the request's token: 401 when there is none, or it is unknown.
-pub async fn token_scope(parts: &Parts, state: &AppState) -> Result<TokenScope, ApiError> {
+/// The scope of the request's token and the app it was made for: 401 when
+/// there is none, or it is unknown.
+pub async fn token_scope(parts: &Parts, state: &AppState) -> Result<(TokenScope, Option<AppId>), ApiError> {
     // An address that failed too often is not even checked: no guessing.
     let ip = state.limits.client(&parts.extensions, &parts.headers);
     state.limits.auth_failures.has_token(ip).map_err(rate_limited)?;
@@ -120,7 +143,7 @@ pub async fn token_scope(parts: &Parts, state: &AppState) -> Result<TokenScope, 
     let hash = hash_token(token);
     // Hashes are compared, not tokens: timing reveals nothing of a token.
     if state.admin_token_hash.as_deref() == Some(hash.as_str()) {
-        return Ok(TokenScope::Admin);
+        return Ok((TokenScope::Admin, None));
     }
     let row = state
         .store
@@ -137,22 +160,57 @@ pub async fn token_scope(parts: &Parts, state: &AppState) -> Result<TokenScope, 
             }
         });
     }
-    Ok(row.scope)
+    Ok((row.scope, row.app))
+}
+
+/// The request's token, checked against `R`.
+async fn allowed<R: Requirement>(parts: &Parts, state: &AppState) -> Result<Option<AppId>, ApiError> {
+    let (scope, app) = token_scope(parts, state).await?;
+    if R::allows(scope) {
+        Ok(app)
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient-scope",
+            format!("a {} token may not do this; it needs one of: {}", scope.as_str(), R::SCOPES.join(", ")),
+        ))
+    }
 }
 
 impl<R: Requirement> FromRequestParts<AppState> for Authorized<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let scope = token_scope(parts, state).await?;
-        if R::allows(scope) {
-            Ok(Self(PhantomData))
-        } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "insufficient-scope",
-                format!("a {} token may not do this; it needs one of: {}", scope.as_str(), R::SCOPES.join(", ")),
-            ))
+        let token_app = allowed::<R>(parts, state).await?;
+        let app = crate::app::resolve(parts, state).await?;
+        // The app boundary for tokens: one made for another app learns
+        // nothing of this one, not even that it exists.
+        if token_app.is_some_and(|t| t != app.id) {
+            return Err(ApiError::not_found("app-not-found", format!("no app named {:?}", app.name)));
         }
+        Ok(Self { app, _scope: PhantomData })
+    }
+}
+
+impl<R: Requirement> FromRequestParts<AppState> for ServerWide<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match allowed::<R>(parts, state).await? {
+            None => Ok(Self(PhantomData)),
+            Some(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "server-token-required",
+                "this is not one app's: it needs a token made without --app",
+            )),
+        }
+    }
+}
+
+impl<R: Requirement> FromRequestParts<AppState> for AnyToken<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Self { app: allowed::<R>(parts, state).await?, _scope: PhantomData })
     }
 }

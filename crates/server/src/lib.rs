@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod error;
 pub mod limits;
@@ -139,18 +140,14 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     /// The sending engine.
     pub engine: Arc<Engine>,
-    /// The current VAPID public key, base64url.
-    pub vapid_public_key: String,
-    /// The current VAPID key's row id.
-    pub vapid_key_id: i64,
+    /// Every app, with its current VAPID key and settings (the app boundary).
+    pub apps: Arc<app::Apps>,
     /// Endpoint policy.
     pub policy: EndpointPolicy,
     /// SHA-256 of `TOCSIN_ADMIN_TOKEN`, when set.
     pub admin_token_hash: Option<String>,
     /// Counters for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
-    /// Whether and how `userId` is accepted from browsers.
-    pub user_ids: Arc<proof::UserIds>,
     /// Abuse limits of the public routes.
     pub limits: Arc<limits::Limits>,
     /// How long `?wait=true` waits.
@@ -195,21 +192,28 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Opens the store and makes sure a VAPID key is current: the configured
-/// one, else the stored one, else a new one. Returns the store and key row.
+/// Opens the store and makes sure the default app has a current VAPID key:
+/// the configured one, else the stored one, else a new one. Returns the
+/// store and key row.
 pub async fn open_store(
     database_url: &str,
     vapid_keys: Option<&(Option<String>, String)>,
 ) -> Result<(SqlStore, tocsin_store::VapidKeyRow), StartError> {
     let store = SqlStore::connect(database_url).await?;
-    let row = match (vapid_keys, store.current_vapid_key().await?) {
+    let app = tocsin_store::AppId::DEFAULT;
+    let row = match (vapid_keys, store.current_vapid_key(app).await?) {
         (Some((public, private)), current) => {
             let key = VapidKey::from_base64url(public.as_deref(), private)?;
             match current {
                 Some(c) if c.public_key == key.public_key_base64url() => c,
                 _ => {
                     store
-                        .make_vapid_key_current(&key.public_key_base64url(), &key.private_key_base64url(), now_ms())
+                        .make_vapid_key_current(
+                            app,
+                            &key.public_key_base64url(),
+                            &key.private_key_base64url(),
+                            now_ms(),
+                        )
                         .await?
                 }
             }
@@ -218,7 +222,9 @@ pub async fn open_store(
         (None, None) => {
             let key = VapidKey::generate()?;
             tracing::info!(public_key = %key.public_key_base64url(), "generated a VAPID key pair and stored it");
-            store.make_vapid_key_current(&key.public_key_base64url(), &key.private_key_base64url(), now_ms()).await?
+            store
+                .make_vapid_key_current(app, &key.public_key_base64url(), &key.private_key_base64url(), now_ms())
+                .await?
         }
     };
     Ok((store, row))
@@ -267,7 +273,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
             .map_err(|e| StartError::Config(format!("--trusted-proxies: {e}")))?,
     };
     let _owner = sqlite_owner_lock(&config.database_url)?;
-    let (store, key) = open_store(&config.database_url, config.vapid_keys.as_ref()).await?;
+    let (store, _) = open_store(&config.database_url, config.vapid_keys.as_ref()).await?;
     let store: Arc<dyn Store> = Arc::new(store);
     let event_key = if let Some(key) = config.event_token_key.clone().filter(|k| !k.is_empty()) {
         key
@@ -328,12 +334,17 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     let state: AppState = Arc::new(Shared {
         store,
         engine: engine.clone(),
-        vapid_public_key: key.public_key.clone(),
-        vapid_key_id: key.id,
+        apps: Arc::new(app::Apps::new(
+            store_for_retention.clone(),
+            app::Fallback {
+                user_signing_secret: config.user_signing_secret.clone(),
+                trust_client_user_ids: config.trust_client_user_ids,
+                cors_origins: config.cors_origins.clone(),
+            },
+        )),
         policy: config.endpoint_policy.clone(),
         admin_token_hash: config.admin_token.as_deref().filter(|t| !t.is_empty()).map(auth::hash_token),
         metrics: Arc::new(metrics::Metrics::new(engine_metrics, node_id)),
-        user_ids: Arc::new(proof::UserIds::new(config.user_signing_secret.as_deref(), config.trust_client_user_ids)),
         limits: Arc::new(limits),
         wait_timeout: config.wait_timeout,
         event_tokens: Arc::new(proof::EventTokens::new(&event_key)),

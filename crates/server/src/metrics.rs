@@ -1,10 +1,24 @@
-//! `/metrics` in the Prometheus text format.
+//! `/metrics` in the Prometheus text format. What belongs to an app (its
+//! subscriptions, messages, deliveries, API counters) carries an `app`
+//! label.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tocsin_store::Stats;
+
+/// Each app's stored totals, by name.
+type AppTotals = Vec<(String, Stats)>;
+
+/// The label of an app's series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabel {
+    /// The app's name.
+    pub app: String,
+}
 
 /// How long stored totals are reused between scrapes: counting whole
 /// tables on every scrape would let anyone who can scrape load the database.
@@ -14,25 +28,35 @@ pub const TOTALS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 /// most every [`TOTALS_TTL`].
 #[derive(Debug)]
 pub struct Metrics {
-    /// Subscriptions saved through the API.
-    pub subscriptions_saved: Counter,
-    /// Messages accepted through the API.
-    pub messages_accepted: Counter,
+    /// Subscriptions saved through the API, by app.
+    subscriptions_saved: Family<AppLabel, Counter>,
+    /// Messages accepted through the API, by app.
+    messages_accepted: Family<AppLabel, Counter>,
     engine: tocsin_delivery::engine::EngineMetrics,
     node: String,
-    totals: tokio::sync::Mutex<Option<(std::time::Instant, Stats)>>,
+    totals: tokio::sync::Mutex<Option<(std::time::Instant, AppTotals)>>,
 }
 
 impl Metrics {
     /// Fresh counters beside the engine's.
     pub fn new(engine: tocsin_delivery::engine::EngineMetrics, node: String) -> Self {
         Self {
-            subscriptions_saved: Counter::default(),
-            messages_accepted: Counter::default(),
+            subscriptions_saved: Family::default(),
+            messages_accepted: Family::default(),
             engine,
             node,
             totals: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Counts a subscription saved in `app`.
+    pub fn subscription_saved(&self, app: &str) {
+        self.subscriptions_saved.get_or_create(&AppLabel { app: app.to_owned() }).inc();
+    }
+
+    /// Counts a message accepted in `app`.
+    pub fn message_accepted(&self, app: &str) {
+        self.messages_accepted.get_or_create(&AppLabel { app: app.to_owned() }).inc();
     }
 
     /// The text exposition, with the store's totals (cached) as gauges.
@@ -43,7 +67,10 @@ impl Metrics {
             match cached.as_ref() {
                 Some((at, stats)) if at.elapsed() < TOTALS_TTL => stats.clone(),
                 _ => {
-                    let stats = store.stats().await?;
+                    let mut stats = Vec::new();
+                    for app in store.apps().await? {
+                        stats.push((app.name, store.stats(app.id).await?));
+                    }
                     *cached = Some((std::time::Instant::now(), stats.clone()));
                     stats
                 }
@@ -52,7 +79,7 @@ impl Metrics {
         Ok(self.render_with(&stats))
     }
 
-    fn render_with(&self, stats: &Stats) -> String {
+    fn render_with(&self, stats: &[(String, Stats)]) -> String {
         let mut registry = Registry::with_prefix("tocsin");
         registry.register(
             "subscriptions_saved",
@@ -60,20 +87,22 @@ impl Metrics {
             self.subscriptions_saved.clone(),
         );
         registry.register("messages_accepted", "Messages accepted through the API", self.messages_accepted.clone());
-        let gauge = |v: i64| {
-            let g: Gauge = Gauge::default();
-            g.set(v);
-            g
+        let gauge = |v: fn(&Stats) -> i64| {
+            let family: Family<AppLabel, Gauge> = Family::default();
+            for (app, s) in stats {
+                family.get_or_create(&AppLabel { app: app.clone() }).set(v(s));
+            }
+            family
         };
-        registry.register("subscriptions", "Subscriptions stored", gauge(stats.subscriptions));
-        registry.register("messages_pending", "Messages not yet done", gauge(stats.messages_pending));
+        registry.register("subscriptions", "Subscriptions stored", gauge(|s| s.subscriptions));
+        registry.register("messages_pending", "Messages not yet done", gauge(|s| s.messages_pending));
         registry.register(
             "deliveries_delivered",
             "Deliveries accepted by push services, all messages",
-            gauge(stats.delivered),
+            gauge(|s| s.delivered),
         );
-        registry.register("deliveries_failed", "Deliveries failed for good, all messages", gauge(stats.failed));
-        registry.register("subscriptions_removed", "Subscriptions removed as gone or expired", gauge(stats.removed));
+        registry.register("deliveries_failed", "Deliveries failed for good, all messages", gauge(|s| s.failed));
+        registry.register("subscriptions_removed", "Subscriptions removed as gone or expired", gauge(|s| s.removed));
         self.engine.register(&mut registry, &self.node);
         let mut out = String::new();
         if encode(&mut out, &registry).is_err() {

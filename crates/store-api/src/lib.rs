@@ -44,6 +44,10 @@ pub enum StoreError {
     /// The store's writer task has stopped (the process is shutting down).
     #[error("the store is shutting down")]
     Closed,
+    /// The write collides with another app's row (an endpoint or a VAPID
+    /// key stored in another app); nothing was written.
+    #[error("{0}")]
+    Conflict(String),
     /// The database URL is not `sqlite:` or `postgres:`.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     Url(String),
@@ -68,55 +72,90 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<()>;
 
-    /// The VAPID key new subscriptions are made for, if any.
-    async fn current_vapid_key(&self) -> Result<Option<VapidKeyRow>>;
-    /// Stores a key pair (or finds it, by public key) and makes it current.
-    async fn make_vapid_key_current(&self, public_key: &str, private_key: &str, now: i64) -> Result<VapidKeyRow>;
-    /// A key by id (subscriptions made for an older key keep using it).
-    async fn vapid_key(&self, id: i64) -> Result<Option<VapidKeyRow>>;
+    /// Every app, by id.
+    async fn apps(&self) -> Result<Vec<AppRow>>;
+    /// The app with this name.
+    async fn app(&self, name: &str) -> Result<Option<AppRow>>;
+    /// Creates an app with its first VAPID key (current); `None` when the
+    /// name is taken.
+    async fn create_app(&self, new: &NewApp, public_key: &str, private_key: &str, now: i64) -> Result<Option<AppRow>>;
 
-    /// Inserts, or updates the row with the same endpoint.
+    /// The VAPID key new subscriptions of `app` are made for, if any.
+    async fn current_vapid_key(&self, app: AppId) -> Result<Option<VapidKeyRow>>;
+    /// Stores a key pair for `app` (or finds it, by public key) and makes
+    /// it the app's current key. A public key of another app is a
+    /// [`StoreError::Conflict`].
+    async fn make_vapid_key_current(
+        &self,
+        app: AppId,
+        public_key: &str,
+        private_key: &str,
+        now: i64,
+    ) -> Result<VapidKeyRow>;
+    /// Stores a key pair for `app` without making it current (a key that
+    /// imported subscriptions were made with), or finds it by public key.
+    async fn add_vapid_key(&self, app: AppId, public_key: &str, private_key: &str, now: i64) -> Result<VapidKeyRow>;
+    /// A key by id, with its app's subject (for the engine: the id comes
+    /// from a subscription, and a subscription's key is of its own app).
+    async fn vapid_key(&self, id: i64) -> Result<Option<VapidKeyRow>>;
+    /// The keys of `app`, oldest first, with how many subscriptions each
+    /// still has.
+    async fn vapid_keys(&self, app: AppId) -> Result<Vec<VapidKeyInfo>>;
+    /// Retires (deletes) a key of `app`: refused for the current key, and
+    /// for a key that subscriptions still use unless `force`, which deletes
+    /// them with it.
+    async fn retire_vapid_key(&self, app: AppId, id: i64, force: bool) -> Result<RetireKey>;
+
+    /// Inserts, or updates the row with the same endpoint in the same app.
+    /// An endpoint stored in another app is a [`StoreError::Conflict`].
     async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription>;
     /// Stores many subscriptions in one transaction (a bulk import), in
     /// order: a later copy of an endpoint wins. Returns the rows in order.
     async fn upsert_subscriptions(&self, new: &[NewSubscription], now: i64) -> Result<Vec<StoredSubscription>>;
     /// Deletes by endpoint when the auth secret matches; true when a row went.
-    async fn delete_subscription_by_endpoint(&self, endpoint: &str, auth: &str) -> Result<bool>;
-    /// One subscription by endpoint.
-    async fn subscription_by_endpoint(&self, endpoint: &str) -> Result<Option<StoredSubscription>>;
-    /// Counts a `shown` or `clicked` event for a message; false when there
-    /// is no such message.
-    async fn add_event(&self, message_id: &str, event: Event) -> Result<bool>;
-    /// Deletes by id; true when a row went.
-    async fn delete_subscription(&self, id: i64) -> Result<bool>;
-    /// One subscription.
+    async fn delete_subscription_by_endpoint(&self, app: AppId, endpoint: &str, auth: &str) -> Result<bool>;
+    /// One subscription of `app` by endpoint.
+    async fn subscription_by_endpoint(&self, app: AppId, endpoint: &str) -> Result<Option<StoredSubscription>>;
+    /// Counts a `shown` or `clicked` event for a message of `app`; false
+    /// when there is no such message.
+    async fn add_event(&self, app: AppId, message_id: &str, event: Event) -> Result<bool>;
+    /// Deletes a subscription of `app` by id; true when a row went.
+    async fn delete_subscription(&self, app: AppId, id: i64) -> Result<bool>;
+    /// One subscription of `app`.
+    async fn app_subscription(&self, app: AppId, id: i64) -> Result<Option<StoredSubscription>>;
+    /// One subscription, whatever its app (for the engine: the id comes
+    /// from its own work).
     async fn subscription(&self, id: i64) -> Result<Option<StoredSubscription>>;
-    /// Subscriptions matching `target` with id above `after` (and at most
-    /// `upto`), by id, at most `limit` of them.
+    /// Subscriptions of `app` matching `target` with id above `after` (and
+    /// at most `upto`), by id, at most `limit` of them.
     async fn page_subscriptions(
         &self,
+        app: AppId,
         target: &Target,
         after: i64,
         upto: Option<i64>,
         limit: i64,
     ) -> Result<Vec<StoredSubscription>>;
-    /// How many subscriptions match `target`.
-    async fn count_subscriptions(&self, target: &Target) -> Result<i64>;
+    /// How many subscriptions of `app` match `target`.
+    async fn count_subscriptions(&self, app: AppId, target: &Target) -> Result<i64>;
 
     /// Stores a message, unless one with the same idempotency key exists;
     /// returns the stored one and whether it was created now.
     async fn insert_message(&self, new: &NewMessage) -> Result<(Message, bool)>;
-    /// One message.
+    /// One message of `app`.
+    async fn app_message(&self, app: AppId, id: &str) -> Result<Option<Message>>;
+    /// One message, whatever its app (for the engine).
     async fn message(&self, id: &str) -> Result<Option<Message>>;
-    /// Messages, newest first, created before `before` (a message id) if given.
-    async fn list_messages(&self, before: Option<&str>, limit: i64) -> Result<Vec<Message>>;
+    /// Messages of `app`, newest first, created before `before` (a message
+    /// id) if given.
+    async fn list_messages(&self, app: AppId, before: Option<&str>, limit: i64) -> Result<Vec<Message>>;
     /// Cancels a message not yet done, and releases its work: its open
     /// shards are closed and its waiting retries dropped (`pendingRetry`
     /// goes to 0), so no node claims any of it again. A page already in
     /// flight may still record what it sent. Returns the message as it is now.
-    async fn cancel_message(&self, id: &str, now: i64) -> Result<Option<Message>>;
+    async fn cancel_message(&self, app: AppId, id: &str, now: i64) -> Result<Option<Message>>;
     /// Moves a message to `sending` (from `scheduled` or `queued`), counting
-    /// its audience and fixing its last subscription id, so that
+    /// its audience (within its app) and fixing its last subscription id, so that
     /// subscriptions added later are not part of it, and splits that id
     /// range into shards of about `shard_size` ids. False when another node
     /// started it first, or it was cancelled: a message starts once.
@@ -170,8 +209,9 @@ pub trait Store: Send + Sync + 'static {
     /// A message's failures by reason.
     async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>>;
 
-    /// Stores a token's hash with its name and scope.
-    async fn insert_token(&self, name: &str, hash: &str, scope: TokenScope, now: i64) -> Result<()>;
+    /// Stores a token's hash with its name, scope and app (`None`: every app).
+    async fn insert_token(&self, name: &str, hash: &str, scope: TokenScope, app: Option<AppId>, now: i64)
+        -> Result<()>;
     /// The token with this hash, if it exists (was not revoked).
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>>;
     /// Records that the token with this hash was used at `now`.
@@ -188,10 +228,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes up to `limit` messages that are `done` or `cancelled` and
     /// were last updated before `before`, with their shards, retries and
-    /// failures; their counts are added to the totals that `stats` keeps.
+    /// failures; their counts are added to their app's totals that `stats`
+    /// keeps.
     /// Returns how many went (safe to run on several nodes at once).
     async fn purge_messages(&self, before: i64, limit: i64) -> Result<u64>;
 
-    /// Totals for `/v1/stats`, purged messages included.
-    async fn stats(&self) -> Result<Stats>;
+    /// Totals of `app` for `/v1/stats`, purged messages included.
+    async fn stats(&self, app: AppId) -> Result<Stats>;
 }

@@ -18,7 +18,8 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct State {
-    keys: Vec<(VapidKeyRow, bool)>,
+    apps: Vec<AppRow>,
+    keys: Vec<(VapidKeyRow, bool, i64)>,
     next_sub: i64,
     subs: BTreeMap<i64, StoredSubscription>,
     messages: BTreeMap<String, Message>,
@@ -30,7 +31,7 @@ struct State {
     renewals: u64,
     refuse_renewals: bool,
     secrets: HashMap<String, String>,
-    purged: Stats,
+    purged: HashMap<AppId, Stats>,
 }
 
 #[derive(Debug)]
@@ -53,9 +54,18 @@ struct RetryRow {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store with the default app.
     pub fn new() -> Self {
-        Self::default()
+        let store = Self::default();
+        store.lock().apps.push(AppRow {
+            id: AppId::DEFAULT,
+            name: DEFAULT_APP.into(),
+            vapid_subject: None,
+            user_signing_secret: None,
+            cors_origins: None,
+            created_at: 0,
+        });
+        store
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -88,10 +98,13 @@ impl State {
         self.messages.get_mut(id).ok_or_else(|| StoreError::Corrupt(format!("no message {id}")))
     }
 
-    fn upsert(&mut self, new: &NewSubscription, now: i64) -> StoredSubscription {
+    fn upsert(&mut self, new: &NewSubscription, now: i64) -> Result<StoredSubscription> {
         let endpoint = new.subscription.endpoint().as_str();
         let existing = self.subs.values().find(|s| s.subscription.endpoint().as_str() == endpoint).map(|s| s.id);
         let row = match existing.and_then(|id| self.subs.get_mut(&id)) {
+            Some(row) if row.app_id != new.app => {
+                return Err(StoreError::Conflict("this endpoint is subscribed in another app".into()));
+            }
             Some(row) => {
                 row.subscription = new.subscription.clone();
                 if new.user_id.is_some() {
@@ -112,6 +125,7 @@ impl State {
                     user_id: new.user_id.clone(),
                     topics: new.topics.clone().unwrap_or_default(),
                     vapid_key_id: new.vapid_key_id,
+                    app_id: new.app,
                     created_at: now,
                     updated_at: now,
                 };
@@ -119,7 +133,51 @@ impl State {
                 row
             }
         };
-        row
+        Ok(row)
+    }
+
+    fn key(&self, id: i64) -> Option<VapidKeyRow> {
+        let (k, _, _) = self.keys.iter().find(|(k, _, _)| k.id == id)?;
+        let subject = self.apps.iter().find(|a| a.id == k.app_id).and_then(|a| a.vapid_subject.clone());
+        Some(VapidKeyRow { subject, ..k.clone() })
+    }
+
+    fn put_key(
+        &mut self,
+        app: AppId,
+        public_key: &str,
+        private_key: &str,
+        current: bool,
+        now: i64,
+    ) -> Result<VapidKeyRow> {
+        if self.keys.iter().any(|(k, _, _)| k.public_key == public_key && k.app_id != app) {
+            return Err(StoreError::Conflict("this VAPID key belongs to another app".into()));
+        }
+        if current {
+            for (_, c, _) in self.keys.iter_mut().filter(|(k, _, _)| k.app_id == app) {
+                *c = false;
+            }
+        }
+        let id = match self.keys.iter_mut().find(|(k, _, _)| k.public_key == public_key) {
+            Some((k, c, _)) => {
+                k.private_key = private_key.to_owned();
+                *c |= current;
+                k.id
+            }
+            None => {
+                let id = self.keys.iter().map(|(k, _, _)| k.id).max().unwrap_or(0) + 1;
+                let row = VapidKeyRow {
+                    id,
+                    app_id: app,
+                    public_key: public_key.to_owned(),
+                    private_key: private_key.to_owned(),
+                    subject: None,
+                };
+                self.keys.push((row, current, now));
+                id
+            }
+        };
+        self.key(id).ok_or_else(|| StoreError::Corrupt("a key just stored is missing".into()))
     }
 
     /// A page's or a batch's outcome, as the SQL store's `apply_outcome`.
@@ -167,46 +225,103 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn current_vapid_key(&self) -> Result<Option<VapidKeyRow>> {
-        Ok(self.lock().keys.iter().rev().find(|(_, current)| *current).map(|(k, _)| k.clone()))
+    async fn apps(&self) -> Result<Vec<AppRow>> {
+        Ok(self.lock().apps.clone())
     }
 
-    async fn make_vapid_key_current(&self, public_key: &str, private_key: &str, _now: i64) -> Result<VapidKeyRow> {
+    async fn app(&self, name: &str) -> Result<Option<AppRow>> {
+        Ok(self.lock().apps.iter().find(|a| a.name == name).cloned())
+    }
+
+    async fn create_app(&self, new: &NewApp, public_key: &str, private_key: &str, now: i64) -> Result<Option<AppRow>> {
         let mut st = self.lock();
-        for (_, current) in st.keys.iter_mut() {
-            *current = false;
+        if st.apps.iter().any(|a| a.name == new.name) {
+            return Ok(None);
         }
-        if let Some((k, current)) = st.keys.iter_mut().find(|(k, _)| k.public_key == public_key) {
-            k.private_key = private_key.to_owned();
-            *current = true;
-            return Ok(k.clone());
-        }
-        let row = VapidKeyRow {
-            id: st.keys.len() as i64 + 1,
-            public_key: public_key.to_owned(),
-            private_key: private_key.to_owned(),
+        let app = AppRow {
+            id: AppId(st.apps.iter().map(|a| a.id.0).max().unwrap_or(0) + 1),
+            name: new.name.clone(),
+            vapid_subject: new.vapid_subject.clone(),
+            user_signing_secret: new.user_signing_secret.clone(),
+            cors_origins: new.cors_origins.clone(),
+            created_at: now,
         };
-        st.keys.push((row.clone(), true));
-        Ok(row)
+        st.apps.push(app.clone());
+        st.put_key(app.id, public_key, private_key, true, now)?;
+        Ok(Some(app))
+    }
+
+    async fn current_vapid_key(&self, app: AppId) -> Result<Option<VapidKeyRow>> {
+        let st = self.lock();
+        let id = st.keys.iter().rev().find(|(k, current, _)| *current && k.app_id == app).map(|(k, _, _)| k.id);
+        Ok(id.and_then(|id| st.key(id)))
+    }
+
+    async fn make_vapid_key_current(
+        &self,
+        app: AppId,
+        public_key: &str,
+        private_key: &str,
+        now: i64,
+    ) -> Result<VapidKeyRow> {
+        self.lock().put_key(app, public_key, private_key, true, now)
+    }
+
+    async fn add_vapid_key(&self, app: AppId, public_key: &str, private_key: &str, now: i64) -> Result<VapidKeyRow> {
+        self.lock().put_key(app, public_key, private_key, false, now)
     }
 
     async fn vapid_key(&self, id: i64) -> Result<Option<VapidKeyRow>> {
-        Ok(self.lock().keys.iter().find(|(k, _)| k.id == id).map(|(k, _)| k.clone()))
+        Ok(self.lock().key(id))
+    }
+
+    async fn vapid_keys(&self, app: AppId) -> Result<Vec<VapidKeyInfo>> {
+        let st = self.lock();
+        Ok(st
+            .keys
+            .iter()
+            .filter(|(k, _, _)| k.app_id == app)
+            .map(|(k, current, created_at)| VapidKeyInfo {
+                id: k.id,
+                public_key: k.public_key.clone(),
+                current: *current,
+                created_at: *created_at,
+                subscriptions: st.subs.values().filter(|s| s.vapid_key_id == k.id).count() as i64,
+            })
+            .collect())
+    }
+
+    async fn retire_vapid_key(&self, app: AppId, id: i64, force: bool) -> Result<RetireKey> {
+        let mut st = self.lock();
+        let Some((_, current, _)) = st.keys.iter().find(|(k, _, _)| k.id == id && k.app_id == app) else {
+            return Ok(RetireKey::NotFound);
+        };
+        if *current {
+            return Ok(RetireKey::Current);
+        }
+        let n = st.subs.values().filter(|s| s.vapid_key_id == id).count() as i64;
+        if n > 0 && !force {
+            return Ok(RetireKey::InUse(n));
+        }
+        st.subs.retain(|_, s| s.vapid_key_id != id);
+        st.keys.retain(|(k, _, _)| k.id != id);
+        Ok(RetireKey::Retired { removed: n })
     }
 
     async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription> {
-        Ok(self.lock().upsert(new, now))
+        self.lock().upsert(new, now)
     }
 
     async fn upsert_subscriptions(&self, new: &[NewSubscription], now: i64) -> Result<Vec<StoredSubscription>> {
         let mut st = self.lock();
-        Ok(new.iter().map(|n| st.upsert(n, now)).collect())
+        new.iter().map(|n| st.upsert(n, now)).collect()
     }
 
-    async fn delete_subscription_by_endpoint(&self, endpoint: &str, auth: &str) -> Result<bool> {
+    async fn delete_subscription_by_endpoint(&self, app: AppId, endpoint: &str, auth: &str) -> Result<bool> {
         let mut st = self.lock();
         let id = st.subs.values().find(|s| {
-            s.subscription.endpoint().as_str() == endpoint
+            s.app_id == app
+                && s.subscription.endpoint().as_str() == endpoint
                 && tocsin_protocol::b64::encode(s.subscription.auth().as_bytes()) == auth
         });
         Ok(match id.map(|s| s.id) {
@@ -215,13 +330,18 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn subscription_by_endpoint(&self, endpoint: &str) -> Result<Option<StoredSubscription>> {
-        Ok(self.lock().subs.values().find(|s| s.subscription.endpoint().as_str() == endpoint).cloned())
+    async fn subscription_by_endpoint(&self, app: AppId, endpoint: &str) -> Result<Option<StoredSubscription>> {
+        Ok(self
+            .lock()
+            .subs
+            .values()
+            .find(|s| s.app_id == app && s.subscription.endpoint().as_str() == endpoint)
+            .cloned())
     }
 
-    async fn add_event(&self, message_id: &str, event: Event) -> Result<bool> {
+    async fn add_event(&self, app: AppId, message_id: &str, event: Event) -> Result<bool> {
         let mut st = self.lock();
-        let Some(m) = st.messages.get_mut(message_id) else { return Ok(false) };
+        let Some(m) = st.messages.get_mut(message_id).filter(|m| m.app_id == app) else { return Ok(false) };
         match event {
             Event::Shown => m.counts.shown += 1,
             Event::Clicked => m.counts.clicked += 1,
@@ -229,8 +349,16 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn delete_subscription(&self, id: i64) -> Result<bool> {
-        Ok(self.lock().subs.remove(&id).is_some())
+    async fn delete_subscription(&self, app: AppId, id: i64) -> Result<bool> {
+        let mut st = self.lock();
+        if st.subs.get(&id).is_some_and(|s| s.app_id == app) {
+            return Ok(st.subs.remove(&id).is_some());
+        }
+        Ok(false)
+    }
+
+    async fn app_subscription(&self, app: AppId, id: i64) -> Result<Option<StoredSubscription>> {
+        Ok(self.lock().subs.get(&id).filter(|s| s.app_id == app).cloned())
     }
 
     async fn subscription(&self, id: i64) -> Result<Option<StoredSubscription>> {
@@ -239,6 +367,7 @@ impl Store for MemoryStore {
 
     async fn page_subscriptions(
         &self,
+        app: AppId,
         target: &Target,
         after: i64,
         upto: Option<i64>,
@@ -251,19 +380,20 @@ impl Store for MemoryStore {
             .range(after.saturating_add(1)..)
             .map(|(_, s)| s)
             .take_while(|s| s.id <= upto)
-            .filter(|s| matches(target, s))
+            .filter(|s| s.app_id == app && matches(target, s))
             .take(limit.max(0) as usize)
             .cloned()
             .collect())
     }
 
-    async fn count_subscriptions(&self, target: &Target) -> Result<i64> {
-        Ok(self.lock().subs.values().filter(|s| matches(target, s)).count() as i64)
+    async fn count_subscriptions(&self, app: AppId, target: &Target) -> Result<i64> {
+        Ok(self.lock().subs.values().filter(|s| s.app_id == app && matches(target, s)).count() as i64)
     }
 
     async fn insert_message(&self, new: &NewMessage) -> Result<(Message, bool)> {
         let mut st = self.lock();
-        if let Some(id) = new.idempotency_key.as_ref().and_then(|k| st.idempotency.get(k)) {
+        let key = new.idempotency_key.as_ref().map(|k| format!("{}:{k}", new.app.0));
+        if let Some(id) = key.as_ref().and_then(|k| st.idempotency.get(k)) {
             if let Some(m) = st.messages.get(id) {
                 return Ok((m.clone(), false));
             }
@@ -278,6 +408,7 @@ impl Store for MemoryStore {
         };
         let m = Message {
             id: new.id.clone(),
+            app_id: new.app,
             payload: new.payload.clone(),
             target: new.target.clone(),
             ttl: new.ttl,
@@ -291,20 +422,24 @@ impl Store for MemoryStore {
             cursor_end: 0,
             counts: Counts::default(),
         };
-        if let Some(k) = &new.idempotency_key {
-            st.idempotency.insert(k.clone(), m.id.clone());
+        if let Some(k) = key {
+            st.idempotency.insert(k, m.id.clone());
         }
         st.messages.insert(m.id.clone(), m.clone());
         Ok((m, true))
+    }
+
+    async fn app_message(&self, app: AppId, id: &str) -> Result<Option<Message>> {
+        Ok(self.lock().messages.get(id).filter(|m| m.app_id == app).cloned())
     }
 
     async fn message(&self, id: &str) -> Result<Option<Message>> {
         Ok(self.lock().messages.get(id).cloned())
     }
 
-    async fn list_messages(&self, before: Option<&str>, limit: i64) -> Result<Vec<Message>> {
+    async fn list_messages(&self, app: AppId, before: Option<&str>, limit: i64) -> Result<Vec<Message>> {
         let st = self.lock();
-        let mut all: Vec<&Message> = st.messages.values().collect();
+        let mut all: Vec<&Message> = st.messages.values().filter(|m| m.app_id == app).collect();
         all.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
         let bound = before.and_then(|b| st.messages.get(b)).map(|m| (m.created_at, m.id.clone()));
         Ok(all
@@ -315,9 +450,9 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn cancel_message(&self, id: &str, now: i64) -> Result<Option<Message>> {
+    async fn cancel_message(&self, app: AppId, id: &str, now: i64) -> Result<Option<Message>> {
         let mut st = self.lock();
-        let Some(m) = st.messages.get_mut(id) else { return Ok(None) };
+        let Some(m) = st.messages.get_mut(id).filter(|m| m.app_id == app) else { return Ok(None) };
         if matches!(m.state, MessageState::Scheduled | MessageState::Queued | MessageState::Sending) {
             m.state = MessageState::Cancelled;
             m.counts.pending_retry = 0;
@@ -337,10 +472,9 @@ impl Store for MemoryStore {
         let mut st = self.lock();
         let startable =
             st.messages.get(id).is_some_and(|m| matches!(m.state, MessageState::Scheduled | MessageState::Queued));
-        if !startable {
-            return Ok(false);
-        }
-        let audience: Vec<i64> = st.subs.values().filter(|s| matches(target, s)).map(|s| s.id).collect();
+        let Some(app) = st.messages.get(id).filter(|_| startable).map(|m| m.app_id) else { return Ok(false) };
+        let audience: Vec<i64> =
+            st.subs.values().filter(|s| s.app_id == app && matches(target, s)).map(|s| s.id).collect();
         let (targeted, last) = (audience.len() as i64, audience.last().copied().unwrap_or(0));
         let m = st.message_mut(id)?;
         m.state = MessageState::Sending;
@@ -515,8 +649,15 @@ impl Store for MemoryStore {
         Ok(st.failures.iter().filter(|((m, _), _)| m == id).map(|((_, r), n)| (r.clone(), *n)).collect())
     }
 
-    async fn insert_token(&self, name: &str, hash: &str, scope: TokenScope, now: i64) -> Result<()> {
-        let row = TokenRow { name: name.to_owned(), scope, created_at: now, last_used_at: None };
+    async fn insert_token(
+        &self,
+        name: &str,
+        hash: &str,
+        scope: TokenScope,
+        app: Option<AppId>,
+        now: i64,
+    ) -> Result<()> {
+        let row = TokenRow { name: name.to_owned(), scope, app, created_at: now, last_used_at: None };
         self.lock().tokens.push((hash.to_owned(), row));
         Ok(())
     }
@@ -558,10 +699,11 @@ impl Store for MemoryStore {
             .collect();
         for id in &old {
             if let Some(m) = st.messages.remove(id) {
-                st.purged.messages += 1;
-                st.purged.delivered += m.counts.delivered;
-                st.purged.failed += m.counts.failed;
-                st.purged.removed += m.counts.gone + m.counts.expired;
+                let purged = st.purged.entry(m.app_id).or_default();
+                purged.messages += 1;
+                purged.delivered += m.counts.delivered;
+                purged.failed += m.counts.failed;
+                purged.removed += m.counts.gone + m.counts.expired;
             }
             st.shards.retain(|(mid, _), _| mid != id);
             st.retries.retain(|(mid, _), _| mid != id);
@@ -570,12 +712,12 @@ impl Store for MemoryStore {
         Ok(old.len() as u64)
     }
 
-    async fn stats(&self) -> Result<Stats> {
+    async fn stats(&self, app: AppId) -> Result<Stats> {
         let st = self.lock();
-        let ms = st.messages.values();
+        let ms = st.messages.values().filter(|m| m.app_id == app);
         Ok(Stats {
-            subscriptions: st.subs.len() as i64,
-            messages: st.messages.len() as i64,
+            subscriptions: st.subs.values().filter(|s| s.app_id == app).count() as i64,
+            messages: ms.clone().count() as i64,
             messages_pending: ms
                 .clone()
                 .filter(|m| matches!(m.state, MessageState::Scheduled | MessageState::Queued | MessageState::Sending))
@@ -584,6 +726,6 @@ impl Store for MemoryStore {
             failed: ms.clone().map(|m| m.counts.failed).sum(),
             removed: ms.map(|m| m.counts.gone + m.counts.expired).sum(),
         }
-        .plus_purged(&st.purged))
+        .plus_purged(&st.purged.get(&app).cloned().unwrap_or_default()))
     }
 }

@@ -3,15 +3,106 @@
 use serde::{Deserialize, Serialize};
 use tocsin_protocol::Subscription;
 
+/// Which app a key, subscription, message or token belongs to.
+///
+/// Every store call on an app's data takes one, and every query it runs
+/// carries `app_id = …`: an id of another app is not found. The server
+/// makes these in one place (`tocsin_server::app`), from the request's path
+/// and its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AppId(pub i64);
+
+impl AppId {
+    /// The app named `default`, which exists from the first start and holds
+    /// everything stored before apps existed; routes without an app prefix
+    /// act on it.
+    pub const DEFAULT: AppId = AppId(1);
+}
+
+/// The name of the default app.
+pub const DEFAULT_APP: &str = "default";
+
+/// Whether `name` is an app's name: a slug, `[a-z0-9-]{1,40}`.
+pub fn valid_app_name(name: &str) -> bool {
+    (1..=40).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// An app: a site or product with its own VAPID identity, subscribers,
+/// messages, tokens and settings. Settings left `None` fall back to the
+/// server's flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRow {
+    /// Row id.
+    pub id: AppId,
+    /// Its slug, in `/apps/{name}/…` routes.
+    pub name: String,
+    /// The VAPID subject its pushes are signed with.
+    pub vapid_subject: Option<String>,
+    /// The secret its site's backend signs user ids with.
+    pub user_signing_secret: Option<String>,
+    /// Origins its browser routes answer with CORS headers.
+    pub cors_origins: Option<Vec<String>>,
+    /// ms since the epoch.
+    pub created_at: i64,
+}
+
+/// An app to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewApp {
+    /// Its slug ([`valid_app_name`]).
+    pub name: String,
+    /// The VAPID subject its pushes are signed with.
+    pub vapid_subject: Option<String>,
+    /// The secret its site's backend signs user ids with.
+    pub user_signing_secret: Option<String>,
+    /// Origins its browser routes answer with CORS headers.
+    pub cors_origins: Option<Vec<String>>,
+}
+
 /// A stored VAPID key pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VapidKeyRow {
     /// Row id; each subscription records the id of the key it was made for.
     pub id: i64,
+    /// The app it belongs to.
+    pub app_id: AppId,
     /// Raw public key, base64url.
     pub public_key: String,
     /// Raw private key, base64url.
     pub private_key: String,
+    /// Its app's VAPID subject, when the app has one of its own.
+    pub subject: Option<String>,
+}
+
+/// A VAPID key as `GET /v1/apps/{app}/vapid-keys` lists it: no private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VapidKeyInfo {
+    /// Row id.
+    pub id: i64,
+    /// Raw public key, base64url.
+    pub public_key: String,
+    /// Whether new subscriptions are made with it.
+    pub current: bool,
+    /// ms since the epoch.
+    pub created_at: i64,
+    /// Subscriptions still made with it.
+    pub subscriptions: i64,
+}
+
+/// What retiring a key came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetireKey {
+    /// Deleted, with this many subscriptions still on it (only when forced).
+    Retired {
+        /// Subscriptions deleted with it.
+        removed: i64,
+    },
+    /// The app has no such key.
+    NotFound,
+    /// Subscriptions still use it, and retiring was not forced.
+    InUse(i64),
+    /// It is the app's current key, which is never retired.
+    Current,
 }
 
 /// The longest endpoint stored, in bytes. Real push services' endpoints are
@@ -29,8 +120,10 @@ pub struct NewSubscription {
     pub user_id: Option<String>,
     /// Topics; `None` keeps the stored ones.
     pub topics: Option<Vec<String>>,
-    /// The VAPID key it was made for.
+    /// The VAPID key it was made for (a key of `app`).
     pub vapid_key_id: i64,
+    /// The app it belongs to.
+    pub app: AppId,
 }
 
 /// A subscription as stored.
@@ -46,6 +139,8 @@ pub struct StoredSubscription {
     pub topics: Vec<String>,
     /// The VAPID key it was made for.
     pub vapid_key_id: i64,
+    /// The app it belongs to.
+    pub app_id: AppId,
     /// Milliseconds since the epoch.
     pub created_at: i64,
     /// Milliseconds since the epoch.
@@ -135,6 +230,8 @@ pub struct Counts {
 pub struct NewMessage {
     /// Its id.
     pub id: String,
+    /// The app whose subscriptions it goes to.
+    pub app: AppId,
     /// The plaintext payload; `None` for a push without data.
     pub payload: Option<Vec<u8>>,
     /// Who it goes to.
@@ -147,7 +244,8 @@ pub struct NewMessage {
     pub topic: Option<String>,
     /// When to send, ms since the epoch; `None` for now.
     pub send_at: Option<i64>,
-    /// Makes a retried request create one message.
+    /// Makes a retried request create one message (one per app: the same
+    /// key in two apps makes two messages).
     pub idempotency_key: Option<String>,
     /// ms since the epoch.
     pub created_at: i64,
@@ -158,6 +256,8 @@ pub struct NewMessage {
 pub struct Message {
     /// Its id.
     pub id: String,
+    /// The app whose subscriptions it goes to.
+    pub app_id: AppId,
     /// The plaintext payload.
     pub payload: Option<Vec<u8>>,
     /// Who it goes to.
@@ -365,6 +465,8 @@ pub struct TokenRow {
     pub name: String,
     /// What it may do.
     pub scope: TokenScope,
+    /// The one app it may act on; `None` for every app.
+    pub app: Option<AppId>,
     /// When it was created, ms since the epoch.
     pub created_at: i64,
     /// When it was last used (to the minute), ms since the epoch.

@@ -23,7 +23,7 @@ use crate::{NewSubscription, StoredSubscription};
 
 /// The most upserts one transaction takes.
 const MAX_BATCH: usize = 512;
-/// Rows per statement (8 parameters each). Small on purpose: SQLite looks a
+/// Rows per statement (9 parameters each). Small on purpose: SQLite looks a
 /// parameter up by walking a list, so binding costs grow with the square of
 /// the parameters in one statement (`sqlite3_bind_parameter_name` took 3.7 %
 /// of the server's CPU samples at 64 rows, 1.1 % at 16); 16 rows already
@@ -111,9 +111,11 @@ pub(crate) async fn write_all(pool: &AnyPool, items: &[(&NewSubscription, i64)])
                 }
                 let mut ids = Vec::new();
                 for &i in chunk {
-                    let row = by_endpoint
-                        .get(items[i].0.subscription.endpoint().as_str())
-                        .ok_or_else(|| crate::StoreError::Corrupt("upsert returned no row".into()))?;
+                    // No row back: the endpoint is stored in another app, and
+                    // the upsert's `WHERE` left it alone.
+                    let row = by_endpoint.get(items[i].0.subscription.endpoint().as_str()).ok_or_else(|| {
+                        crate::StoreError::Conflict("this endpoint is subscribed in another app".into())
+                    })?;
                     let stored = returned_row(row, items[i].0)?;
                     ids.push((stored.id, i));
                     rows[i] = Some(stored);
@@ -139,6 +141,7 @@ fn returned_row(row: &AnyRow, new: &NewSubscription) -> Result<StoredSubscriptio
         user_id: row.try_get("user_id")?,
         topics: serde_json::from_str(&topics).map_err(|e| crate::StoreError::Corrupt(e.to_string()))?,
         vapid_key_id: row.try_get("vapid_key_id")?,
+        app_id: crate::AppId(row.try_get("app_id")?),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -150,18 +153,19 @@ async fn upsert_chunk(
     chunk: &[usize],
     with_topics: bool,
 ) -> Result<Vec<AnyRow>> {
-    // Eight parameters a row; created_at and updated_at share the last.
+    // Nine parameters a row; created_at and updated_at share the eighth.
     let values: Vec<String> =
-        (0..chunk.len()).map(|r| format!("({}, ${})", placeholders(r * 8 + 1, 8), r * 8 + 8)).collect();
+        (0..chunk.len()).map(|r| format!("({}, ${}, ${})", placeholders(r * 9 + 1, 8), r * 9 + 8, r * 9 + 9)).collect();
     let topics = if with_topics { "excluded.topics" } else { "subscriptions.topics" };
     let sql = format!(
         "INSERT INTO subscriptions \
-           (endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at) \
+           (endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at, app_id) \
          VALUES {} \
          ON CONFLICT (endpoint) DO UPDATE SET \
            p256dh = excluded.p256dh, auth = excluded.auth, expiration_time = excluded.expiration_time, \
            user_id = COALESCE(excluded.user_id, subscriptions.user_id), topics = {topics}, \
            vapid_key_id = excluded.vapid_key_id, updated_at = excluded.updated_at \
+         WHERE subscriptions.app_id = excluded.app_id \
          RETURNING {SUB_RETURNING}",
         values.join(", ")
     );
@@ -182,7 +186,8 @@ async fn upsert_chunk(
             .bind(new.user_id.clone())
             .bind(topics)
             .bind(new.vapid_key_id)
-            .bind(now);
+            .bind(now)
+            .bind(new.app.0);
     }
     Ok(q.fetch_all(&mut **tx).await?)
 }
@@ -239,7 +244,7 @@ mod tests {
             }
             let ids: HashSet<i64> = rows.iter().map(|r| r.id).collect();
             assert_eq!(ids.len(), 600);
-            assert_eq!(store.count_subscriptions(&Target::All(true)).await?, 600);
+            assert_eq!(store.count_subscriptions(crate::AppId::DEFAULT, &Target::All(true)).await?, 600);
             Ok(())
         })
         .await
@@ -266,14 +271,15 @@ mod tests {
             assert_eq!((ra.id, rb.id), (rd.id, rd.id));
             assert_eq!(rb.user_id.as_deref(), Some("alice"));
             assert_eq!(rb.topics, vec!["news", "sport"]);
-            let stored = store.subscription_by_endpoint(e).await?.ok_or("the endpoint is not stored")?;
+            let stored =
+                store.subscription_by_endpoint(crate::AppId::DEFAULT, e).await?.ok_or("the endpoint is not stored")?;
             assert_eq!(stored.user_id.as_deref(), Some("bob"));
             assert_eq!(stored.topics, vec!["weather"]);
             assert_eq!(stored.created_at, 1);
             assert_eq!(stored.updated_at, 4);
-            assert_eq!(store.count_subscriptions(&Target::Topic("weather".into())).await?, 1);
-            assert_eq!(store.count_subscriptions(&Target::Topic("news".into())).await?, 0);
-            assert_eq!(store.count_subscriptions(&Target::Topic("x".into())).await?, 1);
+            assert_eq!(store.count_subscriptions(crate::AppId::DEFAULT, &Target::Topic("weather".into())).await?, 1);
+            assert_eq!(store.count_subscriptions(crate::AppId::DEFAULT, &Target::Topic("news".into())).await?, 0);
+            assert_eq!(store.count_subscriptions(crate::AppId::DEFAULT, &Target::Topic("x".into())).await?, 1);
             Ok(())
         })
         .await
@@ -288,7 +294,7 @@ mod tests {
             let (rb, rg) = tokio::join!(store.upsert_subscription(&bad, 1), store.upsert_subscription(&good, 1));
             assert!(rb.is_err());
             assert_eq!(rg?.subscription.endpoint().as_str(), "https://push.example.net/good");
-            assert_eq!(store.count_subscriptions(&Target::All(true)).await?, 1);
+            assert_eq!(store.count_subscriptions(crate::AppId::DEFAULT, &Target::All(true)).await?, 1);
             Ok(())
         })
         .await
@@ -304,9 +310,11 @@ mod tests {
             let rows = store.upsert_subscriptions(&many, 5).await?;
             assert_eq!(rows.len(), 151);
             assert_eq!(rows[7].id, rows[150].id);
-            assert_eq!(store.count_subscriptions(&Target::All(true)).await?, 150);
-            let late =
-                store.subscription_by_endpoint("https://push.example.net/b/7").await?.ok_or("b/7 is not stored")?;
+            assert_eq!(store.count_subscriptions(crate::AppId::DEFAULT, &Target::All(true)).await?, 150);
+            let late = store
+                .subscription_by_endpoint(crate::AppId::DEFAULT, "https://push.example.net/b/7")
+                .await?
+                .ok_or("b/7 is not stored")?;
             assert_eq!(late.user_id.as_deref(), Some("late"));
             Ok(())
         })

@@ -25,7 +25,7 @@ pub async fn on_both_backends(test: impl AsyncFn(&SqlStore, i64) -> TestResult) 
     let outcome = async {
         let pg = SqlStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}")).await?;
         for store in [&sqlite, &pg] {
-            let key = store.make_vapid_key_current("pub", "priv", 1).await?;
+            let key = store.make_vapid_key_current(crate::AppId::DEFAULT, "pub", "priv", 1).await?;
             let backend = store.backend();
             test(store, key.id).await.map_err(|e| format!("on {backend:?}: {e}"))?;
         }
@@ -50,5 +50,6 @@ pub fn new(
         user_id: user.map(str::to_owned),
         topics: topics.map(|t| t.iter().map(|s| s.to_string()).collect()),
         vapid_key_id: key,
+        app: crate::AppId::DEFAULT,
     })
 }

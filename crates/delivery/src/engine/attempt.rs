@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tocsin_protocol::request::{self, PushOptions};
-use tocsin_protocol::{FailReason, Outcome, Topic, Ttl, Urgency, VapidKey, VapidSigner};
+use tocsin_protocol::{FailReason, Outcome, Topic, Ttl, Urgency, VapidKey, VapidSigner, VapidSubject};
 use tocsin_store_api::{Message, NewRetry, PageOutcome, StoreError, StoredSubscription};
 use tokio::sync::watch;
 
@@ -49,7 +49,14 @@ impl Engine {
             .ok_or_else(|| StoreError::Corrupt(format!("VAPID key {key_id} missing")))?;
         let key = VapidKey::from_base64url(Some(&row.public_key), &row.private_key)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let signer = Arc::new(VapidSigner::new(Arc::new(key), self.config.subject.clone()));
+        // The key's app signs with its own subject; an app without one (the
+        // default app) with the server's.
+        let subject = match row.subject.as_deref().map(VapidSubject::new) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return Err(StoreError::Corrupt(format!("app subject: {e}"))),
+            None => self.config.subject.clone(),
+        };
+        let signer = Arc::new(VapidSigner::new(Arc::new(key), subject));
         if let Ok(mut m) = self.signers.lock() {
             m.insert(key_id, signer.clone());
         }

@@ -89,8 +89,10 @@ impl Engine {
         let mut cursor = shard.cursor;
         loop {
             let (m, end_at) = (message.clone(), shard.end_at);
-            let page = lane
-                .db(move |s| async move { s.page_subscriptions(&m.target, cursor, Some(end_at), page_size).await })
+            let page =
+                lane.db(move |s| async move {
+                    s.page_subscriptions(m.app_id, &m.target, cursor, Some(end_at), page_size).await
+                })
                 .await?;
             let done = (page.len() as i64) < page_size;
             let last = page.last().map_or(shard.end_at, |s| s.id);

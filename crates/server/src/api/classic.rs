@@ -3,6 +3,7 @@
 //! `POST /api/push` (admin).
 
 use super::*;
+use crate::app::InApp;
 use crate::auth::Sender;
 use crate::error::{ApiError, ErrorBody};
 use crate::limits::PublicLimit;
@@ -20,10 +21,31 @@ use std::time::Duration;
 use tocsin_protocol::{b64, Subscription};
 use tocsin_store::{Message, MessageState, NewMessage, NewSubscription, Target};
 
-/// The server's VAPID public key.
-#[utoipa::path(get, path = "/api/vapid-public-key", responses((status = 200, body = PublicKeyBody)))]
-pub(crate) async fn vapid_public_key(State(st): State<AppState>) -> Json<PublicKeyBody> {
-    Json(PublicKeyBody { public_key: st.vapid_public_key.clone() })
+/// The app's current VAPID public key (`/apps/{app}/api/vapid-public-key`
+/// for another app than `default`).
+#[utoipa::path(get, path = "/api/vapid-public-key", responses((status = 200, body = PublicKeyBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn vapid_public_key(InApp(app): InApp) -> Json<PublicKeyBody> {
+    Json(PublicKeyBody { public_key: app.public_key.clone() })
+}
+
+/// The id of the app's key that a browser subscribed with: the one it
+/// names in `applicationServerKey` (tocsin.js sends it), else the current
+/// one. A key the app does not have is refused.
+async fn key_of(st: &AppState, app: &crate::app::App, named: Option<&Value>) -> Result<i64, ApiError> {
+    let named = match named {
+        None | Some(Value::Null) => return Ok(app.key_id),
+        Some(Value::String(k)) if *k == app.public_key => return Ok(app.key_id),
+        Some(Value::String(k)) => k,
+        Some(_) => return Err(ApiError::bad_request("unknown-vapid-key", "applicationServerKey must be a string")),
+    };
+    let keys = st
+        .store
+        .vapid_keys(app.id)
+        .await
+        .map_err(|e| ApiError::storage("unable-to-save-subscription", "cannot read the app's keys", &e))?;
+    keys.iter().find(|k| k.public_key == *named).map(|k| k.id).ok_or_else(|| {
+        ApiError::bad_request("unknown-vapid-key", "applicationServerKey is not one of this app's VAPID keys")
+    })
 }
 
 /// Stores a browser's subscription (upsert by endpoint).
@@ -32,6 +54,7 @@ pub(crate) async fn vapid_public_key(State(st): State<AppState>) -> Json<PublicK
     responses((status = 200, body = SuccessBody), (status = 400, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub(crate) async fn post_subscription(
     _limit: PublicLimit,
+    InApp(app): InApp,
     State(st): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -60,8 +83,9 @@ pub(crate) async fn post_subscription(
     let old_auth =
         map.get("oldKeys").and_then(|k| k.get("auth")).and_then(Value::as_str).and_then(|a| b64::decode(a).ok());
     if let Some(id) = &user_id {
-        st.user_ids.check(id, map.get("userSignature"))?;
+        app.user_ids.check(id, map.get("userSignature"))?;
     }
+    let vapid_key_id = key_of(&st, &app, map.get("applicationServerKey")).await?;
     let subscription =
         Subscription::from_value(Value::Object(map)).map_err(|e| ApiError::bad_request(e.id(), e.to_string()))?;
     check_endpoint_len(subscription.endpoint().as_str())?;
@@ -77,7 +101,7 @@ pub(crate) async fn post_subscription(
     // theirs with its auth secret (`oldKeys.auth`).
     let replaced = match &old_endpoint {
         Some(old) if old != subscription.endpoint().as_str() => {
-            st.store.subscription_by_endpoint(old).await.map_err(save_failed)?
+            st.store.subscription_by_endpoint(app.id, old).await.map_err(save_failed)?
         }
         _ => None,
     };
@@ -95,12 +119,15 @@ pub(crate) async fn post_subscription(
         user_id = user_id.or_else(|| old.user_id.clone());
         topics = topics.or_else(|| Some(old.topics.clone()));
     }
-    let new = NewSubscription { subscription, user_id, topics, vapid_key_id: st.vapid_key_id };
-    st.store.upsert_subscription(&new, now_ms()).await.map_err(save_failed)?;
+    let new = NewSubscription { subscription, user_id, topics, vapid_key_id, app: app.id };
+    st.store.upsert_subscription(&new, now_ms()).await.map_err(|e| match e {
+        tocsin_store::StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "endpoint-in-other-app", m),
+        e => save_failed(e),
+    })?;
     if let Some(old) = replaced {
-        st.store.delete_subscription(old.id).await.map_err(save_failed)?;
+        st.store.delete_subscription(app.id, old.id).await.map_err(save_failed)?;
     }
-    st.metrics.subscriptions_saved.inc();
+    st.metrics.subscription_saved(&app.name);
     Ok(success())
 }
 
@@ -110,6 +137,7 @@ pub(crate) async fn post_subscription(
     responses((status = 200, body = SuccessBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_subscription(
     _limit: PublicLimit,
+    InApp(app): InApp,
     State(st): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -117,7 +145,7 @@ pub(crate) async fn delete_subscription(
     let (endpoint, auth) = endpoint_and_auth(&map)?;
     let deleted = st
         .store
-        .delete_subscription_by_endpoint(&endpoint, &auth)
+        .delete_subscription_by_endpoint(app.id, &endpoint, &auth)
         .await
         .map_err(|e| ApiError::storage("unable-to-delete-subscription", "failed to delete the subscription", &e))?;
     if deleted {
@@ -141,20 +169,22 @@ pub(crate) struct WaitQuery {
     responses((status = 200, body = SuccessBody), (status = 202, body = SuccessBody, description = "?wait=true past its deadline"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub(crate) async fn push_all(
-    _token: Sender,
+    token: Sender,
     State(st): State<AppState>,
     Q(q): Q<WaitQuery>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = body(raw)?;
+    let app = token.app;
     let id = new_id()?;
     let token = st.event_tokens.token(&id);
-    let payload = (!bytes.is_empty()).then(|| with_message_id(bytes.to_vec(), &id, &token));
+    let payload = (!bytes.is_empty()).then(|| with_message_id(bytes.to_vec(), &id, &token, app.payload_name()));
     if let Some(p) = &payload {
         check_payload(p)?;
     }
     let new = NewMessage {
         id,
+        app: app.id,
         payload,
         target: Target::All(true),
         ttl: tocsin_protocol::Ttl::DEFAULT.0,
@@ -168,10 +198,10 @@ pub(crate) async fn push_all(
         ApiError::storage("unable-to-send-messages", "Failed to send the push message: it could not be stored", &e)
     })?;
     tracing::info!(message = %message.id, state = message.state.as_str(), "message stored");
-    st.metrics.messages_accepted.inc();
+    st.metrics.message_accepted(&app.name);
     st.engine.wake();
     if matches!(q.wait.as_deref(), Some("true" | "1" | "")) {
-        let (m, finished) = wait_for(&st, &message.id).await?;
+        let (m, finished) = wait_for(&st, &message).await?;
         let status = if finished { StatusCode::OK } else { StatusCode::ACCEPTED };
         let body = json!({"data": {"success": true, "messageId": m.id, "counts": CountsView::from(m.counts)}});
         return Ok((status, Json(body)).into_response());
@@ -181,10 +211,10 @@ pub(crate) async fn push_all(
 
 /// Waits until the message is done or cancelled (`true`), or the wait
 /// deadline passes (`false`, with the message as it is then).
-pub(crate) async fn wait_for(st: &AppState, id: &str) -> Result<(Message, bool), ApiError> {
+pub(crate) async fn wait_for(st: &AppState, message: &Message) -> Result<(Message, bool), ApiError> {
     let deadline = tokio::time::Instant::now() + st.wait_timeout;
     loop {
-        match st.store.message(id).await {
+        match st.store.app_message(message.app_id, &message.id).await {
             Ok(Some(m)) if matches!(m.state, MessageState::Done | MessageState::Cancelled) => return Ok((m, true)),
             Ok(Some(m)) if tokio::time::Instant::now() >= deadline => return Ok((m, false)),
             Ok(_) => tokio::time::sleep(Duration::from_millis(25)).await,
@@ -202,6 +232,7 @@ pub(crate) async fn wait_for(st: &AppState, id: &str) -> Result<(Message, bool),
     responses((status = 202, description = "{\"id\",\"state\"}"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn test_notification(
     _limit: PublicLimit,
+    InApp(app): InApp,
     State(st): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -209,7 +240,7 @@ pub(crate) async fn test_notification(
     let (endpoint, auth) = endpoint_and_auth(&map)?;
     let storage =
         |e: tocsin_store::StoreError| ApiError::storage("unable-to-send-messages", "the test could not be stored", &e);
-    let sub = st.store.subscription_by_endpoint(&endpoint).await.map_err(storage)?;
+    let sub = st.store.subscription_by_endpoint(app.id, &endpoint).await.map_err(storage)?;
     let Some(sub) = sub.filter(|s| b64::encode(s.subscription.auth().as_bytes()) == auth) else {
         return Err(ApiError::not_found(
             "subscription-not-found",
@@ -221,10 +252,14 @@ pub(crate) async fn test_notification(
         .take(&endpoint)
         .map_err(|wait| crate::limits::rate_limited(wait, "one test notification per subscription per minute"))?;
     let id = new_id()?;
-    let payload = json!({"title": "Test notification", "body": "Sent by Tocsin to this browser.", "url": "/", "messageId": id,
+    let mut payload = json!({"title": "Test notification", "body": "Sent by Tocsin to this browser.", "url": "/", "messageId": id,
             "eventToken": st.event_tokens.token(&id)});
+    if !app.is_default() {
+        payload["app"] = Value::from(app.name.as_str());
+    }
     let new = NewMessage {
         id,
+        app: app.id,
         payload: Some(payload.to_string().into_bytes()),
         target: Target::SubscriptionIds(vec![sub.id]),
         ttl: 3600,
@@ -259,6 +294,7 @@ pub(crate) struct EventBody {
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn post_event(
     _limit: PublicLimit,
+    InApp(app): InApp,
     State(st): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -275,7 +311,7 @@ pub(crate) async fn post_event(
     }
     let found = st
         .store
-        .add_event(&ev.message_id, ev.kind)
+        .add_event(app.id, &ev.message_id, ev.kind)
         .await
         .map_err(|e| ApiError::storage("unable-to-save-event", "the event could not be saved", &e))?;
     if !found {

@@ -59,16 +59,23 @@ pub(crate) fn new_id() -> Result<String, ApiError> {
 
 /// A JSON-object payload gets the message's id as `messageId` and its
 /// `eventToken` (unless it has a `messageId`), so that the service worker
-/// can report `shown` and `clicked`, and nobody else can.
-pub(crate) fn with_message_id(payload: Vec<u8>, id: &str, event_token: &str) -> Vec<u8> {
+/// can report `shown` and `clicked`, and nobody else can; and, for an app
+/// other than `default`, the app's name as `app`.
+pub(crate) fn with_message_id(payload: Vec<u8>, id: &str, event_token: &str, app: Option<&str>) -> Vec<u8> {
     match serde_json::from_slice::<Value>(&payload) {
         Ok(Value::Object(map)) if !map.contains_key("messageId") => {
             // Prepend the fields to the sender's own bytes: key order and
-            // formatting stay as they were.
+            // formatting stay as they were. A message of another app than
+            // `default` names it, so that the service worker reports its
+            // events to that app (names are slugs: nothing to escape).
             let text = String::from_utf8_lossy(&payload);
             let Some(rest) = text.trim_start().strip_prefix('{') else { return payload };
             let sep = if map.is_empty() { "" } else { "," };
-            format!("{{\"messageId\":\"{id}\",\"eventToken\":\"{event_token}\"{sep}{rest}").into_bytes()
+            let app = match app {
+                Some(name) if !map.contains_key("app") => format!(",\"app\":\"{name}\""),
+                _ => String::new(),
+            };
+            format!("{{\"messageId\":\"{id}\",\"eventToken\":\"{event_token}\"{app}{sep}{rest}").into_bytes()
         }
         _ => payload,
     }
@@ -179,17 +186,36 @@ pub(crate) fn limit(q: &PageQuery) -> Result<i64, ApiError> {
     }
 }
 
+/// The `{id}` of a route, whether or not the route also has an `{app}`
+/// (axum's `Path<String>` wants exactly one parameter).
+pub(crate) struct IdParam(pub(crate) String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(mut params) =
+            axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::bad_request("invalid-path", e.body_text()))?;
+        params.remove("id").map(IdParam).ok_or_else(|| ApiError::bad_request("invalid-path", "no id in the path"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_message_id_goes_in_front_of_json_objects_only() {
-        let with = |p: &[u8]| with_message_id(p.to_vec(), "m1", "t1");
+        let with = |p: &[u8]| with_message_id(p.to_vec(), "m1", "t1", None);
         assert_eq!(with(br#"{"b":1,"a":2}"#), br#"{"messageId":"m1","eventToken":"t1","b":1,"a":2}"#.to_vec());
         assert_eq!(with(b" {}"), br#"{"messageId":"m1","eventToken":"t1"}"#.to_vec());
         assert_eq!(with(br#"{"messageId":"x"}"#), br#"{"messageId":"x"}"#.to_vec());
         assert_eq!(with(b"plain text"), b"plain text".to_vec());
         assert_eq!(with(b"[1]"), b"[1]".to_vec());
+        let shop = |p: &[u8]| with_message_id(p.to_vec(), "m1", "t1", Some("shop"));
+        assert_eq!(shop(br#"{"b":1}"#), br#"{"messageId":"m1","eventToken":"t1","app":"shop","b":1}"#.to_vec());
+        assert_eq!(shop(br#"{"app":"x"}"#), br#"{"messageId":"m1","eventToken":"t1","app":"x"}"#.to_vec());
     }
 }

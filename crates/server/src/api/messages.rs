@@ -5,7 +5,7 @@ use crate::auth::{MessageReader, Sender};
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -83,7 +83,7 @@ pub(crate) fn parse_send_at(v: &Option<Value>) -> Result<Option<i64>, ApiError> 
     request_body = MessageRequest,
     responses((status = 202, description = "{\"id\",\"state\"}"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn create_message(
-    _token: Sender,
+    token: Sender,
     State(st): State<AppState>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
@@ -97,7 +97,12 @@ pub(crate) async fn create_message(
     let payload = match req.payload {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.into_bytes()),
-        Some(v) => Some(with_message_id(v.to_string().into_bytes(), &id, &st.event_tokens.token(&id))),
+        Some(v) => Some(with_message_id(
+            v.to_string().into_bytes(),
+            &id,
+            &st.event_tokens.token(&id),
+            token.app.payload_name(),
+        )),
     };
     if let Some(p) = &payload {
         check_payload(p)?;
@@ -125,6 +130,7 @@ pub(crate) async fn create_message(
     };
     let new = NewMessage {
         id,
+        app: token.app.id,
         payload,
         target,
         ttl: req.ttl.unwrap_or(tocsin_protocol::Ttl::DEFAULT.0),
@@ -141,7 +147,7 @@ pub(crate) async fn create_message(
         .map_err(|e| ApiError::storage("unable-to-store-message", "the message could not be stored", &e))?;
     if created {
         tracing::info!(message = %message.id, state = message.state.as_str(), "message stored");
-        st.metrics.messages_accepted.inc();
+        st.metrics.message_accepted(&token.app.name);
         st.engine.wake();
     }
     Ok((StatusCode::ACCEPTED, Json(json!({"id": message.id, "state": message.state.as_str()}))).into_response())
@@ -151,13 +157,13 @@ pub(crate) async fn create_message(
 #[utoipa::path(get, path = "/v1/messages/{id}", security(("token" = ["read", "send", "admin"])),
     responses((status = 200, body = MessageView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_message(
-    _token: MessageReader,
+    token: MessageReader,
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    IdParam(id): IdParam,
 ) -> Result<Json<MessageView>, ApiError> {
     let storage =
         |e: tocsin_store::StoreError| ApiError::storage("database-unavailable", "cannot read the message", &e);
-    let Some(m) = st.store.message(&id).await.map_err(storage)? else {
+    let Some(m) = st.store.app_message(token.app.id, &id).await.map_err(storage)? else {
         return Err(ApiError::not_found("message-not-found", format!("no message {id}")));
     };
     let mut view = MessageView::from(m);
@@ -169,11 +175,11 @@ pub(crate) async fn get_message(
 #[utoipa::path(delete, path = "/v1/messages/{id}", security(("token" = ["send", "admin"])),
     responses((status = 200, body = MessageView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn cancel_message(
-    _token: Sender,
+    token: Sender,
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    IdParam(id): IdParam,
 ) -> Result<Json<MessageView>, ApiError> {
-    match st.store.cancel_message(&id, now_ms()).await {
+    match st.store.cancel_message(token.app.id, &id, now_ms()).await {
         Ok(Some(m)) if m.state == MessageState::Done => {
             Err(ApiError::new(StatusCode::CONFLICT, "message-already-done", "the message was already sent"))
         }
@@ -188,14 +194,14 @@ pub(crate) async fn cancel_message(
     params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "{\"items\":[MessageView],\"nextCursor\"}")))]
 pub(crate) async fn list_messages(
-    _token: MessageReader,
+    token: MessageReader,
     State(st): State<AppState>,
     Q(q): Q<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let n = limit(&q)?;
     let items = st
         .store
-        .list_messages(q.cursor.as_deref(), n)
+        .list_messages(token.app.id, q.cursor.as_deref(), n)
         .await
         .map_err(|e| ApiError::storage("database-unavailable", "cannot list messages", &e))?;
     let next = (items.len() as i64 == n).then(|| items.last().map(|m| m.id.clone())).flatten();

@@ -1,9 +1,16 @@
 //! The routes and their handlers, one room per part of the API:
 //! [`classic`] (`/api/…`, what browsers call), [`messages`] and
-//! [`subscriptions`] (`/v1`, admin), [`ops`] (stats, health, metrics,
-//! OpenAPI); [`input`] reads requests, [`views`] shapes answers, and
-//! [`body_limit`] bounds request bodies before any handler runs.
+//! [`subscriptions`] (`/v1`, with a token), [`apps`] (apps and their VAPID
+//! keys), [`ops`] (stats, health, metrics, OpenAPI); [`input`] reads
+//! requests, [`views`] shapes answers, and [`body_limit`] bounds request
+//! bodies before any handler runs.
+//!
+//! Each app's routes are mounted twice: without a prefix for `default`
+//! (`/api/…`, `/v1/…`) and under `/apps/{app}/api/…` and `/v1/apps/{app}/…`;
+//! the handlers are the same, and learn their app from
+//! [`crate::app`].
 
+pub mod apps;
 pub mod body_limit;
 pub mod classic;
 pub mod input;
@@ -30,10 +37,12 @@ use utoipa::OpenApi;
     paths(
         classic::vapid_public_key, classic::post_subscription, classic::delete_subscription, classic::push_all, classic::test_notification, classic::post_event,
         messages::create_message, messages::get_message, messages::cancel_message, messages::list_messages,
+        apps::list_apps, apps::post_app, apps::list_keys, apps::rotate, apps::retire,
         subscriptions::list_subscriptions, subscriptions::get_subscription, subscriptions::remove_subscription, ops::stats,
         ops::healthz, ops::readyz, ops::metrics
     ),
-    components(schemas(ErrorBody, views::SuccessBody, views::PublicKeyBody, messages::MessageRequest, views::MessageView, views::CountsView, views::SubscriptionView)),
+    components(schemas(ErrorBody, views::SuccessBody, views::PublicKeyBody, messages::MessageRequest, views::MessageView, views::CountsView, views::SubscriptionView,
+        apps::AppView, apps::AppRequest, apps::VapidKeyView)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -64,24 +73,39 @@ pub fn metrics_router(state: AppState) -> Router {
     Router::new().route("/metrics", get(ops::open_metrics)).with_state(state)
 }
 
-/// Builds the router with its layers.
-pub fn router(state: AppState, config: &ServerConfig) -> Router {
-    let mut app = Router::new()
-        .route("/api/vapid-public-key", get(classic::vapid_public_key))
+/// An app's browser routes, under `/api` (default) and `/apps/{app}/api`.
+fn classic_routes() -> Router<AppState> {
+    Router::new()
+        .route("/vapid-public-key", get(classic::vapid_public_key))
         // The public routes that write take a `PublicLimit`: each request
         // costs a token of the caller's address.
-        .route("/api/subscription", post(classic::post_subscription).delete(classic::delete_subscription))
-        .route("/api/subscription/test", post(classic::test_notification))
-        .route("/api/events", post(classic::post_event))
-        .route("/api/push", post(classic::push_all))
-        .route("/v1/messages", post(messages::create_message).get(messages::list_messages))
-        .route("/v1/messages/{id}", get(messages::get_message).delete(messages::cancel_message))
-        .route("/v1/subscriptions", get(subscriptions::list_subscriptions))
-        .route(
-            "/v1/subscriptions/{id}",
-            get(subscriptions::get_subscription).delete(subscriptions::remove_subscription),
-        )
-        .route("/v1/stats", get(ops::stats))
+        .route("/subscription", post(classic::post_subscription).delete(classic::delete_subscription))
+        .route("/subscription/test", post(classic::test_notification))
+        .route("/events", post(classic::post_event))
+        .route("/push", post(classic::push_all))
+}
+
+/// An app's token routes, under `/v1` (default) and `/v1/apps/{app}`.
+fn app_routes() -> Router<AppState> {
+    Router::new()
+        .route("/messages", post(messages::create_message).get(messages::list_messages))
+        .route("/messages/{id}", get(messages::get_message).delete(messages::cancel_message))
+        .route("/subscriptions", get(subscriptions::list_subscriptions))
+        .route("/subscriptions/{id}", get(subscriptions::get_subscription).delete(subscriptions::remove_subscription))
+        .route("/stats", get(ops::stats))
+        .route("/vapid-keys", get(apps::list_keys).post(apps::rotate))
+        .route("/vapid-keys/{id}", axum::routing::delete(apps::retire))
+}
+
+/// Builds the router with its layers.
+pub fn router(state: AppState, config: &ServerConfig) -> Router {
+    let apps = state.apps.clone();
+    let app = Router::new()
+        .nest("/api", classic_routes())
+        .nest("/apps/{app}/api", classic_routes())
+        .nest("/v1", app_routes())
+        .nest("/v1/apps/{app}", app_routes())
+        .route("/v1/apps", get(apps::list_apps).post(apps::post_app))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -94,20 +118,26 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(axum::middleware::from_fn_with_state((config.body_limit, config.request_timeout), body_limit::guard))
         .with_state(state);
-    if !config.cors_origins.is_empty() {
-        let origin = if config.cors_origins.iter().any(|o| o == "*") {
-            AllowOrigin::any()
-        } else {
-            AllowOrigin::list(config.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-        };
-        app = app.layer(
-            CorsLayer::new()
-                .allow_origin(origin)
-                .allow_methods([Method::GET, Method::POST, Method::DELETE])
-                .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION]),
-        );
-    }
-    app.layer(tower_http::trace::TraceLayer::new_for_http())
+    // CORS per app: the origins of the app the path names (its own, or the
+    // server's `--cors-origin`). This layer runs before routing, so it reads
+    // the app from the path itself.
+    let origin = AllowOrigin::async_predicate(move |origin: HeaderValue, parts: &axum::http::request::Parts| {
+        let apps = apps.clone();
+        let name = crate::app::app_in_path(parts.uri.path()).to_owned();
+        async move {
+            if !tocsin_store::valid_app_name(&name) {
+                return false;
+            }
+            matches!(apps.get(&name).await, Ok(Some(app)) if app.allows_origin(origin.as_bytes()))
+        }
+    });
+    app.layer(
+        CorsLayer::new()
+            .allow_origin(origin)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION]),
+    )
+    .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 fn now_ms() -> i64 {

@@ -1,7 +1,7 @@
 //! For operators: `/v1/stats`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 
 use super::*;
-use crate::auth::Reader;
+use crate::auth::{ReadScope, Reader, ServerWide};
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 use axum::extract::State;
@@ -13,8 +13,12 @@ use utoipa::OpenApi;
 
 /// Totals.
 #[utoipa::path(get, path = "/v1/stats", security(("token" = ["read", "admin"])), responses((status = 200, description = "totals")))]
-pub(crate) async fn stats(_token: Reader, State(st): State<AppState>) -> Result<Json<tocsin_store::Stats>, ApiError> {
-    st.store.stats().await.map(Json).map_err(|e| ApiError::storage("database-unavailable", "cannot read stats", &e))
+pub(crate) async fn stats(token: Reader, State(st): State<AppState>) -> Result<Json<tocsin_store::Stats>, ApiError> {
+    st.store
+        .stats(token.app.id)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::storage("database-unavailable", "cannot read stats", &e))
 }
 
 /// The process is up.
@@ -42,7 +46,7 @@ pub(crate) const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; ver
 /// `--metrics-listen` serves them on an address of their own.
 #[utoipa::path(get, path = "/metrics", security(("token" = ["read", "admin"])),
     responses((status = 200, content_type = METRICS_CONTENT_TYPE, body = String), (status = 401, body = ErrorBody)))]
-pub(crate) async fn metrics(_token: Reader, State(st): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn metrics(_token: ServerWide<ReadScope>, State(st): State<AppState>) -> Result<Response, ApiError> {
     open_metrics(State(st)).await
 }
 

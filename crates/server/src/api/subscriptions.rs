@@ -4,7 +4,7 @@ use super::*;
 use crate::auth::{Admin, Reader};
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
@@ -16,7 +16,7 @@ use tocsin_store::Target;
         ("userId" = Option<String>, Query)),
     responses((status = 200, description = "{\"items\":[SubscriptionView],\"nextCursor\"}"), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list_subscriptions(
-    _token: Reader,
+    token: Reader,
     State(st): State<AppState>,
     Q(q): Q<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -37,7 +37,7 @@ pub(crate) async fn list_subscriptions(
     };
     let items = st
         .store
-        .page_subscriptions(&target, after, None, n)
+        .page_subscriptions(token.app.id, &target, after, None, n)
         .await
         .map_err(|e| ApiError::storage("database-unavailable", "cannot list subscriptions", &e))?;
     let next = (items.len() as i64 == n).then(|| items.last().map(|s| s.id.to_string())).flatten();
@@ -53,11 +53,11 @@ pub(crate) fn sub_id(id: &str) -> Result<i64, ApiError> {
 #[utoipa::path(get, path = "/v1/subscriptions/{id}", security(("token" = ["read", "admin"])),
     responses((status = 200, body = SubscriptionView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_subscription(
-    _token: Reader,
+    token: Reader,
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    IdParam(id): IdParam,
 ) -> Result<Json<SubscriptionView>, ApiError> {
-    match st.store.subscription(sub_id(&id)?).await {
+    match st.store.app_subscription(token.app.id, sub_id(&id)?).await {
         Ok(Some(s)) => Ok(Json(s.into())),
         Ok(None) => Err(ApiError::not_found("subscription-not-found", format!("no subscription {id}"))),
         Err(e) => Err(ApiError::storage("database-unavailable", "cannot read the subscription", &e)),
@@ -68,11 +68,11 @@ pub(crate) async fn get_subscription(
 #[utoipa::path(delete, path = "/v1/subscriptions/{id}", security(("token" = ["admin"])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub(crate) async fn remove_subscription(
-    _token: Admin,
+    token: Admin,
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    IdParam(id): IdParam,
 ) -> Result<StatusCode, ApiError> {
-    match st.store.delete_subscription(sub_id(&id)?).await {
+    match st.store.delete_subscription(token.app.id, sub_id(&id)?).await {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
         Ok(false) => Err(ApiError::not_found("subscription-not-found", format!("no subscription {id}"))),
         Err(e) => Err(ApiError::storage("database-unavailable", "cannot delete the subscription", &e)),

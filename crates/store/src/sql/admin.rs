@@ -1,55 +1,226 @@
-//! What the operator's side keeps: VAPID keys, admin token hashes, totals.
+//! What the operator's side keeps: apps, their VAPID keys, token hashes, totals.
 
 use sqlx::Row;
 
-use super::rows::key_from_row;
+use super::rows::{key_from_row, KEY_COLUMNS};
 use super::{SqlStore, R};
-use crate::{Stats, TokenRow, TokenScope, VapidKeyRow};
+use crate::{AppId, AppRow, NewApp, RetireKey, Stats, StoreError, TokenRow, TokenScope, VapidKeyInfo, VapidKeyRow};
 
-pub(super) async fn current_vapid_key(store: &SqlStore) -> R<Option<VapidKeyRow>> {
+fn app_from_row(row: &sqlx::any::AnyRow) -> R<AppRow> {
+    let origins: Option<String> = row.try_get("cors_origins")?;
+    Ok(AppRow {
+        id: AppId(row.try_get("id")?),
+        name: row.try_get("name")?,
+        vapid_subject: row.try_get("vapid_subject")?,
+        user_signing_secret: row.try_get("user_signing_secret")?,
+        cors_origins: origins.map(|o| serde_json::from_str(&o)).transpose().map_err(super::rows::corrupt)?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+const APP_COLUMNS: &str = "id, name, vapid_subject, user_signing_secret, cors_origins, created_at";
+
+pub(super) async fn apps(store: &SqlStore) -> R<Vec<AppRow>> {
+    let rows = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps ORDER BY id")).fetch_all(&store.pool).await?;
+    rows.iter().map(app_from_row).collect()
+}
+
+pub(super) async fn app(store: &SqlStore, name: &str) -> R<Option<AppRow>> {
+    let row = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps WHERE name = $1"))
+        .bind(name)
+        .fetch_optional(&store.pool)
+        .await?;
+    row.as_ref().map(app_from_row).transpose()
+}
+
+pub(super) async fn create_app(
+    store: &SqlStore,
+    new: &NewApp,
+    public_key: &str,
+    private_key: &str,
+    now: i64,
+) -> R<Option<AppRow>> {
+    let origins = new.cors_origins.as_ref().map(serde_json::to_string).transpose().map_err(super::rows::corrupt)?;
+    let mut tx = store.pool.begin().await?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO apps (name, vapid_subject, user_signing_secret, cors_origins, created_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING {APP_COLUMNS}"
+    ))
+    .bind(new.name.as_str())
+    .bind(new.vapid_subject.as_deref())
+    .bind(new.user_signing_secret.as_deref())
+    .bind(origins)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let app = app_from_row(&row)?;
+    sqlx::query(
+        "INSERT INTO vapid_keys (public_key, private_key, is_current, created_at, app_id) VALUES ($1, $2, 1, $3, $4)",
+    )
+    .bind(public_key)
+    .bind(private_key)
+    .bind(now)
+    .bind(app.id.0)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(app))
+}
+
+pub(super) async fn current_vapid_key(store: &SqlStore, app: AppId) -> R<Option<VapidKeyRow>> {
+    let row = sqlx::query(&format!(
+        "SELECT {KEY_COLUMNS} FROM vapid_keys k JOIN apps a ON a.id = k.app_id \
+         WHERE k.app_id = $1 AND k.is_current = 1 ORDER BY k.id DESC LIMIT 1"
+    ))
+    .bind(app.0)
+    .fetch_optional(&store.pool)
+    .await?;
+    row.as_ref().map(key_from_row).transpose()
+}
+
+/// Stores a key of `app` (current or not), or finds it by its public key.
+async fn put_vapid_key(
+    store: &SqlStore,
+    app: AppId,
+    public_key: &str,
+    private_key: &str,
+    current: bool,
+    now: i64,
+) -> R<VapidKeyRow> {
+    let mut tx = store.pool.begin().await?;
+    let owner = sqlx::query("SELECT app_id FROM vapid_keys WHERE public_key = $1")
+        .bind(public_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(owner) = owner {
+        if owner.try_get::<i64, _>("app_id")? != app.0 {
+            return Err(StoreError::Conflict("this VAPID key belongs to another app".into()).into());
+        }
+    }
+    if current {
+        sqlx::query("UPDATE vapid_keys SET is_current = 0 WHERE app_id = $1 AND is_current = 1")
+            .bind(app.0)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let (flag, update) = match current {
+        true => (1, "is_current = 1, private_key = excluded.private_key"),
+        false => (0, "private_key = excluded.private_key"),
+    };
+    let row = sqlx::query(&format!(
+        "INSERT INTO vapid_keys (public_key, private_key, is_current, created_at, app_id) \
+         VALUES ($1, $2, {flag}, $3, $4) ON CONFLICT (public_key) DO UPDATE SET {update} RETURNING id"
+    ))
+    .bind(public_key)
+    .bind(private_key)
+    .bind(now)
+    .bind(app.0)
+    .fetch_one(&mut *tx)
+    .await?;
+    let id: i64 = row.try_get("id")?;
+    tx.commit().await?;
+    vapid_key(store, id).await?.ok_or_else(|| StoreError::Corrupt("a key just stored is missing".into()).into())
+}
+
+pub(super) async fn make_vapid_key_current(
+    store: &SqlStore,
+    app: AppId,
+    public_key: &str,
+    private_key: &str,
+    now: i64,
+) -> R<VapidKeyRow> {
+    put_vapid_key(store, app, public_key, private_key, true, now).await
+}
+
+pub(super) async fn add_vapid_key(
+    store: &SqlStore,
+    app: AppId,
+    public_key: &str,
+    private_key: &str,
+    now: i64,
+) -> R<VapidKeyRow> {
+    put_vapid_key(store, app, public_key, private_key, false, now).await
+}
+
+pub(super) async fn vapid_key(store: &SqlStore, id: i64) -> R<Option<VapidKeyRow>> {
     let row =
-        sqlx::query("SELECT id, public_key, private_key FROM vapid_keys WHERE is_current = 1 ORDER BY id DESC LIMIT 1")
+        sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM vapid_keys k JOIN apps a ON a.id = k.app_id WHERE k.id = $1"))
+            .bind(id)
             .fetch_optional(&store.pool)
             .await?;
     row.as_ref().map(key_from_row).transpose()
 }
 
-pub(super) async fn make_vapid_key_current(
-    store: &SqlStore,
-    public_key: &str,
-    private_key: &str,
-    now: i64,
-) -> R<VapidKeyRow> {
-    let mut tx = store.pool.begin().await?;
-    sqlx::query("UPDATE vapid_keys SET is_current = 0 WHERE is_current = 1").execute(&mut *tx).await?;
-    let row = sqlx::query(
-        "INSERT INTO vapid_keys (public_key, private_key, is_current, created_at) VALUES ($1, $2, 1, $3) \
-         ON CONFLICT (public_key) DO UPDATE SET is_current = 1, private_key = excluded.private_key \
-         RETURNING id, public_key, private_key",
+pub(super) async fn vapid_keys(store: &SqlStore, app: AppId) -> R<Vec<VapidKeyInfo>> {
+    let rows = sqlx::query(
+        "SELECT k.id, k.public_key, CAST(k.is_current AS BIGINT) AS is_current, k.created_at, \
+           (SELECT COUNT(*) FROM subscriptions s WHERE s.vapid_key_id = k.id) AS n \
+         FROM vapid_keys k WHERE k.app_id = $1 ORDER BY k.id",
     )
-    .bind(public_key)
-    .bind(private_key)
-    .bind(now)
-    .fetch_one(&mut *tx)
+    .bind(app.0)
+    .fetch_all(&store.pool)
     .await?;
-    tx.commit().await?;
-    key_from_row(&row)
+    rows.iter()
+        .map(|r| {
+            Ok(VapidKeyInfo {
+                id: r.try_get("id")?,
+                public_key: r.try_get("public_key")?,
+                current: r.try_get::<i64, _>("is_current")? != 0,
+                created_at: r.try_get("created_at")?,
+                subscriptions: r.try_get("n")?,
+            })
+        })
+        .collect()
 }
 
-pub(super) async fn vapid_key(store: &SqlStore, id: i64) -> R<Option<VapidKeyRow>> {
-    let row = sqlx::query("SELECT id, public_key, private_key FROM vapid_keys WHERE id = $1")
+pub(super) async fn retire_vapid_key(store: &SqlStore, app: AppId, id: i64, force: bool) -> R<RetireKey> {
+    let mut tx = store.pool.begin().await?;
+    // The write first: SQLite takes its write lock at once, and a
+    // subscription made with the key meanwhile waits for this transaction.
+    sqlx::query("UPDATE vapid_keys SET created_at = created_at WHERE id = $1 AND app_id = $2")
         .bind(id)
-        .fetch_optional(&store.pool)
+        .bind(app.0)
+        .execute(&mut *tx)
         .await?;
-    row.as_ref().map(key_from_row).transpose()
+    let key =
+        sqlx::query("SELECT CAST(is_current AS BIGINT) AS is_current FROM vapid_keys WHERE id = $1 AND app_id = $2")
+            .bind(id)
+            .bind(app.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(key) = key else { return Ok(RetireKey::NotFound) };
+    if key.try_get::<i64, _>("is_current")? != 0 {
+        return Ok(RetireKey::Current);
+    }
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM subscriptions WHERE vapid_key_id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+    if n > 0 && !force {
+        return Ok(RetireKey::InUse(n));
+    }
+    sqlx::query("DELETE FROM subscriptions WHERE vapid_key_id = $1").bind(id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM vapid_keys WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(RetireKey::Retired { removed: n })
 }
 
-pub(super) async fn insert_token(store: &SqlStore, name: &str, hash: &str, scope: TokenScope, now: i64) -> R<()> {
-    sqlx::query("INSERT INTO admin_tokens (name, token_hash, scope, created_at) VALUES ($1, $2, $3, $4)")
+pub(super) async fn insert_token(
+    store: &SqlStore,
+    name: &str,
+    hash: &str,
+    scope: TokenScope,
+    app: Option<AppId>,
+    now: i64,
+) -> R<()> {
+    sqlx::query("INSERT INTO admin_tokens (name, token_hash, scope, created_at, app_id) VALUES ($1, $2, $3, $4, $5)")
         .bind(name)
         .bind(hash)
         .bind(scope.as_str())
         .bind(now)
+        .bind(app.map(|a| a.0))
         .execute(&store.pool)
         .await?;
     Ok(())
@@ -60,16 +231,18 @@ fn token_from_row(row: &sqlx::any::AnyRow) -> R<TokenRow> {
     Ok(TokenRow {
         name: row.try_get("name")?,
         scope: TokenScope::parse(&scope).ok_or_else(|| super::rows::corrupt(format!("token scope {scope:?}")))?,
+        app: row.try_get::<Option<i64>, _>("app_id")?.map(AppId),
         created_at: row.try_get("created_at")?,
         last_used_at: row.try_get("last_used_at")?,
     })
 }
 
 pub(super) async fn token(store: &SqlStore, hash: &str) -> R<Option<TokenRow>> {
-    let row = sqlx::query("SELECT name, scope, created_at, last_used_at FROM admin_tokens WHERE token_hash = $1")
-        .bind(hash)
-        .fetch_optional(&store.pool)
-        .await?;
+    let row =
+        sqlx::query("SELECT name, scope, created_at, last_used_at, app_id FROM admin_tokens WHERE token_hash = $1")
+            .bind(hash)
+            .fetch_optional(&store.pool)
+            .await?;
     row.as_ref().map(token_from_row).transpose()
 }
 
@@ -83,9 +256,10 @@ pub(super) async fn touch_token(store: &SqlStore, hash: &str, now: i64) -> R<()>
 }
 
 pub(super) async fn tokens(store: &SqlStore) -> R<Vec<TokenRow>> {
-    let rows = sqlx::query("SELECT name, scope, created_at, last_used_at FROM admin_tokens ORDER BY created_at, id")
-        .fetch_all(&store.pool)
-        .await?;
+    let rows =
+        sqlx::query("SELECT name, scope, created_at, last_used_at, app_id FROM admin_tokens ORDER BY created_at, id")
+            .fetch_all(&store.pool)
+            .await?;
     rows.iter().map(token_from_row).collect()
 }
 
@@ -104,17 +278,22 @@ pub(super) async fn server_secret(store: &SqlStore, name: &str, candidate: &str)
     Ok(row.try_get("value")?)
 }
 
-pub(super) async fn stats(store: &SqlStore) -> R<Stats> {
-    let subs = sqlx::query("SELECT COUNT(*) AS n FROM subscriptions").fetch_one(&store.pool).await?;
+pub(super) async fn stats(store: &SqlStore, app: AppId) -> R<Stats> {
+    let subs = sqlx::query("SELECT COUNT(*) AS n FROM subscriptions WHERE app_id = $1")
+        .bind(app.0)
+        .fetch_one(&store.pool)
+        .await?;
     let msgs = sqlx::query(
         "SELECT COUNT(*) AS n, \
            CAST(COALESCE(SUM(CASE WHEN state IN ('scheduled', 'queued', 'sending') THEN 1 ELSE 0 END), 0) AS BIGINT) AS pending, \
            CAST(COALESCE(SUM(delivered), 0) AS BIGINT) AS delivered, CAST(COALESCE(SUM(failed), 0) AS BIGINT) AS failed, \
-           CAST(COALESCE(SUM(gone + expired), 0) AS BIGINT) AS removed FROM messages",
+           CAST(COALESCE(SUM(gone + expired), 0) AS BIGINT) AS removed FROM messages WHERE app_id = $1",
     )
+    .bind(app.0)
     .fetch_one(&store.pool)
     .await?;
-    let purged = sqlx::query("SELECT messages, delivered, failed, removed FROM purged_totals WHERE id = 1")
+    let purged = sqlx::query("SELECT messages, delivered, failed, removed FROM purged_totals WHERE id = $1")
+        .bind(app.0)
         .fetch_optional(&store.pool)
         .await?;
     let get = |name: &str| -> R<i64> { Ok(msgs.try_get::<i64, _>(name)?) };

@@ -5,10 +5,17 @@ use sqlx::Row;
 
 use super::rows::{bind_target, msg_from_row, target_sql, MSG_COLUMNS};
 use super::{SqlStore, R};
-use crate::{shard_ranges, Event, Message, MessageState, NewMessage, Target};
+use crate::{shard_ranges, AppId, Event, Message, MessageState, NewMessage, Target};
+
+/// The stored form of an idempotency key: its app's id and the key, so
+/// that the same key in two apps makes two messages.
+fn scoped_key(new: &NewMessage) -> Option<String> {
+    new.idempotency_key.as_ref().map(|k| format!("{}:{k}", new.app.0))
+}
 
 pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bool)> {
-    if let Some(key) = &new.idempotency_key {
+    let idempotency_key = scoped_key(new);
+    if let Some(key) = &idempotency_key {
         let row = sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages WHERE idempotency_key = $1"))
             .bind(key.as_str())
             .fetch_optional(&store.pool)
@@ -21,8 +28,8 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
         if new.send_at.is_some_and(|t| t > new.created_at) { MessageState::Scheduled } else { MessageState::Queued };
     let target = serde_json::to_string(&new.target).map_err(super::rows::corrupt)?;
     let inserted = sqlx::query(
-        "INSERT INTO messages (id, payload, target, ttl, urgency, topic, send_at, state, idempotency_key, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT DO NOTHING",
+        "INSERT INTO messages (id, payload, target, ttl, urgency, topic, send_at, state, idempotency_key, created_at, updated_at, app_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) ON CONFLICT DO NOTHING",
     )
     .bind(new.id.as_str())
     .bind(new.payload.clone())
@@ -32,13 +39,14 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
     .bind(new.topic.as_deref())
     .bind(new.send_at)
     .bind(state.as_str())
-    .bind(new.idempotency_key.as_deref())
+    .bind(idempotency_key.as_deref())
     .bind(new.created_at)
+    .bind(new.app.0)
     .execute(&store.pool)
     .await?;
     let created = inserted.rows_affected() > 0;
     // A concurrent request with the same idempotency key may have won.
-    let row = match (&new.idempotency_key, created) {
+    let row = match (&idempotency_key, created) {
         (Some(key), false) => {
             sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages WHERE idempotency_key = $1"))
                 .bind(key.as_str())
@@ -55,29 +63,36 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
     Ok((msg_from_row(&row)?, created))
 }
 
-pub(super) async fn get(store: &SqlStore, id: &str) -> R<Option<Message>> {
-    let row = sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages WHERE id = $1"))
+/// One message by id: of `app` when given, else of any app (the engine).
+pub(super) async fn get(store: &SqlStore, app: Option<AppId>, id: &str) -> R<Option<Message>> {
+    let row = sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages WHERE id = $1 AND ($2 = 0 OR app_id = $2)"))
         .bind(id)
+        .bind(app.map_or(0, |a| a.0))
         .fetch_optional(&store.pool)
         .await?;
     row.as_ref().map(msg_from_row).transpose()
 }
 
-pub(super) async fn list(store: &SqlStore, before: Option<&str>, limit: i64) -> R<Vec<Message>> {
+pub(super) async fn list(store: &SqlStore, app: AppId, before: Option<&str>, limit: i64) -> R<Vec<Message>> {
     let rows = match before {
         None => {
-            sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages ORDER BY created_at DESC, id DESC LIMIT $1"))
-                .bind(limit)
-                .fetch_all(&store.pool)
-                .await?
+            sqlx::query(&format!(
+                "SELECT {MSG_COLUMNS} FROM messages WHERE app_id = $2 ORDER BY created_at DESC, id DESC LIMIT $1"
+            ))
+            .bind(limit)
+            .bind(app.0)
+            .fetch_all(&store.pool)
+            .await?
         }
         Some(before) => {
             sqlx::query(&format!(
-                "SELECT {MSG_COLUMNS} FROM messages m WHERE (m.created_at, m.id) < \
-                 (SELECT created_at, id FROM messages WHERE id = $1) ORDER BY created_at DESC, id DESC LIMIT $2"
+                "SELECT {MSG_COLUMNS} FROM messages m WHERE m.app_id = $3 AND (m.created_at, m.id) < \
+                 (SELECT created_at, id FROM messages WHERE id = $1 AND app_id = $3) \
+                 ORDER BY created_at DESC, id DESC LIMIT $2"
             ))
             .bind(before)
             .bind(limit)
+            .bind(app.0)
             .fetch_all(&store.pool)
             .await?
         }
@@ -85,14 +100,15 @@ pub(super) async fn list(store: &SqlStore, before: Option<&str>, limit: i64) -> 
     rows.iter().map(msg_from_row).collect()
 }
 
-pub(super) async fn cancel(store: &SqlStore, id: &str, now: i64) -> R<Option<Message>> {
+pub(super) async fn cancel(store: &SqlStore, app: AppId, id: &str, now: i64) -> R<Option<Message>> {
     let mut tx = store.pool.begin().await?;
     let r = sqlx::query(
         "UPDATE messages SET state = 'cancelled', pending_retry = 0, updated_at = $1 \
-         WHERE id = $2 AND state IN ('scheduled', 'queued', 'sending')",
+         WHERE id = $2 AND app_id = $3 AND state IN ('scheduled', 'queued', 'sending')",
     )
     .bind(now)
     .bind(id)
+    .bind(app.0)
     .execute(&mut *tx)
     .await?;
     if r.rows_affected() > 0 {
@@ -105,25 +121,28 @@ pub(super) async fn cancel(store: &SqlStore, id: &str, now: i64) -> R<Option<Mes
         sqlx::query("DELETE FROM retries WHERE message_id = $1").bind(id).execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    get(store, id).await
+    get(store, Some(app), id).await
 }
 
 pub(super) async fn start(store: &SqlStore, id: &str, target: &Target, shard_size: i64, now: i64) -> R<bool> {
     let mut tx = store.pool.begin().await?;
     // The write comes first, so SQLite takes its write lock at once.
-    let r = sqlx::query(
-        "UPDATE messages SET state = 'sending', updated_at = $1 WHERE id = $2 AND state IN ('scheduled', 'queued')",
+    let started = sqlx::query(
+        "UPDATE messages SET state = 'sending', updated_at = $1 WHERE id = $2 AND state IN ('scheduled', 'queued') \
+         RETURNING app_id",
     )
     .bind(now)
     .bind(id)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    if r.rows_affected() == 0 {
+    let Some(started) = started else {
         return Ok(false);
-    }
+    };
+    // The audience is the message's own app's subscriptions.
+    let app = AppId(started.try_get("app_id")?);
     let (from, _) = target_sql(target);
     let sql = format!("SELECT COUNT(*) AS n, CAST(COALESCE(MAX(s.id), 0) AS BIGINT) AS last {from}");
-    let row = bind_target(sqlx::query(&sql), target).fetch_one(&mut *tx).await?;
+    let row = bind_target(sqlx::query(&sql), app, target).fetch_one(&mut *tx).await?;
     let (targeted, last): (i64, i64) = (row.try_get("n")?, row.try_get("last")?);
     sqlx::query("UPDATE messages SET targeted = $1, cursor_end = $2 WHERE id = $3")
         .bind(targeted)
@@ -185,12 +204,12 @@ pub(super) async fn failures(store: &SqlStore, id: &str) -> R<Vec<(String, i64)>
     rows.iter().map(|r| Ok((r.try_get("reason")?, r.try_get("count")?))).collect()
 }
 
-pub(super) async fn add_event(store: &SqlStore, message_id: &str, event: Event) -> R<bool> {
+pub(super) async fn add_event(store: &SqlStore, app: AppId, message_id: &str, event: Event) -> R<bool> {
     let sql = match event {
-        Event::Shown => "UPDATE messages SET shown = shown + 1 WHERE id = $1",
-        Event::Clicked => "UPDATE messages SET clicked = clicked + 1 WHERE id = $1",
+        Event::Shown => "UPDATE messages SET shown = shown + 1 WHERE id = $1 AND app_id = $2",
+        Event::Clicked => "UPDATE messages SET clicked = clicked + 1 WHERE id = $1 AND app_id = $2",
     };
-    Ok(sqlx::query(sql).bind(message_id).execute(&store.pool).await?.rows_affected() > 0)
+    Ok(sqlx::query(sql).bind(message_id).bind(app.0).execute(&store.pool).await?.rows_affected() > 0)
 }
 
 pub(super) async fn purge(store: &SqlStore, before: i64, limit: i64) -> R<u64> {
@@ -200,24 +219,31 @@ pub(super) async fn purge(store: &SqlStore, before: i64, limit: i64) -> R<u64> {
     // failures go with their message (ON DELETE CASCADE).
     let rows = sqlx::query(
         "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE state IN ('done', 'cancelled') \
-         AND updated_at < $1 ORDER BY updated_at LIMIT $2) RETURNING delivered, failed, gone, expired",
+         AND updated_at < $1 ORDER BY updated_at LIMIT $2) RETURNING app_id, delivered, failed, gone, expired",
     )
     .bind(before)
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
-    let (mut delivered, mut failed, mut removed) = (0i64, 0i64, 0i64);
+    // Totals per app: (messages, delivered, failed, removed). The row of
+    // `purged_totals` whose id is the app's id.
+    let mut totals: std::collections::BTreeMap<i64, [i64; 4]> = std::collections::BTreeMap::new();
     for r in &rows {
-        delivered += r.try_get::<i64, _>("delivered")?;
-        failed += r.try_get::<i64, _>("failed")?;
-        removed += r.try_get::<i64, _>("gone")? + r.try_get::<i64, _>("expired")?;
+        let t = totals.entry(r.try_get::<i64, _>("app_id")?).or_default();
+        t[0] += 1;
+        t[1] += r.try_get::<i64, _>("delivered")?;
+        t[2] += r.try_get::<i64, _>("failed")?;
+        t[3] += r.try_get::<i64, _>("gone")? + r.try_get::<i64, _>("expired")?;
     }
-    if !rows.is_empty() {
+    for (app, [messages, delivered, failed, removed]) in totals {
         sqlx::query(
-            "UPDATE purged_totals SET messages = messages + $1, delivered = delivered + $2, failed = failed + $3, \
-             removed = removed + $4 WHERE id = 1",
+            "INSERT INTO purged_totals (id, messages, delivered, failed, removed) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET messages = purged_totals.messages + excluded.messages, \
+             delivered = purged_totals.delivered + excluded.delivered, failed = purged_totals.failed + excluded.failed, \
+             removed = purged_totals.removed + excluded.removed",
         )
-        .bind(rows.len() as i64)
+        .bind(app)
+        .bind(messages)
         .bind(delivered)
         .bind(failed)
         .bind(removed)

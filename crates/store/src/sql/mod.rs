@@ -156,16 +156,46 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn current_vapid_key(&self) -> Result<Option<VapidKeyRow>> {
-        Ok(admin::current_vapid_key(self).await?)
+    async fn apps(&self) -> Result<Vec<AppRow>> {
+        Ok(admin::apps(self).await?)
     }
 
-    async fn make_vapid_key_current(&self, public_key: &str, private_key: &str, now: i64) -> Result<VapidKeyRow> {
-        Ok(admin::make_vapid_key_current(self, public_key, private_key, now).await?)
+    async fn app(&self, name: &str) -> Result<Option<AppRow>> {
+        Ok(admin::app(self, name).await?)
+    }
+
+    async fn create_app(&self, new: &NewApp, public_key: &str, private_key: &str, now: i64) -> Result<Option<AppRow>> {
+        Ok(admin::create_app(self, new, public_key, private_key, now).await?)
+    }
+
+    async fn current_vapid_key(&self, app: AppId) -> Result<Option<VapidKeyRow>> {
+        Ok(admin::current_vapid_key(self, app).await?)
+    }
+
+    async fn make_vapid_key_current(
+        &self,
+        app: AppId,
+        public_key: &str,
+        private_key: &str,
+        now: i64,
+    ) -> Result<VapidKeyRow> {
+        Ok(admin::make_vapid_key_current(self, app, public_key, private_key, now).await?)
+    }
+
+    async fn add_vapid_key(&self, app: AppId, public_key: &str, private_key: &str, now: i64) -> Result<VapidKeyRow> {
+        Ok(admin::add_vapid_key(self, app, public_key, private_key, now).await?)
     }
 
     async fn vapid_key(&self, id: i64) -> Result<Option<VapidKeyRow>> {
         Ok(admin::vapid_key(self, id).await?)
+    }
+
+    async fn vapid_keys(&self, app: AppId) -> Result<Vec<VapidKeyInfo>> {
+        Ok(admin::vapid_keys(self, app).await?)
+    }
+
+    async fn retire_vapid_key(&self, app: AppId, id: i64, force: bool) -> Result<RetireKey> {
+        Ok(admin::retire_vapid_key(self, app, id, force).await?)
     }
 
     async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription> {
@@ -176,54 +206,63 @@ impl Store for SqlStore {
         Ok(subscriptions::upsert_all(self, new, now).await?)
     }
 
-    async fn delete_subscription_by_endpoint(&self, endpoint: &str, auth: &str) -> Result<bool> {
-        Ok(subscriptions::delete_by_endpoint(self, endpoint, auth).await?)
+    async fn delete_subscription_by_endpoint(&self, app: AppId, endpoint: &str, auth: &str) -> Result<bool> {
+        Ok(subscriptions::delete_by_endpoint(self, app, endpoint, auth).await?)
     }
 
-    async fn subscription_by_endpoint(&self, endpoint: &str) -> Result<Option<StoredSubscription>> {
-        Ok(subscriptions::by_endpoint(self, endpoint).await?)
+    async fn subscription_by_endpoint(&self, app: AppId, endpoint: &str) -> Result<Option<StoredSubscription>> {
+        Ok(subscriptions::by_endpoint(self, app, endpoint).await?)
     }
 
-    async fn add_event(&self, message_id: &str, event: Event) -> Result<bool> {
-        Ok(messages::add_event(self, message_id, event).await?)
+    async fn add_event(&self, app: AppId, message_id: &str, event: Event) -> Result<bool> {
+        Ok(messages::add_event(self, app, message_id, event).await?)
     }
 
-    async fn delete_subscription(&self, id: i64) -> Result<bool> {
-        Ok(subscriptions::delete(self, id).await?)
+    async fn delete_subscription(&self, app: AppId, id: i64) -> Result<bool> {
+        Ok(subscriptions::delete(self, app, id).await?)
+    }
+
+    async fn app_subscription(&self, app: AppId, id: i64) -> Result<Option<StoredSubscription>> {
+        Ok(subscriptions::get(self, Some(app), id).await?)
     }
 
     async fn subscription(&self, id: i64) -> Result<Option<StoredSubscription>> {
-        Ok(subscriptions::get(self, id).await?)
+        Ok(subscriptions::get(self, None, id).await?)
     }
 
     async fn page_subscriptions(
         &self,
+        app: AppId,
         target: &Target,
         after: i64,
         upto: Option<i64>,
         limit: i64,
     ) -> Result<Vec<StoredSubscription>> {
-        Ok(subscriptions::page(self, target, after, upto, limit).await?)
+        Ok(subscriptions::page(self, app, target, after, upto, limit).await?)
     }
 
-    async fn count_subscriptions(&self, target: &Target) -> Result<i64> {
-        Ok(subscriptions::count(self, target).await?)
+    async fn count_subscriptions(&self, app: AppId, target: &Target) -> Result<i64> {
+        Ok(subscriptions::count(self, app, target).await?)
     }
 
     async fn insert_message(&self, new: &NewMessage) -> Result<(Message, bool)> {
         Ok(messages::insert(self, new).await?)
     }
 
+    async fn app_message(&self, app: AppId, id: &str) -> Result<Option<Message>> {
+        Ok(messages::get(self, Some(app), id).await?)
+    }
+
     async fn message(&self, id: &str) -> Result<Option<Message>> {
-        Ok(messages::get(self, id).await?)
+        Ok(messages::get(self, None, id).await?)
     }
 
-    async fn list_messages(&self, before: Option<&str>, limit: i64) -> Result<Vec<Message>> {
-        Ok(messages::list(self, before, limit).await?)
+    async fn list_messages(&self, app: AppId, before: Option<&str>, limit: i64) -> Result<Vec<Message>> {
+        Ok(messages::list(self, app, before, limit).await?)
     }
 
-    async fn cancel_message(&self, id: &str, now: i64) -> Result<Option<Message>> {
-        Ok(messages::cancel(self, id, now).await?)
+    async fn cancel_message(&self, app: AppId, id: &str, now: i64) -> Result<Option<Message>> {
+        Ok(messages::cancel(self, app, id, now).await?)
     }
 
     async fn start_message(&self, id: &str, target: &Target, shard_size: i64, now: i64) -> Result<bool> {
@@ -283,8 +322,15 @@ impl Store for SqlStore {
         Ok(messages::failures(self, id).await?)
     }
 
-    async fn insert_token(&self, name: &str, hash: &str, scope: TokenScope, now: i64) -> Result<()> {
-        Ok(admin::insert_token(self, name, hash, scope, now).await?)
+    async fn insert_token(
+        &self,
+        name: &str,
+        hash: &str,
+        scope: TokenScope,
+        app: Option<AppId>,
+        now: i64,
+    ) -> Result<()> {
+        Ok(admin::insert_token(self, name, hash, scope, app, now).await?)
     }
 
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>> {
@@ -311,7 +357,7 @@ impl Store for SqlStore {
         Ok(messages::purge(self, before, limit).await?)
     }
 
-    async fn stats(&self) -> Result<Stats> {
-        Ok(admin::stats(self).await?)
+    async fn stats(&self, app: AppId) -> Result<Stats> {
+        Ok(admin::stats(self, app).await?)
     }
 }

@@ -8,19 +8,19 @@ use tocsin_protocol::subscription::{KeysJson, SubscriptionJson};
 use tocsin_protocol::Subscription;
 
 use super::R;
-use crate::{Counts, Message, MessageState, StoreError, StoredSubscription, Target, VapidKeyRow};
+use crate::{AppId, Counts, Message, MessageState, StoreError, StoredSubscription, Target, VapidKeyRow};
 
 /// A query of the `Any` driver.
 pub(crate) type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
 
 pub(crate) const SUB_COLUMNS: &str =
-    "s.id, s.endpoint, s.p256dh, s.auth, s.expiration_time, s.user_id, s.topics, s.vapid_key_id, s.created_at, s.updated_at";
+    "s.id, s.endpoint, s.p256dh, s.auth, s.expiration_time, s.user_id, s.topics, s.vapid_key_id, s.created_at, s.updated_at, s.app_id";
 /// [`SUB_COLUMNS`] for a `RETURNING` clause, which takes no table alias.
 pub(crate) const SUB_RETURNING: &str =
-    "id, endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at";
+    "id, endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at, app_id";
 pub(crate) const MSG_COLUMNS: &str =
     "id, payload, target, ttl, urgency, topic, send_at, state, created_at, updated_at, cursor, cursor_end, \
-     targeted, delivered, failed, gone, expired, pending_retry, shown, clicked";
+     targeted, delivered, failed, gone, expired, pending_retry, shown, clicked, app_id";
 
 /// A page of subscriptions as one row holding a JSON array, on SQLite.
 ///
@@ -30,7 +30,7 @@ pub(crate) const MSG_COLUMNS: &str =
 /// or two per delivery (about 0.8 per delivery measured, 5–8 % of the
 /// CPU of a broadcast); one row per page makes it two per page.
 pub(crate) const PAGE_SQLITE: &str = "json_group_array(json_array(id, endpoint, p256dh, auth, expiration_time, \
-     user_id, topics, vapid_key_id, created_at, updated_at))";
+     user_id, topics, vapid_key_id, created_at, updated_at, app_id))";
 
 pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -48,6 +48,7 @@ pub(crate) fn sub_from_row(row: &AnyRow) -> R<StoredSubscription> {
         row.try_get("vapid_key_id")?,
         row.try_get("created_at")?,
         row.try_get("updated_at")?,
+        row.try_get("app_id")?,
     )
     .into_stored()
 }
@@ -55,12 +56,23 @@ pub(crate) fn sub_from_row(row: &AnyRow) -> R<StoredSubscription> {
 /// A subscription row's [`SUB_COLUMNS`], in order: read from a row, or
 /// from one element of a page aggregated as JSON ([`PAGE_SQLITE`]).
 #[derive(serde::Deserialize)]
-pub(crate) struct SubRow(i64, String, String, String, Option<i64>, Option<String>, String, i64, i64, i64);
+pub(crate) struct SubRow(i64, String, String, String, Option<i64>, Option<String>, String, i64, i64, i64, i64);
 
 impl SubRow {
     pub(crate) fn into_stored(self) -> R<StoredSubscription> {
-        let SubRow(id, endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at) =
-            self;
+        let SubRow(
+            id,
+            endpoint,
+            p256dh,
+            auth,
+            expiration_time,
+            user_id,
+            topics,
+            vapid_key_id,
+            created_at,
+            updated_at,
+            app_id,
+        ) = self;
         let raw = SubscriptionJson {
             endpoint: Some(endpoint),
             expiration_time: expiration_time.map(Into::into),
@@ -72,6 +84,7 @@ impl SubRow {
             user_id,
             topics: serde_json::from_str(&topics).map_err(corrupt)?,
             vapid_key_id,
+            app_id: AppId(app_id),
             created_at,
             updated_at,
         })
@@ -82,6 +95,7 @@ pub(crate) fn msg_from_row(row: &AnyRow) -> R<Message> {
     let target: String = row.try_get("target")?;
     Ok(Message {
         id: row.try_get("id")?,
+        app_id: AppId(row.try_get("app_id")?),
         payload: row.try_get("payload")?,
         target: serde_json::from_str(&target).map_err(corrupt)?,
         ttl: u32::try_from(row.try_get::<i64, _>("ttl")?).map_err(corrupt)?,
@@ -112,11 +126,16 @@ pub(crate) fn message_state(row: &AnyRow) -> R<MessageState> {
     Ok(MessageState::parse(&state).ok_or_else(|| corrupt(format!("message state {state:?}")))?)
 }
 
+/// The columns [`key_from_row`] reads, from `vapid_keys k JOIN apps a`.
+pub(crate) const KEY_COLUMNS: &str = "k.id, k.app_id, k.public_key, k.private_key, a.vapid_subject";
+
 pub(crate) fn key_from_row(row: &AnyRow) -> R<VapidKeyRow> {
     Ok(VapidKeyRow {
         id: row.try_get("id")?,
+        app_id: AppId(row.try_get("app_id")?),
         public_key: row.try_get("public_key")?,
         private_key: row.try_get("private_key")?,
+        subject: row.try_get("vapid_subject")?,
     })
 }
 
@@ -125,25 +144,34 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
-/// The `FROM … WHERE` of a target, with its parameters starting at `$1`.
+/// The `FROM … WHERE` of a target within an app, with its parameters
+/// starting at `$1` (the app's id) and how many there are.
 pub(crate) fn target_sql(target: &Target) -> (String, usize) {
     match target {
-        Target::All(_) => ("FROM subscriptions s WHERE 1 = 1".into(), 0),
-        Target::Topic(_) => {
-            ("FROM subscriptions s JOIN subscription_topics t ON t.subscription_id = s.id WHERE t.topic = $1".into(), 1)
-        }
-        Target::UserIds(ids) => (
-            format!("FROM subscriptions s WHERE s.user_id IN ({})", placeholders(1, ids.len().max(1))),
-            ids.len().max(1),
+        Target::All(_) => ("FROM subscriptions s WHERE s.app_id = $1".into(), 1),
+        Target::Topic(_) => (
+            "FROM subscriptions s JOIN subscription_topics t ON t.subscription_id = s.id \
+             WHERE s.app_id = $1 AND t.topic = $2"
+                .into(),
+            2,
         ),
-        Target::SubscriptionIds(ids) => {
-            (format!("FROM subscriptions s WHERE s.id IN ({})", placeholders(1, ids.len().max(1))), ids.len().max(1))
-        }
+        Target::UserIds(ids) => (
+            format!(
+                "FROM subscriptions s WHERE s.app_id = $1 AND s.user_id IN ({})",
+                placeholders(2, ids.len().max(1))
+            ),
+            1 + ids.len().max(1),
+        ),
+        Target::SubscriptionIds(ids) => (
+            format!("FROM subscriptions s WHERE s.app_id = $1 AND s.id IN ({})", placeholders(2, ids.len().max(1))),
+            1 + ids.len().max(1),
+        ),
     }
 }
 
 /// Binds the parameters of [`target_sql`].
-pub(crate) fn bind_target<'q>(mut q: AnyQuery<'q>, target: &'q Target) -> AnyQuery<'q> {
+pub(crate) fn bind_target<'q>(mut q: AnyQuery<'q>, app: AppId, target: &'q Target) -> AnyQuery<'q> {
+    q = q.bind(app.0);
     match target {
         Target::All(_) => {}
         Target::Topic(t) => q = q.bind(t.as_str()),

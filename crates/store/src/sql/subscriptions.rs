@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::rows::{bind_target, corrupt, sub_from_row, target_sql, SubRow, PAGE_SQLITE, SUB_COLUMNS};
 use super::{Backend, SqlStore, R};
-use crate::{NewSubscription, StoreError, StoredSubscription, Target};
+use crate::{AppId, NewSubscription, StoreError, StoredSubscription, Target};
 
 pub(super) async fn upsert(store: &SqlStore, new: &NewSubscription, now: i64) -> R<StoredSubscription> {
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -18,39 +18,51 @@ pub(super) async fn upsert_all(store: &SqlStore, new: &[NewSubscription], now: i
     crate::batch::write_all(&store.pool, &items).await
 }
 
-pub(super) async fn delete_by_endpoint(store: &SqlStore, endpoint: &str, auth: &str) -> R<bool> {
+pub(super) async fn delete_by_endpoint(store: &SqlStore, app: AppId, endpoint: &str, auth: &str) -> R<bool> {
     // The stored auth is normalised base64url, and so is what the caller passes.
-    let r = sqlx::query("DELETE FROM subscriptions WHERE endpoint = $1 AND auth = $2")
+    let r = sqlx::query("DELETE FROM subscriptions WHERE endpoint = $1 AND auth = $2 AND app_id = $3")
         .bind(endpoint)
         .bind(auth)
+        .bind(app.0)
         .execute(&store.pool)
         .await?;
     Ok(r.rows_affected() > 0)
 }
 
-pub(super) async fn by_endpoint(store: &SqlStore, endpoint: &str) -> R<Option<StoredSubscription>> {
-    let row = sqlx::query(&format!("SELECT {SUB_COLUMNS} FROM subscriptions s WHERE s.endpoint = $1"))
-        .bind(endpoint)
-        .fetch_optional(&store.pool)
-        .await?;
+pub(super) async fn by_endpoint(store: &SqlStore, app: AppId, endpoint: &str) -> R<Option<StoredSubscription>> {
+    let row =
+        sqlx::query(&format!("SELECT {SUB_COLUMNS} FROM subscriptions s WHERE s.endpoint = $1 AND s.app_id = $2"))
+            .bind(endpoint)
+            .bind(app.0)
+            .fetch_optional(&store.pool)
+            .await?;
     row.as_ref().map(sub_from_row).transpose()
 }
 
-pub(super) async fn delete(store: &SqlStore, id: i64) -> R<bool> {
-    let r = sqlx::query("DELETE FROM subscriptions WHERE id = $1").bind(id).execute(&store.pool).await?;
+pub(super) async fn delete(store: &SqlStore, app: AppId, id: i64) -> R<bool> {
+    let r = sqlx::query("DELETE FROM subscriptions WHERE id = $1 AND app_id = $2")
+        .bind(id)
+        .bind(app.0)
+        .execute(&store.pool)
+        .await?;
     Ok(r.rows_affected() > 0)
 }
 
-pub(super) async fn get(store: &SqlStore, id: i64) -> R<Option<StoredSubscription>> {
-    let row = sqlx::query(&format!("SELECT {SUB_COLUMNS} FROM subscriptions s WHERE s.id = $1"))
-        .bind(id)
-        .fetch_optional(&store.pool)
-        .await?;
+/// One subscription by id: of `app` when given, else of any app (the engine).
+pub(super) async fn get(store: &SqlStore, app: Option<AppId>, id: i64) -> R<Option<StoredSubscription>> {
+    let row = sqlx::query(&format!(
+        "SELECT {SUB_COLUMNS} FROM subscriptions s WHERE s.id = $1 AND ($2 = 0 OR s.app_id = $2)"
+    ))
+    .bind(id)
+    .bind(app.map_or(0, |a| a.0))
+    .fetch_optional(&store.pool)
+    .await?;
     row.as_ref().map(sub_from_row).transpose()
 }
 
 pub(super) async fn page(
     store: &SqlStore,
+    app: AppId,
     target: &Target,
     after: i64,
     upto: Option<i64>,
@@ -67,7 +79,7 @@ pub(super) async fn page(
         Backend::Sqlite => format!("SELECT {PAGE_SQLITE} AS page FROM ({page}) p"),
         Backend::Postgres => page,
     };
-    let q = bind_target(sqlx::query(&sql), target).bind(after).bind(upto.unwrap_or(i64::MAX)).bind(limit);
+    let q = bind_target(sqlx::query(&sql), app, target).bind(after).bind(upto.unwrap_or(i64::MAX)).bind(limit);
     if store.backend == Backend::Postgres {
         let rows = q.fetch_all(&store.pool).await?;
         return rows.iter().map(sub_from_row).collect();
@@ -80,9 +92,9 @@ pub(super) async fn page(
     Ok(subs)
 }
 
-pub(super) async fn count(store: &SqlStore, target: &Target) -> R<i64> {
+pub(super) async fn count(store: &SqlStore, app: AppId, target: &Target) -> R<i64> {
     let (from, _) = target_sql(target);
     let sql = format!("SELECT COUNT(*) AS n {from}");
-    let row = bind_target(sqlx::query(&sql), target).fetch_one(&store.pool).await?;
+    let row = bind_target(sqlx::query(&sql), app, target).fetch_one(&store.pool).await?;
     Ok(row.try_get("n")?)
 }

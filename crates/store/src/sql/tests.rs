@@ -22,6 +22,7 @@ async fn claimed_broadcast(
     let target = Target::All(true);
     let message = NewMessage {
         id: "m1".into(),
+        app: crate::AppId::DEFAULT,
         payload: None,
         target: target.clone(),
         ttl: 60,
@@ -41,13 +42,14 @@ async fn claimed_broadcast(
 async fn pages_come_in_id_order_and_end_empty() -> TestResult {
     on_both_backends(async |store, key| {
         let (target, shard, ids) = claimed_broadcast(store, key, 7).await?;
-        let first = store.page_subscriptions(&target, shard.cursor, Some(shard.end_at), 4).await?;
+        let first =
+            store.page_subscriptions(crate::AppId::DEFAULT, &target, shard.cursor, Some(shard.end_at), 4).await?;
         assert_eq!(first.iter().map(|s| s.id).collect::<Vec<_>>(), ids[..4]);
         assert_eq!(first[0].subscription.endpoint().as_str(), "https://push.example.net/s/0");
         assert_eq!(first[0].vapid_key_id, key);
-        let second = store.page_subscriptions(&target, ids[3], Some(shard.end_at), 4).await?;
+        let second = store.page_subscriptions(crate::AppId::DEFAULT, &target, ids[3], Some(shard.end_at), 4).await?;
         assert_eq!(second.iter().map(|s| s.id).collect::<Vec<_>>(), ids[4..]);
-        let none = store.page_subscriptions(&target, ids[6], Some(shard.end_at), 4).await?;
+        let none = store.page_subscriptions(crate::AppId::DEFAULT, &target, ids[6], Some(shard.end_at), 4).await?;
         assert!(none.is_empty());
         Ok(())
     })
@@ -158,7 +160,7 @@ async fn cancelling_releases_shards_and_retries() -> TestResult {
         let half = ShardProgress { cursor: ids[1], done: false, lease_ms: 60_000 };
         store.checkpoint_shard(&shard, &half, &page, 5).await?;
         assert_eq!(store.message("m1").await?.ok_or("m1")?.counts.pending_retry, 1);
-        let m = store.cancel_message("m1", 6).await?.ok_or("m1")?;
+        let m = store.cancel_message(crate::AppId::DEFAULT, "m1", 6).await?.ok_or("m1")?;
         assert_eq!((m.state, m.counts.pending_retry), (MessageState::Cancelled, 0));
         // The page in flight when it was cancelled: counted, no retry scheduled.
         let mut last = PageOutcome { delivered: 1, ..PageOutcome::default() };
@@ -170,7 +172,10 @@ async fn cancelling_releases_shards_and_retries() -> TestResult {
         // Nothing left to claim, even once every lease has run out.
         assert!(store.claim_shard(&claim("b", "t-b"), 10_000_000, 60_000).await?.is_none());
         assert!(store.claim_retries(&claim("b", "r-b"), 10_000_000, 60_000, 10).await?.is_empty());
-        assert!(store.page_subscriptions(&target, 0, None, 10).await?.len() == 3, "subscriptions untouched");
+        assert!(
+            store.page_subscriptions(crate::AppId::DEFAULT, &target, 0, None, 10).await?.len() == 3,
+            "subscriptions untouched"
+        );
         Ok(())
     })
     .await
@@ -189,6 +194,7 @@ async fn purging_keeps_the_totals_and_unfinished_messages() -> TestResult {
         assert!(store.try_finish_message("m1", 6).await?);
         let pending = NewMessage {
             id: "m2".into(),
+            app: crate::AppId::DEFAULT,
             payload: None,
             target: Target::All(true),
             ttl: 60,
@@ -199,19 +205,132 @@ async fn purging_keeps_the_totals_and_unfinished_messages() -> TestResult {
             created_at: 1,
         };
         store.insert_message(&pending).await?;
-        let before = store.stats().await?;
+        let before = store.stats(crate::AppId::DEFAULT).await?;
         assert_eq!(store.purge_messages(6, 100).await?, 0, "updated at 6: not before the cut");
         assert_eq!(store.purge_messages(7, 100).await?, 1);
         assert!(store.message("m1").await?.is_none());
         assert!(store.message_failures("m1").await?.is_empty(), "its failures went with it");
         assert!(store.message("m2").await?.is_some(), "a scheduled message stays");
-        let after = store.stats().await?;
+        let after = store.stats(crate::AppId::DEFAULT).await?;
         assert_eq!(
             (after.messages, after.delivered, after.failed, after.removed, after.messages_pending),
             (before.messages, before.delivered, before.failed, before.removed, before.messages_pending)
         );
         assert_eq!((after.delivered, after.failed, after.removed), (1, 1, 1));
         assert_eq!(store.purge_messages(i64::MAX, 100).await?, 0, "nothing twice");
+        Ok(())
+    })
+    .await
+}
+
+fn message_in(app: AppId, id: &str, target: Target, key: Option<&str>) -> NewMessage {
+    NewMessage {
+        id: id.into(),
+        app,
+        payload: None,
+        target,
+        ttl: 60,
+        urgency: None,
+        topic: None,
+        send_at: None,
+        idempotency_key: key.map(str::to_owned),
+        created_at: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_sees_only_its_own_rows() -> TestResult {
+    on_both_backends(async |store, key| {
+        let shop =
+            NewApp { name: "shop".into(), vapid_subject: Some("mailto:a@shop.example".into()), ..NewApp::default() };
+        let b = store.create_app(&shop, "pub-b", "priv-b", 1).await?.ok_or("shop not created")?;
+        assert!(store.create_app(&shop, "pub-c", "priv-c", 1).await?.is_none(), "a name is taken once");
+        let key_b = store.current_vapid_key(b.id).await?.ok_or("shop has no key")?;
+        assert_eq!(key_b.subject.as_deref(), Some("mailto:a@shop.example"));
+        assert_eq!(store.current_vapid_key(AppId::DEFAULT).await?.map(|k| k.id), Some(key));
+
+        let a1 = store.upsert_subscription(&new("https://push.example.net/a1", Some("u"), None, key)?, 1).await?;
+        let mut nb = new("https://push.example.net/b1", Some("u"), Some(&["news"]), key_b.id)?;
+        nb.app = b.id;
+        let b1 = store.upsert_subscription(&nb, 1).await?;
+        assert_eq!(b1.app_id, b.id);
+        // The same endpoint in the other app is refused and changes nothing.
+        let mut stolen = new("https://push.example.net/a1", Some("thief"), None, key_b.id)?;
+        stolen.app = b.id;
+        assert!(matches!(store.upsert_subscription(&stolen, 2).await, Err(StoreError::Conflict(_))));
+        let a1_now = store.app_subscription(AppId::DEFAULT, a1.id).await?.ok_or("a1 went")?;
+        assert_eq!((a1_now.user_id.as_deref(), a1_now.app_id), (Some("u"), AppId::DEFAULT));
+
+        // Ids of the other app are not found; targets stay inside the app.
+        assert!(store.app_subscription(b.id, a1.id).await?.is_none());
+        assert!(!store.delete_subscription(b.id, a1.id).await?);
+        assert!(store.subscription_by_endpoint(b.id, "https://push.example.net/a1").await?.is_none());
+        for target in
+            [Target::All(true), Target::UserIds(vec!["u".into()]), Target::SubscriptionIds(vec![a1.id, b1.id])]
+        {
+            assert_eq!(store.count_subscriptions(AppId::DEFAULT, &target).await?, 1, "{target:?}");
+            let page = store.page_subscriptions(b.id, &target, 0, None, 10).await?;
+            assert_eq!(page.iter().map(|s| s.id).collect::<Vec<_>>(), [b1.id], "{target:?}");
+        }
+        assert_eq!(store.count_subscriptions(AppId::DEFAULT, &Target::Topic("news".into())).await?, 0);
+
+        // Messages: per-app idempotency, lookups, lists, cancels, events, stats.
+        let (ma, _) = store.insert_message(&message_in(AppId::DEFAULT, "ma", Target::All(true), Some("k"))).await?;
+        let (mb, created) = store.insert_message(&message_in(b.id, "mb", Target::All(true), Some("k"))).await?;
+        assert!(created, "the same idempotency key in another app is another message");
+        assert_eq!((ma.app_id, mb.app_id), (AppId::DEFAULT, b.id));
+        assert!(store.app_message(b.id, "ma").await?.is_none());
+        assert!(store.cancel_message(b.id, "ma", 2).await?.is_none());
+        assert_eq!(store.app_message(AppId::DEFAULT, "ma").await?.map(|m| m.state), Some(MessageState::Queued));
+        assert!(!store.add_event(b.id, "ma", Event::Shown).await?);
+        assert_eq!(
+            store.list_messages(b.id, None, 10).await?.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["mb"]
+        );
+        assert!(store.start_message("mb", &Target::All(true), 100, 2).await?);
+        assert_eq!(store.message("mb").await?.map(|m| m.counts.targeted), Some(1), "its audience is its app's");
+        assert_eq!(store.stats(b.id).await?.subscriptions, 1);
+        assert_eq!(store.stats(AppId::DEFAULT).await?.messages, 1);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_and_retire_only_when_unused() -> TestResult {
+    on_both_backends(async |store, old| {
+        let app = AppId::DEFAULT;
+        let s = store.upsert_subscription(&new("https://push.example.net/r1", None, None, old)?, 1).await?;
+        let new_key = store.make_vapid_key_current(app, "pub-2", "priv-2", 2).await?;
+        assert_eq!(store.current_vapid_key(app).await?.map(|k| k.id), Some(new_key.id));
+        let keys = store.vapid_keys(app).await?;
+        assert_eq!(
+            keys.iter().map(|k| (k.id, k.current, k.subscriptions)).collect::<Vec<_>>(),
+            [(old, false, 1), (new_key.id, true, 0)]
+        );
+        assert_eq!(store.retire_vapid_key(app, new_key.id, true).await?, RetireKey::Current);
+        assert_eq!(store.retire_vapid_key(app, old, false).await?, RetireKey::InUse(1));
+        assert_eq!(store.retire_vapid_key(AppId(99), old, true).await?, RetireKey::NotFound);
+        // The subscription moves to the new key; then the old one may go.
+        let mut moved = new("https://push.example.net/r1", None, None, new_key.id)?;
+        moved.subscription = s.subscription.clone();
+        store.upsert_subscription(&moved, 3).await?;
+        assert_eq!(store.retire_vapid_key(app, old, false).await?, RetireKey::Retired { removed: 0 });
+        assert!(store.vapid_key(old).await?.is_none());
+        // An imported key is stored beside the current one, not instead.
+        let imported = store.add_vapid_key(app, "pub-3", "priv-3", 4).await?;
+        assert_eq!(store.current_vapid_key(app).await?.map(|k| k.id), Some(new_key.id));
+        assert_eq!(store.add_vapid_key(app, "pub-3", "priv-3", 5).await?.id, imported.id, "found again by public key");
+        let other =
+            store.create_app(&NewApp { name: "other".into(), ..NewApp::default() }, "pub-o", "priv-o", 1).await?;
+        let other = other.ok_or("other not created")?;
+        assert!(matches!(store.add_vapid_key(other.id, "pub-3", "priv-3", 6).await, Err(StoreError::Conflict(_))));
+        // Forced: the subscriptions on it go with it.
+        let mut on_imported = new("https://push.example.net/r2", None, None, imported.id)?;
+        on_imported.app = app;
+        store.upsert_subscription(&on_imported, 6).await?;
+        assert_eq!(store.retire_vapid_key(app, imported.id, true).await?, RetireKey::Retired { removed: 1 });
+        assert!(store.subscription_by_endpoint(app, "https://push.example.net/r2").await?.is_none());
         Ok(())
     })
     .await

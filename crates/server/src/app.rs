@@ -1,0 +1,259 @@
+//! The app boundary, enforced here and nowhere else.
+//!
+//! A server holds several apps (sites or products), each with its own VAPID
+//! keys, subscribers, messages, tokens and settings. A request acts on one
+//! app: the `{app}` of `/apps/{app}/api/…` and `/v1/apps/{app}/…`, or
+//! `default` on the routes without a prefix. Handlers never name an app
+//! themselves: they take [`InApp`] (public routes) or
+//! [`crate::auth::Authorized`] (token routes), which resolve it here, and
+//! pass its [`AppId`] to the store, whose every query for an app's data
+//! carries `app_id = …`. A token made for one app is refused under any
+//! other with 404 `app-not-found`, and an id of another app is not found.
+//!
+//! [`Apps`] caches each app for a second, so that a key rotated or an app
+//! created on another node is seen within that time without a database
+//! read per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use tocsin_store::{valid_app_name, AppId, AppRow, Store, StoreError, DEFAULT_APP};
+
+use crate::error::ApiError;
+use crate::proof::UserIds;
+use crate::AppState;
+
+/// How long a cached app is used before it is read again.
+const FRESH: Duration = Duration::from_secs(1);
+
+/// An app as requests see it: its identity, current VAPID key and the
+/// settings that apply to it (its own, or the server's flags).
+pub struct App {
+    /// Its id, which every store call on its data takes.
+    pub id: AppId,
+    /// Its slug.
+    pub name: String,
+    /// The id of the key new subscriptions are made with.
+    pub key_id: i64,
+    /// That key's public half, base64url (`GET …/api/vapid-public-key`).
+    pub public_key: String,
+    /// How `userId` from browsers is checked.
+    pub user_ids: Arc<UserIds>,
+    /// Origins its routes answer with CORS headers (`*` for any).
+    pub cors_origins: Arc<Vec<String>>,
+    loaded: Instant,
+}
+
+impl App {
+    /// Whether this is the `default` app (payloads then carry no `app`).
+    pub fn is_default(&self) -> bool {
+        self.id == AppId::DEFAULT
+    }
+
+    /// The name a payload carries as `app` (none for `default`, whose
+    /// payloads stay as they were before apps existed).
+    pub fn payload_name(&self) -> Option<&str> {
+        (!self.is_default()).then_some(self.name.as_str())
+    }
+
+    /// Whether a browser page at `origin` may call this app's routes.
+    pub fn allows_origin(&self, origin: &[u8]) -> bool {
+        self.cors_origins.iter().any(|o| o == "*" || o.as_bytes() == origin)
+    }
+}
+
+/// The server's own settings, which an app without its own falls back to.
+pub struct Fallback {
+    /// `--user-signing-secret`.
+    pub user_signing_secret: Option<String>,
+    /// `--trust-client-user-ids`.
+    pub trust_client_user_ids: bool,
+    /// `--cors-origin`.
+    pub cors_origins: Vec<String>,
+}
+
+/// Every app, cached by name.
+pub struct Apps {
+    store: Arc<dyn Store>,
+    fallback: Fallback,
+    server_user_ids: Arc<UserIds>,
+    cache: RwLock<HashMap<String, Arc<App>>>,
+}
+
+impl Apps {
+    /// The registry over `store`.
+    pub fn new(store: Arc<dyn Store>, fallback: Fallback) -> Self {
+        let server_user_ids =
+            Arc::new(UserIds::new(fallback.user_signing_secret.as_deref(), fallback.trust_client_user_ids));
+        Self { store, fallback, server_user_ids, cache: RwLock::default() }
+    }
+
+    /// The app named `name`, if it exists (cached for a second).
+    pub async fn get(&self, name: &str) -> Result<Option<Arc<App>>, StoreError> {
+        let cached = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
+        match cached {
+            Some(app) if app.loaded.elapsed() < FRESH => Ok(Some(app)),
+            _ => self.load(name).await,
+        }
+    }
+
+    /// Reads the app again (after this node rotated its key, or when the
+    /// cached copy is stale).
+    pub async fn load(&self, name: &str) -> Result<Option<Arc<App>>, StoreError> {
+        let Some(row) = self.store.app(name).await? else {
+            self.cache.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+            return Ok(None);
+        };
+        let Some(key) = self.store.current_vapid_key(row.id).await? else {
+            return Err(StoreError::Corrupt(format!("app {name} has no current VAPID key")));
+        };
+        let app = Arc::new(self.app(row, key.id, key.public_key));
+        self.cache.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), app.clone());
+        Ok(Some(app))
+    }
+
+    fn app(&self, row: AppRow, key_id: i64, public_key: String) -> App {
+        let user_ids = match row.user_signing_secret.as_deref() {
+            Some(secret) => Arc::new(UserIds::new(Some(secret), false)),
+            None => self.server_user_ids.clone(),
+        };
+        App {
+            id: row.id,
+            name: row.name,
+            key_id,
+            public_key,
+            user_ids,
+            cors_origins: Arc::new(row.cors_origins.unwrap_or_else(|| self.fallback.cors_origins.clone())),
+            loaded: Instant::now(),
+        }
+    }
+
+    /// Whether any app, or the server, may answer CORS at all (decides
+    /// whether the CORS layer is installed).
+    pub fn server_cors(&self) -> &[String] {
+        &self.fallback.cors_origins
+    }
+}
+
+/// Why an app could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateAppError {
+    /// The name is not a slug.
+    #[error("an app's name is 1 to 40 of a-z, 0-9 and -")]
+    Name,
+    /// The name is taken.
+    #[error("an app named {0:?} exists")]
+    Exists(String),
+    /// The VAPID subject is not `mailto:` or `https:`.
+    #[error(transparent)]
+    Subject(#[from] tocsin_protocol::VapidError),
+    /// A CORS origin is not a valid header value.
+    #[error("invalid CORS origin {0:?}")]
+    Origin(String),
+    /// No randomness for the key pair.
+    #[error("cannot make a key pair: {0}")]
+    Key(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Creates an app with a new VAPID key pair (`tocsin app create` and
+/// `POST /v1/apps`); returns it with the key.
+pub async fn create_app(
+    store: &dyn Store,
+    new: &tocsin_store::NewApp,
+    now: i64,
+) -> Result<(AppRow, tocsin_store::VapidKeyRow), CreateAppError> {
+    if !valid_app_name(&new.name) {
+        return Err(CreateAppError::Name);
+    }
+    if let Some(s) = &new.vapid_subject {
+        tocsin_protocol::VapidSubject::new(s)?;
+    }
+    if let Some(o) = new.cors_origins.iter().flatten().find(|o| axum::http::HeaderValue::from_str(o).is_err()) {
+        return Err(CreateAppError::Origin(o.clone()));
+    }
+    let key = tocsin_protocol::VapidKey::generate().map_err(|e| CreateAppError::Key(e.to_string()))?;
+    let row = store
+        .create_app(new, &key.public_key_base64url(), &key.private_key_base64url(), now)
+        .await?
+        .ok_or_else(|| CreateAppError::Exists(new.name.clone()))?;
+    let key =
+        store.current_vapid_key(row.id).await?.ok_or_else(|| StoreError::Corrupt("a new app has no key".into()))?;
+    Ok((row, key))
+}
+
+/// Makes a new key pair the app's current one (`tocsin vapid rotate` and
+/// `POST /v1/apps/{app}/vapid-keys`). Its older keys stay, and so do the
+/// subscriptions made with them.
+pub async fn rotate_key(store: &dyn Store, app: AppId, now: i64) -> Result<tocsin_store::VapidKeyRow, CreateAppError> {
+    let key = tocsin_protocol::VapidKey::generate().map_err(|e| CreateAppError::Key(e.to_string()))?;
+    Ok(store.make_vapid_key_current(app, &key.public_key_base64url(), &key.private_key_base64url(), now).await?)
+}
+
+/// The name of the app a request path names: `/apps/{app}/…` or
+/// `/v1/apps/{app}/…`, else `default` (for the CORS layer, which runs
+/// before routing).
+pub fn app_in_path(path: &str) -> &str {
+    let rest = path.strip_prefix("/v1/apps/").or_else(|| path.strip_prefix("/apps/"));
+    match rest {
+        Some(rest) => rest.split('/').next().unwrap_or_default(),
+        None => DEFAULT_APP,
+    }
+}
+
+fn no_such_app(name: &str) -> ApiError {
+    ApiError::not_found("app-not-found", format!("no app named {name:?}"))
+}
+
+/// The app the request's path names, resolved once per request.
+pub(crate) async fn resolve(parts: &mut Parts, st: &AppState) -> Result<Arc<App>, ApiError> {
+    if let Some(app) = parts.extensions.get::<Arc<App>>() {
+        return Ok(app.clone());
+    }
+    // Routes without `{app}` have no such parameter (or none at all).
+    let name = match Path::<HashMap<String, String>>::from_request_parts(parts, st).await {
+        Ok(Path(mut params)) => params.remove("app").unwrap_or_else(|| DEFAULT_APP.to_owned()),
+        Err(_) => DEFAULT_APP.to_owned(),
+    };
+    if !valid_app_name(&name) {
+        return Err(no_such_app(&name));
+    }
+    let app = st
+        .apps
+        .get(&name)
+        .await
+        .map_err(|e| ApiError::storage("database-unavailable", "cannot read the app", &e))?
+        .ok_or_else(|| no_such_app(&name))?;
+    parts.extensions.insert(app.clone());
+    Ok(app)
+}
+
+/// The app of a public route (no token): `/apps/{app}/api/…`, or `default`.
+pub struct InApp(pub Arc<App>);
+
+impl FromRequestParts<AppState> for InApp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        resolve(parts, st).await.map(InApp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::app_in_path;
+
+    #[test]
+    fn the_app_of_a_path() {
+        assert_eq!(app_in_path("/api/subscription"), "default");
+        assert_eq!(app_in_path("/apps/shop/api/subscription"), "shop");
+        assert_eq!(app_in_path("/v1/apps/shop/messages/x"), "shop");
+        assert_eq!(app_in_path("/v1/apps"), "default");
+        assert_eq!(app_in_path("/apps/"), "");
+    }
+}
