@@ -335,3 +335,64 @@ async fn keys_rotate_and_retire_only_when_unused() -> TestResult {
     })
     .await
 }
+
+/// A database as the release before apps left it (migrations 0001–0006)
+/// with a key, a subscription, a message with an idempotency key, a token
+/// and purged totals; then opened by this release.
+async fn migrates_into_default(url: &str, old: &sqlx::migrate::Migrator) -> TestResult {
+    let pool = sqlx::AnyPool::connect(url).await?;
+    let before_apps = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(old.migrations.iter().filter(|m| m.version < 7).cloned().collect()),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    };
+    before_apps.run(&pool).await?;
+    for sql in [
+        "INSERT INTO vapid_keys (public_key, private_key, is_current, created_at) VALUES ('pub', 'priv', 1, 1)",
+        "INSERT INTO subscriptions (endpoint, p256dh, auth, topics, vapid_key_id, created_at, updated_at) \
+         VALUES ('https://push.example.net/old', 'BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4', \
+         'BTBZMqHH6r4Tts7J_aSIgg', '[]', 1, 1, 1)",
+        "INSERT INTO messages (id, target, ttl, state, idempotency_key, created_at, updated_at, delivered) \
+         VALUES ('m-old', '{\"all\":true}', 60, 'done', 'key-1', 1, 1, 1)",
+        "INSERT INTO admin_tokens (name, token_hash, created_at) VALUES ('ops', 'hash', 1)",
+        "UPDATE purged_totals SET messages = 5, delivered = 7 WHERE id = 1",
+    ] {
+        sqlx::query(sql).execute(&pool).await?;
+    }
+    pool.close().await;
+
+    let store = SqlStore::connect(url).await?;
+    let apps = store.apps().await?;
+    assert_eq!(apps.iter().map(|a| (a.id, a.name.as_str())).collect::<Vec<_>>(), [(AppId::DEFAULT, "default")]);
+    assert_eq!(store.current_vapid_key(AppId::DEFAULT).await?.map(|k| k.public_key), Some("pub".into()));
+    let sub = store.subscription_by_endpoint(AppId::DEFAULT, "https://push.example.net/old").await?;
+    assert_eq!(sub.map(|s| s.app_id), Some(AppId::DEFAULT));
+    let (m, created) =
+        store.insert_message(&message_in(AppId::DEFAULT, "m-new", Target::All(true), Some("key-1"))).await?;
+    assert_eq!((m.id.as_str(), created), ("m-old", false), "the idempotency key still finds its message");
+    assert_eq!(store.token("hash").await?.map(|t| t.app), Some(None), "an old token works for every app");
+    let stats = store.stats(AppId::DEFAULT).await?;
+    assert_eq!((stats.subscriptions, stats.messages, stats.delivered), (1, 6, 8), "purged totals are default's");
+    // New apps get ids after default.
+    let shop = store.create_app(&NewApp { name: "shop".into(), ..NewApp::default() }, "p2", "k2", 2).await?;
+    assert_eq!(shop.map(|a| a.id), Some(AppId(2)));
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_apps_migrates_into_default() -> TestResult {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir()?;
+    let sqlite = format!("sqlite://{}/old.db?mode=rwc", dir.path().display());
+    migrates_into_default(&sqlite, &super::SQLITE_MIGRATIONS).await.map_err(|e| format!("on SQLite: {e}"))?;
+    let name = format!("tocsin_migrate_{}", std::process::id());
+    let admin = sqlx::AnyPool::connect("postgres://postgres@127.0.0.1:5432/test").await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let outcome =
+        migrates_into_default(&url, &super::POSTGRES_MIGRATIONS).await.map_err(|e| format!("on PostgreSQL: {e}"));
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&admin).await?;
+    Ok(outcome?)
+}
