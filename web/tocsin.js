@@ -109,22 +109,35 @@ function sameKey(buffer, bytes) {
   return a.length === bytes.length && a.every((v, i) => v === bytes[i]);
 }
 
-async function serverKey(server) {
+/** Where an app's browser routes are: `/api`, or `/apps/NAME/api` for another app than `default`. */
+function routes(server, app) {
+  return app ? `${server}/apps/${encodeURIComponent(app)}/api` : `${server}/api`;
+}
+
+/** The service worker's URL, naming the app (for pushsubscriptionchange). */
+function workerUrl(swUrl, app) {
+  if (!app) return swUrl;
+  const u = new URL(swUrl, location.href);
+  u.searchParams.set('app', app);
+  return u.pathname + u.search;
+}
+
+async function serverKey(base) {
   let res;
   try {
-    res = await fetch(`${server}/api/vapid-public-key`);
+    res = await fetch(`${base}/vapid-public-key`);
   } catch (e) {
     throw new TocsinError('network', 'Cannot reach the Tocsin server.', e);
   }
   if (!res.ok) throw new TocsinError('server-refused', `The server answered ${res.status} for its public key.`);
   const { publicKey } = await res.json();
-  return base64UrlToBytes(publicKey);
+  return { text: publicKey, bytes: base64UrlToBytes(publicKey) };
 }
 
-async function postSubscription(server, body) {
+async function postSubscription(base, body) {
   let res;
   try {
-    res = await fetch(`${server}/api/subscription`, {
+    res = await fetch(`${base}/subscription`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify(body),
@@ -144,18 +157,63 @@ async function postSubscription(server, body) {
   }
 }
 
+async function pushSubscribe(registration, key) {
+  try {
+    return await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+  } catch (e) {
+    if (e && e.name === 'NotAllowedError') {
+      throw new TocsinError('permission-denied', 'The browser refused the subscription (permission).', e);
+    }
+    throw new TocsinError('push-service-unreachable', `The browser could not reach its push service: ${(e && e.message) || e}`, e);
+  }
+}
+
+/**
+ * Makes the browser's subscription one for the server's current key and
+ * tells the server. When the key changed (the app rotated it), the old
+ * subscription is replaced: the server moves its user and topics to the new
+ * one, given the old one's auth secret as proof (oldEndpoint, oldKeys.auth).
+ * With `onlyIfChanged`, a subscription that already has the current key is
+ * left as it is, and not posted again.
+ */
+async function ensure(registration, base, fields, { onlyIfChanged = false } = {}) {
+  const key = await serverKey(base);
+  let subscription = await registration.pushManager.getSubscription();
+  const current = subscription && subscription.options && subscription.options.applicationServerKey;
+  if (onlyIfChanged && (!current || sameKey(current, key.bytes))) return subscription;
+  let old = null;
+  if (subscription && !sameKey(current, key.bytes)) {
+    old = subscription.toJSON();
+    await subscription.unsubscribe();
+    subscription = null;
+  }
+  if (!subscription) subscription = await pushSubscribe(registration, key.bytes);
+  const body = subscription.toJSON();
+  // The key it was made with: the server records it, so a rotation racing
+  // this request cannot pair the subscription with the wrong key.
+  body.applicationServerKey = key.text;
+  if (old && old.endpoint && old.endpoint !== body.endpoint) {
+    body.oldEndpoint = old.endpoint;
+    if (old.keys && old.keys.auth) body.oldKeys = { auth: old.keys.auth };
+  }
+  Object.assign(body, fields);
+  await postSubscription(base, body);
+  return subscription;
+}
+
 /**
  * Subscribes this browser and registers the subscription with the server.
  * Reuses an existing subscription, unless the server's key has changed, in
- * which case it subscribes again. Options: userId with userSignature (the
- * hex HMAC-SHA256 of userId under the server's --user-signing-secret, made
- * by your site's backend: the server refuses unsigned user ids), topics,
- * swUrl, server (the server's origin, default this page's). Resolves the
- * PushSubscription.
+ * which case it subscribes again and the server moves the old one's user and
+ * topics over. Options: app (the app's name, for a server with several;
+ * default `default`), userId with userSignature (the hex HMAC-SHA256 of
+ * userId under the app's user signing secret, made by your site's backend:
+ * the server refuses unsigned user ids), topics, swUrl, server (the server's
+ * origin, default this page's). Resolves the PushSubscription.
  */
-export async function subscribe({ userId, userSignature, topics, swUrl = '/sw.js', server = '' } = {}) {
+export async function subscribe({ app, userId, userSignature, topics, swUrl = '/sw.js', server = '' } = {}) {
   requireSupport();
-  const registration = await register(swUrl);
+  const registration = await register(workerUrl(swUrl, app));
   const state = await requestPermission();
   if (state === 'denied') {
     throw new TocsinError('permission-denied', 'Notifications are blocked for this site; allow them in the browser settings.');
@@ -163,43 +221,37 @@ export async function subscribe({ userId, userSignature, topics, swUrl = '/sw.js
   if (state !== 'granted') {
     throw new TocsinError('permission-default', 'The permission request was dismissed.');
   }
-  const key = await serverKey(server);
-  let subscription = await registration.pushManager.getSubscription();
-  if (subscription && !sameKey(subscription.options && subscription.options.applicationServerKey, key)) {
-    await subscription.unsubscribe();
-    subscription = null;
-  }
-  if (!subscription) {
-    try {
-      subscription = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
-    } catch (e) {
-      if (e && e.name === 'NotAllowedError') {
-        throw new TocsinError('permission-denied', 'The browser refused the subscription (permission).', e);
-      }
-      throw new TocsinError(
-        'push-service-unreachable',
-        `The browser could not reach its push service: ${(e && e.message) || e}`,
-        e,
-      );
-    }
-  }
-  const body = subscription.toJSON();
-  if (userId !== undefined) body.userId = userId;
-  if (userSignature !== undefined) body.userSignature = userSignature;
-  if (topics !== undefined) body.topics = topics;
-  await postSubscription(server, body);
-  return subscription;
+  const fields = {};
+  if (userId !== undefined) fields.userId = userId;
+  if (userSignature !== undefined) fields.userSignature = userSignature;
+  if (topics !== undefined) fields.topics = topics;
+  return ensure(registration, routes(server, app), fields);
 }
 
-/** Removes the subscription from the server and the browser. */
-export async function unsubscribe({ swUrl = '/sw.js', server = '' } = {}) {
+/**
+ * Call on every page load: when this browser is subscribed and the app's
+ * key has changed since (a rotation), subscribes again with the new key and
+ * the server moves the subscription over, user and topics included. Never
+ * asks for permission; does nothing when not subscribed, or when the key is
+ * the same. Options as subscribe's (app, swUrl, server). Resolves the
+ * PushSubscription, or null.
+ */
+export async function sync({ app, swUrl = '/sw.js', server = '' } = {}) {
+  if (!isSupported().supported || permission() !== 'granted') return null;
+  const registration = await navigator.serviceWorker.getRegistration(workerUrl(swUrl, app));
+  if (!registration || !(await registration.pushManager.getSubscription())) return null;
+  return ensure(registration, routes(server, app), {}, { onlyIfChanged: true });
+}
+
+/** Removes the subscription from the server and the browser. Options: app, swUrl, server. */
+export async function unsubscribe({ app, swUrl = '/sw.js', server = '' } = {}) {
   requireSupport();
-  const registration = await navigator.serviceWorker.getRegistration(swUrl);
+  const registration = await navigator.serviceWorker.getRegistration(workerUrl(swUrl, app));
   const subscription = registration && (await registration.pushManager.getSubscription());
   if (!subscription) return false;
   const json = subscription.toJSON();
   try {
-    await fetch(`${server}/api/subscription`, {
+    await fetch(`${routes(server, app)}/subscription`, {
       method: 'DELETE',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ endpoint: json.endpoint, keys: { auth: json.keys.auth } }),
@@ -210,13 +262,13 @@ export async function unsubscribe({ swUrl = '/sw.js', server = '' } = {}) {
   return subscription.unsubscribe();
 }
 
-/** Asks the server to send a test notification to this browser's subscription. */
-export async function sendTest({ swUrl = '/sw.js', server = '' } = {}) {
-  const registration = await navigator.serviceWorker.getRegistration(swUrl);
+/** Asks the server to send a test notification to this browser's subscription. Options: app, swUrl, server. */
+export async function sendTest({ app, swUrl = '/sw.js', server = '' } = {}) {
+  const registration = await navigator.serviceWorker.getRegistration(workerUrl(swUrl, app));
   const subscription = registration && (await registration.pushManager.getSubscription());
   if (!subscription) throw new TocsinError('not-subscribed', 'Subscribe first.');
   const json = subscription.toJSON();
-  const res = await fetch(`${server}/api/subscription/test`, {
+  const res = await fetch(`${routes(server, app)}/subscription/test`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ endpoint: json.endpoint, keys: { auth: json.keys.auth } }),
@@ -226,4 +278,4 @@ export async function sendTest({ swUrl = '/sw.js', server = '' } = {}) {
 }
 
 // --- exports (the line below is rewritten for /tocsin.global.js) ---
-export default { isSupported, register, requestPermission, permission, subscribe, unsubscribe, sendTest, TocsinError };
+export default { isSupported, register, requestPermission, permission, subscribe, sync, unsubscribe, sendTest, TocsinError };

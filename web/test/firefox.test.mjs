@@ -218,3 +218,68 @@ test('the library subscribes again and unsubscribes through the server', async (
   await eventually('unsubscribed', async () => (await page.$eval('#status', (e) => e.textContent)) === 'Unsubscribed.');
   assert.equal((await api(server, 'GET', '/v1/subscriptions')).body.items.length, 0);
 });
+
+async function currentSubscription() {
+  return page.evaluate(async () => {
+    const reg = await navigator.serviceWorker.getRegistration('/sw.js');
+    const sub = reg && (await reg.pushManager.getSubscription());
+    return sub && sub.toJSON();
+  });
+}
+
+test('an app of its own: Tocsin.subscribe({app}) and the worker reports to that app', async () => {
+  const { status } = await api(server, 'POST', '/v1/apps', { name: 'shop', vapidSubject: 'mailto:shop@example.com' });
+  assert.equal(status, 201);
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  const sub = await page.evaluate(async () => (await import('/tocsin.js')).default.subscribe({ app: 'shop' }).then((s) => s.toJSON()));
+  const stored = (await api(server, 'GET', '/v1/apps/shop/subscriptions')).body.items;
+  assert.deepEqual(stored.map((s) => s.endpoint), [sub.endpoint]);
+  assert.equal((await api(server, 'GET', '/v1/subscriptions')).body.items.length, 0, 'not in default');
+  const { body } = await api(server, 'POST', '/v1/apps/shop/messages', { payload: { title: 'Hello shop' }, target: { all: true } });
+  await waitForNotification((x) => x.title === 'Hello shop', 'the app\'s notification');
+  const done = await eventually('shown counted in shop', async () => {
+    const { body: m } = await api(server, 'GET', `/v1/apps/shop/messages/${body.id}`);
+    return m.state === 'done' && m.counts.shown === 1 ? m : null;
+  });
+  assert.equal(done.counts.delivered, 1);
+  const pushed = (await devMessages()).at(-1);
+  assert.equal(pushed.vapid.subject, 'mailto:shop@example.com');
+  assert.equal(await page.evaluate(async () => (await import('/tocsin.js')).default.unsubscribe({ app: 'shop' })), true);
+  assert.equal((await api(server, 'GET', '/v1/apps/shop/subscriptions')).body.items.length, 0);
+});
+
+test('a rotated key: on the next page load the subscription moves to it, and pushes are shown', async () => {
+  await page.goto(`${server.url}/`);
+  await page.waitForSelector('body[data-ready="true"]');
+  await page.click('#subscribe');
+  await eventually('subscribed', async () => (await page.$eval('#status', (e) => e.textContent)) === 'Subscribed.', 30000);
+  const before = await currentSubscription();
+  const [oldKey] = (await api(server, 'GET', '/v1/vapid-keys')).body.items;
+  assert.equal(oldKey.subscriptions, 1);
+
+  const { status, body: rotated } = await api(server, 'POST', '/v1/vapid-keys');
+  assert.equal(status, 201);
+  assert.notEqual(rotated.publicKey, oldKey.publicKey);
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  const moved = await currentSubscription();
+  assert.notEqual(moved.endpoint, before.endpoint, 'subscribed again with the new key');
+  const keys = (await api(server, 'GET', '/v1/vapid-keys')).body.items.map((k) => [k.id, k.current, k.subscriptions]);
+  assert.deepEqual(keys, [[oldKey.id, false, 0], [rotated.id, true, 1]]);
+  const stored = (await api(server, 'GET', '/v1/subscriptions')).body.items.map((s) => s.endpoint);
+  assert.deepEqual(stored, [moved.endpoint], 'the old row was replaced, not left behind');
+  await page.screenshot({ path: join(artifacts, 'demo-firefox-after-rotation.png') });
+
+  await fetch(`${server.url}/api/push`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${TOKEN}` },
+    body: JSON.stringify({ title: 'After rotation', body: 'signed with the new key' }),
+  });
+  const n = await waitForNotification((x) => x.title === 'After rotation', 'the notification after the rotation');
+  assert.equal(n.body, 'signed with the new key');
+  const m = (await devMessages()).at(-1);
+  assert.equal(Buffer.from(m.vapid.publicKey, 'base64url').toString('base64url'), rotated.publicKey);
+  // The old key has no subscriber left: it may be retired.
+  assert.equal((await api(server, 'DELETE', `/v1/vapid-keys/${oldKey.id}`)).status, 200);
+});

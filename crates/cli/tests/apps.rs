@@ -467,3 +467,58 @@ async fn app_routes_refuse_bad_input_and_change_nothing() {
         tocsin().args(["token", "create", "--name", "t", "--app", "nope", "--database", &db.url]).output().unwrap();
     assert!(!out.status.success());
 }
+
+/// The CORS origin a preflight for `path` from `origin` is allowed, if any.
+async fn preflight(server: &Server, path: &str, origin: &str) -> Option<String> {
+    let r = server
+        .http
+        .request(Method::OPTIONS, server.url(path))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    r.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn an_app_has_its_own_user_signing_secret_and_cors_origins() {
+    let db = Db::new(Backend::Sqlite);
+    let server = Server::start(&db, &["--endpoint-policy", "any", "--cors-origin", "https://main.example"]);
+    let dev = DevPush::start(&[]);
+    let body = json!({"name": "site", "userSigningSecret": "site-secret", "corsOrigins": ["https://site.example"]});
+    assert_eq!(server.post_json("/v1/apps", &body).await.0, 201);
+    let (_, plain) = server.post_json("/v1/apps", &json!({"name": "plain"})).await;
+    assert_eq!(plain["app"], "plain");
+    let site_key = public_key(&server, "site").await;
+
+    // User ids: signed with the app's own secret, not the server's.
+    let mut sub = dev.mint(Some(&site_key)).await;
+    with_user(&mut sub, "alice");
+    let (status, body) = subscribe(&server, "site", &sub).await;
+    assert_eq!((status, body.contains("invalid-user-signature")), (403, true), "{body}");
+    assert_eq!(server.get("/v1/apps/site/stats").await.1["subscriptions"], 0, "a refused request stores nothing");
+    sub["userSignature"] = json!(tocsin_server::proof::sign_user_id("site-secret", "alice"));
+    assert_eq!(subscribe(&server, "site", &sub).await.0, 200);
+    let (_, listed) = server.get("/v1/apps/site/subscriptions?userId=alice").await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    // An app without a secret of its own takes the server's.
+    let mut other = dev.mint(Some(&public_key(&server, "plain").await)).await;
+    with_user(&mut other, "bob");
+    assert_eq!(subscribe(&server, "plain", &other).await.0, 200);
+
+    // CORS: each app's own origins; an app without any takes the server's.
+    let site = "/apps/site/api/subscription";
+    assert_eq!(preflight(&server, site, "https://site.example").await.as_deref(), Some("https://site.example"));
+    assert_eq!(preflight(&server, site, "https://main.example").await, None);
+    assert_eq!(
+        preflight(&server, "/api/subscription", "https://main.example").await.as_deref(),
+        Some("https://main.example")
+    );
+    assert_eq!(preflight(&server, "/api/subscription", "https://site.example").await, None);
+    assert_eq!(
+        preflight(&server, "/apps/plain/api/subscription", "https://main.example").await.as_deref(),
+        Some("https://main.example")
+    );
+    assert_eq!(preflight(&server, "/apps/nope/api/subscription", "https://main.example").await, None);
+}
