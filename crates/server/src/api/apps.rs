@@ -136,7 +136,7 @@ pub(crate) async fn post_app(
 }
 
 /// The app's VAPID keys, with the subscriptions still on each.
-#[utoipa::path(get, path = "/v1/apps/{app}/vapid-keys", security(("token" = ["read", "admin"])),
+#[utoipa::path(get, path = "/v1/apps/{app}/vapid-keys", security(("token" = ["read", "admin"])), params(("app" = String, Path, description = "the app's name (`/v1/vapid-keys` is `default`'s)")),
     responses((status = 200, description = "{\"items\":[VapidKeyView]}"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn list_keys(token: Reader, State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let keys = st.store.vapid_keys(token.app.id).await.map_err(db)?;
@@ -147,7 +147,7 @@ pub(crate) async fn list_keys(token: Reader, State(st): State<AppState>) -> Resu
 /// Rotates: a new key pair becomes current. Subscriptions made with older
 /// keys keep them (and keep receiving); tocsin.js moves each browser to the
 /// new key on its next page load.
-#[utoipa::path(post, path = "/v1/apps/{app}/vapid-keys", security(("token" = ["admin"])),
+#[utoipa::path(post, path = "/v1/apps/{app}/vapid-keys", security(("token" = ["admin"])), params(("app" = String, Path, description = "the app's name (`/v1/vapid-keys` is `default`'s)")),
     responses((status = 201, body = VapidKeyView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn rotate(token: Admin, State(st): State<AppState>) -> Result<Response, ApiError> {
     let now = now_ms();
@@ -172,7 +172,8 @@ pub(crate) struct ForceQuery {
 /// for one that subscriptions still use (409 `key-in-use`) unless
 /// `?force=true`, which deletes those subscriptions with it.
 #[utoipa::path(delete, path = "/v1/apps/{app}/vapid-keys/{id}", security(("token" = ["admin"])),
-    params(("force" = Option<bool>, Query, description = "retire it with the subscriptions still on it")),
+    params(("app" = String, Path, description = "the app's name (`/v1/vapid-keys` is `default`'s)"), ("id" = i64, Path, description = "the key's id"),
+        ("force" = Option<bool>, Query, description = "retire it with the subscriptions still on it")),
     responses((status = 200, description = "{\"id\",\"removedSubscriptions\"}"), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 pub(crate) async fn retire(

@@ -33,7 +33,9 @@ use utoipa::OpenApi;
 /// The OpenAPI description, generated from the annotations below.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tocsin", description = "Self-hosted Web Push server: the classic /api contract and the versioned /v1 API."),
+    info(title = "Tocsin", description = "Self-hosted Web Push server: the classic /api contract and the versioned /v1 API. \
+        A server holds several apps: each route under /api exists for every app under /apps/{app}/api, and each under /v1 \
+        (but /v1/apps) under /v1/apps/{app}; the routes without a prefix are the app named default's."),
     paths(
         classic::vapid_public_key, classic::post_subscription, classic::delete_subscription, classic::push_all, classic::test_notification, classic::post_event,
         messages::create_message, messages::get_message, messages::cancel_message, messages::list_messages,
