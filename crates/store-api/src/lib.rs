@@ -98,6 +98,9 @@ pub trait Store: Send + Sync + 'static {
     /// A key by id, with its app's subject (for the engine: the id comes
     /// from a subscription, and a subscription's key is of its own app).
     async fn vapid_key(&self, id: i64) -> Result<Option<VapidKeyRow>>;
+    /// The id of `app`'s key with this public key (base64url), if it has
+    /// one: which key a browser names as its `applicationServerKey`.
+    async fn vapid_key_id(&self, app: AppId, public_key: &str) -> Result<Option<i64>>;
     /// The keys of `app`, oldest first, with how many subscriptions each
     /// still has.
     async fn vapid_keys(&self, app: AppId) -> Result<Vec<VapidKeyInfo>>;

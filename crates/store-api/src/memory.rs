@@ -275,6 +275,11 @@ impl Store for MemoryStore {
         Ok(self.lock().key(id))
     }
 
+    async fn vapid_key_id(&self, app: AppId, public_key: &str) -> Result<Option<i64>> {
+        let st = self.lock();
+        Ok(st.keys.iter().find(|(k, _, _)| k.app_id == app && k.public_key == public_key).map(|(k, _, _)| k.id))
+    }
+
     async fn vapid_keys(&self, app: AppId) -> Result<Vec<VapidKeyInfo>> {
         let st = self.lock();
         Ok(st

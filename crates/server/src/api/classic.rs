@@ -38,12 +38,12 @@ async fn key_of(st: &AppState, app: &crate::app::App, named: Option<&Value>) -> 
         Some(Value::String(k)) => k,
         Some(_) => return Err(ApiError::bad_request("unknown-vapid-key", "applicationServerKey must be a string")),
     };
-    let keys = st
+    let key = st
         .store
-        .vapid_keys(app.id)
+        .vapid_key_id(app.id, named)
         .await
         .map_err(|e| ApiError::storage("unable-to-save-subscription", "cannot read the app's keys", &e))?;
-    keys.iter().find(|k| k.public_key == *named).map(|k| k.id).ok_or_else(|| {
+    key.ok_or_else(|| {
         ApiError::bad_request("unknown-vapid-key", "applicationServerKey is not one of this app's VAPID keys")
     })
 }

@@ -152,6 +152,15 @@ pub(super) async fn vapid_key(store: &SqlStore, id: i64) -> R<Option<VapidKeyRow
     row.as_ref().map(key_from_row).transpose()
 }
 
+pub(super) async fn vapid_key_id(store: &SqlStore, app: AppId, public_key: &str) -> R<Option<i64>> {
+    let row = sqlx::query("SELECT id FROM vapid_keys WHERE public_key = $1 AND app_id = $2")
+        .bind(public_key)
+        .bind(app.0)
+        .fetch_optional(&store.pool)
+        .await?;
+    Ok(row.map(|r| r.try_get("id")).transpose()?)
+}
+
 pub(super) async fn vapid_keys(store: &SqlStore, app: AppId) -> R<Vec<VapidKeyInfo>> {
     let rows = sqlx::query(
         "SELECT k.id, k.public_key, CAST(k.is_current AS BIGINT) AS is_current, k.created_at, \

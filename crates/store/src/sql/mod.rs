@@ -190,6 +190,10 @@ impl Store for SqlStore {
         Ok(admin::vapid_key(self, id).await?)
     }
 
+    async fn vapid_key_id(&self, app: AppId, public_key: &str) -> Result<Option<i64>> {
+        Ok(admin::vapid_key_id(self, app, public_key).await?)
+    }
+
     async fn vapid_keys(&self, app: AppId) -> Result<Vec<VapidKeyInfo>> {
         Ok(admin::vapid_keys(self, app).await?)
     }

@@ -303,6 +303,9 @@ async fn keys_rotate_and_retire_only_when_unused() -> TestResult {
         let s = store.upsert_subscription(&new("https://push.example.net/r1", None, None, old)?, 1).await?;
         let new_key = store.make_vapid_key_current(app, "pub-2", "priv-2", 2).await?;
         assert_eq!(store.current_vapid_key(app).await?.map(|k| k.id), Some(new_key.id));
+        assert_eq!(store.vapid_key_id(app, "pub-2").await?, Some(new_key.id));
+        assert_eq!(store.vapid_key_id(app, "pub-9").await?, None);
+        assert_eq!(store.vapid_key_id(AppId(99), "pub-2").await?, None, "another app's key is not found");
         let keys = store.vapid_keys(app).await?;
         assert_eq!(
             keys.iter().map(|k| (k.id, k.current, k.subscriptions)).collect::<Vec<_>>(),
