@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use tocsin_store::{NewSubscription, Store, Target};
+use tocsin_store::{NewSubscription, Store, StoreError, Target};
 
 use crate::app::AppArg;
 use crate::serve::DbArgs;
@@ -134,7 +134,8 @@ pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<Exit
                             app: app.id,
                         });
                         if batch.len() == IMPORT_BATCH {
-                            imported += store.upsert_subscriptions(&batch, now_ms()).await?.len() as u64;
+                            let (i, s) = write(&store, &batch).await?;
+                            (imported, skipped) = (imported + i, skipped + s);
                             batch.clear();
                             if let Some(b) = &bar {
                                 b.set_position(imported);
@@ -147,13 +148,38 @@ pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<Exit
                     }
                 }
             }
-            imported += store.upsert_subscriptions(&batch, now_ms()).await?.len() as u64;
+            let (i, s) = write(&store, &batch).await?;
+            (imported, skipped) = (imported + i, skipped + s);
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
             println!("imported {imported}, skipped {skipped}");
             Ok(if skipped == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+    }
+}
+
+/// Writes a batch in one transaction: (imported, skipped). When an
+/// endpoint in it is another app's, the batch is written row by row, and
+/// those rows are skipped with a message.
+async fn write(store: &dyn Store, batch: &[NewSubscription]) -> anyhow::Result<(u64, u64)> {
+    match store.upsert_subscriptions(batch, now_ms()).await {
+        Ok(rows) => Ok((rows.len() as u64, 0)),
+        Err(StoreError::Conflict(_)) => {
+            let (mut imported, mut skipped) = (0, 0);
+            for new in batch {
+                match store.upsert_subscription(new, now_ms()).await {
+                    Ok(_) => imported += 1,
+                    Err(StoreError::Conflict(e)) => {
+                        skipped += 1;
+                        eprintln!("{}: skipped: {e}", new.subscription.endpoint());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok((imported, skipped))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

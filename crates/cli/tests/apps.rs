@@ -403,9 +403,16 @@ async fn import(backend: Backend) {
     let got = received(&dev, "moved-in").await;
     assert_eq!(got.len(), 3);
     assert!(got.iter().all(|g| g["vapid"]["publicKey"] == json!(old_public)));
-    // Another app cannot claim the same key.
+    // Another app cannot claim the same key, nor the same endpoints.
     assert!(cli(&db, &["app", "create", "other"]).0);
     assert!(!cli(&db, &["subscriptions", "import", "--app", "other", "--vapid-private-key", &old_private, &path]).0);
+    let mut mixed = subs[..1].to_vec();
+    mixed.push(dev.mint(None).await);
+    let mixed = jsonl(&mixed);
+    let (ok, out) = cli(&db, &["subscriptions", "import", "--app", "other", mixed.path().to_str().unwrap()]);
+    assert!(!ok, "a skipped line fails the command");
+    assert_eq!(out.trim(), "imported 1, skipped 1");
+    assert_eq!(cli(&db, &["subscriptions", "count", "--app", "moved"]).1.trim(), "3", "moved's row stayed moved's");
 }
 both_backends!(import_with_the_old_servers_key, import);
 
