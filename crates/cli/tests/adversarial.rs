@@ -308,6 +308,13 @@ async fn a_burst_from_one_address_is_limited_and_others_are_not() {
         .await
         .unwrap();
     assert_eq!(spoofed.status(), 429);
+    // The allowance is the address's across apps: another app's routes (or
+    // a name that is no app) do not give it a fresh one.
+    assert_eq!(server.post_json("/v1/apps", &json!({"name": "other"})).await.0, 201);
+    for path in ["/apps/other/api/subscription", "/apps/nope/api/subscription"] {
+        let r = one.delete(server.url(path)).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 429, "{path}");
+    }
 }
 
 /// Failed authentications are limited per address: after the burst even
