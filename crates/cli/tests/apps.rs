@@ -284,6 +284,10 @@ async fn rotation(backend: Backend) {
     let mut fresh = dev.mint(Some(&k2_key)).await;
     fresh["applicationServerKey"] = json!(k2_key);
     assert_eq!(subscribe(&server, "shop", &fresh).await.0, 200);
+    // A client that posts an old subscription again without naming its key
+    // (curl, an older tocsin.js) does not move it to the new key.
+    let again = json!({"endpoint": old[0]["endpoint"], "keys": old[0]["keys"]});
+    assert_eq!(subscribe(&server, "shop", &again).await.0, 200);
 
     // Old subscriptions are still delivered, each signed with its own key.
     let m = broadcast(&server, TOKEN, "shop", json!({"title": "after-rotation"})).await;

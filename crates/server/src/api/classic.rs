@@ -29,11 +29,32 @@ pub(crate) async fn vapid_public_key(InApp(app): InApp) -> Json<PublicKeyBody> {
 }
 
 /// The id of the app's key that a browser subscribed with: the one it
-/// names in `applicationServerKey` (tocsin.js sends it), else the current
-/// one. A key the app does not have is refused.
-async fn key_of(st: &AppState, app: &crate::app::App, named: Option<&Value>) -> Result<i64, ApiError> {
+/// names in `applicationServerKey` (tocsin.js sends it). A key the app does
+/// not have is refused. When it names none: the key already stored for this
+/// very subscription (a client re-posting it after a rotation has not moved
+/// to the new key), else the current one.
+async fn key_of(
+    st: &AppState,
+    app: &crate::app::App,
+    named: Option<&Value>,
+    subscription: &Subscription,
+) -> Result<i64, ApiError> {
     let named = match named {
-        None | Some(Value::Null) => return Ok(app.key_id),
+        None | Some(Value::Null) => {
+            let stored =
+                st.store.subscription_by_endpoint(app.id, subscription.endpoint().as_str()).await.map_err(|e| {
+                    ApiError::storage("unable-to-save-subscription", "cannot read the subscription", &e)
+                })?;
+            return Ok(match stored {
+                Some(s)
+                    if s.subscription.p256dh() == subscription.p256dh()
+                        && s.subscription.auth() == subscription.auth() =>
+                {
+                    s.vapid_key_id
+                }
+                _ => app.key_id,
+            });
+        }
         Some(Value::String(k)) if *k == app.public_key => return Ok(app.key_id),
         Some(Value::String(k)) => k,
         Some(_) => return Err(ApiError::bad_request("unknown-vapid-key", "applicationServerKey must be a string")),
@@ -85,7 +106,7 @@ pub(crate) async fn post_subscription(
     if let Some(id) = &user_id {
         app.user_ids.check(id, map.get("userSignature"))?;
     }
-    let vapid_key_id = key_of(&st, &app, map.get("applicationServerKey")).await?;
+    let named_key = map.get("applicationServerKey").cloned();
     let subscription =
         Subscription::from_value(Value::Object(map)).map_err(|e| ApiError::bad_request(e.id(), e.to_string()))?;
     check_endpoint_len(subscription.endpoint().as_str())?;
@@ -93,6 +114,7 @@ pub(crate) async fn post_subscription(
         .check(subscription.endpoint())
         .await
         .map_err(|reason| ApiError::bad_request("endpoint-not-allowed", reason))?;
+    let vapid_key_id = key_of(&st, &app, named_key.as_ref(), &subscription).await?;
     let save_failed = |e: tocsin_store::StoreError| {
         ApiError::storage("unable-to-save-subscription", "Subscription received but failed to save it", &e)
     };
