@@ -131,6 +131,7 @@ pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<Exit
                             user_id,
                             topics,
                             vapid_key_id: key_id,
+                            keep_stored_key: false,
                             app: app.id,
                         });
                         if batch.len() == IMPORT_BATCH {

@@ -81,6 +81,7 @@ async fn broadcast(store: &dyn Store, n: usize) -> Result<String, Box<dyn std::e
                 user_id: None,
                 topics: None,
                 vapid_key_id: key.id,
+                keep_stored_key: false,
             })
         })
         .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;

@@ -16,7 +16,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so that tests can pause it.
+use tokio::time::Instant;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
@@ -81,6 +84,11 @@ pub struct Apps {
     fallback: Fallback,
     server_user_ids: Arc<UserIds>,
     cache: RwLock<HashMap<String, Arc<App>>>,
+    /// When every app was last read because a name was not in the cache
+    /// (an app made on another node, or a name that is no app): at most
+    /// once per [`FRESH`], so that requests for made-up names cannot turn
+    /// into a database read each.
+    last_miss: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Apps {
@@ -88,7 +96,7 @@ impl Apps {
     pub fn new(store: Arc<dyn Store>, fallback: Fallback) -> Self {
         let server_user_ids =
             Arc::new(UserIds::new(fallback.user_signing_secret.as_deref(), fallback.trust_client_user_ids));
-        Self { store, fallback, server_user_ids, cache: RwLock::default() }
+        Self { store, fallback, server_user_ids, cache: RwLock::default(), last_miss: std::sync::Mutex::new(None) }
     }
 
     /// The app named `name`, if it exists (cached for a second).
@@ -96,8 +104,33 @@ impl Apps {
         let cached = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
         match cached {
             Some(app) if app.loaded.elapsed() < FRESH => Ok(Some(app)),
-            _ => self.load(name).await,
+            Some(_) => self.load(name).await,
+            None => {
+                {
+                    let mut last = self.last_miss.lock().unwrap_or_else(|p| p.into_inner());
+                    if last.is_some_and(|t| t.elapsed() < FRESH) {
+                        return Ok(None);
+                    }
+                    *last = Some(Instant::now());
+                }
+                self.load_all().await?;
+                Ok(self.cache.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned())
+            }
         }
+    }
+
+    /// Reads every app (at start, and when a name is not known: one made
+    /// on another node since).
+    pub async fn load_all(&self) -> Result<(), StoreError> {
+        let mut apps = HashMap::new();
+        for row in self.store.apps().await? {
+            let Some(key) = self.store.current_vapid_key(row.id).await? else {
+                return Err(StoreError::Corrupt(format!("app {} has no current VAPID key", row.name)));
+            };
+            apps.insert(row.name.clone(), Arc::new(self.app(row, key.id, key.public_key)));
+        }
+        *self.cache.write().unwrap_or_else(|p| p.into_inner()) = apps;
+        Ok(())
     }
 
     /// Reads the app again (after this node rotated its key, or when the
@@ -246,7 +279,32 @@ impl FromRequestParts<AppState> for InApp {
 
 #[cfg(test)]
 mod tests {
-    use super::app_in_path;
+    use super::*;
+    use tocsin_store::NewApp;
+    use tocsin_store_api::memory::MemoryStore;
+
+    #[tokio::test(start_paused = true)]
+    async fn names_it_does_not_know_are_read_at_most_once_a_second() -> Result<(), StoreError> {
+        let store = Arc::new(MemoryStore::new());
+        store.make_vapid_key_current(AppId::DEFAULT, "pub-1", "priv-1", 0).await?;
+        let fallback = Fallback { user_signing_secret: None, trust_client_user_ids: false, cors_origins: Vec::new() };
+        let apps = Apps::new(store.clone(), fallback);
+        apps.load_all().await?;
+        assert_eq!(apps.get("default").await?.map(|a| a.public_key.clone()), Some("pub-1".into()));
+        assert!(apps.get("nope").await?.is_none(), "read every app: no such one");
+        // Made meanwhile (another node): not read again within the second…
+        store.create_app(&NewApp { name: "shop".into(), ..NewApp::default() }, "pub-s", "priv-s", 0).await?;
+        assert!(apps.get("shop").await?.is_none());
+        tokio::time::advance(FRESH).await;
+        // …and found after it.
+        assert_eq!(apps.get("shop").await?.map(|a| a.public_key.clone()), Some("pub-s".into()));
+        // A rotation elsewhere is seen when the cached copy is a second old.
+        store.make_vapid_key_current(AppId::DEFAULT, "pub-2", "priv-2", 1).await?;
+        assert_eq!(apps.get("default").await?.map(|a| a.public_key.clone()), Some("pub-1".into()));
+        tokio::time::advance(FRESH).await;
+        assert_eq!(apps.get("default").await?.map(|a| a.public_key.clone()), Some("pub-2".into()));
+        Ok(())
+    }
 
     #[test]
     fn the_app_of_a_path() {

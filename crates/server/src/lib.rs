@@ -349,6 +349,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         wait_timeout: config.wait_timeout,
         event_tokens: Arc::new(proof::EventTokens::new(&event_key)),
     });
+    state.apps.load_all().await?;
     let metrics_only = config.metrics_listen.map(|_| api::metrics_router(state.clone()));
     let app = api::router(state, &config);
     let listener =

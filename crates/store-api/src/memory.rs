@@ -106,6 +106,11 @@ impl State {
                 return Err(StoreError::Conflict("this endpoint is subscribed in another app".into()));
             }
             Some(row) => {
+                let same = row.subscription.p256dh() == new.subscription.p256dh()
+                    && row.subscription.auth() == new.subscription.auth();
+                if !(new.keep_stored_key && same) {
+                    row.vapid_key_id = new.vapid_key_id;
+                }
                 row.subscription = new.subscription.clone();
                 if new.user_id.is_some() {
                     row.user_id = new.user_id.clone();
@@ -113,7 +118,6 @@ impl State {
                 if let Some(t) = &new.topics {
                     row.topics = t.clone();
                 }
-                row.vapid_key_id = new.vapid_key_id;
                 row.updated_at = now;
                 row.clone()
             }

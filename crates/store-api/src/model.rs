@@ -122,6 +122,12 @@ pub struct NewSubscription {
     pub topics: Option<Vec<String>>,
     /// The VAPID key it was made for (a key of `app`).
     pub vapid_key_id: i64,
+    /// When the caller did not say which key the subscription was made
+    /// with (`vapid_key_id` is then the app's current one): a stored row
+    /// with the same endpoint and keys keeps its own key, since it is the
+    /// same subscription posted again (after a rotation, its browser still
+    /// holds the key it subscribed with).
+    pub keep_stored_key: bool,
     /// The app it belongs to.
     pub app: AppId,
 }

@@ -99,12 +99,16 @@ pub(crate) async fn write_all(pool: &AnyPool, items: &[(&NewSubscription, i64)])
     let mut tx = pool.begin().await?;
     for (_, members) in &rounds {
         // Rows that bring topics replace the stored ones; rows without keep
-        // them: two statements, since `excluded` cannot tell "not given".
-        for with_topics in [false, true] {
-            let group: Vec<usize> =
-                members.iter().copied().filter(|&i| items[i].0.topics.is_some() == with_topics).collect();
+        // them; the same for the VAPID key (`keep_stored_key`): a statement
+        // per kind, since `excluded` cannot tell "not given".
+        for (with_topics, keep_key) in [(false, false), (true, false), (false, true), (true, true)] {
+            let group: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|&i| items[i].0.topics.is_some() == with_topics && items[i].0.keep_stored_key == keep_key)
+                .collect();
             for chunk in group.chunks(CHUNK) {
-                let returned = upsert_chunk(&mut tx, items, chunk, with_topics).await?;
+                let returned = upsert_chunk(&mut tx, items, chunk, with_topics, keep_key).await?;
                 let mut by_endpoint: HashMap<String, AnyRow> = HashMap::with_capacity(returned.len());
                 for row in returned {
                     by_endpoint.insert(row.try_get("endpoint")?, row);
@@ -152,11 +156,18 @@ async fn upsert_chunk(
     items: &[(&NewSubscription, i64)],
     chunk: &[usize],
     with_topics: bool,
+    keep_key: bool,
 ) -> Result<Vec<AnyRow>> {
     // Nine parameters a row; created_at and updated_at share the eighth.
     let values: Vec<String> =
         (0..chunk.len()).map(|r| format!("({}, ${}, ${})", placeholders(r * 9 + 1, 8), r * 9 + 8, r * 9 + 9)).collect();
     let topics = if with_topics { "excluded.topics" } else { "subscriptions.topics" };
+    let key = if keep_key {
+        "CASE WHEN subscriptions.p256dh = excluded.p256dh AND subscriptions.auth = excluded.auth \
+           THEN subscriptions.vapid_key_id ELSE excluded.vapid_key_id END"
+    } else {
+        "excluded.vapid_key_id"
+    };
     let sql = format!(
         "INSERT INTO subscriptions \
            (endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at, app_id) \
@@ -164,7 +175,7 @@ async fn upsert_chunk(
          ON CONFLICT (endpoint) DO UPDATE SET \
            p256dh = excluded.p256dh, auth = excluded.auth, expiration_time = excluded.expiration_time, \
            user_id = COALESCE(excluded.user_id, subscriptions.user_id), topics = {topics}, \
-           vapid_key_id = excluded.vapid_key_id, updated_at = excluded.updated_at \
+           vapid_key_id = {key}, updated_at = excluded.updated_at \
          WHERE subscriptions.app_id = excluded.app_id \
          RETURNING {SUB_RETURNING}",
         values.join(", ")

@@ -50,6 +50,7 @@ pub fn new(
         user_id: user.map(str::to_owned),
         topics: topics.map(|t| t.iter().map(|s| s.to_string()).collect()),
         vapid_key_id: key,
+        keep_stored_key: false,
         app: crate::AppId::DEFAULT,
     })
 }

@@ -131,6 +131,8 @@ pub(crate) async fn post_app(
             ApiError::storage("unable-to-create-app", "the app could not be created", &e)
         }
     })?;
+    // This node knows it at once (others within a second).
+    st.apps.load(&app.name).await.map_err(db)?;
     tracing::info!(app = %app.name, "app created");
     Ok((StatusCode::CREATED, Json(json!({"app": app.name, "publicKey": key.public_key}))).into_response())
 }

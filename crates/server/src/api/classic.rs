@@ -28,34 +28,16 @@ pub(crate) async fn vapid_public_key(InApp(app): InApp) -> Json<PublicKeyBody> {
     Json(PublicKeyBody { public_key: app.public_key.clone() })
 }
 
-/// The id of the app's key that a browser subscribed with: the one it
-/// names in `applicationServerKey` (tocsin.js sends it). A key the app does
-/// not have is refused. When it names none: the key already stored for this
-/// very subscription (a client re-posting it after a rotation has not moved
-/// to the new key), else the current one.
-async fn key_of(
-    st: &AppState,
-    app: &crate::app::App,
-    named: Option<&Value>,
-    subscription: &Subscription,
-) -> Result<i64, ApiError> {
+/// The id of the app's key that a browser subscribed with, and whether a
+/// stored copy of the same subscription keeps its own: the key it names in
+/// `applicationServerKey` (tocsin.js sends it; a key the app does not have
+/// is refused), else the current one, unless the row is already stored with
+/// the same keys (a client re-posting it after a rotation has not moved to
+/// the new key: the store keeps the row's key then).
+async fn key_of(st: &AppState, app: &crate::app::App, named: Option<&Value>) -> Result<(i64, bool), ApiError> {
     let named = match named {
-        None | Some(Value::Null) => {
-            let stored =
-                st.store.subscription_by_endpoint(app.id, subscription.endpoint().as_str()).await.map_err(|e| {
-                    ApiError::storage("unable-to-save-subscription", "cannot read the subscription", &e)
-                })?;
-            return Ok(match stored {
-                Some(s)
-                    if s.subscription.p256dh() == subscription.p256dh()
-                        && s.subscription.auth() == subscription.auth() =>
-                {
-                    s.vapid_key_id
-                }
-                _ => app.key_id,
-            });
-        }
-        Some(Value::String(k)) if *k == app.public_key => return Ok(app.key_id),
+        None | Some(Value::Null) => return Ok((app.key_id, true)),
+        Some(Value::String(k)) if *k == app.public_key => return Ok((app.key_id, false)),
         Some(Value::String(k)) => k,
         Some(_) => return Err(ApiError::bad_request("unknown-vapid-key", "applicationServerKey must be a string")),
     };
@@ -64,7 +46,7 @@ async fn key_of(
         .vapid_key_id(app.id, named)
         .await
         .map_err(|e| ApiError::storage("unable-to-save-subscription", "cannot read the app's keys", &e))?;
-    key.ok_or_else(|| {
+    key.map(|k| (k, false)).ok_or_else(|| {
         ApiError::bad_request("unknown-vapid-key", "applicationServerKey is not one of this app's VAPID keys")
     })
 }
@@ -114,7 +96,7 @@ pub(crate) async fn post_subscription(
         .check(subscription.endpoint())
         .await
         .map_err(|reason| ApiError::bad_request("endpoint-not-allowed", reason))?;
-    let vapid_key_id = key_of(&st, &app, named_key.as_ref(), &subscription).await?;
+    let (vapid_key_id, keep_stored_key) = key_of(&st, &app, named_key.as_ref()).await?;
     let save_failed = |e: tocsin_store::StoreError| {
         ApiError::storage("unable-to-save-subscription", "Subscription received but failed to save it", &e)
     };
@@ -141,7 +123,7 @@ pub(crate) async fn post_subscription(
         user_id = user_id.or_else(|| old.user_id.clone());
         topics = topics.or_else(|| Some(old.topics.clone()));
     }
-    let new = NewSubscription { subscription, user_id, topics, vapid_key_id, app: app.id };
+    let new = NewSubscription { subscription, user_id, topics, vapid_key_id, keep_stored_key, app: app.id };
     st.store.upsert_subscription(&new, now_ms()).await.map_err(|e| match e {
         tocsin_store::StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "endpoint-in-other-app", m),
         e => save_failed(e),

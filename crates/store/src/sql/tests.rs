@@ -314,6 +314,19 @@ async fn keys_rotate_and_retire_only_when_unused() -> TestResult {
         assert_eq!(store.retire_vapid_key(app, new_key.id, true).await?, RetireKey::Current);
         assert_eq!(store.retire_vapid_key(app, old, false).await?, RetireKey::InUse(1));
         assert_eq!(store.retire_vapid_key(AppId(99), old, true).await?, RetireKey::NotFound);
+        // Posted again without naming its key: the same subscription keeps
+        // the key it has; with other keys it is another subscription, made
+        // with the key given.
+        let mut again = new("https://push.example.net/r1", None, None, new_key.id)?;
+        again.keep_stored_key = true;
+        assert_eq!(store.upsert_subscription(&again, 3).await?.vapid_key_id, old);
+        let other_keys = r#"{"endpoint":"https://push.example.net/r3","keys":{"p256dh":"BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4","auth":"AAAAAAAAAAAAAAAAAAAAAA"}}"#;
+        let mut r3 = new("https://push.example.net/r3", None, None, old)?;
+        store.upsert_subscription(&r3, 3).await?;
+        r3.subscription = tocsin_protocol::Subscription::from_json(other_keys)?;
+        (r3.vapid_key_id, r3.keep_stored_key) = (new_key.id, true);
+        assert_eq!(store.upsert_subscription(&r3, 3).await?.vapid_key_id, new_key.id);
+        assert!(store.delete_subscription(app, store.upsert_subscription(&r3, 3).await?.id).await?);
         // The subscription moves to the new key; then the old one may go.
         let mut moved = new("https://push.example.net/r1", None, None, new_key.id)?;
         moved.subscription = s.subscription.clone();
