@@ -255,9 +255,13 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         if args.subscribe:
             results["subscribe"] = []
-            # With --baseline, the same loads against the earlier build, interleaved (it predates the
-            # rate limits, so it gets no exemption flag).
-            builds = [("this", TOCSIN, True)] + ([("baseline", args.baseline, False)] if args.baseline else [])
+            # With --baseline, the same loads against the earlier build, interleaved (a build that
+            # predates the rate limits gets no exemption flag).
+            def has_exempt(binary):
+                help_text = subprocess.run([str(binary), "serve", "--help"], capture_output=True, text=True).stdout
+                return "--rate-limit-exempt" in help_text
+            builds = [("this", TOCSIN, True)] + (
+                [("baseline", args.baseline, has_exempt(args.baseline))] if args.baseline else [])
             runs = [(b, c, x) for b in ["sqlite", "postgres"] for c in [32, 64] for x in builds]
             for backend, connections, (build, binary, exempt) in runs:
                 if backend == "sqlite":
