@@ -48,6 +48,9 @@ pub struct App {
     /// Origins its routes answer with CORS headers (`*` for any).
     pub cors_origins: Arc<Vec<String>>,
     loaded: Instant,
+    /// Set by the one request that reads a stale copy again; the others
+    /// meanwhile go on with the stale copy (no stampede at each second).
+    reloading: std::sync::atomic::AtomicBool,
 }
 
 impl App {
@@ -104,7 +107,13 @@ impl Apps {
         let cached = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
         match cached {
             Some(app) if app.loaded.elapsed() < FRESH => Ok(Some(app)),
-            Some(_) => self.load(name).await,
+            Some(app) if app.reloading.swap(true, std::sync::atomic::Ordering::AcqRel) => Ok(Some(app)),
+            Some(app) => {
+                let loaded = self.load(name).await;
+                // On failure the stale copy stays, and the next request tries again.
+                app.reloading.store(false, std::sync::atomic::Ordering::Release);
+                loaded
+            }
             None => {
                 {
                     let mut last = self.last_miss.lock().unwrap_or_else(|p| p.into_inner());
@@ -161,13 +170,8 @@ impl Apps {
             user_ids,
             cors_origins: Arc::new(row.cors_origins.unwrap_or_else(|| self.fallback.cors_origins.clone())),
             loaded: Instant::now(),
+            reloading: std::sync::atomic::AtomicBool::new(false),
         }
-    }
-
-    /// Whether any app, or the server, may answer CORS at all (decides
-    /// whether the CORS layer is installed).
-    pub fn server_cors(&self) -> &[String] {
-        &self.fallback.cors_origins
     }
 }
 
