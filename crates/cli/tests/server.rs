@@ -783,3 +783,50 @@ fn sizes_below_one_are_refused_with_a_clear_error() {
         assert!(err.contains(flag) && err.contains("0 is not in 1.."), "{flag}: {err}");
     }
 }
+
+/// `GET /v1/push-services`: what each origin answered, by class, with
+/// latency and the back-off a `Retry-After` put in force.
+#[tokio::test]
+async fn push_services_report_each_origins_answers() {
+    let db = Db::new(Backend::Sqlite);
+    let server = Server::start(&db, &["--endpoint-policy", "any"]);
+    let dev = DevPush::start(&[]);
+    let (status, v) = server.get("/v1/push-services").await;
+    assert_eq!((status, v["items"].as_array().map(Vec::len)), (200, Some(0)), "{v}");
+    assert!(v["node"].as_str().is_some_and(|n| !n.is_empty()));
+    let mut subs = Vec::new();
+    for _ in 0..4 {
+        let s = minted(&dev, &server).await;
+        assert_eq!(server.subscribe(&s).await.0, 200);
+        subs.push(s);
+    }
+    dev.post(&format!("/subscriptions/{}/faults", sub_id(&subs[0])), json!({"status": 500})).await;
+    dev.post(&format!("/subscriptions/{}/faults", sub_id(&subs[1])), json!({"status": 429, "retryAfter": "30"})).await;
+    dev.post(&format!("/subscriptions/{}/expire", sub_id(&subs[2])), json!({})).await;
+    let (status, _) = server.post_json("/v1/messages", &json!({"target": {"all": true}, "payload": "hi"})).await;
+    assert_eq!(status, 202);
+    let mut item = Value::Null;
+    for _ in 0..400 {
+        let (_, v) = server.get("/v1/push-services").await;
+        item = v["items"][0].clone();
+        if item["requests"].as_u64().unwrap_or(0) >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(item["origin"].as_str(), Some(dev.base.as_str()), "{item}");
+    assert!(item["delivered"].as_u64() >= Some(1), "{item}");
+    assert_eq!(item["gone"], 1, "{item}");
+    assert_eq!(
+        (item["errors"]["serverErrors"].as_u64(), item["errors"]["rateLimited"].as_u64()),
+        (Some(1), Some(1)),
+        "{item}"
+    );
+    assert_eq!(item["errors"]["rejected"], 0);
+    assert!(item["p50Ms"].as_f64().is_some_and(|ms| ms > 0.0), "{item}");
+    assert!(item["p99Ms"].as_f64() >= item["p50Ms"].as_f64());
+    let backoff = item["backoffSeconds"].as_f64().expect("the 429's Retry-After holds the origin back");
+    assert!(backoff > 0.0 && backoff <= 30.0, "{backoff}");
+    // It needs a token.
+    assert_eq!(server.raw(Method::GET, "/v1/push-services", "").await.0, 401);
+}

@@ -49,6 +49,11 @@ impl Metrics {
         }
     }
 
+    /// This process's node id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// Counts a subscription saved in `app`.
     pub fn subscription_saved(&self, app: &str) {
         self.subscriptions_saved.get_or_create(&AppLabel { app: app.to_owned() }).inc();

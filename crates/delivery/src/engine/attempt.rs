@@ -133,7 +133,9 @@ impl Engine {
                                 let started = tokio::time::Instant::now();
                                 let o = transport.send(req).await;
                                 in_flight_gauge.dec();
-                                gate.latency.observe(started.elapsed().as_secs_f64());
+                                let took = started.elapsed();
+                                gate.latency.observe(took.as_secs_f64());
+                                gate.stats.record(&o, took);
                                 match o {
                                     Outcome::Delivered { .. } => Attempt::Delivered,
                                     Outcome::Gone { .. } => Attempt::Gone,

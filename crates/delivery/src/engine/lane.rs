@@ -64,6 +64,8 @@ pub(super) struct OriginGate {
     not_before: Mutex<Option<Instant>>,
     /// This origin's series of `push_latency_seconds`, looked up once.
     pub(super) latency: Histogram,
+    /// What it answered, for `GET /v1/push-services`.
+    pub(super) stats: super::origins::OriginStats,
 }
 
 /// A gate wait longer than this is not waited for: the delivery is
@@ -72,7 +74,7 @@ const MAX_GATE_WAIT: Duration = Duration::from_secs(2);
 
 impl OriginGate {
     pub(super) fn new(latency: Histogram) -> Self {
-        Self { not_before: Mutex::new(None), latency }
+        Self { not_before: Mutex::new(None), latency, stats: Default::default() }
     }
 
     /// Takes a permit of `permits` (this thread's share for the origin), then
@@ -94,6 +96,15 @@ impl OriginGate {
             }
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// How long this origin is still held back by a `Retry-After`.
+    pub(super) fn backoff(&self) -> Duration {
+        self.not_before
+            .lock()
+            .ok()
+            .and_then(|nb| *nb)
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
     }
 
     pub(super) fn slow_down(&self, after: Duration) {

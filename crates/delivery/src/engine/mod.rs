@@ -27,11 +27,12 @@
 //!
 //! Rooms: [`lane`] (a thread's limits, the shared per-origin gates),
 //! `work` (the loop, claims and heartbeats), `attempt` (one attempt per
-//! job), [`metrics`].
+//! job), [`metrics`], [`origins`] (each push service origin's answers).
 
 mod attempt;
 mod lane;
 pub mod metrics;
+pub mod origins;
 mod work;
 
 use std::collections::{HashMap, HashSet};
@@ -50,6 +51,7 @@ use crate::fanout::BroadcastConfig;
 use crate::PushClient;
 use lane::{split, thread_count, Lane, OriginGate};
 pub use metrics::EngineMetrics;
+pub use origins::PushServiceHealth;
 
 /// How the engine works.
 #[derive(Debug, Clone)]
@@ -207,6 +209,16 @@ impl Engine {
             node: self.config.node_id.clone(),
             token: format!("{}/{:016x}-{n}", self.config.node_id, self.claim_prefix),
         }
+    }
+
+    /// Each push service origin this process has sent to, by origin: its
+    /// requests, outcomes, latency and back-off (`GET /v1/push-services`).
+    pub fn push_services(&self) -> Vec<PushServiceHealth> {
+        let gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<PushServiceHealth> =
+            gates.iter().map(|(origin, gate)| gate.stats.snapshot(origin, gate.backoff())).collect();
+        all.sort_by(|a, b| a.origin.cmp(&b.origin));
+        all
     }
 
     fn gate(&self, origin: &str) -> Arc<OriginGate> {

@@ -40,7 +40,7 @@ use utoipa::OpenApi;
         classic::vapid_public_key, classic::post_subscription, classic::delete_subscription, classic::push_all, classic::test_notification, classic::post_event,
         messages::create_message, messages::get_message, messages::cancel_message, messages::list_messages,
         apps::list_apps, apps::post_app, apps::list_keys, apps::rotate, apps::retire,
-        subscriptions::list_subscriptions, subscriptions::get_subscription, subscriptions::remove_subscription, ops::stats,
+        subscriptions::list_subscriptions, subscriptions::get_subscription, subscriptions::remove_subscription, ops::stats, ops::push_services,
         ops::healthz, ops::readyz, ops::metrics
     ),
     components(schemas(ErrorBody, views::SuccessBody, views::PublicKeyBody, messages::MessageRequest, views::MessageView, views::CountsView, views::SubscriptionView,
@@ -108,6 +108,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .nest("/v1", app_routes())
         .nest("/v1/apps/{app}", app_routes())
         .route("/v1/apps", get(apps::list_apps).post(apps::post_app))
+        .route("/v1/push-services", get(ops::push_services))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -21,6 +21,18 @@ pub(crate) async fn stats(token: Reader, State(st): State<AppState>) -> Result<J
         .map_err(|e| ApiError::storage("database-unavailable", "cannot read stats", &e))
 }
 
+/// Each push service origin this node has sent to since it started:
+/// requests, outcomes, errors by class, latency and any `Retry-After`
+/// back-off in force. Per node: with several nodes, ask each.
+#[utoipa::path(get, path = "/v1/push-services", security(("token" = ["read", "admin"])),
+    responses((status = 200, description = "{\"node\",\"items\":[{\"origin\",\"requests\",\"delivered\",\"gone\",\
+        \"errors\":{\"rejected\",\"rateLimited\",\"serverErrors\",\"networkErrors\"},\"p50Ms\",\"p99Ms\",\"backoffSeconds\"}]}: \
+        latencies are the upper bound of their power-of-two bucket of milliseconds; null before any request"),
+        (status = 403, body = ErrorBody, description = "a token made for one app")))]
+pub(crate) async fn push_services(_token: ServerWide<ReadScope>, State(st): State<AppState>) -> Json<Value> {
+    Json(json!({"node": st.metrics.node(), "items": st.engine.push_services()}))
+}
+
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", responses((status = 200)))]
 pub(crate) async fn healthz() -> Json<Value> {
