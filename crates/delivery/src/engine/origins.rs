@@ -84,7 +84,7 @@ impl OriginStats {
             errors,
             p50_ms: Self::quantile_ms(&counts, 0.50),
             p99_ms: Self::quantile_ms(&counts, 0.99),
-            backoff_seconds: (!backoff.is_zero()).then(|| backoff.as_secs_f64()),
+            backoff_seconds: (!backoff.is_zero()).then_some(backoff.as_secs_f64()),
         }
     }
 }
