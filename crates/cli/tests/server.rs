@@ -830,3 +830,49 @@ async fn push_services_report_each_origins_answers() {
     // It needs a token.
     assert_eq!(server.raw(Method::GET, "/v1/push-services", "").await.0, 401);
 }
+
+/// `GET /v1/stats/daily`: what came and went per day, summed over today
+/// and yesterday (a run across midnight splits them).
+#[tokio::test]
+async fn daily_stats_count_subscriptions_and_messages() {
+    let db = Db::new(Backend::Sqlite);
+    let server = Server::start(&db, &["--endpoint-policy", "any"]);
+    let dev = DevPush::start(&[]);
+    let mut subs = Vec::new();
+    for _ in 0..4 {
+        let s = minted(&dev, &server).await;
+        assert_eq!(server.subscribe(&s).await.0, 200);
+        subs.push(s);
+    }
+    // One leaves through the API, one answers 410, one is replaced by its browser's next.
+    let right = json!({"endpoint": subs[0]["endpoint"], "keys": {"auth": subs[0]["keys"]["auth"]}});
+    assert_eq!(server.raw(Method::DELETE, "/api/subscription", right.to_string()).await.0, 200);
+    dev.post(&format!("/subscriptions/{}/expire", sub_id(&subs[1])), json!({})).await;
+    let mut next = minted(&dev, &server).await;
+    next["oldEndpoint"] = subs[2]["endpoint"].clone();
+    next["oldKeys"] = json!({"auth": subs[2]["keys"]["auth"]});
+    assert_eq!(server.subscribe(&next).await.0, 200);
+    let r = server.http.post(server.url("/api/push?wait=true")).bearer_auth(TOKEN).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let (status, v) = server.get("/v1/stats/daily?days=2").await;
+    assert_eq!(status, 200, "{v}");
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let today = items[1]["date"].as_str().unwrap();
+    assert_eq!(today.len(), 10, "YYYY-MM-DD: {today}");
+    let sum = |k: &str| items.iter().map(|i| i[k].as_i64().unwrap()).sum::<i64>();
+    assert_eq!(
+        (sum("subscribed"), sum("unsubscribed"), sum("sent"), sum("delivered")),
+        (4, 2, 1, 2),
+        "4 came (the replacement is not a new one), the API's and the 410's went: {v}"
+    );
+    let (_, stats) = server.get("/v1/stats").await;
+    assert_eq!(stats["subscriptions"].as_i64(), Some(sum("subscribed") - sum("unsubscribed")));
+    assert_eq!(server.get("/v1/stats/daily").await.1["items"].as_array().map(Vec::len), Some(30));
+    for bad in ["0", "367", "x"] {
+        let (status, v) = server.get(&format!("/v1/stats/daily?days={bad}")).await;
+        assert_eq!(status, 400, "{bad}: {v}");
+    }
+    assert_eq!(server.raw(Method::GET, "/v1/stats/daily", "").await.0, 401);
+}

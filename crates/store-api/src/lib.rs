@@ -122,6 +122,11 @@ pub trait Store: Send + Sync + 'static {
     /// Counts a `shown` or `clicked` event for a message of `app`; false
     /// when there is no such message.
     async fn add_event(&self, app: AppId, message_id: &str, event: Event) -> Result<bool>;
+    /// The browser's new subscription `new_id` replaces its old one
+    /// `old_id` (`oldEndpoint`): the new keeps the old one's creation time,
+    /// and the old goes without counting as an unsubscription. True when
+    /// the old one went.
+    async fn replace_subscription(&self, app: AppId, old_id: i64, new_id: i64) -> Result<bool>;
     /// Deletes a subscription of `app` by id; true when a row went.
     async fn delete_subscription(&self, app: AppId, id: i64) -> Result<bool>;
     /// One subscription of `app`.
@@ -236,6 +241,10 @@ pub trait Store: Send + Sync + 'static {
     /// Returns how many went (safe to run on several nodes at once).
     async fn purge_messages(&self, before: i64, limit: i64) -> Result<u64>;
 
+    /// Each UTC day of `app` from `first_day` to `last_day` (days since the
+    /// epoch), in order: subscriptions created and removed, and messages
+    /// created that day with their counts (purged messages are not in it).
+    async fn daily_stats(&self, app: AppId, first_day: i64, last_day: i64) -> Result<Vec<DailyStats>>;
     /// Totals of `app` for `/v1/stats`, purged messages included.
     async fn stats(&self, app: AppId) -> Result<Stats>;
 }

@@ -32,7 +32,11 @@ struct State {
     refuse_renewals: bool,
     secrets: HashMap<String, String>,
     purged: HashMap<AppId, Stats>,
+    /// (app, day) → (unsubscribed, removed_created), as `daily_counts`.
+    removed: BTreeMap<(AppId, i64), (i64, i64)>,
 }
+
+const DAY_MS: i64 = 86_400_000;
 
 #[derive(Debug)]
 struct ShardRow {
@@ -84,6 +88,10 @@ impl MemoryStore {
     }
 }
 
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 fn matches(target: &Target, s: &StoredSubscription) -> bool {
     match target {
         Target::All(_) => true,
@@ -94,6 +102,19 @@ fn matches(target: &Target, s: &StoredSubscription) -> bool {
 }
 
 impl State {
+    /// Removes subscriptions and counts them by day, as the SQL store does.
+    fn remove(&mut self, ids: impl IntoIterator<Item = i64>, now: i64) -> usize {
+        let mut n = 0;
+        for id in ids {
+            if let Some(s) = self.subs.remove(&id) {
+                self.removed.entry((s.app_id, now.div_euclid(DAY_MS))).or_default().0 += 1;
+                self.removed.entry((s.app_id, s.created_at.div_euclid(DAY_MS))).or_default().1 += 1;
+                n += 1;
+            }
+        }
+        n
+    }
+
     fn message_mut(&mut self, id: &str) -> Result<&mut Message> {
         self.messages.get_mut(id).ok_or_else(|| StoreError::Corrupt(format!("no message {id}")))
     }
@@ -185,7 +206,7 @@ impl State {
     }
 
     /// A page's or a batch's outcome, as the SQL store's `apply_outcome`.
-    fn apply(&mut self, message_id: &str, outcome: &PageOutcome, pending_delta: i64) -> Result<MessageState> {
+    fn apply(&mut self, message_id: &str, outcome: &PageOutcome, pending_delta: i64, now: i64) -> Result<MessageState> {
         let m = self.message_mut(message_id)?;
         let c = &mut m.counts;
         c.delivered += outcome.delivered;
@@ -201,9 +222,7 @@ impl State {
         for (reason, n) in &outcome.failed {
             *self.failures.entry((message_id.to_owned(), reason.clone())).or_default() += n;
         }
-        for id in outcome.gone.iter().chain(&outcome.expired) {
-            self.subs.remove(id);
-        }
+        self.remove(outcome.gone.iter().chain(&outcome.expired).copied(), now);
         if state != MessageState::Cancelled {
             for r in &outcome.retries {
                 self.retries.entry((message_id.to_owned(), r.subscription_id)).or_insert(RetryRow {
@@ -312,7 +331,8 @@ impl Store for MemoryStore {
         if n > 0 && !force {
             return Ok(RetireKey::InUse(n));
         }
-        st.subs.retain(|_, s| s.vapid_key_id != id);
+        let gone: Vec<i64> = st.subs.values().filter(|s| s.vapid_key_id == id).map(|s| s.id).collect();
+        st.remove(gone, wall_ms());
         st.keys.retain(|(k, _, _)| k.id != id);
         Ok(RetireKey::Retired { removed: n })
     }
@@ -333,10 +353,8 @@ impl Store for MemoryStore {
                 && s.subscription.endpoint().as_str() == endpoint
                 && tocsin_protocol::b64::encode(s.subscription.auth().as_bytes()) == auth
         });
-        Ok(match id.map(|s| s.id) {
-            Some(id) => st.subs.remove(&id).is_some(),
-            None => false,
-        })
+        let id = id.map(|s| s.id);
+        Ok(st.remove(id, wall_ms()) > 0)
     }
 
     async fn subscription_by_endpoint(&self, app: AppId, endpoint: &str) -> Result<Option<StoredSubscription>> {
@@ -361,9 +379,46 @@ impl Store for MemoryStore {
     async fn delete_subscription(&self, app: AppId, id: i64) -> Result<bool> {
         let mut st = self.lock();
         if st.subs.get(&id).is_some_and(|s| s.app_id == app) {
-            return Ok(st.subs.remove(&id).is_some());
+            return Ok(st.remove([id], wall_ms()) > 0);
         }
         Ok(false)
+    }
+
+    async fn replace_subscription(&self, app: AppId, old_id: i64, new_id: i64) -> Result<bool> {
+        let mut st = self.lock();
+        let Some(old) = st.subs.get(&old_id).filter(|s| s.app_id == app && old_id != new_id).cloned() else {
+            return Ok(false);
+        };
+        if let Some(new) = st.subs.get_mut(&new_id).filter(|s| s.app_id == app) {
+            new.created_at = old.created_at;
+        }
+        Ok(st.subs.remove(&old_id).is_some())
+    }
+
+    async fn daily_stats(&self, app: AppId, first_day: i64, last_day: i64) -> Result<Vec<DailyStats>> {
+        let st = self.lock();
+        let mut days: BTreeMap<i64, DailyStats> =
+            (first_day..=last_day).map(|day| (day, DailyStats { day, ..DailyStats::default() })).collect();
+        for s in st.subs.values().filter(|s| s.app_id == app) {
+            if let Some(d) = days.get_mut(&s.created_at.div_euclid(DAY_MS)) {
+                d.subscribed += 1;
+            }
+        }
+        for ((a, day), (unsubscribed, removed_created)) in &st.removed {
+            if let Some(d) = days.get_mut(day).filter(|_| *a == app) {
+                d.unsubscribed += unsubscribed;
+                d.subscribed += removed_created;
+            }
+        }
+        for m in st.messages.values().filter(|m| m.app_id == app) {
+            if let Some(d) = days.get_mut(&m.created_at.div_euclid(DAY_MS)) {
+                d.sent += 1;
+                d.delivered += m.counts.delivered;
+                d.shown += m.counts.shown;
+                d.clicked += m.counts.clicked;
+            }
+        }
+        Ok(days.into_values().collect())
     }
 
     async fn app_subscription(&self, app: AppId, id: i64) -> Result<Option<StoredSubscription>> {
@@ -569,7 +624,7 @@ impl Store for MemoryStore {
             }
             _ => return Ok(None),
         }
-        st.apply(&shard.message_id, outcome, outcome.retries.len() as i64).map(Some)
+        st.apply(&shard.message_id, outcome, outcome.retries.len() as i64, now).map(Some)
     }
 
     async fn claim_retries(&self, claim: &Claim, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<RetryItem>> {
@@ -621,7 +676,7 @@ impl Store for MemoryStore {
         token: &str,
         items: &[RetryItem],
         outcome: &PageOutcome,
-        _now: i64,
+        now: i64,
     ) -> Result<bool> {
         let mut st = self.lock();
         let key = |i: &RetryItem| (message_id.to_owned(), i.subscription_id);
@@ -631,7 +686,7 @@ impl Store for MemoryStore {
         for i in items {
             st.retries.remove(&key(i));
         }
-        st.apply(message_id, outcome, outcome.retries.len() as i64 - items.len() as i64)?;
+        st.apply(message_id, outcome, outcome.retries.len() as i64 - items.len() as i64, now)?;
         Ok(true)
     }
 

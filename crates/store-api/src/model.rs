@@ -309,6 +309,42 @@ pub struct Stats {
     pub removed: i64,
 }
 
+/// One UTC day of an app, for `GET /v1/stats/daily`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DailyStats {
+    /// Days since the epoch (UTC).
+    pub day: i64,
+    /// Subscriptions created that day (a browser's replacement of its own
+    /// subscription is not a new one).
+    pub subscribed: i64,
+    /// Subscriptions removed that day: by the browser, the API, a 404/410
+    /// from the push service, expiry, or a key retired with force.
+    pub unsubscribed: i64,
+    /// Messages created that day.
+    pub sent: i64,
+    /// Their deliveries.
+    pub delivered: i64,
+    /// Their notifications shown.
+    pub shown: i64,
+    /// Their notifications clicked.
+    pub clicked: i64,
+}
+
+/// The date of a day since the epoch, `YYYY-MM-DD` (proleptic Gregorian,
+/// UTC; Howard Hinnant's `civil_from_days`).
+pub fn day_to_date(day: i64) -> String {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// The id ranges a started message is split into: shards of about
 /// `shard_size` subscriptions, for an audience of `targeted` subscriptions
 /// whose highest id is `last`, as `(start_after, end_at]` pairs that cover
@@ -492,6 +528,16 @@ pub enum Event {
 #[cfg(test)]
 mod tests {
     use super::shard_ranges;
+
+    #[test]
+    fn days_are_dates() {
+        use super::day_to_date;
+        assert_eq!(day_to_date(0), "1970-01-01");
+        assert_eq!(day_to_date(59), "1970-03-01");
+        assert_eq!(day_to_date(11_016), "2000-02-29");
+        assert_eq!(day_to_date(20_789), "2026-12-02");
+        assert_eq!(day_to_date(-1), "1969-12-31");
+    }
 
     #[test]
     fn shards_cover_the_id_range_once() {

@@ -124,12 +124,12 @@ pub(crate) async fn post_subscription(
         topics = topics.or_else(|| Some(old.topics.clone()));
     }
     let new = NewSubscription { subscription, user_id, topics, vapid_key_id, keep_stored_key, app: app.id };
-    st.store.upsert_subscription(&new, now_ms()).await.map_err(|e| match e {
+    let stored = st.store.upsert_subscription(&new, now_ms()).await.map_err(|e| match e {
         tocsin_store::StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "endpoint-in-other-app", m),
         e => save_failed(e),
     })?;
     if let Some(old) = replaced {
-        st.store.delete_subscription(app.id, old.id).await.map_err(save_failed)?;
+        st.store.replace_subscription(app.id, old.id, stored.id).await.map_err(save_failed)?;
     }
     st.metrics.subscription_saved(&app.name);
     Ok(success())

@@ -40,7 +40,7 @@ use utoipa::OpenApi;
         classic::vapid_public_key, classic::post_subscription, classic::delete_subscription, classic::push_all, classic::test_notification, classic::post_event,
         messages::create_message, messages::get_message, messages::cancel_message, messages::list_messages,
         apps::list_apps, apps::post_app, apps::list_keys, apps::rotate, apps::retire,
-        subscriptions::list_subscriptions, subscriptions::get_subscription, subscriptions::remove_subscription, ops::stats, ops::push_services,
+        subscriptions::list_subscriptions, subscriptions::get_subscription, subscriptions::remove_subscription, ops::stats, ops::daily, ops::push_services,
         ops::healthz, ops::readyz, ops::metrics
     ),
     components(schemas(ErrorBody, views::SuccessBody, views::PublicKeyBody, messages::MessageRequest, views::MessageView, views::CountsView, views::SubscriptionView,
@@ -95,6 +95,7 @@ fn app_routes() -> Router<AppState> {
         .route("/subscriptions", get(subscriptions::list_subscriptions))
         .route("/subscriptions/{id}", get(subscriptions::get_subscription).delete(subscriptions::remove_subscription))
         .route("/stats", get(ops::stats))
+        .route("/stats/daily", get(ops::daily))
         .route("/vapid-keys", get(apps::list_keys).post(apps::rotate))
         .route("/vapid-keys/{id}", axum::routing::delete(apps::retire))
 }

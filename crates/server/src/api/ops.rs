@@ -21,6 +21,47 @@ pub(crate) async fn stats(token: Reader, State(st): State<AppState>) -> Result<J
         .map_err(|e| ApiError::storage("database-unavailable", "cannot read stats", &e))
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct DaysQuery {
+    #[serde(default)]
+    days: Option<i64>,
+}
+
+/// Per UTC day, the last `days` days (today included, oldest first):
+/// subscriptions created and removed, messages created and their
+/// deliveries, shown and clicked.
+#[utoipa::path(get, path = "/v1/stats/daily", security(("token" = ["read", "admin"])),
+    params(("days" = Option<i64>, Query, description = "1 to 366, default 30")),
+    responses((status = 200, description = "{\"items\":[{\"date\",\"subscribed\",\"unsubscribed\",\"sent\",\"delivered\",\"shown\",\"clicked\"}]}: \
+        date is YYYY-MM-DD (UTC); a subscription its browser replaced (oldEndpoint) is not counted as unsubscribed, and its \
+        replacement keeps its creation day; messages are counted on the day they were created, purged ones not at all"),
+        (status = 400, body = ErrorBody)))]
+pub(crate) async fn daily(
+    token: Reader,
+    State(st): State<AppState>,
+    Q(q): Q<DaysQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let days = match q.days {
+        None => 30,
+        Some(d) if (1..=366).contains(&d) => d,
+        Some(_) => return Err(ApiError::bad_request("invalid-days", "days must be between 1 and 366")),
+    };
+    let today = now_ms().div_euclid(86_400_000);
+    let rows = st
+        .store
+        .daily_stats(token.app.id, today - days + 1, today)
+        .await
+        .map_err(|e| ApiError::storage("database-unavailable", "cannot read daily stats", &e))?;
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|d| {
+            json!({"date": tocsin_store::day_to_date(d.day), "subscribed": d.subscribed, "unsubscribed": d.unsubscribed,
+                "sent": d.sent, "delivered": d.delivered, "shown": d.shown, "clicked": d.clicked})
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
 /// Each push service origin this node has sent to since it started:
 /// requests, outcomes, errors by class, latency and any `Retry-After`
 /// back-off in force. Per node: with several nodes, ask each.

@@ -4,7 +4,9 @@ use sqlx::Row;
 
 use super::rows::{key_from_row, KEY_COLUMNS};
 use super::{SqlStore, R};
-use crate::{AppId, AppRow, NewApp, RetireKey, Stats, StoreError, TokenRow, TokenScope, VapidKeyInfo, VapidKeyRow};
+use crate::{
+    AppId, AppRow, DailyStats, NewApp, RetireKey, Stats, StoreError, TokenRow, TokenScope, VapidKeyInfo, VapidKeyRow,
+};
 
 fn app_from_row(row: &sqlx::any::AnyRow) -> R<AppRow> {
     let origins: Option<String> = row.try_get("cors_origins")?;
@@ -210,7 +212,12 @@ pub(super) async fn retire_vapid_key(store: &SqlStore, app: AppId, id: i64, forc
     if n > 0 && !force {
         return Ok(RetireKey::InUse(n));
     }
-    sqlx::query("DELETE FROM subscriptions WHERE vapid_key_id = $1").bind(id).execute(&mut *tx).await?;
+    let removed = sqlx::query("DELETE FROM subscriptions WHERE vapid_key_id = $1 RETURNING app_id, created_at")
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    super::rows::count_removed(&mut tx, &removed, now).await?;
     sqlx::query("DELETE FROM vapid_keys WHERE id = $1").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(RetireKey::Retired { removed: n })
@@ -325,4 +332,62 @@ pub(super) async fn stats(store: &SqlStore, app: AppId) -> R<Stats> {
         None => Stats::default(),
     };
     Ok(stored.plus_purged(&purged))
+}
+
+/// Per UTC day from `first_day` to `last_day` (days since the epoch) of
+/// `app`: subscriptions created (live ones, and those removed since) and
+/// removed, and messages created with their counts.
+pub(super) async fn daily(store: &SqlStore, app: AppId, first_day: i64, last_day: i64) -> R<Vec<DailyStats>> {
+    use super::rows::DAY_MS;
+    let (from, to) = (first_day * DAY_MS, (last_day + 1) * DAY_MS);
+    let mut days: std::collections::BTreeMap<i64, DailyStats> =
+        (first_day..=last_day).map(|day| (day, DailyStats { day, ..DailyStats::default() })).collect();
+    let live = sqlx::query(
+        "SELECT CAST(created_at / 86400000 AS BIGINT) AS day, COUNT(*) AS n FROM subscriptions \
+         WHERE app_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY created_at / 86400000",
+    )
+    .bind(app.0)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&store.pool)
+    .await?;
+    for r in &live {
+        if let Some(d) = days.get_mut(&r.try_get::<i64, _>("day")?) {
+            d.subscribed += r.try_get::<i64, _>("n")?;
+        }
+    }
+    let counted = sqlx::query(
+        "SELECT day, unsubscribed, removed_created FROM daily_counts WHERE app_id = $1 AND day >= $2 AND day <= $3",
+    )
+    .bind(app.0)
+    .bind(first_day)
+    .bind(last_day)
+    .fetch_all(&store.pool)
+    .await?;
+    for r in &counted {
+        if let Some(d) = days.get_mut(&r.try_get::<i64, _>("day")?) {
+            d.subscribed += r.try_get::<i64, _>("removed_created")?;
+            d.unsubscribed += r.try_get::<i64, _>("unsubscribed")?;
+        }
+    }
+    let sent = sqlx::query(
+        "SELECT CAST(created_at / 86400000 AS BIGINT) AS day, COUNT(*) AS n, \
+           CAST(COALESCE(SUM(delivered), 0) AS BIGINT) AS delivered, CAST(COALESCE(SUM(shown), 0) AS BIGINT) AS shown, \
+           CAST(COALESCE(SUM(clicked), 0) AS BIGINT) AS clicked \
+         FROM messages WHERE app_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY created_at / 86400000",
+    )
+    .bind(app.0)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&store.pool)
+    .await?;
+    for r in &sent {
+        if let Some(d) = days.get_mut(&r.try_get::<i64, _>("day")?) {
+            d.sent += r.try_get::<i64, _>("n")?;
+            d.delivered += r.try_get::<i64, _>("delivered")?;
+            d.shown += r.try_get::<i64, _>("shown")?;
+            d.clicked += r.try_get::<i64, _>("clicked")?;
+        }
+    }
+    Ok(days.into_values().collect())
 }

@@ -226,6 +226,14 @@ impl Store for SqlStore {
         Ok(subscriptions::delete(self, app, id).await?)
     }
 
+    async fn replace_subscription(&self, app: AppId, old_id: i64, new_id: i64) -> Result<bool> {
+        Ok(subscriptions::replace(self, app, old_id, new_id).await?)
+    }
+
+    async fn daily_stats(&self, app: AppId, first_day: i64, last_day: i64) -> Result<Vec<DailyStats>> {
+        Ok(admin::daily(self, app, first_day, last_day).await?)
+    }
+
     async fn app_subscription(&self, app: AppId, id: i64) -> Result<Option<StoredSubscription>> {
         Ok(subscriptions::get(self, Some(app), id).await?)
     }

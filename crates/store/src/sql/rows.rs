@@ -190,3 +190,33 @@ pub(crate) fn bind_target<'q>(mut q: AnyQuery<'q>, app: AppId, target: &'q Targe
     }
     q
 }
+
+/// Milliseconds in a day: days are UTC days since the epoch.
+pub(crate) const DAY_MS: i64 = 86_400_000;
+
+/// Counts removed subscriptions in `daily_counts`, inside the transaction
+/// that removed them: `removed` holds each one's `(app_id, created_at)`
+/// (from `DELETE … RETURNING app_id, created_at`), `now` is when.
+pub(crate) async fn count_removed(tx: &mut sqlx::Transaction<'_, Any>, removed: &[AnyRow], now: i64) -> R<()> {
+    // (app, day) → (unsubscribed, removed_created)
+    let mut per_day: std::collections::BTreeMap<(i64, i64), (i64, i64)> = std::collections::BTreeMap::new();
+    for row in removed {
+        let (app, created): (i64, i64) = (row.try_get("app_id")?, row.try_get("created_at")?);
+        per_day.entry((app, now.div_euclid(DAY_MS))).or_default().0 += 1;
+        per_day.entry((app, created.div_euclid(DAY_MS))).or_default().1 += 1;
+    }
+    for ((app, day), (unsubscribed, removed_created)) in per_day {
+        sqlx::query(
+            "INSERT INTO daily_counts (app_id, day, unsubscribed, removed_created) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (app_id, day) DO UPDATE SET unsubscribed = daily_counts.unsubscribed + excluded.unsubscribed, \
+             removed_created = daily_counts.removed_created + excluded.removed_created",
+        )
+        .bind(app)
+        .bind(day)
+        .bind(unsubscribed)
+        .bind(removed_created)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}

@@ -18,14 +18,53 @@ pub(super) async fn upsert_all(store: &SqlStore, new: &[NewSubscription], now: i
     crate::batch::write_all(&store.pool, &items).await
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Runs a `DELETE … RETURNING app_id, created_at` and counts what it
+/// removed in `daily_counts`, in one transaction; true when a row went.
+async fn delete_counted(store: &SqlStore, q: super::rows::AnyQuery<'_>) -> R<bool> {
+    let mut tx = store.pool.begin().await?;
+    let removed = q.fetch_all(&mut *tx).await?;
+    super::rows::count_removed(&mut tx, &removed, now_ms()).await?;
+    tx.commit().await?;
+    Ok(!removed.is_empty())
+}
+
 pub(super) async fn delete_by_endpoint(store: &SqlStore, app: AppId, endpoint: &str, auth: &str) -> R<bool> {
     // The stored auth is normalised base64url, and so is what the caller passes.
-    let r = sqlx::query("DELETE FROM subscriptions WHERE endpoint = $1 AND auth = $2 AND app_id = $3")
-        .bind(endpoint)
-        .bind(auth)
+    let q = sqlx::query(
+        "DELETE FROM subscriptions WHERE endpoint = $1 AND auth = $2 AND app_id = $3 RETURNING app_id, created_at",
+    )
+    .bind(endpoint)
+    .bind(auth)
+    .bind(app.0);
+    delete_counted(store, q).await
+}
+
+/// The browser's new subscription `new_id` takes the place of `old_id`
+/// (`oldEndpoint`): it keeps the old one's creation time, and the old one
+/// goes without counting as an unsubscription.
+pub(super) async fn replace(store: &SqlStore, app: AppId, old_id: i64, new_id: i64) -> R<bool> {
+    let mut tx = store.pool.begin().await?;
+    sqlx::query(
+        "UPDATE subscriptions SET created_at = \
+           (SELECT o.created_at FROM subscriptions o WHERE o.id = $1 AND o.app_id = $3) \
+         WHERE id = $2 AND app_id = $3 AND EXISTS (SELECT 1 FROM subscriptions o WHERE o.id = $1 AND o.app_id = $3)",
+    )
+    .bind(old_id)
+    .bind(new_id)
+    .bind(app.0)
+    .execute(&mut *tx)
+    .await?;
+    let r = sqlx::query("DELETE FROM subscriptions WHERE id = $1 AND app_id = $2 AND id <> $3")
+        .bind(old_id)
         .bind(app.0)
-        .execute(&store.pool)
+        .bind(new_id)
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(r.rows_affected() > 0)
 }
 
@@ -40,12 +79,10 @@ pub(super) async fn by_endpoint(store: &SqlStore, app: AppId, endpoint: &str) ->
 }
 
 pub(super) async fn delete(store: &SqlStore, app: AppId, id: i64) -> R<bool> {
-    let r = sqlx::query("DELETE FROM subscriptions WHERE id = $1 AND app_id = $2")
+    let q = sqlx::query("DELETE FROM subscriptions WHERE id = $1 AND app_id = $2 RETURNING app_id, created_at")
         .bind(id)
-        .bind(app.0)
-        .execute(&store.pool)
-        .await?;
-    Ok(r.rows_affected() > 0)
+        .bind(app.0);
+    delete_counted(store, q).await
 }
 
 /// One subscription by id: of `app` when given, else of any app (the engine).

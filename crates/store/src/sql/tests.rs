@@ -1,6 +1,6 @@
 //! The store's claims, checkpoints and pages, on both backends.
 
-use crate::testutil::{new, on_both_backends, TestResult};
+use crate::testutil::{new, on_both_backends, TestResult, AUTH};
 use crate::*;
 
 fn claim(node: &str, token: &str) -> Claim {
@@ -411,4 +411,42 @@ async fn a_database_from_before_apps_migrates_into_default() -> TestResult {
         migrates_into_default(&url, &super::POSTGRES_MIGRATIONS).await.map_err(|e| format!("on PostgreSQL: {e}"));
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&admin).await?;
     Ok(outcome?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_stats_count_what_came_and_went() -> TestResult {
+    on_both_backends(async |store, key| {
+        let app = AppId::DEFAULT;
+        const DAY: i64 = 86_400_000;
+        let day = 20_000; // a day long past: what is created on it is dated by the caller
+        let at = day * DAY + 5;
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            ids.push(
+                store
+                    .upsert_subscription(&new(&format!("https://push.example.net/d{i}"), None, None, key)?, at)
+                    .await?
+                    .id,
+            );
+        }
+        store.insert_message(&NewMessage { created_at: at, ..message_in(app, "md", Target::All(true), None) }).await?;
+        // Removed (today, by the wall clock): one by the API, one by its browser.
+        assert!(store.delete_subscription(app, ids[0]).await?);
+        assert!(store.delete_subscription_by_endpoint(app, "https://push.example.net/d1", AUTH).await?);
+        // Replaced by its browser's next subscription: neither removed nor new.
+        let next =
+            store.upsert_subscription(&new("https://push.example.net/d2-next", None, None, key)?, at + 3 * DAY).await?;
+        assert!(store.replace_subscription(app, ids[2], next.id).await?);
+        assert_eq!(store.app_subscription(app, next.id).await?.map(|s| s.created_at), Some(at));
+        let then = store.daily_stats(app, day, day + 3).await?;
+        assert_eq!(then.len(), 4);
+        assert_eq!((then[0].day, then[0].subscribed, then[0].sent), (day, 4, 1), "{then:?}");
+        assert!(then[1..].iter().all(|d| d.subscribed == 0 && d.unsubscribed == 0), "{then:?}");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64 / DAY;
+        let recent = store.daily_stats(app, now - 1, now).await?;
+        assert_eq!(recent.iter().map(|d| d.unsubscribed).sum::<i64>(), 2, "{recent:?}");
+        assert!(store.daily_stats(AppId(2), day, day).await?[0] == DailyStats { day, ..DailyStats::default() });
+        Ok(())
+    })
+    .await
 }

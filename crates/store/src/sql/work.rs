@@ -205,9 +205,15 @@ async fn apply_outcome(
         .execute(&mut **tx)
         .await?;
     }
+    let mut removed = Vec::new();
     for id in outcome.gone.iter().chain(&outcome.expired) {
-        sqlx::query("DELETE FROM subscriptions WHERE id = $1").bind(*id).execute(&mut **tx).await?;
+        let row = sqlx::query("DELETE FROM subscriptions WHERE id = $1 RETURNING app_id, created_at")
+            .bind(*id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        removed.extend(row);
     }
+    super::rows::count_removed(tx, &removed, now).await?;
     if state != MessageState::Cancelled {
         insert_retries(tx, message_id, &outcome.retries).await?;
     }
