@@ -533,3 +533,38 @@ async fn an_app_has_its_own_user_signing_secret_and_cors_origins() {
     );
     assert_eq!(preflight(&server, "/apps/nope/api/subscription", "https://main.example").await, None);
 }
+
+/// Two nodes on one PostgreSQL: an app made and rotated on one is served by
+/// the other within a second, and a subscription made there with the new
+/// key is delivered, signed with it, by whichever node sends.
+#[tokio::test]
+async fn another_node_sees_a_new_app_and_a_rotation() {
+    let db = Db::new(Backend::Postgres);
+    let a = Server::start(&db, &["--endpoint-policy", "any", "--node-id", "node-a"]);
+    let b = Server::start(&db, &["--endpoint-policy", "any", "--node-id", "node-b"]);
+    let dev = DevPush::start(&[]);
+    assert_eq!(a.post_json("/v1/apps", &json!({"name": "shop"})).await.0, 201);
+    let (status, rotated) = call(&a, Method::POST, TOKEN, "/v1/apps/shop/vapid-keys", None).await;
+    assert_eq!(status, 201);
+    let new_key = rotated["publicKey"].as_str().unwrap().to_owned();
+    // Node b: the app and its current key, within a second (its cache).
+    let mut seen = String::new();
+    for _ in 0..100 {
+        let (status, body) = b.raw(Method::GET, "/apps/shop/api/vapid-public-key", "").await;
+        if status == 200 {
+            seen = serde_json::from_str::<Value>(&body).unwrap()["publicKey"].as_str().unwrap().to_owned();
+            if seen == new_key {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, new_key);
+    let mut s = dev.mint(Some(&new_key)).await;
+    s["applicationServerKey"] = json!(new_key);
+    assert_eq!(subscribe(&b, "shop", &s).await.0, 200);
+    let m = broadcast(&a, TOKEN, "shop", json!({"title": "two-nodes"})).await;
+    assert_eq!(m["counts"]["delivered"], 1, "{m}");
+    let got = received(&dev, "two-nodes").await;
+    assert_eq!(got[0]["vapid"]["publicKey"], json!(new_key));
+}
