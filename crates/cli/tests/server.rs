@@ -869,6 +869,11 @@ async fn daily_stats_count_subscriptions_and_messages() {
     );
     let (_, stats) = server.get("/v1/stats").await;
     assert_eq!(stats["subscriptions"].as_i64(), Some(sum("subscribed") - sum("unsubscribed")));
+    // The dev push service is none of the vendors'; an FCM endpoint is FCM's.
+    let fcm = json!({"endpoint": "https://fcm.googleapis.com/fcm/send/daily", "keys": subs[3]["keys"]});
+    assert_eq!(server.subscribe(&fcm).await.0, 200);
+    let (_, stats) = server.get("/v1/stats").await;
+    assert_eq!(stats["subscriptionsByPushService"], json!({"apple": 0, "fcm": 1, "mozilla": 0, "other": 2, "wns": 0}));
     assert_eq!(server.get("/v1/stats/daily").await.1["items"].as_array().map(Vec::len), Some(30));
     for bad in ["0", "367", "x"] {
         let (status, v) = server.get(&format!("/v1/stats/daily?days={bad}")).await;

@@ -12,6 +12,7 @@
 //! - [`request`]: an RFC 8030 push request (`TTL`, `Urgency`, `Topic`) as an
 //!   [`http::Request`].
 //! - [`outcome`]: what a push service's answer means for the sender.
+//! - [`push_service`]: which vendor's push service an endpoint is.
 //!
 //! Cryptography comes from `aws-lc-rs` only, the fastest P-256 measured on
 //! the machines Tocsin is built on, and the same backend rustls uses here.
@@ -21,12 +22,14 @@
 pub mod b64;
 pub mod ece;
 pub mod outcome;
+pub mod push_service;
 pub mod request;
 pub mod subscription;
 pub mod vapid;
 
 pub use ece::ContentEncoding;
 pub use outcome::{FailReason, Outcome, RetryReason};
+pub use push_service::PushService;
 pub use request::{PushOptions, PushRequestError, Topic, Ttl, Urgency};
 pub use subscription::{AuthSecret, Subscription, SubscriptionError, UaPublicKey};
 pub use vapid::{VapidError, VapidKey, VapidScheme, VapidSigner, VapidSubject};

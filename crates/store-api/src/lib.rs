@@ -245,6 +245,9 @@ pub trait Store: Send + Sync + 'static {
     /// epoch), in order: subscriptions created and removed, and messages
     /// created that day with their counts (purged messages are not in it).
     async fn daily_stats(&self, app: AppId, first_day: i64, last_day: i64) -> Result<Vec<DailyStats>>;
+    /// How many subscriptions of `app` each endpoint host (with its port,
+    /// if the endpoint names one) has.
+    async fn count_by_host(&self, app: AppId) -> Result<Vec<(String, i64)>>;
     /// Totals of `app` for `/v1/stats`, purged messages included.
     async fn stats(&self, app: AppId) -> Result<Stats>;
 }

@@ -395,6 +395,20 @@ impl Store for MemoryStore {
         Ok(st.subs.remove(&old_id).is_some())
     }
 
+    async fn count_by_host(&self, app: AppId) -> Result<Vec<(String, i64)>> {
+        let st = self.lock();
+        let mut hosts: BTreeMap<String, i64> = BTreeMap::new();
+        for s in st.subs.values().filter(|s| s.app_id == app) {
+            let url = s.subscription.endpoint();
+            let host = match url.port() {
+                Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+                None => url.host_str().unwrap_or_default().to_owned(),
+            };
+            *hosts.entry(host).or_default() += 1;
+        }
+        Ok(hosts.into_iter().collect())
+    }
+
     async fn daily_stats(&self, app: AppId, first_day: i64, last_day: i64) -> Result<Vec<DailyStats>> {
         let st = self.lock();
         let mut days: BTreeMap<i64, DailyStats> =

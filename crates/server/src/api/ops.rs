@@ -9,16 +9,22 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
+use tocsin_protocol::PushService;
 use utoipa::OpenApi;
 
-/// Totals.
-#[utoipa::path(get, path = "/v1/stats", security(("token" = ["read", "admin"])), responses((status = 200, description = "totals")))]
-pub(crate) async fn stats(token: Reader, State(st): State<AppState>) -> Result<Json<tocsin_store::Stats>, ApiError> {
-    st.store
-        .stats(token.app.id)
-        .await
-        .map(Json)
-        .map_err(|e| ApiError::storage("database-unavailable", "cannot read stats", &e))
+/// The app's totals, and its subscriptions by push service.
+#[utoipa::path(get, path = "/v1/stats", security(("token" = ["read", "admin"])), responses((status = 200, description = "{\"subscriptions\",\"messages\",\"messagesPending\",\"delivered\",\"failed\",\"removed\",\"subscriptionsByPushService\":{\"fcm\",\"mozilla\",\"apple\",\"wns\",\"other\"}}")))]
+pub(crate) async fn stats(token: Reader, State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let db = |e: tocsin_store::StoreError| ApiError::storage("database-unavailable", "cannot read stats", &e);
+    let stats = st.store.stats(token.app.id).await.map_err(db)?;
+    let mut by_service: std::collections::BTreeMap<&str, i64> =
+        PushService::ALL.iter().map(|p| (p.as_str(), 0)).collect();
+    for (host, n) in st.store.count_by_host(token.app.id).await.map_err(db)? {
+        *by_service.entry(PushService::of_host(&host).as_str()).or_default() += n;
+    }
+    let mut body = serde_json::to_value(stats).map_err(|e| db(tocsin_store::StoreError::Corrupt(e.to_string())))?;
+    body["subscriptionsByPushService"] = json!(by_service);
+    Ok(Json(body))
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -391,3 +391,21 @@ pub(super) async fn daily(store: &SqlStore, app: AppId, first_day: i64, last_day
     }
     Ok(days.into_values().collect())
 }
+
+pub(super) async fn count_by_host(store: &SqlStore, app: AppId) -> R<Vec<(String, i64)>> {
+    // The endpoint's authority: what follows "://" up to the next "/".
+    let host = match store.backend {
+        super::Backend::Sqlite => {
+            "substr(substr(endpoint, instr(endpoint, '://') + 3), 1, \
+               instr(substr(endpoint, instr(endpoint, '://') + 3) || '/', '/') - 1)"
+        }
+        super::Backend::Postgres => "split_part(substr(endpoint, strpos(endpoint, '://') + 3), '/', 1)",
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT {host} AS host, COUNT(*) AS n FROM subscriptions WHERE app_id = $1 GROUP BY {host} ORDER BY 1"
+    ))
+    .bind(app.0)
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get("host")?, r.try_get("n")?))).collect()
+}

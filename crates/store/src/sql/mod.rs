@@ -230,6 +230,10 @@ impl Store for SqlStore {
         Ok(subscriptions::replace(self, app, old_id, new_id).await?)
     }
 
+    async fn count_by_host(&self, app: AppId) -> Result<Vec<(String, i64)>> {
+        Ok(admin::count_by_host(self, app).await?)
+    }
+
     async fn daily_stats(&self, app: AppId, first_day: i64, last_day: i64) -> Result<Vec<DailyStats>> {
         Ok(admin::daily(self, app, first_day, last_day).await?)
     }

@@ -450,3 +450,34 @@ async fn daily_stats_count_what_came_and_went() -> TestResult {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_counted_by_endpoint_host() -> TestResult {
+    on_both_backends(async |store, key| {
+        for e in [
+            "https://fcm.googleapis.com/fcm/send/a",
+            "https://fcm.googleapis.com/fcm/send/b",
+            "https://web.push.apple.com/QGx",
+            "https://updates.push.services.mozilla.com/wpush/v2/x",
+            "http://127.0.0.1:8080/push/1",
+            "https://push.example.net",
+        ] {
+            store.upsert_subscription(&new(e, None, None, key)?, 1).await?;
+        }
+        let hosts = store.count_by_host(AppId::DEFAULT).await?;
+        let expected: Vec<(String, i64)> = [
+            ("127.0.0.1:8080", 1),
+            ("fcm.googleapis.com", 2),
+            ("push.example.net", 1),
+            ("updates.push.services.mozilla.com", 1),
+            ("web.push.apple.com", 1),
+        ]
+        .into_iter()
+        .map(|(h, n)| (h.to_owned(), n))
+        .collect();
+        assert_eq!(hosts, expected);
+        assert!(store.count_by_host(AppId(2)).await?.is_empty());
+        Ok(())
+    })
+    .await
+}
