@@ -1,6 +1,6 @@
 //! The browser files, embedded in the binary: the demo page, the client
 //! library (as an ES module and as a plain script), the service worker, the
-//! web app manifest and icons. Sources in `web/` at the repository root.
+//! web app manifest and icons, and the operator's dashboard (`/admin`). Sources in `web/` at the repository root.
 
 use std::sync::OnceLock;
 
@@ -16,6 +16,9 @@ const MANIFEST: &str = include_str!("../../../web/manifest.webmanifest");
 const ICON_SVG: &str = include_str!("../../../web/icon.svg");
 const ICON_192: &[u8] = include_bytes!("../../../web/icon-192.png");
 const ICON_512: &[u8] = include_bytes!("../../../web/icon-512.png");
+const ADMIN: &str = include_str!("../../../web/admin/index.html");
+const ADMIN_JS: &str = include_str!("../../../web/admin/admin.js");
+const ADMIN_CSS: &str = include_str!("../../../web/admin/admin.css");
 
 /// `/tocsin.global.js`: the module turned into a plain script that defines
 /// `window.Tocsin` (the module's `export` keywords removed, its default
@@ -55,6 +58,11 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/icon.svg", get(|| async { file("image/svg+xml", ICON_SVG) }))
         .route("/icon-192.png", get(|| async { file("image/png", ICON_192) }))
         .route("/icon-512.png", get(|| async { file("image/png", ICON_512) }))
+        // The operator's dashboard: static files; everything it shows comes
+        // from the API, with the token the operator signs in with.
+        .route("/admin", get(|| async { file("text/html; charset=utf-8", ADMIN) }))
+        .route("/admin/admin.js", get(|| async { file("text/javascript; charset=utf-8", ADMIN_JS) }))
+        .route("/admin/admin.css", get(|| async { file("text/css; charset=utf-8", ADMIN_CSS) }))
 }
 
 #[cfg(test)]

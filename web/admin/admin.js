@@ -1,0 +1,200 @@
+// Tocsin's operator dashboard: a token kept in sessionStorage (sent as
+// Authorization: Bearer, no cookies, so no CSRF surface), an app switcher,
+// and pages read from the same API anyone can call: /v1/stats,
+// /v1/stats/daily, /v1/push-services, /v1/apps/{app}/vapid-keys.
+
+const $ = (id) => document.getElementById(id);
+const PAGES = ['overview', 'push-services', 'keys'];
+const TOKEN_KEY = 'tocsin.token';
+const APP_KEY = 'tocsin.app';
+
+class Unauthorized extends Error {}
+
+async function api(method, path) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const res = await fetch(path, { method, headers: { Authorization: `Bearer ${token}` } });
+  if (res.status === 401) throw new Unauthorized();
+  const body = res.status === 204 ? null : await res.json().catch(() => null);
+  if (!res.ok) {
+    const e = new Error((body && body.error && body.error.message) || `status ${res.status}`);
+    e.id = body && body.error && body.error.id;
+    e.status = res.status;
+    throw e;
+  }
+  return body;
+}
+
+/** The app's routes: /v1/… for default, /v1/apps/NAME/… for another. */
+function appPath(rest) {
+  const app = sessionStorage.getItem(APP_KEY) || 'default';
+  return app === 'default' ? `/v1${rest}` : `/v1/apps/${encodeURIComponent(app)}${rest}`;
+}
+
+const fmt = (n) => (n === null || n === undefined ? '–' : Number(n).toLocaleString());
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = text;
+  if (cls) e.className = cls;
+  return e;
+}
+
+/** Gained (up) and lost (down) per day as SVG bars, written by hand: no library for two bar series. */
+function chart(items) {
+  const w = 600, h = 160, mid = h / 2, pad = 2;
+  const max = Math.max(1, ...items.map((d) => Math.max(d.subscribed, d.unsubscribed)));
+  const bw = w / items.length;
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
+  const bar = (x, y, height, cls, title) => {
+    const r = document.createElementNS(ns, 'rect');
+    r.setAttribute('x', x + pad / 2);
+    r.setAttribute('y', y);
+    r.setAttribute('width', Math.max(bw - pad, 1));
+    r.setAttribute('height', Math.max(height, 0));
+    r.setAttribute('fill', `var(--${cls})`);
+    const t = document.createElementNS(ns, 'title');
+    t.textContent = title;
+    r.appendChild(t);
+    svg.appendChild(r);
+  };
+  items.forEach((d, i) => {
+    const up = (d.subscribed / max) * (mid - 4);
+    const down = (d.unsubscribed / max) * (mid - 4);
+    bar(i * bw, mid - up, up, 'gained', `${d.date}: +${d.subscribed}`);
+    bar(i * bw, mid, down, 'lost', `${d.date}: −${d.unsubscribed}`);
+  });
+  const axis = document.createElementNS(ns, 'line');
+  Object.entries({ x1: 0, x2: w, y1: mid, y2: mid, stroke: 'var(--line)' }).forEach(([k, v]) => axis.setAttribute(k, v));
+  svg.appendChild(axis);
+  return svg;
+}
+
+async function overview() {
+  const [stats, daily] = await Promise.all([api('GET', appPath('/stats')), api('GET', appPath('/stats/daily?days=30'))]);
+  document.querySelectorAll('[data-stat]').forEach((e) => { e.textContent = fmt(stats[e.dataset.stat]); });
+  const by = $('by-service');
+  by.replaceChildren();
+  const names = { fcm: 'FCM', mozilla: 'Mozilla', apple: 'Apple', wns: 'WNS', other: 'Other' };
+  for (const [k, label] of Object.entries(names)) {
+    const d = el('div');
+    d.append(el('dt', label));
+    const dd = el('dd', fmt(stats.subscriptionsByPushService[k]));
+    dd.dataset.service = k;
+    d.append(dd);
+    by.append(d);
+  }
+  $('chart').replaceChildren(chart(daily.items));
+  for (const k of ['sent', 'delivered', 'shown', 'clicked']) {
+    document.querySelector(`[data-month="${k}"]`).textContent = fmt(daily.items.reduce((s, d) => s + d[k], 0));
+  }
+}
+
+async function pushServices() {
+  const { items } = await api('GET', '/v1/push-services');
+  const rows = $('ps-rows');
+  rows.replaceChildren();
+  if (!items.length) {
+    const tr = el('tr');
+    const td = el('td', 'Nothing sent since this node started.');
+    td.colSpan = 9;
+    tr.append(td);
+    rows.append(tr);
+  }
+  for (const s of items) {
+    const tr = el('tr');
+    const ms = (v) => (v === null ? '–' : `${v} ms`);
+    [s.origin, fmt(s.requests), ms(s.p50Ms), ms(s.p99Ms), fmt(s.errors.rateLimited), fmt(s.errors.serverErrors),
+      fmt(s.errors.networkErrors), fmt(s.errors.rejected), s.backoffSeconds ? `${Math.ceil(s.backoffSeconds)} s` : 'none']
+      .forEach((v) => tr.append(el('td', v)));
+    rows.append(tr);
+  }
+}
+
+async function keys() {
+  const { items } = await api('GET', appPath('/vapid-keys'));
+  const rows = $('key-rows');
+  rows.replaceChildren();
+  for (const k of items) {
+    const tr = el('tr');
+    tr.append(el('td', String(k.id)), el('td', k.publicKey, 'key'), el('td', k.current ? 'yes' : 'no'),
+      el('td', fmt(k.subscriptions)), el('td', new Date(k.createdAt).toLocaleString()));
+    rows.append(tr);
+  }
+}
+
+const RENDER = { overview, 'push-services': pushServices, keys };
+
+async function show() {
+  const page = PAGES.includes(location.hash.slice(1)) ? location.hash.slice(1) : 'overview';
+  for (const p of PAGES) $(p).hidden = p !== page;
+  document.querySelectorAll('nav a').forEach((a) => {
+    if (a.getAttribute('href') === `#${page}`) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  });
+  $('error').textContent = '';
+  try {
+    await RENDER[page]();
+  } catch (e) {
+    if (e instanceof Unauthorized) return signOut('The token is no longer accepted: sign in again.');
+    $('error').textContent = e.status === 403 ? `This token may not see this page (${e.id}).` : `Could not load: ${e.message}`;
+  }
+  document.body.dataset.page = page;
+}
+
+function signOut(message = '') {
+  sessionStorage.removeItem(TOKEN_KEY);
+  $('session').hidden = true;
+  $('nav').hidden = true;
+  for (const p of PAGES) $(p).hidden = true;
+  $('signin').hidden = false;
+  $('signin-error').textContent = message;
+  delete document.body.dataset.page;
+}
+
+async function start() {
+  let apps;
+  try {
+    apps = (await api('GET', '/v1/apps')).items;
+  } catch (e) {
+    return signOut(e instanceof Unauthorized ? 'That token was not accepted.' : `The server refused: ${e.message}`);
+  }
+  const select = $('app');
+  select.replaceChildren(...apps.map((a) => el('option', a.app)));
+  const chosen = sessionStorage.getItem(APP_KEY);
+  select.value = apps.some((a) => a.app === chosen) ? chosen : apps[0].app;
+  sessionStorage.setItem(APP_KEY, select.value);
+  $('session').querySelector('label').hidden = apps.length < 2;
+  select.hidden = apps.length < 2;
+  $('signin').hidden = true;
+  $('session').hidden = false;
+  $('nav').hidden = false;
+  await show();
+}
+
+$('signin').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $('token').value.trim());
+  $('token').value = '';
+  start();
+});
+$('signout').addEventListener('click', () => signOut());
+$('app').addEventListener('change', () => {
+  sessionStorage.setItem(APP_KEY, $('app').value);
+  show();
+});
+$('rotate').addEventListener('click', async () => {
+  try {
+    const k = await api('POST', appPath('/vapid-keys'));
+    $('keys-status').textContent = `Key ${k.id} is current; browsers move to it on their next page load.`;
+    await keys();
+  } catch (e) {
+    $('keys-status').textContent = e.status === 403 ? 'This token may not rotate keys (admin only).' : `Could not rotate: ${e.message}`;
+  }
+});
+window.addEventListener('hashchange', show);
+
+if (sessionStorage.getItem(TOKEN_KEY)) start();
+else signOut();
+document.body.dataset.ready = 'true';

@@ -1,0 +1,93 @@
+// The operator's dashboard (/admin) in Debian's Chromium: sign-in, the
+// overview's numbers against the API, push services, keys and a rotation,
+// with screenshots of every page at desktop and phone width.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { api, artifacts, startServer, TOKEN } from './harness.mjs';
+
+const P256DH = 'BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4';
+const SIZES = { desktop: { width: 1280, height: 800 }, phone: { width: 375, height: 812 } };
+let server;
+let browser;
+let page;
+
+before(async () => {
+  server = await startServer();
+  for (const endpoint of ['https://fcm.googleapis.com/fcm/send/a1', 'https://fcm.googleapis.com/fcm/send/a2', 'https://web.push.apple.com/a3']) {
+    const res = await fetch(`${server.url}/api/subscription`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ endpoint, keys: { p256dh: P256DH, auth: 'BTBZMqHH6r4Tts7J_aSIgg' } }),
+    });
+    assert.equal(res.status, 200);
+  }
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run'],
+  });
+  page = await (await browser.newContext({ viewport: SIZES.desktop })).newPage();
+});
+
+after(async () => {
+  await browser?.close();
+  server?.stop();
+});
+
+async function screenshots(name) {
+  for (const [size, viewport] of Object.entries(SIZES)) {
+    await page.setViewportSize(viewport);
+    await page.screenshot({ path: join(artifacts, `admin-${name}-${size}.png`), fullPage: true });
+  }
+  await page.setViewportSize(SIZES.desktop);
+}
+
+test('a wrong token is refused with a clear message; the right one signs in', async () => {
+  await page.goto(`${server.url}/admin`);
+  await page.waitForSelector('body[data-ready="true"]');
+  await page.getByLabel('API token').fill('not-a-token');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForFunction(() => document.getElementById('signin-error').textContent.includes('not accepted'));
+  await screenshots('signin');
+  await page.getByLabel('API token').fill(TOKEN);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('body[data-page="overview"]');
+  assert.equal(await page.isVisible('#signin'), false, 'the sign-in form goes once signed in');
+  assert.equal(await page.isVisible('#overview'), true);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('tocsin.token')), TOKEN);
+  assert.equal(await page.evaluate(() => document.cookie), '', 'no cookies');
+});
+
+test('the overview shows what /v1/stats says', async () => {
+  const { body: stats } = await api(server, 'GET', '/v1/stats');
+  for (const key of ['subscriptions', 'messages', 'messagesPending', 'delivered', 'failed', 'removed']) {
+    assert.equal(await page.textContent(`[data-stat="${key}"]`), String(stats[key]), key);
+  }
+  assert.equal(await page.textContent('[data-service="fcm"]'), '2');
+  assert.equal(await page.textContent('[data-service="apple"]'), '1');
+  assert.equal(await page.locator('#chart svg rect').count(), 60, 'gained and lost for 30 days');
+  await screenshots('overview');
+});
+
+test('push services and keys; a rotation from the keys page', async () => {
+  await page.getByRole('link', { name: 'Push services' }).click();
+  await page.waitForSelector('body[data-page="push-services"]');
+  assert.match(await page.textContent('#ps-rows'), /Nothing sent since this node started/);
+  await screenshots('push-services');
+  await page.getByRole('link', { name: 'Keys' }).click();
+  await page.waitForSelector('body[data-page="keys"]');
+  assert.equal(await page.isVisible('#overview'), false, 'one page at a time');
+  assert.equal(await page.locator('#key-rows tr').count(), 1);
+  await page.getByRole('button', { name: 'Rotate key' }).click();
+  await page.waitForFunction(() => document.getElementById('keys-status').textContent.includes('is current'));
+  assert.equal(await page.locator('#key-rows tr').count(), 2);
+  const { body } = await api(server, 'GET', '/v1/vapid-keys');
+  assert.deepEqual(body.items.map((k) => k.current), [false, true]);
+  await screenshots('keys');
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForSelector('#signin:not([hidden])');
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('tocsin.token')), null);
+});
