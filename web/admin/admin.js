@@ -4,24 +4,29 @@
 // /v1/stats/daily, /v1/push-services, /v1/apps/{app}/vapid-keys.
 
 const $ = (id) => document.getElementById(id);
-const PAGES = ['overview', 'push-services', 'keys'];
+const PAGES = ['overview', 'compose', 'messages', 'push-services', 'keys'];
+/** What fits one push message's plaintext (aes128gcm, RFC 8291), less what the server adds (messageId, eventToken). */
+const PAYLOAD_MAX = 3993;
+const SERVER_ADDS = 110;
 const TOKEN_KEY = 'tocsin.token';
 const APP_KEY = 'tocsin.app';
 
 class Unauthorized extends Error {}
 
-async function api(method, path) {
+async function api(method, path, body) {
   const token = sessionStorage.getItem(TOKEN_KEY);
-  const res = await fetch(path, { method, headers: { Authorization: `Bearer ${token}` } });
+  const headers = { Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   if (res.status === 401) throw new Unauthorized();
-  const body = res.status === 204 ? null : await res.json().catch(() => null);
+  const answer = res.status === 204 ? null : await res.json().catch(() => null);
   if (!res.ok) {
-    const e = new Error((body && body.error && body.error.message) || `status ${res.status}`);
-    e.id = body && body.error && body.error.id;
+    const e = new Error((answer && answer.error && answer.error.message) || `status ${res.status}`);
+    e.id = answer && answer.error && answer.error.id;
     e.status = res.status;
     throw e;
   }
-  return body;
+  return answer;
 }
 
 /** The app's routes: /v1/… for default, /v1/apps/NAME/… for another. */
@@ -124,10 +129,77 @@ async function keys() {
   }
 }
 
-const RENDER = { overview, 'push-services': pushServices, keys };
+function payload() {
+  const p = { title: $('c-title').value };
+  for (const [id, key] of [['c-body', 'body'], ['c-url', 'url'], ['c-icon', 'icon'], ['c-image', 'image'], ['c-tag', 'tag']]) {
+    if ($(id).value) p[key] = $(id).value;
+  }
+  return p;
+}
+
+function previewCompose() {
+  const p = payload();
+  $('p-title').textContent = p.title || 'Title';
+  $('p-body').textContent = p.body || '';
+  $('p-icon').src = p.icon || '/icon-192.png';
+  $('p-origin').textContent = location.host;
+  const used = new TextEncoder().encode(JSON.stringify(p)).length + SERVER_ADDS;
+  $('c-bytes').textContent = `${PAYLOAD_MAX - used} bytes left of ${PAYLOAD_MAX} (aes128gcm), counting what the server adds`;
+  const when = $('c-when').value;
+  $('c-utc').textContent = when ? `Sent as ${new Date(when).toISOString()} (UTC)` : 'Sent now.';
+}
+
+async function compose() {
+  previewCompose();
+}
+
+let polling = null;
+
+async function messages() {
+  clearTimeout(polling);
+  const id = location.hash.split('/')[1];
+  $('message-detail').hidden = !id;
+  $('message-list').hidden = !!id;
+  if (!id) {
+    const { items } = await api('GET', appPath('/messages?limit=50'));
+    const rows = $('message-rows');
+    rows.replaceChildren();
+    for (const m of items) {
+      const tr = el('tr');
+      const link = el('a', m.id.slice(0, 12));
+      link.href = `#messages/${m.id}`;
+      const td = el('td');
+      td.append(link);
+      tr.append(td, el('td', new Date(m.createdAt).toLocaleString()), el('td', m.state), el('td', fmt(m.counts.targeted)),
+        el('td', fmt(m.counts.delivered)));
+      rows.append(tr);
+    }
+    return;
+  }
+  const m = await api('GET', appPath(`/messages/${encodeURIComponent(id)}`));
+  const c = m.counts;
+  $('m-title').textContent = `Message ${m.id}`;
+  $('m-state').textContent = m.state;
+  const settled = c.delivered + c.failed + c.gone + c.expired;
+  $('m-progress').max = Math.max(c.targeted, 1);
+  $('m-progress').value = settled;
+  $('m-progress-text').textContent = `${fmt(settled)} of ${fmt(c.targeted)}`;
+  const rate = (n, of) => (of ? ` (${Math.round((100 * n) / of)} %)` : '');
+  document.querySelector('[data-funnel="targeted"]').textContent = fmt(c.targeted);
+  document.querySelector('[data-funnel="delivered"]').textContent = fmt(c.delivered) + rate(c.delivered, c.targeted);
+  document.querySelector('[data-funnel="shown"]').textContent = fmt(c.shown) + rate(c.shown, c.delivered);
+  document.querySelector('[data-funnel="clicked"]').textContent = fmt(c.clicked) + rate(c.clicked, c.shown);
+  $('m-failures').replaceChildren(...Object.entries(m.failedByReason || {}).map(([r, n]) => el('li', `${r}: ${fmt(n)}`)));
+  $('m-cancel').hidden = !['scheduled', 'queued', 'sending'].includes(m.state);
+  document.body.dataset.messageState = m.state;
+  if (['queued', 'sending'].includes(m.state)) polling = setTimeout(() => location.hash.startsWith('#messages/') && messages(), 1000);
+}
+
+const RENDER = { overview, compose, messages, 'push-services': pushServices, keys };
 
 async function show() {
-  const page = PAGES.includes(location.hash.slice(1)) ? location.hash.slice(1) : 'overview';
+  const name = location.hash.slice(1).split('/')[0];
+  const page = PAGES.includes(name) ? name : 'overview';
   for (const p of PAGES) $(p).hidden = p !== page;
   document.querySelectorAll('nav a').forEach((a) => {
     if (a.getAttribute('href') === `#${page}`) a.setAttribute('aria-current', 'page');
@@ -192,6 +264,31 @@ $('rotate').addEventListener('click', async () => {
   } catch (e) {
     $('keys-status').textContent = e.status === 403 ? 'This token may not rotate keys (admin only).' : `Could not rotate: ${e.message}`;
   }
+});
+for (const id of ['c-title', 'c-body', 'c-url', 'c-icon', 'c-image', 'c-tag', 'c-when']) $(id).addEventListener('input', previewCompose);
+$('compose-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const audience = document.querySelector('input[name="audience"]:checked').value;
+  const words = $('c-audience').value.split(',').map((w) => w.trim()).filter(Boolean);
+  const target = audience === 'topic' ? { topic: words[0] || '' } : audience === 'users' ? { userIds: words } : { all: true };
+  const body = { payload: payload(), target, ttl: Number($('c-ttl').value) };
+  if ($('c-urgency').value) body.urgency = $('c-urgency').value;
+  if ($('c-when').value) body.sendAt = new Date($('c-when').value).toISOString();
+  try {
+    const m = await api('POST', appPath('/messages'), body);
+    location.hash = `#messages/${m.id}`;
+  } catch (e) {
+    $('c-status').textContent = e.status === 403 ? 'This token may not send (send or admin only).' : `Not sent: ${e.message}`;
+  }
+});
+$('m-cancel').addEventListener('click', async () => {
+  const id = location.hash.split('/')[1];
+  try {
+    await api('DELETE', appPath(`/messages/${encodeURIComponent(id)}`));
+  } catch (e) {
+    $('error').textContent = `Could not cancel: ${e.message}`;
+  }
+  await messages();
 });
 window.addEventListener('hashchange', show);
 

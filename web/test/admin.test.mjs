@@ -6,11 +6,12 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { api, artifacts, startServer, TOKEN } from './harness.mjs';
+import { api, artifacts, startDevPush, startServer, TOKEN } from './harness.mjs';
 
 const P256DH = 'BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4';
 const SIZES = { desktop: { width: 1280, height: 800 }, phone: { width: 375, height: 812 } };
 let server;
+let dev;
 let browser;
 let page;
 
@@ -21,6 +22,18 @@ before(async () => {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ endpoint, keys: { p256dh: P256DH, auth: 'BTBZMqHH6r4Tts7J_aSIgg' } }),
+    });
+    assert.equal(res.status, 200);
+  }
+  // Two on the dev push service, in topic "dash": what the composed messages go to.
+  dev = await startDevPush();
+  const { publicKey } = await (await fetch(`${server.url}/api/vapid-public-key`)).json();
+  for (let i = 0; i < 2; i++) {
+    const sub = await (await fetch(`${dev.url}/subscriptions`, { method: 'POST', body: JSON.stringify({ applicationServerKey: publicKey }) })).json();
+    const res = await fetch(`${server.url}/api/subscription`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ ...sub, topics: ['dash'] }),
     });
     assert.equal(res.status, 200);
   }
@@ -35,11 +48,14 @@ before(async () => {
 after(async () => {
   await browser?.close();
   server?.stop();
+  dev?.stop();
 });
 
 async function screenshots(name) {
   for (const [size, viewport] of Object.entries(SIZES)) {
     await page.setViewportSize(viewport);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `${name} at ${size} is ${overflow}px wider than the screen`);
     await page.screenshot({ path: join(artifacts, `admin-${name}-${size}.png`), fullPage: true });
   }
   await page.setViewportSize(SIZES.desktop);
@@ -68,14 +84,60 @@ test('the overview shows what /v1/stats says', async () => {
   }
   assert.equal(await page.textContent('[data-service="fcm"]'), '2');
   assert.equal(await page.textContent('[data-service="apple"]'), '1');
+  assert.equal(await page.textContent('[data-service="other"]'), '2');
   assert.equal(await page.locator('#chart svg rect').count(), 60, 'gained and lost for 30 days');
   await screenshots('overview');
+});
+
+test('compose a message to a topic, watch it reach done, read its funnel', async () => {
+  await page.getByRole('link', { name: 'Compose' }).click();
+  await page.waitForSelector('body[data-page="compose"]');
+  await page.getByLabel('Title').fill('Hello from the dashboard');
+  await page.getByLabel('Body', { exact: true }).fill('Composed in Chromium');
+  assert.equal(await page.textContent('#p-title'), 'Hello from the dashboard', 'the preview follows');
+  assert.match(await page.textContent('#c-bytes'), /^\d+ bytes left of 3993/);
+  await page.getByLabel('A topic').check();
+  await page.getByLabel('Topic, or user ids separated by commas').fill('dash');
+  await screenshots('compose');
+  await page.getByRole('button', { name: 'Send' }).click();
+  await page.waitForSelector('body[data-message-state="done"]', { timeout: 30000 });
+  const id = (await page.evaluate(() => location.hash)).split('/')[1];
+  const { body: m } = await api(server, 'GET', `/v1/messages/${id}`);
+  assert.equal(m.counts.targeted, 2);
+  assert.equal(await page.textContent('[data-funnel="targeted"]'), String(m.counts.targeted));
+  assert.equal(await page.textContent('[data-funnel="delivered"]'), `${m.counts.delivered} (100 %)`);
+  assert.equal(await page.textContent('[data-funnel="shown"]'), `${m.counts.shown} (0 %)`);
+  const got = (await (await fetch(`${dev.url}/messages`)).json()).items;
+  assert.equal(got.filter((x) => x.payload && x.payload.includes('Hello from the dashboard')).length, 2);
+  await screenshots('message');
+});
+
+test('a scheduled message is cancelled from its page', async () => {
+  await page.getByRole('link', { name: 'Compose' }).click();
+  await page.getByLabel('Title').fill('Tomorrow');
+  const tomorrow = new Date(Date.now() + 86_400_000);
+  const local = new Date(tomorrow.getTime() - tomorrow.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+  await page.getByLabel('Send at (your local time; empty: now)').fill(local);
+  assert.match(await page.textContent('#c-utc'), /UTC/);
+  await page.getByRole('button', { name: 'Send' }).click();
+  await page.waitForSelector('body[data-message-state="scheduled"]');
+  await page.getByRole('button', { name: 'Cancel' }).click();
+  await page.waitForSelector('body[data-message-state="cancelled"]');
+  const id = (await page.evaluate(() => location.hash)).split('/')[1];
+  assert.equal((await api(server, 'GET', `/v1/messages/${id}`)).body.state, 'cancelled');
+  await page.getByRole('link', { name: 'Messages' }).first().click();
+  await page.waitForSelector('#message-list:not([hidden])');
+  assert.equal(await page.locator('#message-rows tr').count(), 2);
+  await screenshots('messages');
 });
 
 test('push services and keys; a rotation from the keys page', async () => {
   await page.getByRole('link', { name: 'Push services' }).click();
   await page.waitForSelector('body[data-page="push-services"]');
-  assert.match(await page.textContent('#ps-rows'), /Nothing sent since this node started/);
+  const { body: services } = await api(server, 'GET', '/v1/push-services');
+  assert.deepEqual(services.items.map((x) => x.origin), [dev.url]);
+  const cells = await page.locator('#ps-rows tr td').allTextContents();
+  assert.deepEqual(cells.slice(0, 2), [dev.url, String(services.items[0].requests)]);
   await screenshots('push-services');
   await page.getByRole('link', { name: 'Keys' }).click();
   await page.waitForSelector('body[data-page="keys"]');
