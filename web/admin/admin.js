@@ -4,7 +4,7 @@
 // /v1/stats/daily, /v1/push-services, /v1/apps/{app}/vapid-keys.
 
 const $ = (id) => document.getElementById(id);
-const PAGES = ['overview', 'compose', 'messages', 'push-services', 'keys'];
+const PAGES = ['overview', 'compose', 'messages', 'subscribers', 'push-services', 'keys'];
 /** What fits one push message's plaintext (aes128gcm, RFC 8291), less what the server adds (messageId, eventToken). */
 const PAYLOAD_MAX = 3993;
 const SERVER_ADDS = 110;
@@ -195,7 +195,67 @@ async function messages() {
   if (['queued', 'sending'].includes(m.state)) polling = setTimeout(() => location.hash.startsWith('#messages/') && messages(), 1000);
 }
 
-const RENDER = { overview, compose, messages, 'push-services': pushServices, keys };
+let nextCursor = null;
+
+function age(createdAt) {
+  const days = Math.floor((Date.now() - Date.parse(createdAt)) / 86_400_000);
+  return days < 1 ? 'today' : `${days} d`;
+}
+
+async function subscribers(more = false) {
+  const q = $('s-q').value.trim();
+  const params = new URLSearchParams({ limit: '50' });
+  if (q) params.set($('s-by').value, q);
+  if (more && nextCursor) params.set('cursor', nextCursor);
+  const { items, nextCursor: next } = await api('GET', appPath(`/subscriptions?${params}`));
+  nextCursor = next;
+  $('s-more').hidden = !next;
+  const rows = $('sub-rows');
+  if (!more) rows.replaceChildren();
+  for (const s of items) {
+    const tr = el('tr');
+    tr.dataset.id = s.id;
+    const actions = el('td');
+    const test = el('button', 'Send a test');
+    test.type = 'button';
+    test.addEventListener('click', async () => {
+      try {
+        const m = await api('POST', appPath('/messages'), {
+          target: { subscriptionIds: [s.id] },
+          payload: { title: 'Test notification', body: 'Sent from the Tocsin dashboard.' },
+          urgency: 'high',
+        });
+        $('s-status').textContent = `Test sent to ${s.id} (message ${m.id}).`;
+      } catch (e) {
+        $('s-status').textContent = e.status === 403 ? 'This token may not send.' : `Not sent: ${e.message}`;
+      }
+    });
+    const del = el('button', 'Delete');
+    del.type = 'button';
+    del.addEventListener('click', async () => {
+      try {
+        await api('DELETE', appPath(`/subscriptions/${s.id}`));
+        tr.remove();
+        $('s-status').textContent = `Subscription ${s.id} deleted.`;
+      } catch (e) {
+        $('s-status').textContent = e.status === 403 ? 'This token may not delete (admin only).' : `Not deleted: ${e.message}`;
+      }
+    });
+    actions.append(test, del);
+    tr.append(el('td', String(s.id)), el('td', s.pushService), el('td', s.userId || '–'), el('td', s.topics.join(', ') || '–'),
+      el('td', age(s.createdAt)), el('td', String(s.vapidKeyId)), actions);
+    rows.append(tr);
+  }
+  if (!rows.children.length) {
+    const tr = el('tr');
+    const td = el('td', 'No subscriber matches.');
+    td.colSpan = 7;
+    tr.append(td);
+    rows.append(tr);
+  }
+}
+
+const RENDER = { overview, compose, messages, subscribers: () => subscribers(), 'push-services': pushServices, keys };
 
 async function show() {
   const name = location.hash.slice(1).split('/')[0];
@@ -290,6 +350,12 @@ $('m-cancel').addEventListener('click', async () => {
   }
   await messages();
 });
+$('subs-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  $('s-status').textContent = '';
+  subscribers().catch((e) => { $('s-status').textContent = `Could not search: ${e.message}`; });
+});
+$('s-more').addEventListener('click', () => subscribers(true));
 window.addEventListener('hashchange', show);
 
 if (sessionStorage.getItem(TOKEN_KEY)) start();

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { api, artifacts, startDevPush, startServer, TOKEN } from './harness.mjs';
+import { api, artifacts, signUserId, startDevPush, startServer, TOKEN } from './harness.mjs';
 
 const P256DH = 'BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4';
 const SIZES = { desktop: { width: 1280, height: 800 }, phone: { width: 375, height: 812 } };
@@ -33,7 +33,7 @@ before(async () => {
     const res = await fetch(`${server.url}/api/subscription`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ ...sub, topics: ['dash'] }),
+      body: JSON.stringify({ ...sub, topics: ['dash'], ...(i === 0 ? { userId: 'alice', userSignature: signUserId('alice') } : {}) }),
     });
     assert.equal(res.status, 200);
   }
@@ -129,6 +129,36 @@ test('a scheduled message is cancelled from its page', async () => {
   await page.waitForSelector('#message-list:not([hidden])');
   assert.equal(await page.locator('#message-rows tr').count(), 2);
   await screenshots('messages');
+});
+
+test('find a subscriber by user id and send it a test; delete another', async () => {
+  await page.getByRole('link', { name: 'Subscribers' }).click();
+  await page.waitForSelector('body[data-page="subscribers"]');
+  assert.equal(await page.locator('#sub-rows tr').count(), 5, 'everyone, before a search');
+  await page.getByLabel('Find by').selectOption('userId');
+  await page.getByLabel('Value (empty: everyone)').fill('alice');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.waitForFunction(() => document.querySelectorAll('#sub-rows tr').length === 1);
+  const cells = await page.locator('#sub-rows tr td').allTextContents();
+  assert.deepEqual(cells.slice(1, 4), ['other', 'alice', 'dash']);
+  await screenshots('subscribers');
+  await page.getByRole('button', { name: 'Send a test' }).click();
+  await page.waitForFunction(() => document.getElementById('s-status').textContent.startsWith('Test sent'));
+  await (async () => {
+    for (let i = 0; i < 200; i++) {
+      const got = (await (await fetch(`${dev.url}/messages`)).json()).items;
+      if (got.some((x) => x.payload && x.payload.includes('Sent from the Tocsin dashboard.'))) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.fail('the test did not reach the push service');
+  })();
+  await page.getByLabel('Value (empty: everyone)').fill('');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.waitForFunction(() => document.querySelectorAll('#sub-rows tr').length === 5);
+  const apple = (await api(server, 'GET', '/v1/subscriptions?limit=100')).body.items.find((x) => x.pushService === 'apple');
+  await page.locator(`#sub-rows tr[data-id="${apple.id}"]`).getByRole('button', { name: 'Delete' }).click();
+  await page.waitForFunction(() => document.querySelectorAll('#sub-rows tr').length === 4);
+  assert.equal((await api(server, 'GET', '/v1/stats')).body.subscriptions, 4);
 });
 
 test('push services and keys; a rotation from the keys page', async () => {

@@ -874,6 +874,10 @@ async fn daily_stats_count_subscriptions_and_messages() {
     assert_eq!(server.subscribe(&fcm).await.0, 200);
     let (_, stats) = server.get("/v1/stats").await;
     assert_eq!(stats["subscriptionsByPushService"], json!({"apple": 0, "fcm": 1, "mozilla": 0, "other": 2, "wns": 0}));
+    let (_, listed) = server.get("/v1/subscriptions").await;
+    let services: Vec<&str> =
+        listed["items"].as_array().unwrap().iter().map(|i| i["pushService"].as_str().unwrap()).collect();
+    assert_eq!(services, ["other", "other", "fcm"]);
     assert_eq!(server.get("/v1/stats/daily").await.1["items"].as_array().map(Vec::len), Some(30));
     for bad in ["0", "367", "x"] {
         let (status, v) = server.get(&format!("/v1/stats/daily?days={bad}")).await;

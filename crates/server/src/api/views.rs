@@ -98,6 +98,8 @@ pub struct SubscriptionView {
     pub(crate) expiration_time: Option<u64>,
     /// The VAPID public key the browser subscribed with.
     pub(crate) vapid_key_id: i64,
+    /// Whose push service the endpoint is: `fcm`, `mozilla`, `apple`, `wns` or `other`.
+    pub(crate) push_service: &'static str,
 }
 
 impl From<StoredSubscription> for SubscriptionView {
@@ -111,6 +113,14 @@ impl From<StoredSubscription> for SubscriptionView {
             updated_at: rfc3339(s.updated_at),
             expiration_time: s.subscription.expiration_time(),
             vapid_key_id: s.vapid_key_id,
+            push_service: tocsin_protocol::PushService::of_host(&s.subscription.endpoint().host_str().map_or_else(
+                String::new,
+                |h| match s.subscription.endpoint().port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.to_owned(),
+                },
+            ))
+            .as_str(),
         }
     }
 }
