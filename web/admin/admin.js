@@ -218,6 +218,7 @@ async function subscribers(more = false) {
     const actions = el('td');
     const test = el('button', 'Send a test');
     test.type = 'button';
+    test.disabled = !MAY.send.includes(scope);
     test.addEventListener('click', async () => {
       try {
         const m = await api('POST', appPath('/messages'), {
@@ -232,6 +233,7 @@ async function subscribers(more = false) {
     });
     const del = el('button', 'Delete');
     del.type = 'button';
+    del.disabled = !MAY.delete.includes(scope);
     del.addEventListener('click', async () => {
       try {
         await api('DELETE', appPath(`/subscriptions/${s.id}`));
@@ -285,13 +287,40 @@ function signOut(message = '') {
   delete document.body.dataset.page;
 }
 
+/** What each scope may do (the API refuses the rest with 403; the buttons say so first). */
+const MAY = {
+  send: ['send', 'admin'],
+  delete: ['admin'],
+  rotate: ['admin'],
+};
+let scope = 'admin';
+
+/** Greys out what the token's scope does not allow, and says why. */
+function applyScope() {
+  const rule = { 'compose-send': 'send', 'm-cancel': 'send', rotate: 'rotate' };
+  for (const [id, action] of Object.entries(rule)) {
+    const b = $(id);
+    b.disabled = !MAY[action].includes(scope);
+    b.title = b.disabled ? `A ${scope} token may not do this` : '';
+  }
+  document.body.dataset.scope = scope;
+}
+
 async function start() {
   let apps;
   try {
-    apps = (await api('GET', '/v1/apps')).items;
+    const me = await api('GET', '/v1/token');
+    scope = me.scope;
+    if (me.app) {
+      apps = [{ app: me.app }];
+    } else {
+      // A send token may not list apps: it works in default, and any app by URL.
+      apps = await api('GET', '/v1/apps').then((r) => r.items, () => [{ app: 'default' }]);
+    }
   } catch (e) {
     return signOut(e instanceof Unauthorized ? 'That token was not accepted.' : `The server refused: ${e.message}`);
   }
+  applyScope();
   const select = $('app');
   select.replaceChildren(...apps.map((a) => el('option', a.app)));
   const chosen = sessionStorage.getItem(APP_KEY);

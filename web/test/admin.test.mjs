@@ -4,11 +4,14 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { api, artifacts, signUserId, startDevPush, startServer, TOKEN } from './harness.mjs';
+import { api, artifacts, repo, signUserId, startDevPush, startServer, TOKEN } from './harness.mjs';
 
 const P256DH = 'BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4';
+const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 const SIZES = { desktop: { width: 1280, height: 800 }, phone: { width: 375, height: 812 } };
 let server;
 let dev;
@@ -51,7 +54,17 @@ after(async () => {
   dev?.stop();
 });
 
+/** axe-core on the page as it is: no serious or critical violation. */
+async function accessible(name) {
+  if (!(await page.evaluate(() => 'axe' in window))) await page.addScriptTag({ path: AXE });
+  const { violations, passes } = await page.evaluate(() => window.axe.run(document));
+  assert.ok(passes.length > 10, `${name}: axe ran`);
+  const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  assert.deepEqual(bad.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`), [], `${name}: axe`);
+}
+
 async function screenshots(name) {
+  await accessible(name);
   for (const [size, viewport] of Object.entries(SIZES)) {
     await page.setViewportSize(viewport);
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
@@ -87,6 +100,10 @@ test('the overview shows what /v1/stats says', async () => {
   assert.equal(await page.textContent('[data-service="other"]'), '2');
   assert.equal(await page.locator('#chart svg rect').count(), 60, 'gained and lost for 30 days');
   await screenshots('overview');
+  // prefers-color-scheme: dark, checked by axe too (contrast).
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await screenshots('overview-dark');
+  await page.emulateMedia({ colorScheme: 'light' });
 });
 
 test('compose a message to a topic, watch it reach done, read its funnel', async () => {
@@ -182,4 +199,27 @@ test('push services and keys; a rotation from the keys page', async () => {
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.waitForSelector('#signin:not([hidden])');
   assert.equal(await page.evaluate(() => sessionStorage.getItem('tocsin.token')), null);
+});
+
+test('a read token sees the pages and cannot press what it may not do', async () => {
+  const bin = process.env.TOCSIN_BIN || join(repo, 'target', 'debug', 'tocsin');
+  const viewer = execFileSync(bin, ['token', 'create', '--name', 'viewer', '--scope', 'read', '--database', server.db], { encoding: 'utf8' }).trim();
+  await page.goto(`${server.url}/admin#compose`);
+  await page.waitForSelector('#signin:not([hidden])');
+  await page.getByLabel('API token').fill(viewer);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('body[data-page="compose"]');
+  assert.equal(await page.evaluate(() => document.body.dataset.scope), 'read');
+  assert.equal(await page.getByRole('button', { name: 'Send' }).isDisabled(), true);
+  await page.getByRole('link', { name: 'Keys' }).click();
+  await page.waitForSelector('body[data-page="keys"]');
+  assert.equal(await page.getByRole('button', { name: 'Rotate key' }).isDisabled(), true);
+  await page.getByRole('link', { name: 'Subscribers' }).click();
+  await page.waitForSelector('#sub-rows tr');
+  assert.equal(await page.getByRole('button', { name: 'Delete' }).first().isDisabled(), true);
+  assert.equal(await page.getByRole('button', { name: 'Send a test' }).first().isDisabled(), true);
+  await page.getByRole('link', { name: 'Overview' }).click();
+  await page.waitForSelector('body[data-page="overview"]');
+  const { body: stats } = await api(server, 'GET', '/v1/stats');
+  assert.equal(await page.textContent('[data-stat="subscriptions"]'), String(stats.subscriptions));
 });

@@ -61,6 +61,7 @@ export async function startServer({ vapid, extra = [] } = {}) {
   });
   // Chromium and Firefox treat http://localhost as a secure context.
   s.url = s.url.replace('127.0.0.1', 'localhost');
+  s.db = `sqlite://${dir}/t.db`;
   return s;
 }
 

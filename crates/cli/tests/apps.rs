@@ -242,6 +242,16 @@ async fn two_apps(backend: Backend) {
         (Some(2), Some(1)),
         "nothing of blog changed"
     );
+    // GET /v1/token: what a token is.
+    assert_eq!(
+        call(&server, Method::GET, &shop_admin, "/v1/token", None).await.1,
+        json!({"scope": "admin", "app": "shop"})
+    );
+    assert_eq!(
+        call(&server, Method::GET, &shop_sender, "/v1/token", None).await.1,
+        json!({"scope": "send", "app": "shop"})
+    );
+    assert_eq!(call(&server, Method::GET, TOKEN, "/v1/token", None).await.1, json!({"scope": "admin", "app": null}));
     // An app's token sees its own app in /v1/apps, and cannot make apps.
     let (_, listed) = call(&server, Method::GET, &shop_admin, "/v1/apps", None).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);

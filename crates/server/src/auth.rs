@@ -90,6 +90,8 @@ pub struct ServerWide<R: Requirement>(PhantomData<R>);
 pub struct AnyToken<R: Requirement> {
     /// The token's app, when it was made for one.
     pub app: Option<AppId>,
+    /// The token's scope.
+    pub scope: TokenScope,
     _scope: PhantomData<R>,
 }
 
@@ -163,11 +165,11 @@ pub async fn token_scope(parts: &Parts, state: &AppState) -> Result<(TokenScope,
     Ok((row.scope, row.app))
 }
 
-/// The request's token, checked against `R`.
-async fn allowed<R: Requirement>(parts: &Parts, state: &AppState) -> Result<Option<AppId>, ApiError> {
+/// The request's token, checked against `R`: its app and scope.
+async fn allowed<R: Requirement>(parts: &Parts, state: &AppState) -> Result<(Option<AppId>, TokenScope), ApiError> {
     let (scope, app) = token_scope(parts, state).await?;
     if R::allows(scope) {
-        Ok(app)
+        Ok((app, scope))
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -181,7 +183,7 @@ impl<R: Requirement> FromRequestParts<AppState> for Authorized<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token_app = allowed::<R>(parts, state).await?;
+        let (token_app, _) = allowed::<R>(parts, state).await?;
         let app = crate::app::resolve(parts, state).await?;
         // The app boundary for tokens: one made for another app learns
         // nothing of this one, not even that it exists.
@@ -196,7 +198,7 @@ impl<R: Requirement> FromRequestParts<AppState> for ServerWide<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match allowed::<R>(parts, state).await? {
+        match allowed::<R>(parts, state).await?.0 {
             None => Ok(Self(PhantomData)),
             Some(_) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -211,6 +213,7 @@ impl<R: Requirement> FromRequestParts<AppState> for AnyToken<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(Self { app: allowed::<R>(parts, state).await?, _scope: PhantomData })
+        let (app, scope) = allowed::<R>(parts, state).await?;
+        Ok(Self { app, scope, _scope: PhantomData })
     }
 }

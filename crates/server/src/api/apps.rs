@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::app::{create_app, rotate_key, CreateAppError};
-use crate::auth::{Admin, AdminScope, AnyToken, ReadScope, Reader, ServerWide};
+use crate::auth::{Admin, AdminScope, AnyToken, MessageReadScope, ReadScope, Reader, ServerWide};
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 use axum::extract::rejection::BytesRejection;
@@ -80,6 +80,21 @@ impl From<VapidKeyInfo> for VapidKeyView {
 
 fn db(e: StoreError) -> ApiError {
     ApiError::storage("database-unavailable", "cannot read or write apps", &e)
+}
+
+/// What the request's token may do: its scope, and the app it is for
+/// (`null`: every app). For pages that grey out what it may not.
+#[utoipa::path(get, path = "/v1/token", security(("token" = ["read", "send", "admin"])),
+    responses((status = 200, description = "{\"scope\":\"admin\"|\"send\"|\"read\",\"app\":name|null}"), (status = 401, body = ErrorBody)))]
+pub(crate) async fn whoami(
+    token: AnyToken<MessageReadScope>,
+    State(st): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let app = match token.app {
+        None => None,
+        Some(id) => st.store.apps().await.map_err(db)?.into_iter().find(|a| a.id == id).map(|a| a.name),
+    };
+    Ok(Json(json!({"scope": token.scope, "app": app})))
 }
 
 /// Apps with their subscriber counts (a token made for one app sees that one).

@@ -39,7 +39,7 @@ use utoipa::OpenApi;
     paths(
         classic::vapid_public_key, classic::post_subscription, classic::delete_subscription, classic::push_all, classic::test_notification, classic::post_event,
         messages::create_message, messages::get_message, messages::cancel_message, messages::list_messages,
-        apps::list_apps, apps::post_app, apps::list_keys, apps::rotate, apps::retire,
+        apps::whoami, apps::list_apps, apps::post_app, apps::list_keys, apps::rotate, apps::retire,
         subscriptions::list_subscriptions, subscriptions::get_subscription, subscriptions::remove_subscription, ops::stats, ops::daily, ops::push_services,
         ops::healthz, ops::readyz, ops::metrics
     ),
@@ -110,6 +110,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .nest("/v1/apps/{app}", app_routes())
         .route("/v1/apps", get(apps::list_apps).post(apps::post_app))
         .route("/v1/push-services", get(ops::push_services))
+        .route("/v1/token", get(apps::whoami))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
