@@ -201,6 +201,28 @@ test('push services and keys; a rotation from the keys page', async () => {
   assert.equal(await page.evaluate(() => sessionStorage.getItem('tocsin.token')), null);
 });
 
+test('with several apps, a switcher picks the app the pages show', async () => {
+  const { status } = await api(server, 'POST', '/v1/apps', { name: 'shop' });
+  assert.equal(status, 201);
+  await page.goto(`${server.url}/admin#overview`);
+  await page.getByLabel('API token').fill(TOKEN);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('body[data-page="overview"]');
+  assert.equal(await page.getByLabel('App').isVisible(), true);
+  await page.getByLabel('App').selectOption('shop');
+  await page.waitForFunction(() => document.querySelector('[data-stat="subscriptions"]').textContent === '0');
+  const { body: shop } = await api(server, 'GET', '/v1/apps/shop/stats');
+  assert.equal(shop.subscriptions, 0);
+  await page.getByRole('link', { name: 'Keys' }).click();
+  await page.waitForSelector('body[data-page="keys"]');
+  const { body: keys } = await api(server, 'GET', '/v1/apps/shop/vapid-keys');
+  assert.equal(await page.locator('#key-rows tr td.key').first().textContent(), keys.items[0].publicKey);
+  await screenshots('apps');
+  await page.getByLabel('App').selectOption('default');
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForSelector('#signin:not([hidden])');
+});
+
 test('a read token sees the pages and cannot press what it may not do', async () => {
   const bin = process.env.TOCSIN_BIN || join(repo, 'target', 'debug', 'tocsin');
   const viewer = execFileSync(bin, ['token', 'create', '--name', 'viewer', '--scope', 'read', '--database', server.db], { encoding: 'utf8' }).trim();
