@@ -189,7 +189,12 @@ async function messages() {
   document.querySelector('[data-funnel="delivered"]').textContent = fmt(c.delivered) + rate(c.delivered, c.targeted);
   document.querySelector('[data-funnel="shown"]').textContent = fmt(c.shown) + rate(c.shown, c.delivered);
   document.querySelector('[data-funnel="clicked"]').textContent = fmt(c.clicked) + rate(c.clicked, c.shown);
-  $('m-failures').replaceChildren(...Object.entries(m.failedByReason || {}).map(([r, n]) => el('li', `${r}: ${fmt(n)}`)));
+  const examples = m.failureExamples || {};
+  $('m-failures').replaceChildren(...Object.entries(m.failedByReason || {}).map(([r, n]) => {
+    const li = el('li', `${r}: ${fmt(n)}`);
+    if (examples[r]) li.append(el('br'), el('small', `for example ${examples[r]}`));
+    return li;
+  }));
   $('m-cancel').hidden = !['scheduled', 'queued', 'sending'].includes(m.state);
   document.body.dataset.messageState = m.state;
   if (['queued', 'sending'].includes(m.state)) polling = setTimeout(() => location.hash.startsWith('#messages/') && messages(), 1000);

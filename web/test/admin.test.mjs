@@ -116,16 +116,23 @@ test('compose a message to a topic, watch it reach done, read its funnel', async
   await page.getByLabel('A topic').check();
   await page.getByLabel('Topic, or user ids separated by commas').fill('dash');
   await screenshots('compose');
+  // One of the two will refuse it for good (413): a failure, with its example.
+  const { body: dash } = await api(server, 'GET', '/v1/subscriptions?topic=dash');
+  const refusing = dash.items[1].endpoint.split('/').pop();
+  await fetch(`${dev.url}/subscriptions/${refusing}/faults`, { method: 'POST', body: JSON.stringify({ status: 413 }) });
   await page.getByRole('button', { name: 'Send' }).click();
   await page.waitForSelector('body[data-message-state="done"]', { timeout: 30000 });
   const id = (await page.evaluate(() => location.hash)).split('/')[1];
   const { body: m } = await api(server, 'GET', `/v1/messages/${id}`);
-  assert.equal(m.counts.targeted, 2);
+  assert.deepEqual([m.counts.targeted, m.counts.delivered, m.counts.failed], [2, 1, 1]);
   assert.equal(await page.textContent('[data-funnel="targeted"]'), String(m.counts.targeted));
-  assert.equal(await page.textContent('[data-funnel="delivered"]'), `${m.counts.delivered} (100 %)`);
+  assert.equal(await page.textContent('[data-funnel="delivered"]'), `${m.counts.delivered} (50 %)`);
   assert.equal(await page.textContent('[data-funnel="shown"]'), `${m.counts.shown} (0 %)`);
+  const failures = await page.textContent('#m-failures');
+  assert.ok(failures.startsWith('payload-too-large: 1'), failures);
+  assert.ok(failures.includes(`for example ${m.failureExamples['payload-too-large']}`), failures);
   const got = (await (await fetch(`${dev.url}/messages`)).json()).items;
-  assert.equal(got.filter((x) => x.payload && x.payload.includes('Hello from the dashboard')).length, 2);
+  assert.equal(got.filter((x) => x.payload && x.payload.includes('Hello from the dashboard')).length, 1);
   await screenshots('message');
 });
 

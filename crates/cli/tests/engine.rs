@@ -97,6 +97,9 @@ async fn faults(backend: Backend) {
     assert_eq!((c["targeted"].as_i64(), c["delivered"].as_i64()), (Some(6), Some(4)), "{m}");
     assert_eq!((c["gone"].as_i64(), c["failed"].as_i64()), (Some(1), Some(1)), "{m}");
     assert_eq!(m["failedByReason"], json!({"payload-too-large": 1}), "{m}");
+    // An example of it: which subscription, where, and what the service said.
+    let example = m["failureExamples"]["payload-too-large"].as_str().unwrap_or_default();
+    assert!(example.starts_with("subscription ") && example.contains(&dev.base) && example.contains("413"), "{m}");
     assert_counts_add_up(&m);
 
     let state = |i: usize| {

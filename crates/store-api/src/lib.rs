@@ -214,6 +214,9 @@ pub trait Store: Send + Sync + 'static {
     /// Ids of messages in `sending` (to finish those whose last shard
     /// closed on a node that stopped before it could mark them done).
     async fn sending_message_ids(&self) -> Result<Vec<String>>;
+    /// One example of each reason of a message's failures (the first one
+    /// recorded), by reason.
+    async fn message_failure_examples(&self, id: &str) -> Result<Vec<(String, String)>>;
     /// A message's failures by reason.
     async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>>;
 

@@ -25,6 +25,7 @@ struct State {
     messages: BTreeMap<String, Message>,
     idempotency: HashMap<String, String>,
     failures: BTreeMap<(String, String), i64>,
+    failure_examples: BTreeMap<(String, String), String>,
     shards: BTreeMap<(String, i64), ShardRow>,
     retries: BTreeMap<(String, i64), RetryRow>,
     tokens: Vec<(String, TokenRow)>,
@@ -221,6 +222,9 @@ impl State {
         }
         for (reason, n) in &outcome.failed {
             *self.failures.entry((message_id.to_owned(), reason.clone())).or_default() += n;
+        }
+        for (reason, example) in &outcome.examples {
+            self.failure_examples.entry((message_id.to_owned(), reason.clone())).or_insert_with(|| example.clone());
         }
         self.remove(outcome.gone.iter().chain(&outcome.expired).copied(), now);
         if state != MessageState::Cancelled {
@@ -722,6 +726,11 @@ impl Store for MemoryStore {
         Ok(st.messages.values().filter(|m| m.state == MessageState::Sending).map(|m| m.id.clone()).collect())
     }
 
+    async fn message_failure_examples(&self, id: &str) -> Result<Vec<(String, String)>> {
+        let st = self.lock();
+        Ok(st.failure_examples.iter().filter(|((m, _), _)| m == id).map(|((_, r), e)| (r.clone(), e.clone())).collect())
+    }
+
     async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>> {
         let st = self.lock();
         Ok(st.failures.iter().filter(|((m, _), _)| m == id).map(|((_, r), n)| (r.clone(), *n)).collect())
@@ -786,6 +795,7 @@ impl Store for MemoryStore {
             st.shards.retain(|(mid, _), _| mid != id);
             st.retries.retain(|(mid, _), _| mid != id);
             st.failures.retain(|(mid, _), _| mid != id);
+            st.failure_examples.retain(|(mid, _), _| mid != id);
         }
         Ok(old.len() as u64)
     }

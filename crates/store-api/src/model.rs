@@ -433,6 +433,9 @@ pub struct PageOutcome {
     pub delivered: i64,
     /// Failed for good, by reason label.
     pub failed: Vec<(String, i64)>,
+    /// One example of each reason's failures (which subscription, and what
+    /// the push service said), for people reading a message's failures.
+    pub examples: Vec<(String, String)>,
     /// Subscriptions that answered 404/410: deleted, counted `gone`.
     pub gone: Vec<i64>,
     /// Subscriptions past their `expirationTime`: deleted, counted `expired`.
@@ -442,6 +445,14 @@ pub struct PageOutcome {
 }
 
 impl PageOutcome {
+    /// Adds one failure, with an example if none of its reason has one yet.
+    pub fn fail_with(&mut self, reason: String, example: String) {
+        if !self.examples.iter().any(|(r, _)| *r == reason) {
+            self.examples.push((reason.clone(), example));
+        }
+        self.fail(reason);
+    }
+
     /// Adds one failure.
     pub fn fail(&mut self, reason: String) {
         match self.failed.iter_mut().find(|(r, _)| *r == reason) {

@@ -25,7 +25,8 @@ pub(super) struct Job {
 enum Attempt {
     Delivered,
     Gone,
-    Failed(String),
+    /// A label, and what happened, in words.
+    Failed(String, String),
     Retry {
         reason: String,
         after: Option<Duration>,
@@ -36,6 +37,12 @@ enum Attempt {
     Deferred {
         wait: Duration,
     },
+}
+
+/// An example of a failure, for people: which subscription, at which
+/// push service, and what happened.
+fn example(sub: &StoredSubscription, detail: &str) -> String {
+    format!("subscription {} at {}: {detail}", sub.id, sub.subscription.origin())
 }
 
 impl Engine {
@@ -94,13 +101,13 @@ impl Engine {
             }
             if now > deadline {
                 self.metrics.count("failed", "ttl-expired");
-                outcome.fail("ttl-expired".into());
+                outcome.fail_with("ttl-expired".into(), example(sub, "its TTL ran out before it could be sent"));
                 continue;
             }
             if let Err(reason) = self.policy.check(sub.subscription.endpoint()) {
                 tracing::warn!(subscription = sub.id, %reason, "endpoint refused by policy");
                 self.metrics.count("failed", "endpoint-not-allowed");
-                outcome.fail("endpoint-not-allowed".into());
+                outcome.fail_with("endpoint-not-allowed".into(), example(sub, &reason));
                 continue;
             }
             let signer = self.signer(lane, sub.vapid_key_id).await?;
@@ -127,7 +134,10 @@ impl Engine {
                             Some(&signer),
                             SystemTime::now(),
                         ) {
-                            Err(e) => Attempt::Failed(FailReason::Request(e.to_string()).label()),
+                            Err(e) => {
+                                let reason = FailReason::Request(e.to_string());
+                                Attempt::Failed(reason.label(), reason.to_string())
+                            }
                             Ok(req) => {
                                 in_flight_gauge.inc();
                                 let started = tokio::time::Instant::now();
@@ -143,7 +153,7 @@ impl Engine {
                                         let mismatch = matches!(reason, FailReason::VapidKeyMismatch { .. });
                                         return (
                                             job,
-                                            Attempt::Failed(reason.label()),
+                                            Attempt::Failed(reason.label(), reason.to_string()),
                                             mismatch.then(|| reason.to_string()),
                                         );
                                     }
@@ -187,16 +197,19 @@ impl Engine {
                     self.metrics.gone.inc();
                     outcome.gone.push(job.sub.id);
                 }
-                Attempt::Failed(reason) => {
+                Attempt::Failed(reason, detail) => {
                     tracing::debug!(subscription = job.sub.id, %reason, "delivery failed");
                     self.metrics.count("failed", &reason);
-                    outcome.fail(reason);
+                    outcome.fail_with(reason, example(&job.sub, &detail));
                 }
                 Attempt::Deferred { wait } => {
                     let due_at = self.now_ms() + wait.as_millis() as i64;
                     if due_at > deadline {
                         self.metrics.count("failed", "ttl-expired");
-                        outcome.fail("ttl-expired".into());
+                        outcome.fail_with(
+                            "ttl-expired".into(),
+                            example(&job.sub, "its TTL ran out while its push service held it back"),
+                        );
                     } else {
                         self.metrics.count("retry", "deferred");
                         self.metrics.retries.inc();
@@ -215,10 +228,14 @@ impl Engine {
                     if attempts >= i64::from(self.config.retry.max_attempts) {
                         let label = format!("retries-exhausted-{reason}");
                         self.metrics.count("failed", &label);
-                        outcome.fail(label);
+                        let detail = format!("{attempts} attempts, the last: {reason}");
+                        outcome.fail_with(label, example(&job.sub, &detail));
                     } else if due_at > deadline {
                         self.metrics.count("failed", "ttl-expired");
-                        outcome.fail("ttl-expired".into());
+                        outcome.fail_with(
+                            "ttl-expired".into(),
+                            example(&job.sub, &format!("its TTL ran out before a retry ({reason})")),
+                        );
                     } else {
                         self.metrics.count("retry", &reason);
                         self.metrics.retries.inc();

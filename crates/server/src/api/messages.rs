@@ -168,6 +168,7 @@ pub(crate) async fn get_message(
     };
     let mut view = MessageView::from(m);
     view.failed_by_reason = Some(st.store.message_failures(&id).await.map_err(storage)?.into_iter().collect());
+    view.failure_examples = Some(st.store.message_failure_examples(&id).await.map_err(storage)?.into_iter().collect());
     Ok(Json(view))
 }
 

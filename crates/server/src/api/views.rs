@@ -70,6 +70,10 @@ pub struct MessageView {
     /// `retries-exhausted-http-503`, `ttl-expired`, …); in `GET /v1/messages/{id}` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) failed_by_reason: Option<std::collections::BTreeMap<String, i64>>,
+    /// One example of each reason's failures: which subscription, at which
+    /// push service, and what happened; in `GET /v1/messages/{id}` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) failure_examples: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl From<Message> for MessageView {
@@ -81,6 +85,7 @@ impl From<Message> for MessageView {
             send_at: m.send_at.map(rfc3339),
             counts: m.counts.into(),
             failed_by_reason: None,
+            failure_examples: None,
         }
     }
 }

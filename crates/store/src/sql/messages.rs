@@ -196,6 +196,16 @@ pub(super) async fn sending_ids(store: &SqlStore) -> R<Vec<String>> {
     rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
 }
 
+pub(super) async fn failure_examples(store: &SqlStore, id: &str) -> R<Vec<(String, String)>> {
+    let rows = sqlx::query(
+        "SELECT reason, example FROM message_failures WHERE message_id = $1 AND example IS NOT NULL ORDER BY reason",
+    )
+    .bind(id)
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get("reason")?, r.try_get("example")?))).collect()
+}
+
 pub(super) async fn failures(store: &SqlStore, id: &str) -> R<Vec<(String, i64)>> {
     let rows = sqlx::query("SELECT reason, count FROM message_failures WHERE message_id = $1 ORDER BY reason")
         .bind(id)

@@ -334,6 +334,10 @@ impl Store for SqlStore {
         Ok(messages::sending_ids(self).await?)
     }
 
+    async fn message_failure_examples(&self, id: &str) -> Result<Vec<(String, String)>> {
+        Ok(messages::failure_examples(self, id).await?)
+    }
+
     async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>> {
         Ok(messages::failures(self, id).await?)
     }

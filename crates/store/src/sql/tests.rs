@@ -74,7 +74,10 @@ async fn a_checkpoint_counts_only_while_the_lease_is_held() -> TestResult {
         assert_eq!(state, Some(MessageState::Sending));
         // The owner's, with a failure, a gone subscription and a retry (a transaction).
         let mut mixed = PageOutcome { gone: vec![ids[2]], ..PageOutcome::default() };
-        mixed.fail("http-400".into());
+        mixed.fail_with("http-400".into(), "subscription 2: 400".into());
+        mixed.fail_with("http-400".into(), "not kept: one example per reason and page".into());
+        assert_eq!(mixed.failed_total(), 2);
+        mixed.failed = vec![("http-400".into(), 1)];
         mixed.retries.push(NewRetry { subscription_id: ids[3], attempt: 1, due_at: 10, reason: "http-503".into() });
         let done = ShardProgress { cursor: shard.end_at, done: true, lease_ms: 60_000 };
         let state = store.checkpoint_shard(&shard, &done, &mixed, 5).await?;
@@ -82,6 +85,10 @@ async fn a_checkpoint_counts_only_while_the_lease_is_held() -> TestResult {
         let c = counts().await?;
         assert_eq!((c.delivered, c.failed, c.gone, c.pending_retry), (2, 1, 1, 1));
         assert!(store.subscription(ids[2]).await?.is_none(), "gone is deleted");
+        assert_eq!(
+            store.message_failure_examples("m1").await?,
+            [("http-400".to_owned(), "subscription 2: 400".to_owned())]
+        );
         // The shard is done: nobody can claim it again.
         assert!(store.claim_shard(&claim("b", "t-b"), 6, 60_000).await?.is_none());
         Ok(())

@@ -195,13 +195,16 @@ async fn apply_outcome(
     .await?;
     let state = message_state(&row)?;
     for (reason, n) in &outcome.failed {
+        let example = outcome.examples.iter().find(|(r, _)| r == reason).map(|(_, e)| e.as_str());
         sqlx::query(
-            "INSERT INTO message_failures (message_id, reason, count) VALUES ($1, $2, $3) \
-             ON CONFLICT (message_id, reason) DO UPDATE SET count = message_failures.count + excluded.count",
+            "INSERT INTO message_failures (message_id, reason, count, example) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (message_id, reason) DO UPDATE SET count = message_failures.count + excluded.count, \
+             example = COALESCE(message_failures.example, excluded.example)",
         )
         .bind(message_id)
         .bind(reason.as_str())
         .bind(*n)
+        .bind(example)
         .execute(&mut **tx)
         .await?;
     }
