@@ -18,34 +18,30 @@ pub enum PushService {
     Other,
 }
 
+/// The vendors' push service domains: a host is a vendor's when it is one
+/// of these or a subdomain of one.
+pub const HOSTS: &[(&str, PushService)] = &[
+    ("fcm.googleapis.com", PushService::Fcm),
+    ("android.googleapis.com", PushService::Fcm),
+    ("push.services.mozilla.com", PushService::Mozilla),
+    ("push.apple.com", PushService::Apple),
+    ("notify.windows.com", PushService::Wns),
+];
+
+/// Whether `host` (lower case, no trailing dot) is `domain` or under it.
+pub fn host_is_under(host: &str, domain: &str) -> bool {
+    host.strip_suffix(domain).is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+}
+
 impl PushService {
-    /// The service of an endpoint's host (a port, if any, is ignored; a
-    /// host is its vendor's when it is one of the vendor's hosts or a
-    /// subdomain of one).
+    /// The service of an endpoint's host (a port, if any, is ignored).
     pub fn of_host(host: &str) -> Self {
-        let host = host.rsplit_once(':').map_or(
-            host,
-            |(h, port)| {
-                if port.bytes().all(|b| b.is_ascii_digit()) {
-                    h
-                } else {
-                    host
-                }
-            },
-        );
+        let host = match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let under = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
-        if under("fcm.googleapis.com") || under("android.googleapis.com") {
-            Self::Fcm
-        } else if under("push.services.mozilla.com") {
-            Self::Mozilla
-        } else if under("push.apple.com") {
-            Self::Apple
-        } else if under("notify.windows.com") {
-            Self::Wns
-        } else {
-            Self::Other
-        }
+        HOSTS.iter().find(|(domain, _)| host_is_under(&host, domain)).map_or(Self::Other, |(_, s)| *s)
     }
 
     /// Every service, in the order the API lists them.
@@ -65,6 +61,7 @@ impl PushService {
 
 #[cfg(test)]
 mod tests {
+    use super::host_is_under;
     use super::PushService::{self, *};
 
     #[test]
@@ -85,5 +82,7 @@ mod tests {
         ] {
             assert_eq!(PushService::of_host(host), service, "{host}");
         }
+        assert!(host_is_under("a.b.example", "b.example") && host_is_under("b.example", "b.example"));
+        assert!(!host_is_under("ab.example", "b.example"));
     }
 }

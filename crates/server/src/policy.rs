@@ -3,6 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+use tocsin_protocol::push_service::host_is_under;
+use tocsin_protocol::PushService;
 use url::{Host, Url};
 
 /// Which endpoints subscriptions may have.
@@ -15,17 +17,6 @@ pub enum EndpointPolicy {
     /// Only the hosts of the major push services (and any added).
     Known(Vec<String>),
 }
-
-/// The push services' hosts `known` accepts: Google FCM, Mozilla autopush,
-/// Microsoft WNS, Apple. A host matches itself and its subdomains.
-pub const KNOWN_PUSH_HOSTS: &[&str] = &[
-    "fcm.googleapis.com",
-    "android.googleapis.com",
-    "updates.push.services.mozilla.com",
-    "push.services.mozilla.com",
-    "notify.windows.com",
-    "push.apple.com",
-];
 
 impl FromStr for EndpointPolicy {
     type Err = String;
@@ -189,12 +180,11 @@ impl EndpointPolicy {
     }
 }
 
+/// A host of one of the major push services (Google FCM, Mozilla autopush,
+/// Microsoft WNS, Apple: `tocsin_protocol::push_service::HOSTS`), or of one
+/// added; a host matches itself and its subdomains.
 fn is_known(host: &str, extra: &[String]) -> bool {
-    KNOWN_PUSH_HOSTS
-        .iter()
-        .copied()
-        .chain(extra.iter().map(String::as_str))
-        .any(|k| host == k || host.ends_with(&format!(".{k}")))
+    PushService::of_host(host) != PushService::Other || extra.iter().any(|k| host_is_under(host, k))
 }
 
 fn public_or(ip: IpAddr) -> Result<(), String> {
