@@ -106,8 +106,8 @@ pub trait Store: Send + Sync + 'static {
     async fn vapid_keys(&self, app: AppId) -> Result<Vec<VapidKeyInfo>>;
     /// Retires (deletes) a key of `app`: refused for the current key, and
     /// for a key that subscriptions still use unless `force`, which deletes
-    /// them with it.
-    async fn retire_vapid_key(&self, app: AppId, id: i64, force: bool) -> Result<RetireKey>;
+    /// them with it (counted as removed at `now`).
+    async fn retire_vapid_key(&self, app: AppId, id: i64, force: bool, now: i64) -> Result<RetireKey>;
 
     /// Inserts, or updates the row with the same endpoint in the same app.
     /// An endpoint stored in another app is a [`StoreError::Conflict`].
@@ -115,8 +115,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores many subscriptions in one transaction (a bulk import), in
     /// order: a later copy of an endpoint wins. Returns the rows in order.
     async fn upsert_subscriptions(&self, new: &[NewSubscription], now: i64) -> Result<Vec<StoredSubscription>>;
-    /// Deletes by endpoint when the auth secret matches; true when a row went.
-    async fn delete_subscription_by_endpoint(&self, app: AppId, endpoint: &str, auth: &str) -> Result<bool>;
+    /// Deletes by endpoint when the auth secret matches (counted as removed
+    /// at `now`); true when a row went.
+    async fn delete_subscription_by_endpoint(&self, app: AppId, endpoint: &str, auth: &str, now: i64) -> Result<bool>;
     /// One subscription of `app` by endpoint.
     async fn subscription_by_endpoint(&self, app: AppId, endpoint: &str) -> Result<Option<StoredSubscription>>;
     /// Counts a `shown` or `clicked` event for a message of `app`; false
@@ -127,8 +128,9 @@ pub trait Store: Send + Sync + 'static {
     /// and the old goes without counting as an unsubscription. True when
     /// the old one went.
     async fn replace_subscription(&self, app: AppId, old_id: i64, new_id: i64) -> Result<bool>;
-    /// Deletes a subscription of `app` by id; true when a row went.
-    async fn delete_subscription(&self, app: AppId, id: i64) -> Result<bool>;
+    /// Deletes a subscription of `app` by id (counted as removed at `now`);
+    /// true when a row went.
+    async fn delete_subscription(&self, app: AppId, id: i64, now: i64) -> Result<bool>;
     /// One subscription of `app`.
     async fn app_subscription(&self, app: AppId, id: i64) -> Result<Option<StoredSubscription>>;
     /// One subscription, whatever its app (for the engine: the id comes

@@ -37,8 +37,6 @@ struct State {
     removed: BTreeMap<(AppId, i64), (i64, i64)>,
 }
 
-const DAY_MS: i64 = 86_400_000;
-
 #[derive(Debug)]
 struct ShardRow {
     start_after: i64,
@@ -87,10 +85,6 @@ impl MemoryStore {
     pub fn refuse_renewals(&self) {
         self.lock().refuse_renewals = true;
     }
-}
-
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn matches(target: &Target, s: &StoredSubscription) -> bool {
@@ -323,7 +317,7 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn retire_vapid_key(&self, app: AppId, id: i64, force: bool) -> Result<RetireKey> {
+    async fn retire_vapid_key(&self, app: AppId, id: i64, force: bool, now: i64) -> Result<RetireKey> {
         let mut st = self.lock();
         let Some((_, current, _)) = st.keys.iter().find(|(k, _, _)| k.id == id && k.app_id == app) else {
             return Ok(RetireKey::NotFound);
@@ -336,7 +330,7 @@ impl Store for MemoryStore {
             return Ok(RetireKey::InUse(n));
         }
         let gone: Vec<i64> = st.subs.values().filter(|s| s.vapid_key_id == id).map(|s| s.id).collect();
-        st.remove(gone, wall_ms());
+        st.remove(gone, now);
         st.keys.retain(|(k, _, _)| k.id != id);
         Ok(RetireKey::Retired { removed: n })
     }
@@ -350,7 +344,7 @@ impl Store for MemoryStore {
         new.iter().map(|n| st.upsert(n, now)).collect()
     }
 
-    async fn delete_subscription_by_endpoint(&self, app: AppId, endpoint: &str, auth: &str) -> Result<bool> {
+    async fn delete_subscription_by_endpoint(&self, app: AppId, endpoint: &str, auth: &str, now: i64) -> Result<bool> {
         let mut st = self.lock();
         let id = st.subs.values().find(|s| {
             s.app_id == app
@@ -358,7 +352,7 @@ impl Store for MemoryStore {
                 && tocsin_protocol::b64::encode(s.subscription.auth().as_bytes()) == auth
         });
         let id = id.map(|s| s.id);
-        Ok(st.remove(id, wall_ms()) > 0)
+        Ok(st.remove(id, now) > 0)
     }
 
     async fn subscription_by_endpoint(&self, app: AppId, endpoint: &str) -> Result<Option<StoredSubscription>> {
@@ -380,10 +374,10 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn delete_subscription(&self, app: AppId, id: i64) -> Result<bool> {
+    async fn delete_subscription(&self, app: AppId, id: i64, now: i64) -> Result<bool> {
         let mut st = self.lock();
         if st.subs.get(&id).is_some_and(|s| s.app_id == app) {
-            return Ok(st.remove([id], wall_ms()) > 0);
+            return Ok(st.remove([id], now) > 0);
         }
         Ok(false)
     }

@@ -330,6 +330,9 @@ pub struct DailyStats {
     pub clicked: i64,
 }
 
+/// Milliseconds in a day: days are UTC days since the epoch.
+pub const DAY_MS: i64 = 86_400_000;
+
 /// The date of a day since the epoch, `YYYY-MM-DD` (proleptic Gregorian,
 /// UTC; Howard Hinnant's `civil_from_days`).
 pub fn day_to_date(day: i64) -> String {

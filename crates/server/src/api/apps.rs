@@ -202,7 +202,7 @@ pub(crate) async fn retire(
     let not_found = || ApiError::not_found("key-not-found", format!("the app has no key {id}"));
     let key_id: i64 = id.parse().map_err(|_| not_found())?;
     let force = matches!(q.force.as_deref(), Some("true" | "1"));
-    match st.store.retire_vapid_key(token.app.id, key_id, force).await.map_err(db)? {
+    match st.store.retire_vapid_key(token.app.id, key_id, force, now_ms()).await.map_err(db)? {
         RetireKey::Retired { removed } => {
             tracing::info!(app = %token.app.name, key = key_id, removed, "VAPID key retired");
             Ok(Json(json!({"id": key_id, "removedSubscriptions": removed})))

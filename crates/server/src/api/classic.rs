@@ -149,7 +149,7 @@ pub(crate) async fn delete_subscription(
     let (endpoint, auth) = endpoint_and_auth(&map)?;
     let deleted = st
         .store
-        .delete_subscription_by_endpoint(app.id, &endpoint, &auth)
+        .delete_subscription_by_endpoint(app.id, &endpoint, &auth, now_ms())
         .await
         .map_err(|e| ApiError::storage("unable-to-delete-subscription", "failed to delete the subscription", &e))?;
     if deleted {

@@ -52,7 +52,7 @@ pub(crate) async fn daily(
         Some(d) if (1..=366).contains(&d) => d,
         Some(_) => return Err(ApiError::bad_request("invalid-days", "days must be between 1 and 366")),
     };
-    let today = now_ms().div_euclid(86_400_000);
+    let today = now_ms().div_euclid(tocsin_store::DAY_MS);
     let rows = st
         .store
         .daily_stats(token.app.id, today - days + 1, today)

@@ -72,7 +72,7 @@ pub(crate) async fn remove_subscription(
     State(st): State<AppState>,
     IdParam(id): IdParam,
 ) -> Result<StatusCode, ApiError> {
-    match st.store.delete_subscription(token.app.id, sub_id(&id)?).await {
+    match st.store.delete_subscription(token.app.id, sub_id(&id)?, now_ms()).await {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
         Ok(false) => Err(ApiError::not_found("subscription-not-found", format!("no subscription {id}"))),
         Err(e) => Err(ApiError::storage("database-unavailable", "cannot delete the subscription", &e)),

@@ -185,7 +185,7 @@ pub(super) async fn vapid_keys(store: &SqlStore, app: AppId) -> R<Vec<VapidKeyIn
         .collect()
 }
 
-pub(super) async fn retire_vapid_key(store: &SqlStore, app: AppId, id: i64, force: bool) -> R<RetireKey> {
+pub(super) async fn retire_vapid_key(store: &SqlStore, app: AppId, id: i64, force: bool, now: i64) -> R<RetireKey> {
     let mut tx = store.pool.begin().await?;
     // The write first: SQLite takes its write lock at once, and a
     // subscription made with the key meanwhile waits for this transaction.
@@ -216,7 +216,6 @@ pub(super) async fn retire_vapid_key(store: &SqlStore, app: AppId, id: i64, forc
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     super::rows::count_removed(&mut tx, &removed, now).await?;
     sqlx::query("DELETE FROM vapid_keys WHERE id = $1").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
@@ -338,14 +337,14 @@ pub(super) async fn stats(store: &SqlStore, app: AppId) -> R<Stats> {
 /// `app`: subscriptions created (live ones, and those removed since) and
 /// removed, and messages created with their counts.
 pub(super) async fn daily(store: &SqlStore, app: AppId, first_day: i64, last_day: i64) -> R<Vec<DailyStats>> {
-    use super::rows::DAY_MS;
+    use crate::DAY_MS;
     let (from, to) = (first_day * DAY_MS, (last_day + 1) * DAY_MS);
     let mut days: std::collections::BTreeMap<i64, DailyStats> =
         (first_day..=last_day).map(|day| (day, DailyStats { day, ..DailyStats::default() })).collect();
-    let live = sqlx::query(
-        "SELECT CAST(created_at / 86400000 AS BIGINT) AS day, COUNT(*) AS n FROM subscriptions \
-         WHERE app_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY created_at / 86400000",
-    )
+    let live = sqlx::query(&format!(
+        "SELECT CAST(created_at / {DAY_MS} AS BIGINT) AS day, COUNT(*) AS n FROM subscriptions \
+         WHERE app_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY created_at / {DAY_MS}"
+    ))
     .bind(app.0)
     .bind(from)
     .bind(to)
@@ -370,12 +369,12 @@ pub(super) async fn daily(store: &SqlStore, app: AppId, first_day: i64, last_day
             d.unsubscribed += r.try_get::<i64, _>("unsubscribed")?;
         }
     }
-    let sent = sqlx::query(
-        "SELECT CAST(created_at / 86400000 AS BIGINT) AS day, COUNT(*) AS n, \
+    let sent = sqlx::query(&format!(
+        "SELECT CAST(created_at / {DAY_MS} AS BIGINT) AS day, COUNT(*) AS n, \
            CAST(COALESCE(SUM(delivered), 0) AS BIGINT) AS delivered, CAST(COALESCE(SUM(shown), 0) AS BIGINT) AS shown, \
            CAST(COALESCE(SUM(clicked), 0) AS BIGINT) AS clicked \
-         FROM messages WHERE app_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY created_at / 86400000",
-    )
+         FROM messages WHERE app_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY created_at / {DAY_MS}"
+    ))
     .bind(app.0)
     .bind(from)
     .bind(to)

@@ -198,8 +198,8 @@ impl Store for SqlStore {
         Ok(admin::vapid_keys(self, app).await?)
     }
 
-    async fn retire_vapid_key(&self, app: AppId, id: i64, force: bool) -> Result<RetireKey> {
-        Ok(admin::retire_vapid_key(self, app, id, force).await?)
+    async fn retire_vapid_key(&self, app: AppId, id: i64, force: bool, now: i64) -> Result<RetireKey> {
+        Ok(admin::retire_vapid_key(self, app, id, force, now).await?)
     }
 
     async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription> {
@@ -210,8 +210,8 @@ impl Store for SqlStore {
         Ok(subscriptions::upsert_all(self, new, now).await?)
     }
 
-    async fn delete_subscription_by_endpoint(&self, app: AppId, endpoint: &str, auth: &str) -> Result<bool> {
-        Ok(subscriptions::delete_by_endpoint(self, app, endpoint, auth).await?)
+    async fn delete_subscription_by_endpoint(&self, app: AppId, endpoint: &str, auth: &str, now: i64) -> Result<bool> {
+        Ok(subscriptions::delete_by_endpoint(self, app, endpoint, auth, now).await?)
     }
 
     async fn subscription_by_endpoint(&self, app: AppId, endpoint: &str) -> Result<Option<StoredSubscription>> {
@@ -222,8 +222,8 @@ impl Store for SqlStore {
         Ok(messages::add_event(self, app, message_id, event).await?)
     }
 
-    async fn delete_subscription(&self, app: AppId, id: i64) -> Result<bool> {
-        Ok(subscriptions::delete(self, app, id).await?)
+    async fn delete_subscription(&self, app: AppId, id: i64, now: i64) -> Result<bool> {
+        Ok(subscriptions::delete(self, app, id, now).await?)
     }
 
     async fn replace_subscription(&self, app: AppId, old_id: i64, new_id: i64) -> Result<bool> {

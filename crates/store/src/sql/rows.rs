@@ -8,7 +8,7 @@ use tocsin_protocol::subscription::{KeysJson, SubscriptionJson};
 use tocsin_protocol::Subscription;
 
 use super::R;
-use crate::{AppId, Counts, Message, MessageState, StoreError, StoredSubscription, Target, VapidKeyRow};
+use crate::{AppId, Counts, Message, MessageState, StoreError, StoredSubscription, Target, VapidKeyRow, DAY_MS};
 
 /// A query of the `Any` driver.
 pub(crate) type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
@@ -190,9 +190,6 @@ pub(crate) fn bind_target<'q>(mut q: AnyQuery<'q>, app: AppId, target: &'q Targe
     }
     q
 }
-
-/// Milliseconds in a day: days are UTC days since the epoch.
-pub(crate) const DAY_MS: i64 = 86_400_000;
 
 /// Counts removed subscriptions in `daily_counts`, inside the transaction
 /// that removed them: `removed` holds each one's `(app_id, created_at)`

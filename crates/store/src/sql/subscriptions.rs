@@ -18,21 +18,17 @@ pub(super) async fn upsert_all(store: &SqlStore, new: &[NewSubscription], now: i
     crate::batch::write_all(&store.pool, &items).await
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Runs a `DELETE … RETURNING app_id, created_at` and counts what it
 /// removed in `daily_counts`, in one transaction; true when a row went.
-async fn delete_counted(store: &SqlStore, q: super::rows::AnyQuery<'_>) -> R<bool> {
+async fn delete_counted(store: &SqlStore, q: super::rows::AnyQuery<'_>, now: i64) -> R<bool> {
     let mut tx = store.pool.begin().await?;
     let removed = q.fetch_all(&mut *tx).await?;
-    super::rows::count_removed(&mut tx, &removed, now_ms()).await?;
+    super::rows::count_removed(&mut tx, &removed, now).await?;
     tx.commit().await?;
     Ok(!removed.is_empty())
 }
 
-pub(super) async fn delete_by_endpoint(store: &SqlStore, app: AppId, endpoint: &str, auth: &str) -> R<bool> {
+pub(super) async fn delete_by_endpoint(store: &SqlStore, app: AppId, endpoint: &str, auth: &str, now: i64) -> R<bool> {
     // The stored auth is normalised base64url, and so is what the caller passes.
     let q = sqlx::query(
         "DELETE FROM subscriptions WHERE endpoint = $1 AND auth = $2 AND app_id = $3 RETURNING app_id, created_at",
@@ -40,7 +36,7 @@ pub(super) async fn delete_by_endpoint(store: &SqlStore, app: AppId, endpoint: &
     .bind(endpoint)
     .bind(auth)
     .bind(app.0);
-    delete_counted(store, q).await
+    delete_counted(store, q, now).await
 }
 
 /// The browser's new subscription `new_id` takes the place of `old_id`
@@ -78,11 +74,11 @@ pub(super) async fn by_endpoint(store: &SqlStore, app: AppId, endpoint: &str) ->
     row.as_ref().map(sub_from_row).transpose()
 }
 
-pub(super) async fn delete(store: &SqlStore, app: AppId, id: i64) -> R<bool> {
+pub(super) async fn delete(store: &SqlStore, app: AppId, id: i64, now: i64) -> R<bool> {
     let q = sqlx::query("DELETE FROM subscriptions WHERE id = $1 AND app_id = $2 RETURNING app_id, created_at")
         .bind(id)
         .bind(app.0);
-    delete_counted(store, q).await
+    delete_counted(store, q, now).await
 }
 
 /// One subscription by id: of `app` when given, else of any app (the engine).

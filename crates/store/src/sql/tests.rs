@@ -270,7 +270,7 @@ async fn an_app_sees_only_its_own_rows() -> TestResult {
 
         // Ids of the other app are not found; targets stay inside the app.
         assert!(store.app_subscription(b.id, a1.id).await?.is_none());
-        assert!(!store.delete_subscription(b.id, a1.id).await?);
+        assert!(!store.delete_subscription(b.id, a1.id, 7).await?);
         assert!(store.subscription_by_endpoint(b.id, "https://push.example.net/a1").await?.is_none());
         for target in
             [Target::All(true), Target::UserIds(vec!["u".into()]), Target::SubscriptionIds(vec![a1.id, b1.id])]
@@ -318,9 +318,9 @@ async fn keys_rotate_and_retire_only_when_unused() -> TestResult {
             keys.iter().map(|k| (k.id, k.current, k.subscriptions)).collect::<Vec<_>>(),
             [(old, false, 1), (new_key.id, true, 0)]
         );
-        assert_eq!(store.retire_vapid_key(app, new_key.id, true).await?, RetireKey::Current);
-        assert_eq!(store.retire_vapid_key(app, old, false).await?, RetireKey::InUse(1));
-        assert_eq!(store.retire_vapid_key(AppId(99), old, true).await?, RetireKey::NotFound);
+        assert_eq!(store.retire_vapid_key(app, new_key.id, true, 7).await?, RetireKey::Current);
+        assert_eq!(store.retire_vapid_key(app, old, false, 7).await?, RetireKey::InUse(1));
+        assert_eq!(store.retire_vapid_key(AppId(99), old, true, 7).await?, RetireKey::NotFound);
         // Posted again without naming its key: the same subscription keeps
         // the key it has; with other keys it is another subscription, made
         // with the key given.
@@ -333,12 +333,12 @@ async fn keys_rotate_and_retire_only_when_unused() -> TestResult {
         r3.subscription = tocsin_protocol::Subscription::from_json(other_keys)?;
         (r3.vapid_key_id, r3.keep_stored_key) = (new_key.id, true);
         assert_eq!(store.upsert_subscription(&r3, 3).await?.vapid_key_id, new_key.id);
-        assert!(store.delete_subscription(app, store.upsert_subscription(&r3, 3).await?.id).await?);
+        assert!(store.delete_subscription(app, store.upsert_subscription(&r3, 3).await?.id, 7).await?);
         // The subscription moves to the new key; then the old one may go.
         let mut moved = new("https://push.example.net/r1", None, None, new_key.id)?;
         moved.subscription = s.subscription.clone();
         store.upsert_subscription(&moved, 3).await?;
-        assert_eq!(store.retire_vapid_key(app, old, false).await?, RetireKey::Retired { removed: 0 });
+        assert_eq!(store.retire_vapid_key(app, old, false, 7).await?, RetireKey::Retired { removed: 0 });
         assert!(store.vapid_key(old).await?.is_none());
         // An imported key is stored beside the current one, not instead.
         let imported = store.add_vapid_key(app, "pub-3", "priv-3", 4).await?;
@@ -352,7 +352,7 @@ async fn keys_rotate_and_retire_only_when_unused() -> TestResult {
         let mut on_imported = new("https://push.example.net/r2", None, None, imported.id)?;
         on_imported.app = app;
         store.upsert_subscription(&on_imported, 6).await?;
-        assert_eq!(store.retire_vapid_key(app, imported.id, true).await?, RetireKey::Retired { removed: 1 });
+        assert_eq!(store.retire_vapid_key(app, imported.id, true, 7).await?, RetireKey::Retired { removed: 1 });
         assert!(store.subscription_by_endpoint(app, "https://push.example.net/r2").await?.is_none());
         Ok(())
     })
@@ -424,7 +424,7 @@ async fn a_database_from_before_apps_migrates_into_default() -> TestResult {
 async fn daily_stats_count_what_came_and_went() -> TestResult {
     on_both_backends(async |store, key| {
         let app = AppId::DEFAULT;
-        const DAY: i64 = 86_400_000;
+        const DAY: i64 = DAY_MS;
         let day = 20_000; // a day long past: what is created on it is dated by the caller
         let at = day * DAY + 5;
         let mut ids = Vec::new();
@@ -437,9 +437,10 @@ async fn daily_stats_count_what_came_and_went() -> TestResult {
             );
         }
         store.insert_message(&NewMessage { created_at: at, ..message_in(app, "md", Target::All(true), None) }).await?;
-        // Removed (today, by the wall clock): one by the API, one by its browser.
-        assert!(store.delete_subscription(app, ids[0]).await?);
-        assert!(store.delete_subscription_by_endpoint(app, "https://push.example.net/d1", AUTH).await?);
+        // Removed five days later: one by the API, one by its browser.
+        let later = (day + 5) * DAY + 9;
+        assert!(store.delete_subscription(app, ids[0], later).await?);
+        assert!(store.delete_subscription_by_endpoint(app, "https://push.example.net/d1", AUTH, later).await?);
         // Replaced by its browser's next subscription: neither removed nor new.
         let next =
             store.upsert_subscription(&new("https://push.example.net/d2-next", None, None, key)?, at + 3 * DAY).await?;
@@ -449,9 +450,9 @@ async fn daily_stats_count_what_came_and_went() -> TestResult {
         assert_eq!(then.len(), 4);
         assert_eq!((then[0].day, then[0].subscribed, then[0].sent), (day, 4, 1), "{then:?}");
         assert!(then[1..].iter().all(|d| d.subscribed == 0 && d.unsubscribed == 0), "{then:?}");
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64 / DAY;
-        let recent = store.daily_stats(app, now - 1, now).await?;
+        let recent = store.daily_stats(app, day + 4, day + 5).await?;
         assert_eq!(recent.iter().map(|d| d.unsubscribed).sum::<i64>(), 2, "{recent:?}");
+        assert_eq!(recent[1].unsubscribed, 2, "on the day they went: {recent:?}");
         assert!(store.daily_stats(AppId(2), day, day).await?[0] == DailyStats { day, ..DailyStats::default() });
         Ok(())
     })
