@@ -47,6 +47,8 @@ pub struct App {
     pub user_ids: Arc<UserIds>,
     /// Origins its routes answer with CORS headers (`*` for any).
     pub cors_origins: Arc<Vec<String>>,
+    /// Its label in `/metrics`, made once rather than per request.
+    pub metric_label: crate::metrics::AppLabel,
     loaded: Instant,
     /// Set by the one request that reads a stale copy again; the others
     /// meanwhile go on with the stale copy (no stampede at each second).
@@ -162,6 +164,7 @@ impl Apps {
             Some(secret) => Arc::new(UserIds::new(Some(secret), false)),
             None => self.server_user_ids.clone(),
         };
+        let metric_label = crate::metrics::AppLabel { app: row.name.clone() };
         App {
             id: row.id,
             name: row.name,
@@ -169,6 +172,7 @@ impl Apps {
             public_key,
             user_ids,
             cors_origins: Arc::new(row.cors_origins.unwrap_or_else(|| self.fallback.cors_origins.clone())),
+            metric_label,
             loaded: Instant::now(),
             reloading: std::sync::atomic::AtomicBool::new(false),
         }

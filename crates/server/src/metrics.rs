@@ -54,14 +54,14 @@ impl Metrics {
         &self.node
     }
 
-    /// Counts a subscription saved in `app`.
-    pub fn subscription_saved(&self, app: &str) {
-        self.subscriptions_saved.get_or_create(&AppLabel { app: app.to_owned() }).inc();
+    /// Counts a subscription saved in the app of `label`.
+    pub fn subscription_saved(&self, label: &AppLabel) {
+        self.subscriptions_saved.get_or_create(label).inc();
     }
 
-    /// Counts a message accepted in `app`.
-    pub fn message_accepted(&self, app: &str) {
-        self.messages_accepted.get_or_create(&AppLabel { app: app.to_owned() }).inc();
+    /// Counts a message accepted in the app of `label`.
+    pub fn message_accepted(&self, label: &AppLabel) {
+        self.messages_accepted.get_or_create(label).inc();
     }
 
     /// The text exposition, with the store's totals (cached) as gauges.

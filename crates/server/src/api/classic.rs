@@ -131,7 +131,7 @@ pub(crate) async fn post_subscription(
     if let Some(old) = replaced {
         st.store.replace_subscription(app.id, old.id, stored.id).await.map_err(save_failed)?;
     }
-    st.metrics.subscription_saved(&app.name);
+    st.metrics.subscription_saved(&app.metric_label);
     Ok(success())
 }
 
@@ -202,7 +202,7 @@ pub(crate) async fn push_all(
         ApiError::storage("unable-to-send-messages", "Failed to send the push message: it could not be stored", &e)
     })?;
     tracing::info!(message = %message.id, state = message.state.as_str(), "message stored");
-    st.metrics.message_accepted(&app.name);
+    st.metrics.message_accepted(&app.metric_label);
     st.engine.wake();
     if matches!(q.wait.as_deref(), Some("true" | "1" | "")) {
         let (m, finished) = wait_for(&st, &message).await?;

@@ -147,7 +147,7 @@ pub(crate) async fn create_message(
         .map_err(|e| ApiError::storage("unable-to-store-message", "the message could not be stored", &e))?;
     if created {
         tracing::info!(message = %message.id, state = message.state.as_str(), "message stored");
-        st.metrics.message_accepted(&token.app.name);
+        st.metrics.message_accepted(&token.app.metric_label);
         st.engine.wake();
     }
     Ok((StatusCode::ACCEPTED, Json(json!({"id": message.id, "state": message.state.as_str()}))).into_response())
