@@ -63,7 +63,7 @@ pub async fn app(command: AppCommand) -> anyhow::Result<ExitCode> {
             let new = NewApp { name, vapid_subject, user_signing_secret, cors_origins: cors_origin };
             match create_app(&store, &new, now_ms()).await {
                 Ok((app, key)) => {
-                    println!("{}", serde_json::json!({"app": app.name, "publicKey": key.public_key}));
+                    println!("{}", serde_json::json!({"app": app.name, "publicKey": key}));
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(

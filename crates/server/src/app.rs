@@ -203,12 +203,12 @@ pub enum CreateAppError {
 }
 
 /// Creates an app with a new VAPID key pair (`tocsin app create` and
-/// `POST /v1/apps`); returns it with the key.
+/// `POST /v1/apps`); returns it with its public key (base64url).
 pub async fn create_app(
     store: &dyn Store,
     new: &tocsin_store::NewApp,
     now: i64,
-) -> Result<(AppRow, tocsin_store::VapidKeyRow), CreateAppError> {
+) -> Result<(AppRow, String), CreateAppError> {
     if !valid_app_name(&new.name) {
         return Err(CreateAppError::Name);
     }
@@ -223,9 +223,7 @@ pub async fn create_app(
         .create_app(new, &key.public_key_base64url(), &key.private_key_base64url(), now)
         .await?
         .ok_or_else(|| CreateAppError::Exists(new.name.clone()))?;
-    let key =
-        store.current_vapid_key(row.id).await?.ok_or_else(|| StoreError::Corrupt("a new app has no key".into()))?;
-    Ok((row, key))
+    Ok((row, key.public_key_base64url()))
 }
 
 /// Makes a new key pair the app's current one (`tocsin vapid rotate` and

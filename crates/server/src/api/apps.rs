@@ -149,7 +149,7 @@ pub(crate) async fn post_app(
     // This node knows it at once (others within a second).
     st.apps.load(&app.name).await.map_err(db)?;
     tracing::info!(app = %app.name, "app created");
-    Ok((StatusCode::CREATED, Json(json!({"app": app.name, "publicKey": key.public_key}))).into_response())
+    Ok((StatusCode::CREATED, Json(json!({"app": app.name, "publicKey": key}))).into_response())
 }
 
 /// The app's VAPID keys, with the subscriptions still on each.
