@@ -2,11 +2,28 @@
 // re-subscribes when the push service rotates the subscription, and tells
 // the server what was shown and clicked.
 //
-// A push's data is JSON with any of: title, body, icon, badge, image, url,
-// tag, actions, data, messageId and eventToken (the server adds both), and
-// app (the server adds it for an app other than `default`). Plain text
-// becomes the body. A push without data still shows a notification: with
-// userVisibleOnly every push must.
+// A push's data is one of:
+// - classic JSON with any of: title, body, icon, badge, image, url, tag,
+//   actions (each {action, title, icon?, url?}), data, appBadge (a number
+//   for the app's badge; 0 clears it), clearAppBadgeOnClick, messageId and
+//   eventToken (the server adds both), and app (the server adds it for an
+//   app other than `default`). Plain text becomes the body.
+// - a Declarative Web Push message (W3C Push API): {"web_push": 8030,
+//   "notification": {title, navigate, body, icon, actions: [{action, title,
+//   navigate}], …}, "app_badge": n, "mutable": bool}. Safari shows these
+//   without this worker; Chromium and Firefox hand them to it, and it shows
+//   them the same way: a click opens `navigate` (an action's own
+//   `navigate`), `app_badge` sets the badge.
+// A push without data still shows a notification: with userVisibleOnly
+// every push must.
+//
+// The mutable hook: a site that builds its own worker around this one
+// (`importScripts('/sw.js')`) may define
+//   self.tocsinMutate = async ({ title, options, appBadge }, message) => ({ title, options, appBadge });
+// For a declarative message with `"mutable": true` it is called before the
+// notification is shown, and what it returns is shown instead (e.g. to
+// decrypt an end-to-end encrypted body, or to fill in an unread count).
+// Messages without `mutable` are shown as sent, as Safari does.
 
 const DEFAULT_TITLE = 'New notification';
 
@@ -50,9 +67,33 @@ function report(type, messageId, eventToken, app) {
 self.addEventListener('install', () => self.skipWaiting());
 self.addEventListener('activate', (event) => event.waitUntil(self.clients.claim()));
 
-self.addEventListener('push', (event) => {
-  const msg = parse(event.data);
-  const title = msg.title || DEFAULT_TITLE;
+/** Whether a push is a Declarative Web Push message. */
+function isDeclarative(msg) {
+  return msg.web_push === 8030 && msg.notification && typeof msg.notification === 'object';
+}
+
+/** The URL of each action that names one, by action name. */
+function actionUrls(actions, key) {
+  const urls = {};
+  for (const a of actions || []) if (a && a.action && a[key]) urls[a.action] = a[key];
+  return urls;
+}
+
+/** What to show for a push: { title, options, appBadge }. */
+function toShow(msg) {
+  const report = { messageId: msg.messageId, eventToken: msg.eventToken, app: msg.app, clearAppBadgeOnClick: msg.clearAppBadgeOnClick === true };
+  if (isDeclarative(msg)) {
+    const n = msg.notification;
+    const badge = msg.app_badge !== undefined ? msg.app_badge : n.app_badge;
+    const options = {
+      body: n.body || '', lang: n.lang, dir: n.dir, tag: n.tag, icon: n.icon, image: n.image, badge: n.badge,
+      vibrate: n.vibrate, timestamp: n.timestamp, silent: n.silent, requireInteraction: n.requireInteraction,
+      renotify: n.renotify === true && !!n.tag,
+      actions: Array.isArray(n.actions) ? n.actions.map((a) => ({ action: a.action, title: a.title, icon: a.icon })) : undefined,
+      data: { ...report, url: n.navigate, actionUrls: actionUrls(n.actions, 'navigate'), data: n.data },
+    };
+    return { title: n.title || DEFAULT_TITLE, options, appBadge: badge === undefined ? undefined : Number(badge) };
+  }
   const options = {
     body: msg.body || '',
     icon: msg.icon,
@@ -60,20 +101,43 @@ self.addEventListener('push', (event) => {
     image: msg.image,
     tag: msg.tag,
     actions: Array.isArray(msg.actions) ? msg.actions : undefined,
-    data: { url: msg.url || '/', messageId: msg.messageId, eventToken: msg.eventToken, app: msg.app, data: msg.data },
+    data: { ...report, url: msg.url || '/', actionUrls: actionUrls(msg.actions, 'url'), data: msg.data },
   };
-  event.waitUntil(
-    self.registration.showNotification(title, options).then(() => report('shown', msg.messageId, msg.eventToken, msg.app)),
-  );
+  return { title: msg.title || DEFAULT_TITLE, options, appBadge: typeof msg.appBadge === 'number' ? msg.appBadge : undefined };
+}
+
+/** Sets the app's badge (0 clears it), where the browser has badges. */
+function setBadge(n) {
+  const nav = self.navigator;
+  if (n === undefined || !nav) return Promise.resolve();
+  const call = n > 0 ? nav.setAppBadge && nav.setAppBadge(n) : nav.clearAppBadge && nav.clearAppBadge();
+  return Promise.resolve(call).catch(() => {});
+}
+
+async function showPush(msg) {
+  let shown = toShow(msg);
+  if (isDeclarative(msg) && msg.mutable === true && typeof self.tocsinMutate === 'function') {
+    try {
+      shown = (await self.tocsinMutate(shown, msg)) || shown;
+    } catch (_) { /* a failing hook must not lose the notification */ }
+  }
+  await Promise.all([self.registration.showNotification(shown.title, shown.options), setBadge(shown.appBadge)]);
+  await report('shown', msg.messageId, msg.eventToken, msg.app);
+}
+
+self.addEventListener('push', (event) => {
+  event.waitUntil(showPush(parse(event.data)));
 });
 
 self.addEventListener('notificationclick', (event) => {
   const data = event.notification.data || {};
   event.notification.close();
-  const target = new URL(data.url || '/', self.location.origin).href;
+  const url = (event.action && data.actionUrls && data.actionUrls[event.action]) || data.url || '/';
+  const target = new URL(url, self.location.origin).href;
   event.waitUntil(
     Promise.all([
       report('clicked', data.messageId, data.eventToken, data.app),
+      data.clearAppBadgeOnClick ? setBadge(0) : null,
       self.clients.matchAll({ type: 'window', includeUncontrolled: true }).then((clients) => {
         const open = clients.find((c) => c.url === target);
         if (open && 'focus' in open) return open.focus();

@@ -39,6 +39,9 @@ pub enum AppCommand {
         /// Origins its browser routes answer with CORS headers (comma-separated, `*` for any); the server's when absent.
         #[arg(long, value_delimiter = ',')]
         cors_origin: Option<Vec<String>>,
+        /// Accept a VAPID subject Apple's push service refuses (localhost, .test, example.com, …): development only.
+        #[arg(long)]
+        allow_apple_rejected_subject: bool,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -58,10 +61,20 @@ fn now_ms() -> i64 {
 
 pub async fn app(command: AppCommand) -> anyhow::Result<ExitCode> {
     match command {
-        AppCommand::Create { name, vapid_subject, user_signing_secret, cors_origin, db } => {
+        AppCommand::Create {
+            name,
+            vapid_subject,
+            user_signing_secret,
+            cors_origin,
+            allow_apple_rejected_subject,
+            db,
+        } => {
             let (store, _) = tocsin_server::open_store(&db.database, None).await?;
             let new = NewApp { name, vapid_subject, user_signing_secret, cors_origins: cors_origin };
-            match create_app(&store, &new, now_ms()).await {
+            if allow_apple_rejected_subject {
+                eprintln!("warning: --allow-apple-rejected-subject: Safari subscribers of this app may get nothing");
+            }
+            match create_app(&store, &new, allow_apple_rejected_subject, now_ms()).await {
                 Ok((app, key)) => {
                     println!("{}", serde_json::json!({"app": app.name, "publicKey": key}));
                     Ok(ExitCode::SUCCESS)
@@ -70,6 +83,7 @@ pub async fn app(command: AppCommand) -> anyhow::Result<ExitCode> {
                     e @ (CreateAppError::Name
                     | CreateAppError::Exists(_)
                     | CreateAppError::Subject(_)
+                    | CreateAppError::AppleSubject(_)
                     | CreateAppError::Origin(_)),
                 ) => {
                     eprintln!("error: {e}");

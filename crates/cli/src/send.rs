@@ -86,7 +86,7 @@ fn signer(args: &SendArgs) -> anyhow::Result<Option<VapidSigner>> {
     };
     let subject = args.vapid_subject.as_deref().context("VAPID needs --vapid-subject (mailto: or https:)")?;
     let subject = VapidSubject::new(subject)?;
-    if let Some(w) = subject.warning() {
+    if let Some(w) = subject.apple_rejects() {
         eprintln!("warning: {w}");
     }
     let key = if private.contains("-----BEGIN") || std::path::Path::new(private).is_file() {

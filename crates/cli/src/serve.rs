@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// VAPID subject, mailto: or https: (needed in production; a development default otherwise).
     #[arg(long, env = "TOCSIN_VAPID_SUBJECT")]
     vapid_subject: Option<String>,
+    /// The site's public URL (https://…): relative URLs in declarative messages (navigate, icon) are resolved against it.
+    #[arg(long, env = "TOCSIN_PUBLIC_URL")]
+    public_url: Option<String>,
     /// public (https, public addresses only), any (development), or known (major push services only).
     #[arg(long, env = "TOCSIN_ENDPOINT_POLICY", default_value = "public")]
     endpoint_policy: EndpointPolicy,
@@ -146,6 +149,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         database_url: args.db.database.clone(),
         vapid_keys: args.vapid_private_key.clone().map(|p| (args.vapid_public_key.clone(), p)),
         vapid_subject: args.vapid_subject.clone(),
+        public_url: args.public_url.clone(),
         admin_token: std::env::var("TOCSIN_ADMIN_TOKEN").ok(),
         endpoint_policy: policy,
         cors_origins: args.cors_origin.clone(),

@@ -16,7 +16,7 @@ use tocsin_protocol::ece::ReceiverKeys;
 use tocsin_protocol::outcome::RetryReason;
 use tocsin_protocol::{Outcome, Subscription, VapidKey, VapidSubject};
 use tocsin_store_api::memory::MemoryStore;
-use tocsin_store_api::{AppId, Message, MessageState, NewMessage, NewSubscription, Store, Target};
+use tocsin_store_api::{AppId, Message, MessageFormat, MessageState, NewMessage, NewSubscription, Store, Target};
 use tokio::sync::watch;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -90,6 +90,8 @@ async fn broadcast(store: &dyn Store, n: usize) -> Result<String, Box<dyn std::e
         id: "m1".into(),
         app: AppId::DEFAULT,
         payload: Some(b"hello".to_vec()),
+        format: MessageFormat::Classic,
+        apple_payload: None,
         target: Target::All(true),
         ttl: 86_400,
         urgency: None,

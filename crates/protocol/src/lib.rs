@@ -12,7 +12,10 @@
 //! - [`request`]: an RFC 8030 push request (`TTL`, `Urgency`, `Topic`) as an
 //!   [`http::Request`].
 //! - [`outcome`]: what a push service's answer means for the sender.
-//! - [`push_service`]: which vendor's push service an endpoint is.
+//! - [`push_service`]: which vendor's push service an endpoint is, and
+//!   [`push_service::QUIRKS`], what each does differently.
+//! - [`declarative`]: Declarative Web Push messages (the W3C Push API's
+//!   `web_push: 8030` JSON), checked and written.
 //!
 //! Cryptography comes from `aws-lc-rs` only, the fastest P-256 measured on
 //! the machines Tocsin is built on, and the same backend rustls uses here.
@@ -20,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod b64;
+pub mod declarative;
 pub mod ece;
 pub mod outcome;
 pub mod push_service;
@@ -27,6 +31,7 @@ pub mod request;
 pub mod subscription;
 pub mod vapid;
 
+pub use declarative::{Declarative, DeclarativeError};
 pub use ece::ContentEncoding;
 pub use outcome::{FailReason, Outcome, RetryReason};
 pub use push_service::PushService;

@@ -190,20 +190,40 @@ impl VapidSubject {
         &self.0
     }
 
-    /// A warning for a subject that some push services refuse: Apple answers
-    /// `BadJwtToken` to an `https://localhost` subject.
-    pub fn warning(&self) -> Option<&'static str> {
+    /// Why Apple's push service would refuse this subject, if it would:
+    /// it answers 403 `BadJwtToken` to subjects that FCM and Mozilla accept,
+    /// such as a `mailto:` on `localhost` or on a reserved domain
+    /// (pywebpush#175, web-push-php#406, webpush-go#81). Refused: a host
+    /// that is `localhost`, an IP address, has no dot, ends in `.localhost`,
+    /// `.local`, `.invalid`, `.test` or `.example`, or is (under)
+    /// `example.com`, `example.net` or `example.org` (RFC 2606, RFC 6761).
+    pub fn apple_rejects(&self) -> Option<String> {
         let host = url::Url::parse(&self.0)
             .ok()
+            .filter(|u| u.scheme() == "https")
             .and_then(|u| u.host_str().map(str::to_owned))
             .or_else(|| self.0.rsplit_once('@').map(|(_, h)| h.to_owned()))?;
-        let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
-        let local = host == "localhost"
-            || host.ends_with(".localhost")
-            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
-        local.then_some(
-            "VAPID subject points at localhost: Apple's push service refuses it (BadJwtToken); use a mailto: or public https: address",
-        )
+        let host = host.trim_matches(['[', ']']).trim_end_matches('.').to_ascii_lowercase();
+        let under = |d: &str| crate::push_service::host_is_under(&host, d);
+        let why = if host.parse::<std::net::IpAddr>().is_ok() {
+            "an IP address"
+        } else if host == "localhost" || under("localhost") {
+            "localhost"
+        } else if !host.contains('.') {
+            "a name without a domain"
+        } else if ["local", "invalid", "test", "example"].iter().any(|tld| under(tld)) {
+            "a reserved or local top-level domain"
+        } else if ["example.com", "example.net", "example.org"].iter().any(|d| under(d)) {
+            "a reserved example domain"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "VAPID subject {:?} is on {host} ({why}): Apple's push service answers 403 BadJwtToken to it, so \
+             Safari subscribers would get nothing. Use a mailto: address or https: URL on a domain you own \
+             (e.g. mailto:push@yourcompany.com)",
+            self.0
+        ))
     }
 }
 
@@ -508,10 +528,28 @@ mod tests {
 
     #[test]
     fn subjects_are_checked_and_localhost_warned_about() {
-        assert!(VapidSubject::new("mailto:a@b.example").unwrap().warning().is_none());
-        assert!(VapidSubject::new("https://example.com/contact").unwrap().warning().is_none());
-        assert!(VapidSubject::new("https://localhost").unwrap().warning().is_some());
-        assert!(VapidSubject::new("mailto:me@localhost").unwrap().warning().is_some());
+        for ok in ["mailto:push@tocsin.org", "https://shop.co.uk/contact", "mailto:a@mail.example.co"] {
+            assert_eq!(VapidSubject::new(ok).unwrap().apple_rejects(), None, "{ok}");
+        }
+        for bad in [
+            "https://localhost",
+            "mailto:me@localhost",
+            "mailto:me@LOCALHOST.",
+            "mailto:a@dev.localhost",
+            "mailto:a@printer.local",
+            "mailto:a@x.invalid",
+            "mailto:a@x.test",
+            "https://x.example/",
+            "mailto:a@example.com",
+            "mailto:a@mail.example.org",
+            "https://example.net/",
+            "mailto:a@127.0.0.1",
+            "https://[::1]/",
+            "mailto:a@intranet",
+        ] {
+            let why = VapidSubject::new(bad).unwrap().apple_rejects();
+            assert!(why.as_deref().is_some_and(|w| w.contains("BadJwtToken")), "{bad}");
+        }
         for bad in ["", "http://example.com", "example@b.c", "mailto:", "https:nohost"] {
             assert!(VapidSubject::new(bad).is_err(), "{bad}");
         }

@@ -194,6 +194,9 @@ pub enum CreateAppError {
     /// A CORS origin is not a valid header value.
     #[error("invalid CORS origin {0:?}")]
     Origin(String),
+    /// A VAPID subject Apple's push service refuses (the text says why).
+    #[error("{0}")]
+    AppleSubject(String),
     /// No randomness for the key pair.
     #[error("cannot make a key pair: {0}")]
     Key(String),
@@ -203,17 +206,25 @@ pub enum CreateAppError {
 }
 
 /// Creates an app with a new VAPID key pair (`tocsin app create` and
-/// `POST /v1/apps`); returns it with its public key (base64url).
+/// `POST /v1/apps`); returns it with its public key (base64url). A subject
+/// Apple's push service refuses is refused too, unless `any_subject`
+/// (development: `--endpoint-policy any`, `--allow-apple-rejected-subject`).
 pub async fn create_app(
     store: &dyn Store,
     new: &tocsin_store::NewApp,
+    any_subject: bool,
     now: i64,
 ) -> Result<(AppRow, String), CreateAppError> {
     if !valid_app_name(&new.name) {
         return Err(CreateAppError::Name);
     }
     if let Some(s) = &new.vapid_subject {
-        tocsin_protocol::VapidSubject::new(s)?;
+        let subject = tocsin_protocol::VapidSubject::new(s)?;
+        match subject.apple_rejects() {
+            Some(why) if !any_subject => return Err(CreateAppError::AppleSubject(why)),
+            Some(why) => tracing::warn!("{why}"),
+            None => {}
+        }
     }
     if let Some(o) = new.cors_origins.iter().flatten().find(|o| axum::http::HeaderValue::from_str(o).is_err()) {
         return Err(CreateAppError::Origin(o.clone()));

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub vapid_keys: Option<(Option<String>, String)>,
     /// The VAPID subject (`mailto:` or `https:`).
     pub vapid_subject: Option<String>,
+    /// The site's public URL (`--public-url`): relative URLs of declarative
+    /// messages are resolved against it.
+    pub public_url: Option<String>,
     /// An admin token valid besides the stored ones.
     pub admin_token: Option<String>,
     /// Which endpoints subscriptions may have.
@@ -154,6 +157,9 @@ pub struct Shared {
     pub wait_timeout: Duration,
     /// Signs message ids for `POST /api/events`.
     pub event_tokens: Arc<proof::EventTokens>,
+    /// The site's public URL, which relative URLs in declarative messages
+    /// are resolved against (`--public-url`).
+    pub public_url: Option<url::Url>,
 }
 
 /// What every handler is given: [`Shared`], behind one `Arc`.
@@ -243,8 +249,19 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
             VapidSubject::new(DEV_SUBJECT)?
         }
     };
-    if let Some(w) = subject.warning() {
-        tracing::warn!("{w}");
+    // Apple answers 403 BadJwtToken to such a subject: refuse to start with
+    // one the operator chose, unless in development (`--endpoint-policy
+    // any`). With none chosen, the development default starts with the
+    // warning above, as the quick start needs.
+    if let Some(why) = subject.apple_rejects() {
+        match (&config.vapid_subject, &config.endpoint_policy) {
+            (Some(_), EndpointPolicy::Public | EndpointPolicy::Known(_)) => {
+                return Err(StartError::Config(format!(
+                    "{why}. (--endpoint-policy any, for development only, lets the server start with it.)"
+                )));
+            }
+            _ => tracing::warn!("{why}"),
+        }
     }
     if config.wait_timeout >= config.request_timeout {
         return Err(StartError::Config(format!(
@@ -271,6 +288,13 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         tests: limits::OncePer::new(Duration::from_secs(60)),
         trusted_proxies: limits::parse_cidrs(&config.trusted_proxies)
             .map_err(|e| StartError::Config(format!("--trusted-proxies: {e}")))?,
+    };
+    let public_url = match config.public_url.as_deref().filter(|u| !u.is_empty()) {
+        None => None,
+        Some(u) => match url::Url::parse(u) {
+            Ok(url) if matches!(url.scheme(), "https" | "http") && url.host().is_some() => Some(url),
+            _ => return Err(StartError::Config(format!("--public-url {u:?} must be an absolute https: URL"))),
+        },
     };
     let _owner = sqlite_owner_lock(&config.database_url)?;
     let (store, _) = open_store(&config.database_url, config.vapid_keys.as_ref()).await?;
@@ -348,6 +372,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         limits: Arc::new(limits),
         wait_timeout: config.wait_timeout,
         event_tokens: Arc::new(proof::EventTokens::new(&event_key)),
+        public_url,
     });
     state.apps.load_all().await?;
     let metrics_only = config.metrics_listen.map(|_| api::metrics_router(state.clone()));

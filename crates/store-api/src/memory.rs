@@ -486,6 +486,8 @@ impl Store for MemoryStore {
             id: new.id.clone(),
             app_id: new.app,
             payload: new.payload.clone(),
+            format: new.format,
+            apple_payload: new.apple_payload.clone(),
             target: new.target.clone(),
             ttl: new.ttl,
             urgency: new.urgency.clone(),

@@ -209,6 +209,41 @@ impl MessageState {
     }
 }
 
+/// What a message's payload is, and so what each subscription gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageFormat {
+    /// The sender's JSON or text, for the site's service worker (`sw.js`).
+    #[default]
+    Classic,
+    /// A Declarative Web Push message (`web_push: 8030`), to every subscription.
+    Declarative,
+    /// Declarative to Apple's push service, the same notification as classic
+    /// JSON to every other (`Message::apple_payload` holds the former).
+    Auto,
+}
+
+impl MessageFormat {
+    /// The stored text, and the API's.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Declarative => "declarative",
+            Self::Auto => "auto",
+        }
+    }
+
+    /// Parses the stored (or requested) text.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "classic" => Self::Classic,
+            "declarative" => Self::Declarative,
+            "auto" => Self::Auto,
+            _ => return None,
+        })
+    }
+}
+
 /// Per-message counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -240,6 +275,11 @@ pub struct NewMessage {
     pub app: AppId,
     /// The plaintext payload; `None` for a push without data.
     pub payload: Option<Vec<u8>>,
+    /// What the payload is.
+    pub format: MessageFormat,
+    /// With [`MessageFormat::Auto`]: the declarative payload that
+    /// subscriptions at Apple's push service get instead of `payload`.
+    pub apple_payload: Option<Vec<u8>>,
     /// Who it goes to.
     pub target: Target,
     /// Seconds.
@@ -266,6 +306,11 @@ pub struct Message {
     pub app_id: AppId,
     /// The plaintext payload.
     pub payload: Option<Vec<u8>>,
+    /// What the payload is.
+    pub format: MessageFormat,
+    /// With [`MessageFormat::Auto`]: the declarative payload that
+    /// subscriptions at Apple's push service get instead of `payload`.
+    pub apple_payload: Option<Vec<u8>>,
     /// Who it goes to.
     pub target: Target,
     /// Seconds.

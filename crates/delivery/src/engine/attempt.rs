@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tocsin_protocol::request::{self, PushOptions};
-use tocsin_protocol::{FailReason, Outcome, Topic, Ttl, Urgency, VapidKey, VapidSigner, VapidSubject};
-use tocsin_store_api::{Message, NewRetry, PageOutcome, StoreError, StoredSubscription};
+use tocsin_protocol::{FailReason, Outcome, PushService, Topic, Ttl, Urgency, VapidKey, VapidSigner, VapidSubject};
+use tocsin_store_api::{Message, MessageFormat, NewRetry, PageOutcome, StoreError, StoredSubscription};
 use tokio::sync::watch;
 
 use super::lane::Lane;
@@ -90,6 +90,12 @@ impl Engine {
             ..PushOptions::default()
         });
         let payload = message.payload.clone().map(Bytes::from);
+        // `auto`: Apple's push service gets the declarative message, which
+        // Safari shows without a service worker; every other the classic one.
+        let apple_payload = match message.format {
+            MessageFormat::Auto => message.apple_payload.clone().map(Bytes::from),
+            MessageFormat::Classic | MessageFormat::Declarative => None,
+        };
         let mut outcome = PageOutcome::default();
         let mut tasks = tokio::task::JoinSet::new();
         for job in jobs {
@@ -113,13 +119,12 @@ impl Engine {
             let signer = self.signer(lane, sub.vapid_key_id).await?;
             let gate = self.gate(sub.subscription.origin());
             let origin_permits = lane.origin_permits(sub.subscription.origin());
-            let (transport, options, payload, in_flight, in_flight_gauge) = (
-                lane.transport.clone(),
-                options.clone(),
-                payload.clone(),
-                lane.in_flight.clone(),
-                self.metrics.in_flight.clone(),
-            );
+            let payload = match &apple_payload {
+                Some(apple) if is_apple(&sub.subscription) => Some(apple.clone()),
+                _ => payload.clone(),
+            };
+            let (transport, options, in_flight, in_flight_gauge) =
+                (lane.transport.clone(), options.clone(), lane.in_flight.clone(), self.metrics.in_flight.clone());
             tasks.spawn(async move {
                 let attempt = match gate.enter(origin_permits).await {
                     Err(wait) => Attempt::Deferred { wait },
@@ -258,4 +263,9 @@ impl Engine {
             tracing::error!(push_service = %origin, "{text}");
         }
     }
+}
+
+/// Whether a subscription is at Apple's push service.
+fn is_apple(sub: &tocsin_protocol::Subscription) -> bool {
+    sub.endpoint().host_str().is_some_and(|h| PushService::of_host(h) == PushService::Apple)
 }

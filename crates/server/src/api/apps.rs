@@ -137,10 +137,13 @@ pub(crate) async fn post_app(
         user_signing_secret: req.user_signing_secret.filter(|s| !s.is_empty()),
         cors_origins: req.cors_origins,
     };
-    let (app, key) = create_app(st.store.as_ref(), &new, now_ms()).await.map_err(|e| match e {
+    let any_subject = matches!(st.policy, crate::EndpointPolicy::Any);
+    let (app, key) = create_app(st.store.as_ref(), &new, any_subject, now_ms()).await.map_err(|e| match e {
         CreateAppError::Name => ApiError::bad_request("invalid-app-name", e.to_string()),
         CreateAppError::Exists(_) => ApiError::new(StatusCode::CONFLICT, "app-exists", e.to_string()),
-        CreateAppError::Subject(_) => ApiError::bad_request("invalid-vapid-subject", e.to_string()),
+        CreateAppError::Subject(_) | CreateAppError::AppleSubject(_) => {
+            ApiError::bad_request("invalid-vapid-subject", e.to_string())
+        }
         CreateAppError::Origin(_) => ApiError::bad_request("invalid-cors-origin", e.to_string()),
         CreateAppError::Key(_) | CreateAppError::Store(_) => {
             ApiError::storage("unable-to-create-app", "the app could not be created", &e)

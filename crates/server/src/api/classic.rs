@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tocsin_protocol::{b64, Subscription};
-use tocsin_store::{Message, MessageState, NewMessage, NewSubscription, Target};
+use tocsin_store::{Message, MessageFormat, MessageState, NewMessage, NewSubscription, Target};
 
 /// The app's current VAPID public key (`/apps/{app}/api/vapid-public-key`
 /// for another app than `default`).
@@ -163,12 +163,17 @@ pub(crate) async fn delete_subscription(
 pub(crate) struct WaitQuery {
     #[serde(default)]
     wait: Option<String>,
+    /// `classic` (the default), `declarative` or `auto`, as in `POST /v1/messages`.
+    #[serde(default)]
+    format: Option<String>,
 }
 
 /// Sends the body, as the payload, to every subscription.
 #[utoipa::path(post, path = "/api/push", security(("token" = ["send", "admin"])),
     params(("wait" = Option<bool>, Query, description = "answer when sending has finished, with the counts; \
-        past --wait-timeout, 202 with the counts so far")),
+        past --wait-timeout, 202 with the counts so far"),
+        ("format" = Option<String>, Query, description = "classic (default: the body is the payload as sw.js reads it), \
+        declarative (the body is a Declarative Web Push message) or auto (declarative to Apple, classic to the rest)")),
     request_body(content = String, description = "the payload: any JSON or text"),
     responses((status = 200, body = SuccessBody), (status = 202, body = SuccessBody, description = "?wait=true past its deadline"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)))]
@@ -182,14 +187,28 @@ pub(crate) async fn push_all(
     let app = token.app;
     let id = new_id()?;
     let token = st.event_tokens.token(&id);
-    let payload = (!bytes.is_empty()).then(|| with_message_id(bytes.to_vec(), &id, &token, app.payload_name()));
-    if let Some(p) = &payload {
-        check_payload(p)?;
-    }
+    let payloads = match payload::parse_format(q.format.as_deref())? {
+        format @ MessageFormat::Classic => {
+            let payload = (!bytes.is_empty()).then(|| with_message_id(bytes.to_vec(), &id, &token, app.payload_name()));
+            if let Some(p) = &payload {
+                check_payload(p)?;
+            }
+            payload::Payloads { format, payload, apple_payload: None }
+        }
+        format => {
+            let message: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::bad_request("declarative-invalid-field", format!("a declarative message is JSON: {e}"))
+            })?;
+            let stamp = payload::Stamp { id: &id, event_token: &token, app: app.payload_name() };
+            payload::build(format, Some(message), &stamp, st.public_url.as_ref())?
+        }
+    };
     let new = NewMessage {
         id,
         app: app.id,
-        payload,
+        payload: payloads.payload,
+        format: payloads.format,
+        apple_payload: payloads.apple_payload,
         target: Target::All(true),
         ttl: tocsin_protocol::Ttl::DEFAULT.0,
         urgency: None,
@@ -265,6 +284,8 @@ pub(crate) async fn test_notification(
         id,
         app: app.id,
         payload: Some(payload.to_string().into_bytes()),
+        format: MessageFormat::Classic,
+        apple_payload: None,
         target: Target::SubscriptionIds(vec![sub.id]),
         ttl: 3600,
         urgency: Some("high".into()),

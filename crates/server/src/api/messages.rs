@@ -29,6 +29,13 @@ pub struct MessageRequest {
     /// `{"all":true}`, `{"topic":"news"}`, `{"userIds":[…]}` or `{"subscriptionIds":[…]}`.
     #[schema(value_type = Object)]
     target: Value,
+    /// `classic` (the default: the payload as `sw.js` reads it), `declarative`
+    /// (the payload is a Declarative Web Push message, `{"web_push":8030,
+    /// "notification":{"title","navigate",…},"app_badge"?,"mutable"?}`,
+    /// sent to every subscription), or `auto` (that message to Apple's push
+    /// service, the same notification as classic JSON to the others).
+    #[serde(default)]
+    format: Option<String>,
     /// Seconds the push service keeps it (default four weeks).
     #[serde(default)]
     ttl: Option<u32>,
@@ -94,19 +101,10 @@ pub(crate) async fn create_message(
         serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid-message", e.to_string()))?;
     let target = parse_target(&req.target)?;
     let id = new_id()?;
-    let payload = match req.payload {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.into_bytes()),
-        Some(v) => Some(with_message_id(
-            v.to_string().into_bytes(),
-            &id,
-            &st.event_tokens.token(&id),
-            token.app.payload_name(),
-        )),
-    };
-    if let Some(p) = &payload {
-        check_payload(p)?;
-    }
+    let format = payload::parse_format(req.format.as_deref())?;
+    let event_token = st.event_tokens.token(&id);
+    let stamp = payload::Stamp { id: &id, event_token: &event_token, app: token.app.payload_name() };
+    let payloads = payload::build(format, req.payload, &stamp, st.public_url.as_ref())?;
     if let Some(u) = &req.urgency {
         u.parse::<Urgency>().map_err(|e| ApiError::bad_request("invalid-urgency", e.to_string()))?;
     }
@@ -131,7 +129,9 @@ pub(crate) async fn create_message(
     let new = NewMessage {
         id,
         app: token.app.id,
-        payload,
+        payload: payloads.payload,
+        format: payloads.format,
+        apple_payload: payloads.apple_payload,
         target,
         ttl: req.ttl.unwrap_or(tocsin_protocol::Ttl::DEFAULT.0),
         urgency: req.urgency,

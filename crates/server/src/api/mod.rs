@@ -2,7 +2,8 @@
 //! [`classic`] (`/api/…`, what browsers call), [`messages`] and
 //! [`subscriptions`] (`/v1`, with a token), [`apps`] (apps and their VAPID
 //! keys), [`ops`] (stats, health, metrics, OpenAPI); [`input`] reads
-//! requests, [`views`] shapes answers, and [`body_limit`] bounds request
+//! requests, [`payload`] turns a message's payload into what is stored by
+//! its format (classic, declarative, auto), [`views`] shapes answers, and [`body_limit`] bounds request
 //! bodies before any handler runs.
 //!
 //! Each app's routes are mounted twice: without a prefix for `default`
@@ -16,6 +17,7 @@ pub mod classic;
 pub mod input;
 pub mod messages;
 pub mod ops;
+pub mod payload;
 pub mod subscriptions;
 pub mod views;
 

@@ -63,6 +63,8 @@ pub struct MessageView {
     pub(crate) id: String,
     /// `scheduled`, `queued`, `sending`, `done` or `cancelled`.
     pub(crate) state: String,
+    /// `classic`, `declarative` or `auto`: what its payload is.
+    pub(crate) format: &'static str,
     pub(crate) created_at: String,
     pub(crate) send_at: Option<String>,
     pub(crate) counts: CountsView,
@@ -81,6 +83,7 @@ impl From<Message> for MessageView {
         Self {
             id: m.id,
             state: m.state.as_str().to_owned(),
+            format: m.format.as_str(),
             created_at: rfc3339(m.created_at),
             send_at: m.send_at.map(rfc3339),
             counts: m.counts.into(),

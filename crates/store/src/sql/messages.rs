@@ -28,8 +28,9 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
         if new.send_at.is_some_and(|t| t > new.created_at) { MessageState::Scheduled } else { MessageState::Queued };
     let target = serde_json::to_string(&new.target).map_err(super::rows::corrupt)?;
     let inserted = sqlx::query(
-        "INSERT INTO messages (id, payload, target, ttl, urgency, topic, send_at, state, idempotency_key, created_at, updated_at, app_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) ON CONFLICT DO NOTHING",
+        "INSERT INTO messages (id, payload, target, ttl, urgency, topic, send_at, state, idempotency_key, created_at, updated_at, app_id, \
+         format, apple_payload) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
     )
     .bind(new.id.as_str())
     .bind(new.payload.clone())
@@ -42,6 +43,8 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
     .bind(idempotency_key.as_deref())
     .bind(new.created_at)
     .bind(new.app.0)
+    .bind(new.format.as_str())
+    .bind(new.apple_payload.clone())
     .execute(&store.pool)
     .await?;
     let created = inserted.rows_affected() > 0;

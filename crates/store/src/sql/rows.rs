@@ -8,7 +8,9 @@ use tocsin_protocol::subscription::{KeysJson, SubscriptionJson};
 use tocsin_protocol::Subscription;
 
 use super::R;
-use crate::{AppId, Counts, Message, MessageState, StoreError, StoredSubscription, Target, VapidKeyRow, DAY_MS};
+use crate::{
+    AppId, Counts, Message, MessageFormat, MessageState, StoreError, StoredSubscription, Target, VapidKeyRow, DAY_MS,
+};
 
 /// A query of the `Any` driver.
 pub(crate) type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
@@ -19,7 +21,7 @@ pub(crate) const SUB_COLUMNS: &str =
 pub(crate) const SUB_RETURNING: &str =
     "id, endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at, app_id";
 pub(crate) const MSG_COLUMNS: &str =
-    "id, payload, target, ttl, urgency, topic, send_at, state, created_at, updated_at, cursor, cursor_end, \
+    "id, payload, format, apple_payload, target, ttl, urgency, topic, send_at, state, created_at, updated_at, cursor, cursor_end, \
      targeted, delivered, failed, gone, expired, pending_retry, shown, clicked, app_id";
 
 /// A page of subscriptions as one row holding a JSON array, on SQLite.
@@ -97,6 +99,11 @@ pub(crate) fn msg_from_row(row: &AnyRow) -> R<Message> {
         id: row.try_get("id")?,
         app_id: AppId(row.try_get("app_id")?),
         payload: row.try_get("payload")?,
+        format: {
+            let f: String = row.try_get("format")?;
+            MessageFormat::parse(&f).ok_or_else(|| corrupt(format!("message format {f:?}")))?
+        },
+        apple_payload: row.try_get("apple_payload")?,
         target: serde_json::from_str(&target).map_err(corrupt)?,
         ttl: u32::try_from(row.try_get::<i64, _>("ttl")?).map_err(corrupt)?,
         urgency: row.try_get("urgency")?,
