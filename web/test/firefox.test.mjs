@@ -132,6 +132,47 @@ test('the demo page\'s test button sends a notification to this browser', async 
   assert.equal(n.body, 'Sent by Tocsin to this browser.');
 });
 
+test('declarative messages through Firefox\'s real push client: sw.js shows what the sender described', async () => {
+  // Firefox ESR 153 hands declarative messages to the service worker (it
+  // does not show them by itself yet): sw.js must.
+  const navigate = `${server.url}/?from=declarative`;
+  const notification = { title: 'Declarative', body: 'described by the message', navigate, tag: 'dwp',
+    actions: [{ action: 'orders', title: 'Orders', navigate: `${server.url}/?orders=1` }] };
+  const sent = await api(server, 'POST', '/v1/messages', {
+    format: 'declarative', target: { all: true }, payload: { web_push: 8030, notification, app_badge: 4 },
+  });
+  assert.equal(sent.status, 202, JSON.stringify(sent.body));
+  const shown = await eventually('the declarative notification', () => page.evaluate(async () => {
+    const reg = await navigator.serviceWorker.getRegistration('/sw.js');
+    const n = (await reg.getNotifications()).find((x) => x.title === 'Declarative');
+    return n && { body: n.body, tag: n.tag, data: n.data, actions: n.actions.map((a) => a.action) };
+  }), 30000);
+  assert.equal(shown.body, 'described by the message');
+  assert.equal(shown.tag, 'dwp');
+  assert.equal(shown.data.url, navigate, 'a click opens navigate');
+  assert.deepEqual(shown.data.actionUrls, { orders: `${server.url}/?orders=1` });
+  assert.deepEqual(shown.actions, ['orders']);
+  const m = await eventually('shown counted', async () => {
+    const { body } = await api(server, 'GET', `/v1/messages/${sent.body.id}`);
+    return body.state === 'done' && body.counts.shown === 1 ? body : null;
+  });
+  assert.equal(m.format, 'declarative');
+  assert.equal(m.counts.delivered, 1);
+
+  // auto: Firefox's push service is not Apple's, so the same notification
+  // arrives as classic JSON, and sw.js shows it the same way.
+  const auto = await api(server, 'POST', '/v1/messages', {
+    format: 'auto', target: { all: true }, payload: { notification: { title: 'Auto', body: 'classic here', navigate } },
+  });
+  assert.equal(auto.status, 202, JSON.stringify(auto.body));
+  const a = await eventually('the auto notification', () => page.evaluate(async () => {
+    const reg = await navigator.serviceWorker.getRegistration('/sw.js');
+    const n = (await reg.getNotifications()).find((x) => x.title === 'Auto');
+    return n && { body: n.body, url: n.data.url };
+  }), 30000);
+  assert.deepEqual(a, { body: 'classic here', url: navigate });
+});
+
 test('subscribing again reuses the subscription; a changed server key re-subscribes', async () => {
   const again = await page.evaluate(async () => (await import('/tocsin.js')).default.subscribe().then((s) => s.endpoint));
   assert.equal(again, subscription.endpoint, 'reused');
