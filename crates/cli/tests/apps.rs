@@ -103,7 +103,7 @@ async fn two_apps(backend: Backend) {
     .await;
     assert_eq!(status, 201, "{made}");
     assert_eq!(made["app"], "shop");
-    let (ok, out) = cli(&db, &["app", "create", "blog", "--vapid-subject", "mailto:blog@example.com"]);
+    let (ok, out) = cli(&db, &["app", "create", "blog", "--vapid-subject", "mailto:blog@tocsin-tests.org"]);
     assert!(ok);
     let blog: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(blog.as_object().unwrap().len(), 2, "{blog}");
@@ -189,7 +189,7 @@ async fn two_apps(backend: Backend) {
         got.iter().map(|g| g["subscriptionId"].as_str().unwrap().to_owned()).collect::<HashSet<_>>(),
         ids(&blog_subs)
     );
-    assert!(got.iter().all(|g| g["vapid"]["subject"] == "mailto:blog@example.com"));
+    assert!(got.iter().all(|g| g["vapid"]["subject"] == "mailto:blog@tocsin-tests.org"));
     let r = server
         .http
         .post(server.url("/api/push?wait=true"))
@@ -202,7 +202,7 @@ async fn two_apps(backend: Backend) {
     let got = received(&dev, "default-news").await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["subscriptionId"].as_str().unwrap(), sub_id(&default_sub));
-    assert_eq!(got[0]["vapid"]["subject"], "mailto:tests@example.com");
+    assert_eq!(got[0]["vapid"]["subject"], "mailto:tests@tocsin-tests.org");
     let p: Value = serde_json::from_str(got[0]["payload"].as_str().unwrap()).unwrap();
     assert!(p.get("app").is_none(), "default's payloads are as before: {p}");
 

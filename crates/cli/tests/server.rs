@@ -112,7 +112,7 @@ async fn push_end_to_end(backend: Backend) {
             payload,
             format!(r#"{{"messageId":"{id}","eventToken":"{token}","title":"Hello","body":"everyone"}}"#)
         );
-        assert_eq!(msg["vapid"]["subject"], "mailto:tests@example.com");
+        assert_eq!(msg["vapid"]["subject"], "mailto:tests@tocsin-tests.org");
         assert_eq!(msg["vapid"]["publicKey"], server.vapid_public_key().await.as_str());
     }
 

@@ -2,68 +2,19 @@
 //! and scripted push services, under tokio's paused clock: minutes of leases
 //! and slow answers run in milliseconds, and the same every time.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use tocsin_delivery::engine::{Clock, EndpointCheck, Engine, EngineConfig, EngineMetrics};
-use tocsin_delivery::fanout::BroadcastConfig;
-use tocsin_delivery::Transport;
+use tocsin_delivery::engine::{Clock, EngineMetrics};
 use tocsin_protocol::ece::ReceiverKeys;
 use tocsin_protocol::outcome::RetryReason;
-use tocsin_protocol::{Outcome, Subscription, VapidKey, VapidSubject};
+use tocsin_protocol::{Outcome, Subscription, VapidKey};
 use tocsin_store_api::memory::MemoryStore;
 use tocsin_store_api::{AppId, Message, MessageFormat, MessageState, NewMessage, NewSubscription, Store, Target};
 use tokio::sync::watch;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-/// A push service that takes `delay` to answer each request and answers
-/// with `answer(nth request for this endpoint)`. It counts a request when
-/// it arrives, before its answer: a request that was aborted still reached it.
-struct Scripted {
-    delay: Duration,
-    answer: fn(u32) -> Outcome,
-    hits: Mutex<HashMap<String, u32>>,
-}
-
-impl Scripted {
-    fn new(delay: Duration, answer: fn(u32) -> Outcome) -> Arc<Self> {
-        Arc::new(Self { delay, answer, hits: Mutex::default() })
-    }
-
-    fn hits(&self) -> HashMap<String, u32> {
-        self.hits.lock().map(|h| h.clone()).unwrap_or_default()
-    }
-}
-
-impl Transport for Scripted {
-    fn send(&self, request: http::Request<Bytes>) -> Pin<Box<dyn Future<Output = Outcome> + Send + '_>> {
-        let nth = self
-            .hits
-            .lock()
-            .map(|mut h| {
-                let n = h.entry(request.uri().to_string()).or_default();
-                *n += 1;
-                *n
-            })
-            .unwrap_or(0);
-        Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
-            (self.answer)(nth)
-        })
-    }
-}
-
-struct AnyEndpoint;
-impl EndpointCheck for AnyEndpoint {
-    fn check(&self, _: &url::Url) -> Result<(), String> {
-        Ok(())
-    }
-}
+mod support;
+use support::*;
 
 /// `n` subscriptions and one broadcast to them, stored.
 async fn broadcast(store: &dyn Store, n: usize) -> Result<String, Box<dyn std::error::Error>> {
@@ -102,54 +53,6 @@ async fn broadcast(store: &dyn Store, n: usize) -> Result<String, Box<dyn std::e
     };
     store.insert_message(&message).await?;
     Ok(message.id)
-}
-
-/// An engine on the caller's (paused) runtime: two lanes of two workers,
-/// two requests in flight per lane.
-fn engine(
-    store: Arc<dyn Store>,
-    service: Arc<Scripted>,
-    lease: Duration,
-    page: i64,
-    shard: i64,
-    metrics: EngineMetrics,
-) -> Result<Arc<Engine>, Box<dyn std::error::Error>> {
-    let config = EngineConfig {
-        node_id: "node-a".into(),
-        shard_size: shard,
-        page_size: page,
-        lease,
-        threads: 2,
-        own_threads: false,
-        workers: 2,
-        concurrency: 4,
-        per_origin: 4,
-        retry: BroadcastConfig { max_attempts: 5, retry_base: Duration::from_secs(1), ..BroadcastConfig::default() },
-        poll_interval: Duration::from_millis(250),
-        subject: VapidSubject::new("mailto:tests@example.com")?,
-        clock: Clock::tokio(),
-    };
-    let transports: Vec<Arc<dyn Transport>> = vec![service.clone(), service];
-    Ok(Engine::with_transports(store, transports, config, Arc::new(AnyEndpoint), metrics))
-}
-
-/// Waits (on the paused clock) until the message is done, at most `limit`.
-async fn until_done(store: &dyn Store, id: &str, limit: Duration) -> Result<Message, Box<dyn std::error::Error>> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let m = store.message(id).await?.ok_or("message missing")?;
-        if m.state == MessageState::Done {
-            return Ok(m);
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!("not done after {limit:?}: {m:?}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn delivered(_: u32) -> Outcome {
-    Outcome::Delivered { status: 201 }
 }
 
 /// Pages that take far longer than the lease: the heartbeat keeps each

@@ -101,7 +101,7 @@ impl Server {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url])
             .args(extra)
             .env("TOCSIN_ADMIN_TOKEN", TOKEN)
-            .env("TOCSIN_VAPID_SUBJECT", "mailto:tests@example.com")
+            .env("TOCSIN_VAPID_SUBJECT", "mailto:tests@tocsin-tests.org")
             .env("TOCSIN_USER_SIGNING_SECRET", USER_SECRET)
             // The tests call the public routes far faster than a browser
             // does; the limits themselves are tested in adversarial.rs.

@@ -63,7 +63,7 @@ pub(crate) fn build(
         (MessageFormat::Classic, Some(v)) => {
             Payloads { format, payload: Some(stamped(&v, stamp)), apple_payload: None }
         }
-        (_, None | Some(Value::Null)) => return Err(declarative(&Value::Null).err().unwrap_or_else(missing)),
+        (_, None | Some(Value::Null)) => return Err(missing()),
         (MessageFormat::Declarative, Some(v)) => {
             let d = declarative(&v)?;
             Payloads { format, payload: Some(stamped(&d.to_json(), stamp)), apple_payload: None }
@@ -84,7 +84,10 @@ pub(crate) fn build(
 }
 
 fn missing() -> ApiError {
-    ApiError::bad_request("declarative-missing-title", "a declarative message needs a payload")
+    ApiError::bad_request(
+        "declarative-missing-title",
+        "a declarative message needs a payload: {\"web_push\":8030,\"notification\":{\"title\",\"navigate\",…}}",
+    )
 }
 
 #[cfg(test)]
