@@ -8,6 +8,7 @@ PostgreSQL database of its own. Then, in the same run:
   send      `tocsin send` with the N subscriptions in a file (no server, no database)
   sqlite    `tocsin serve` on SQLite, one POST /v1/messages to all, until done
   postgres  the same on PostgreSQL
+  sqlite-declarative  the sqlite way with a Declarative Web Push message (format declarative)
   web-push  Node's web-push, 100 requests in flight
 
 and reports deliveries/s, CPU seconds per 1,000 deliveries (sender, and the
@@ -30,6 +31,9 @@ BENCH = ROOT / "bench"
 TOCSIN = ROOT / "target" / "release" / "tocsin"
 BENCH_TOKEN = "bench-admin-token-0123456789abcdef"
 PAYLOAD = '{"title":"Benchmark","body":"A message of ordinary size for a notification."}'
+# The same notification as a Declarative Web Push message (the way sqlite-declarative).
+DECLARATIVE = {"web_push": 8030, "notification": {"title": "Benchmark", "navigate": "https://bench.tocsin-tests.org/",
+                                                  "body": "A message of ordinary size for a notification."}}
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -138,7 +142,7 @@ def api(base, method, path, body=None):
         return json.loads(r.read())
 
 
-def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN):
+def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN, message=None):
     """One broadcast from `binary serve` (the subscriptions imported by the same binary, whose migrations own the
     database)."""
     out = subprocess.run([str(binary), "subscriptions", "import", str(subs), "--database", database],
@@ -155,7 +159,7 @@ def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN):
     try:
         c0, s0 = cpu_of([p.pid]), sink.cpu()
         start = time.monotonic()
-        mid = api(base, "POST", "/v1/messages", {"payload": PAYLOAD, "target": {"all": True}})["id"]
+        mid = api(base, "POST", "/v1/messages", message or {"payload": PAYLOAD, "target": {"all": True}})["id"]
         while True:
             m = api(base, "GET", f"/v1/messages/{mid}")
             if m["state"] == "done":
@@ -228,7 +232,8 @@ def main():
     ap.add_argument("--full", action="store_true", help="N = 10,000, 100,000 and 1,000,000")
     ap.add_argument("--concurrency", type=int, default=100)
     ap.add_argument("--ways", nargs="+", default=["send", "sqlite", "postgres", "web-push"],
-                    help="send sqlite postgres web-push, and with --baseline sqlite-baseline postgres-baseline")
+                    help="send sqlite postgres web-push sqlite-declarative (a declarative message), and with --baseline "
+                         "sqlite-baseline postgres-baseline")
     ap.add_argument("--baseline", type=Path, metavar="BIN",
                     help="another tocsin binary (an earlier build) for the ways sqlite-baseline and postgres-baseline: "
                          "A/B within one run")
@@ -310,6 +315,10 @@ def main():
                                                  binary)
                             finally:
                                 subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", db])
+                    elif way == "sqlite-declarative":
+                        r = tocsin_serve(subs, sink, args.concurrency, f"sqlite://{work}/bench-{n}-{way}.db",
+                                         message={"format": "declarative", "payload": DECLARATIVE,
+                                                  "target": {"all": True}})
                     elif way == "web-push":
                         r = web_push(subs, sink, args.concurrency)
                     else:

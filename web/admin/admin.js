@@ -134,14 +134,18 @@ function payload() {
   for (const [id, key] of [['c-body', 'body'], ['c-url', 'url'], ['c-icon', 'icon'], ['c-image', 'image'], ['c-tag', 'tag']]) {
     if ($(id).value) p[key] = $(id).value;
   }
-  return p;
+  if ($('c-format').value === 'classic') return p;
+  // A Declarative Web Push message: the link is what a click opens.
+  const { url, ...notification } = p;
+  return { web_push: 8030, notification: { ...notification, navigate: url || '' } };
 }
 
 function previewCompose() {
   const p = payload();
-  $('p-title').textContent = p.title || 'Title';
-  $('p-body').textContent = p.body || '';
-  $('p-icon').src = p.icon || '/icon-192.png';
+  const shown = p.notification || p;
+  $('p-title').textContent = shown.title || 'Title';
+  $('p-body').textContent = shown.body || '';
+  $('p-icon').src = shown.icon || '/icon-192.png';
   $('p-origin').textContent = location.host;
   const used = new TextEncoder().encode(JSON.stringify(p)).length + SERVER_ADDS;
   $('c-bytes').textContent = `${PAYLOAD_MAX - used} bytes left of ${PAYLOAD_MAX} (aes128gcm), counting what the server adds`;
@@ -170,7 +174,7 @@ async function messages() {
       link.href = `#messages/${m.id}`;
       const td = el('td');
       td.append(link);
-      tr.append(td, el('td', new Date(m.createdAt).toLocaleString()), el('td', m.state), el('td', fmt(m.counts.targeted)),
+      tr.append(td, el('td', new Date(m.createdAt).toLocaleString()), el('td', m.state), el('td', m.format || 'classic'), el('td', fmt(m.counts.targeted)),
         el('td', fmt(m.counts.delivered)));
       rows.append(tr);
     }
@@ -180,6 +184,7 @@ async function messages() {
   const c = m.counts;
   $('m-title').textContent = `Message ${m.id}`;
   $('m-state').textContent = m.state;
+  $('m-format').textContent = m.format || 'classic';
   const settled = c.delivered + c.failed + c.gone + c.expired;
   $('m-progress').max = Math.max(c.targeted, 1);
   $('m-progress').value = settled;
@@ -359,13 +364,13 @@ $('rotate').addEventListener('click', async () => {
     $('keys-status').textContent = e.status === 403 ? 'This token may not rotate keys (admin only).' : `Could not rotate: ${e.message}`;
   }
 });
-for (const id of ['c-title', 'c-body', 'c-url', 'c-icon', 'c-image', 'c-tag', 'c-when']) $(id).addEventListener('input', previewCompose);
+for (const id of ['c-title', 'c-body', 'c-url', 'c-icon', 'c-image', 'c-tag', 'c-when', 'c-format']) $(id).addEventListener('input', previewCompose);
 $('compose-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const audience = document.querySelector('input[name="audience"]:checked').value;
   const words = $('c-audience').value.split(',').map((w) => w.trim()).filter(Boolean);
   const target = audience === 'topic' ? { topic: words[0] || '' } : audience === 'users' ? { userIds: words } : { all: true };
-  const body = { payload: payload(), target, ttl: Number($('c-ttl').value) };
+  const body = { payload: payload(), target, ttl: Number($('c-ttl').value), format: $('c-format').value };
   if ($('c-urgency').value) body.urgency = $('c-urgency').value;
   if ($('c-when').value) body.sendAt = new Date($('c-when').value).toISOString();
   try {

@@ -136,6 +136,29 @@ test('compose a message to a topic, watch it reach done, read its funnel', async
   await screenshots('message');
 });
 
+test('compose a declarative message: its format is sent and shown', async () => {
+  await page.getByRole('link', { name: 'Compose' }).click();
+  await page.waitForSelector('body[data-page="compose"]');
+  await page.getByLabel('Title').fill('Declarative from the dashboard');
+  await page.getByLabel('Link').fill(`${server.url}/?from=dashboard`);
+  await page.getByLabel('Format').selectOption('declarative');
+  assert.equal(await page.textContent('#p-title'), 'Declarative from the dashboard', 'the preview follows');
+  await page.getByRole('button', { name: 'Send' }).click();
+  await page.waitForSelector('body[data-message-state="done"]', { timeout: 30000 });
+  assert.equal(await page.textContent('#m-format'), 'declarative');
+  const got = (await (await fetch(`${dev.url}/messages`)).json()).items
+    .map((x) => (x.payload ? JSON.parse(x.payload) : null))
+    .filter((p) => p && p.notification && p.notification.title === 'Declarative from the dashboard');
+  assert.ok(got.length >= 1, 'the dev push service decrypted it');
+  assert.equal(got[0].web_push, 8030);
+  assert.equal(got[0].notification.navigate, `${server.url}/?from=dashboard`);
+  await page.getByRole('link', { name: 'Messages', exact: true }).click();
+  await page.waitForSelector('#message-rows tr');
+  assert.equal(await page.textContent('#message-rows tr:first-child td:nth-child(4)'), 'declarative');
+  await page.getByRole('link', { name: 'Compose' }).click();
+  await page.getByLabel('Format').selectOption('classic');
+});
+
 test('a scheduled message is cancelled from its page', async () => {
   await page.getByRole('link', { name: 'Compose' }).click();
   await page.getByLabel('Title').fill('Tomorrow');
@@ -151,7 +174,7 @@ test('a scheduled message is cancelled from its page', async () => {
   assert.equal((await api(server, 'GET', `/v1/messages/${id}`)).body.state, 'cancelled');
   await page.getByRole('link', { name: 'Messages' }).first().click();
   await page.waitForSelector('#message-list:not([hidden])');
-  assert.equal(await page.locator('#message-rows tr').count(), 2);
+  assert.equal(await page.locator('#message-rows tr').count(), 3, 'the two composed before, and this one');
   await screenshots('messages');
 });
 
