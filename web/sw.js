@@ -55,12 +55,14 @@ function parse(data) {
 
 // The server counts an event only with the eventToken the payload carried,
 // in the app the payload names.
-function report(type, messageId, eventToken, app) {
+function report(type, messageId, eventToken, app, action) {
   if (!messageId) return Promise.resolve();
+  const body = { type, messageId, eventToken };
+  if (action) body.action = String(action).slice(0, 64);
   return fetch(`${routes(app)}/events`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ type, messageId, eventToken }),
+    body: JSON.stringify(body),
   }).catch(() => {});
 }
 
@@ -136,7 +138,7 @@ self.addEventListener('notificationclick', (event) => {
   const target = new URL(url, self.location.origin).href;
   event.waitUntil(
     Promise.all([
-      report('clicked', data.messageId, data.eventToken, data.app),
+      report('clicked', data.messageId, data.eventToken, data.app, event.action),
       data.clearAppBadgeOnClick ? setBadge(0) : null,
       self.clients.matchAll({ type: 'window', includeUncontrolled: true }).then((clients) => {
         const open = clients.find((c) => c.url === target);

@@ -133,6 +133,19 @@ pub struct ServeArgs {
     /// Seconds before a request to a push service times out.
     #[arg(long, env = "TOCSIN_PUSH_TIMEOUT", default_value_t = 30.0)]
     push_timeout: f64,
+    /// Seconds before a webhook delivery request times out.
+    #[arg(long, env = "TOCSIN_WEBHOOK_TIMEOUT", default_value_t = 10.0)]
+    webhook_timeout: f64,
+    /// The most events of a batched type (subscription.removed, delivery.failed, notification.*) in one webhook delivery.
+    #[arg(long, env = "TOCSIN_WEBHOOK_BATCH", default_value_t = 100)]
+    webhook_batch: i64,
+    /// Seconds to wait before each retry of a failed webhook delivery, comma-separated; it is given up after the last
+    /// (default: the Standard Webhooks schedule, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: about a day).
+    #[arg(long, env = "TOCSIN_WEBHOOK_RETRY_SCHEDULE", value_delimiter = ',')]
+    webhook_retry_schedule: Option<Vec<f64>>,
+    /// Hours events are kept for GET /v1/events/stream to resume from (Last-Event-ID) and for webhooks to deliver.
+    #[arg(long, env = "TOCSIN_EVENT_RETENTION_HOURS", default_value_t = 24.0)]
+    event_retention_hours: f64,
     /// A proxy for requests to push services (http://, https:// or socks5://). None by default, whatever
     /// HTTP_PROXY/HTTPS_PROXY say: through a proxy the endpoint policy's connect-time address check cannot apply.
     #[arg(long, env = "TOCSIN_PUSH_PROXY", value_name = "URL")]
@@ -191,6 +204,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             },
             push_proxy: args.push_proxy.clone(),
         },
+        webhooks: tocsin_server::WebhookSettings {
+            timeout: seconds(args.webhook_timeout, "--webhook-timeout")?,
+            batch: args.webhook_batch.max(1),
+            schedule: match &args.webhook_retry_schedule {
+                None => tocsin_server::WebhookSettings::default().schedule,
+                Some(list) => {
+                    list.iter().map(|s| seconds(*s, "--webhook-retry-schedule")).collect::<anyhow::Result<Vec<_>>>()?
+                }
+            },
+        },
+        event_retention: seconds(args.event_retention_hours * 3600.0, "--event-retention-hours")?,
     };
     tocsin_server::run(config, |addr| {
         // The first line is for scripts: the address, port included.

@@ -65,39 +65,44 @@ pub struct PushClient {
 /// The most of a response body read for classification.
 const MAX_ERROR_BODY: usize = 16 * 1024;
 
+/// An HTTP client with `config`'s timeouts, extra roots, proxy (none unless
+/// set) and connection-time address filter: the push client's, and the
+/// webhooks' (whose targets the same endpoint policy guards).
+pub fn http_client(config: &ClientConfig) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(config.timeout)
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")));
+    for pem in &config.extra_roots_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ClientError::Certificate(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(ClientError::Certificate("no certificate in the PEM file".into()));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder = match &config.proxy {
+        // Explicitly none: reqwest would otherwise read the proxy
+        // variables of the environment.
+        None => builder.no_proxy(),
+        Some(url) => {
+            builder.proxy(reqwest::Proxy::all(url.as_str()).map_err(|e| ClientError::Proxy(format!("{url}: {e}")))?)
+        }
+    };
+    if let Some(allow) = config.address_filter {
+        builder = builder.dns_resolver(Arc::new(FilteringResolver { allow }));
+    }
+    builder.build().map_err(|e| ClientError::Build(error_chain(&e)))
+}
+
 impl PushClient {
     /// Builds the client.
     pub fn new(config: &ClientConfig) -> Result<Self, ClientError> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")));
-        for pem in &config.extra_roots_pem {
-            let certs =
-                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ClientError::Certificate(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(ClientError::Certificate("no certificate in the PEM file".into()));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        builder = match &config.proxy {
-            // Explicitly none: reqwest would otherwise read the proxy
-            // variables of the environment.
-            None => builder.no_proxy(),
-            Some(url) => {
-                builder.proxy(reqwest::Proxy::all(url.as_str()).map_err(|e| ClientError::Proxy(format!("{url}: {e}")))?)
-            }
-        };
-        if let Some(allow) = config.address_filter {
-            builder = builder.dns_resolver(Arc::new(FilteringResolver { allow }));
-        }
-        let http = builder.build().map_err(|e| ClientError::Build(error_chain(&e)))?;
-        Ok(Self { http })
+        Ok(Self { http: http_client(config)? })
     }
 
     /// Sends one push request and classifies the answer. Network errors and

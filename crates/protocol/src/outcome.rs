@@ -64,6 +64,16 @@ pub enum RetryReason {
 }
 
 impl RetryReason {
+    /// The status code that meant it, if one did.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::RateLimited => Some(429),
+            Self::Throttled => Some(406),
+            Self::ServerError(s) => Some(*s),
+            Self::Timeout | Self::Network(_) => None,
+        }
+    }
+
     /// A short stable label for metrics and summaries.
     pub fn label(&self) -> String {
         match self {
@@ -126,6 +136,17 @@ pub enum FailReason {
 }
 
 impl FailReason {
+    /// The push service's status code, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::PayloadTooLarge => Some(413),
+            Self::BadRequest { .. } => Some(400),
+            Self::Unauthorized { status, .. } | Self::Http { status, .. } => Some(*status),
+            Self::RetriesExhausted(r) => r.status(),
+            Self::VapidKeyMismatch { .. } | Self::Request(_) | Self::Expired => None,
+        }
+    }
+
     /// A short stable label for metrics and summaries.
     pub fn label(&self) -> String {
         match self {

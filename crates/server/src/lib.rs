@@ -87,6 +87,28 @@ pub struct ServerConfig {
     pub concurrency: usize,
     /// The delivery engine's settings.
     pub engine: EngineSettings,
+    /// Webhook deliveries.
+    pub webhooks: WebhookSettings,
+    /// How long events are kept in the outbox (the SSE stream resumes
+    /// within it; a webhook's events older than it are dropped).
+    pub event_retention: Duration,
+}
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Timeout of one delivery request.
+    pub timeout: Duration,
+    /// The most events of a batched type in one delivery.
+    pub batch: i64,
+    /// The waits between attempts; giving up after the last.
+    pub schedule: Vec<Duration>,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(10), batch: 100, schedule: tocsin_webhooks::DEFAULT_SCHEDULE.to_vec() }
+    }
 }
 
 /// The delivery engine's settings.
@@ -133,6 +155,10 @@ impl Default for EngineSettings {
     }
 }
 
+/// Event streams (`GET /v1/events/stream`) one node serves at once: each
+/// reads the outbox four times a second.
+pub const MAX_STREAMS: usize = 64;
+
 /// Shared by every handler.
 ///
 /// Handlers and middleware take it by `State`, which clones it per request,
@@ -157,6 +183,12 @@ pub struct Shared {
     pub wait_timeout: Duration,
     /// Signs message ids for `POST /api/events`.
     pub event_tokens: Arc<proof::EventTokens>,
+    /// The outbox and the webhooks (the same database as `store`).
+    pub outbox: Arc<dyn tocsin_store::Outbox>,
+    /// Sends webhook deliveries.
+    pub webhooks: Arc<tocsin_webhooks::Dispatcher>,
+    /// Event streams this node may serve at once.
+    pub streams: Arc<tokio::sync::Semaphore>,
     /// The site's public URL, which relative URLs in declarative messages
     /// are resolved against (`--public-url`).
     pub public_url: Option<url::Url>,
@@ -298,7 +330,9 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     };
     let _owner = sqlite_owner_lock(&config.database_url)?;
     let (store, _) = open_store(&config.database_url, config.vapid_keys.as_ref()).await?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let sql = Arc::new(store);
+    let store: Arc<dyn Store> = sql.clone();
+    let outbox: Arc<dyn tocsin_store::Outbox> = sql;
     let event_key = if let Some(key) = config.event_token_key.clone().filter(|k| !k.is_empty()) {
         key
     } else {
@@ -326,6 +360,27 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         proxy: settings.push_proxy.clone(),
         ..ClientConfig::default()
     };
+    let webhook_metrics = tocsin_webhooks::WebhookMetrics::default();
+    // Webhook targets are guarded like push endpoints: the same address
+    // filter at connection time, and the same extra roots.
+    let webhook_client = tocsin_delivery::client::http_client(&ClientConfig {
+        address_filter,
+        timeout: config.webhooks.timeout,
+        extra_roots_pem: settings.extra_roots_pem.clone(),
+        ..ClientConfig::default()
+    })?;
+    let dispatcher = tocsin_webhooks::Dispatcher::new(
+        outbox.clone(),
+        webhook_client,
+        tocsin_webhooks::DispatchConfig {
+            node: node_id.clone(),
+            lease: config.webhooks.timeout + Duration::from_secs(30),
+            batch: config.webhooks.batch.max(1),
+            schedule: config.webhooks.schedule.clone(),
+            ..tocsin_webhooks::DispatchConfig::default()
+        },
+        webhook_metrics.clone(),
+    );
     let engine_metrics = tocsin_delivery::engine::EngineMetrics::new();
     let engine = Engine::new(
         store.clone(),
@@ -368,11 +423,14 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         )),
         policy: config.endpoint_policy.clone(),
         admin_token_hash: config.admin_token.as_deref().filter(|t| !t.is_empty()).map(auth::hash_token),
-        metrics: Arc::new(metrics::Metrics::new(engine_metrics, node_id)),
+        metrics: Arc::new(metrics::Metrics::new(engine_metrics, webhook_metrics, node_id)),
         limits: Arc::new(limits),
         wait_timeout: config.wait_timeout,
         event_tokens: Arc::new(proof::EventTokens::new(&event_key)),
         public_url,
+        outbox: outbox.clone(),
+        webhooks: dispatcher.clone(),
+        streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
     });
     state.apps.load_all().await?;
     let metrics_only = config.metrics_listen.map(|_| api::metrics_router(state.clone()));
@@ -385,6 +443,8 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     if let Some(keep) = config.retention {
         tokio::spawn(retention::run(store_for_retention, keep, stop_rx.clone()));
     }
+    tokio::spawn(retention::run_events(outbox, config.event_retention, stop_rx.clone()));
+    let webhooks_task = tokio::spawn(dispatcher.run(stop_rx.clone()));
     let engine_task = tokio::spawn(engine.run(stop_rx));
     if let (Some(addr), Some(router)) = (config.metrics_listen, metrics_only) {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))?;
@@ -408,6 +468,8 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     if tokio::time::timeout(deadline, engine_task).await.is_err() {
         tracing::warn!(timeout = ?deadline, "the engine did not reach a checkpoint in time; its work in flight will be redone");
     }
+    // A webhook delivery in flight is sent again by whoever claims it next.
+    let _ = tokio::time::timeout(deadline, webhooks_task).await;
     Ok(())
 }
 

@@ -11,7 +11,8 @@ use prometheus_client::registry::Registry;
 use tocsin_store::Stats;
 
 /// Each app's stored totals, by name.
-type AppTotals = Vec<(String, Stats)>;
+/// Each app's stored totals, by name, and the webhooks' (failing, waiting events).
+type AppTotals = (Vec<(String, Stats)>, (i64, i64));
 
 /// The label of an app's series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,17 +34,23 @@ pub struct Metrics {
     /// Messages accepted through the API, by app.
     messages_accepted: Family<AppLabel, Counter>,
     engine: tocsin_delivery::engine::EngineMetrics,
+    webhooks: tocsin_webhooks::WebhookMetrics,
     node: String,
     totals: tokio::sync::Mutex<Option<(std::time::Instant, AppTotals)>>,
 }
 
 impl Metrics {
     /// Fresh counters beside the engine's.
-    pub fn new(engine: tocsin_delivery::engine::EngineMetrics, node: String) -> Self {
+    pub fn new(
+        engine: tocsin_delivery::engine::EngineMetrics,
+        webhooks: tocsin_webhooks::WebhookMetrics,
+        node: String,
+    ) -> Self {
         Self {
             subscriptions_saved: Family::default(),
             messages_accepted: Family::default(),
             engine,
+            webhooks,
             node,
             totals: tokio::sync::Mutex::new(None),
         }
@@ -65,7 +72,11 @@ impl Metrics {
     }
 
     /// The text exposition, with the store's totals (cached) as gauges.
-    pub async fn render(&self, store: &dyn tocsin_store::Store) -> tocsin_store::Result<String> {
+    pub async fn render(
+        &self,
+        store: &dyn tocsin_store::Store,
+        outbox: &dyn tocsin_store::Outbox,
+    ) -> tocsin_store::Result<String> {
         let stats = {
             // One scrape at a time refreshes; the others wait and reuse it.
             let mut cached = self.totals.lock().await;
@@ -76,15 +87,16 @@ impl Metrics {
                     for app in store.apps().await? {
                         stats.push((app.name, store.stats(app.id).await?));
                     }
-                    *cached = Some((std::time::Instant::now(), stats.clone()));
-                    stats
+                    let totals = (stats, outbox.webhook_totals().await?);
+                    *cached = Some((std::time::Instant::now(), totals.clone()));
+                    totals
                 }
             }
         };
-        Ok(self.render_with(&stats))
+        Ok(self.render_with(&stats.0, stats.1))
     }
 
-    fn render_with(&self, stats: &[(String, Stats)]) -> String {
+    fn render_with(&self, stats: &[(String, Stats)], (failing, waiting): (i64, i64)) -> String {
         let mut registry = Registry::with_prefix("tocsin");
         registry.register(
             "subscriptions_saved",
@@ -109,6 +121,13 @@ impl Metrics {
         registry.register("deliveries_failed", "Deliveries failed for good, all messages", gauge(|s| s.failed));
         registry.register("subscriptions_removed", "Subscriptions removed as gone or expired", gauge(|s| s.removed));
         self.engine.register(&mut registry, &self.node);
+        self.webhooks.register(&mut registry);
+        let failing_gauge: Gauge = Gauge::default();
+        failing_gauge.set(failing);
+        registry.register("webhooks_failing", "Webhooks whose deliveries have failed for about a day", failing_gauge);
+        let waiting_gauge: Gauge = Gauge::default();
+        waiting_gauge.set(waiting);
+        registry.register("webhook_events_waiting", "Events queued for webhooks, not yet delivered", waiting_gauge);
         let mut out = String::new();
         if encode(&mut out, &registry).is_err() {
             out.clear();

@@ -12,6 +12,24 @@ use tokio::sync::watch;
 /// Messages deleted per statement.
 const BATCH: i64 = 1000;
 
+/// Deletes events older than `keep` from the outbox (and what is still
+/// queued of them for webhooks), now and then every minute, until `stop`.
+pub async fn run_events(outbox: Arc<dyn tocsin_store::Outbox>, keep: Duration, mut stop: watch::Receiver<bool>) {
+    let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        match outbox.purge_events(now.saturating_sub(keep.as_millis()) as i64).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "purged events past --event-retention-hours"),
+            Err(e) => tracing::warn!(error = %e, "event purge failed; trying again later"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// Purges now, then every quarter of the retention (at least every second,
 /// at most every hour), until `stop`.
 pub async fn run(store: Arc<dyn Store>, keep: Duration, mut stop: watch::Receiver<bool>) {

@@ -21,8 +21,10 @@
 #[cfg(feature = "memory")]
 pub mod memory;
 pub mod model;
+pub mod outbox;
 
 pub use model::*;
+pub use outbox::*;
 
 use async_trait::async_trait;
 
@@ -120,14 +122,22 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_subscription_by_endpoint(&self, app: AppId, endpoint: &str, auth: &str, now: i64) -> Result<bool>;
     /// One subscription of `app` by endpoint.
     async fn subscription_by_endpoint(&self, app: AppId, endpoint: &str) -> Result<Option<StoredSubscription>>;
-    /// Counts a `shown` or `clicked` event for a message of `app`; false
-    /// when there is no such message.
-    async fn add_event(&self, app: AppId, message_id: &str, event: Event) -> Result<bool>;
+    /// Counts a `shown` or `clicked` event for a message of `app` (a click
+    /// with the notification's `action`, if one was clicked); false when
+    /// there is no such message.
+    async fn add_event(
+        &self,
+        app: AppId,
+        message_id: &str,
+        event: Event,
+        action: Option<&str>,
+        now: i64,
+    ) -> Result<bool>;
     /// The browser's new subscription `new_id` replaces its old one
     /// `old_id` (`oldEndpoint`): the new keeps the old one's creation time,
     /// and the old goes without counting as an unsubscription. True when
     /// the old one went.
-    async fn replace_subscription(&self, app: AppId, old_id: i64, new_id: i64) -> Result<bool>;
+    async fn replace_subscription(&self, app: AppId, old_id: i64, new_id: i64, now: i64) -> Result<bool>;
     /// Deletes a subscription of `app` by id (counted as removed at `now`);
     /// true when a row went.
     async fn delete_subscription(&self, app: AppId, id: i64, now: i64) -> Result<bool>;

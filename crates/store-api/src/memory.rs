@@ -364,7 +364,14 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    async fn add_event(&self, app: AppId, message_id: &str, event: Event) -> Result<bool> {
+    async fn add_event(
+        &self,
+        app: AppId,
+        message_id: &str,
+        event: Event,
+        _action: Option<&str>,
+        _now: i64,
+    ) -> Result<bool> {
         let mut st = self.lock();
         let Some(m) = st.messages.get_mut(message_id).filter(|m| m.app_id == app) else { return Ok(false) };
         match event {
@@ -382,7 +389,7 @@ impl Store for MemoryStore {
         Ok(false)
     }
 
-    async fn replace_subscription(&self, app: AppId, old_id: i64, new_id: i64) -> Result<bool> {
+    async fn replace_subscription(&self, app: AppId, old_id: i64, new_id: i64, _now: i64) -> Result<bool> {
         let mut st = self.lock();
         let Some(old) = st.subs.get(&old_id).filter(|s| s.app_id == app && old_id != new_id).cloned() else {
             return Ok(false);

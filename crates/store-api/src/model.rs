@@ -393,6 +393,14 @@ pub fn day_to_date(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// A time in ms since the epoch as RFC 3339 in UTC, to the millisecond
+/// (`2026-12-02T15:04:05.123Z`).
+pub fn rfc3339_ms(ms: i64) -> String {
+    let in_day = ms.rem_euclid(DAY_MS);
+    let (h, m, s, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
+    format!("{}T{h:02}:{m:02}:{s:02}.{milli:03}Z", day_to_date(ms.div_euclid(DAY_MS)))
+}
+
 /// The id ranges a started message is split into: shards of about
 /// `shard_size` subscriptions, for an audience of `targeted` subscriptions
 /// whose highest id is `last`, as `(start_after, end_at]` pairs that cover
@@ -474,6 +482,19 @@ pub struct NewRetry {
     pub reason: String,
 }
 
+/// One delivery that failed for good: the `delivery.failed` event's item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedDelivery {
+    /// The subscription.
+    pub subscription_id: i64,
+    /// Its endpoint.
+    pub endpoint: String,
+    /// The reason label (`payload-too-large`, `retries-exhausted-http-503`, …).
+    pub reason: String,
+    /// The push service's status code, when one answered.
+    pub status: Option<u16>,
+}
+
 /// What one page (or one batch of retries) of a message came to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageOutcome {
@@ -484,6 +505,8 @@ pub struct PageOutcome {
     /// One example of each reason's failures (which subscription, and what
     /// the push service said), for people reading a message's failures.
     pub examples: Vec<(String, String)>,
+    /// Each failure, by subscription (for the `delivery.failed` events).
+    pub failures: Vec<FailedDelivery>,
     /// Subscriptions that answered 404/410: deleted, counted `gone`.
     pub gone: Vec<i64>,
     /// Subscriptions past their `expirationTime`: deleted, counted `expired`.
@@ -493,12 +516,14 @@ pub struct PageOutcome {
 }
 
 impl PageOutcome {
-    /// Adds one failure, with an example if none of its reason has one yet.
-    pub fn fail_with(&mut self, reason: String, example: String) {
-        if !self.examples.iter().any(|(r, _)| *r == reason) {
-            self.examples.push((reason.clone(), example));
+    /// Adds one subscription's failure, with an example if none of its
+    /// reason has one yet.
+    pub fn fail_with(&mut self, failure: FailedDelivery, example: String) {
+        if !self.examples.iter().any(|(r, _)| *r == failure.reason) {
+            self.examples.push((failure.reason.clone(), example));
         }
-        self.fail(reason);
+        self.fail(failure.reason.clone());
+        self.failures.push(failure);
     }
 
     /// Adds one failure.
@@ -596,6 +621,8 @@ mod tests {
         assert_eq!(day_to_date(11_016), "2000-02-29");
         assert_eq!(day_to_date(20_789), "2026-12-02");
         assert_eq!(day_to_date(-1), "1969-12-31");
+        assert_eq!(super::rfc3339_ms(1_796_226_623_146), "2026-12-02T15:50:23.146Z");
+        assert_eq!(super::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]

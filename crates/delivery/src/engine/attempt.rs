@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use tocsin_protocol::request::{self, PushOptions};
 use tocsin_protocol::{FailReason, Outcome, PushService, Topic, Ttl, Urgency, VapidKey, VapidSigner, VapidSubject};
-use tocsin_store_api::{Message, MessageFormat, NewRetry, PageOutcome, StoreError, StoredSubscription};
+use tocsin_store_api::{FailedDelivery, Message, MessageFormat, NewRetry, PageOutcome, StoreError, StoredSubscription};
 use tokio::sync::watch;
 
 use super::lane::Lane;
@@ -25,10 +25,12 @@ pub(super) struct Job {
 enum Attempt {
     Delivered,
     Gone,
-    /// A label, and what happened, in words.
-    Failed(String, String),
+    /// A label, what happened in words, and the status code if any.
+    Failed(String, String, Option<u16>),
     Retry {
         reason: String,
+        /// The status code that asked for it, if one did.
+        status: Option<u16>,
         after: Option<Duration>,
     },
     /// Not sent: the origin's gate is closed for longer than a worker
@@ -43,6 +45,16 @@ enum Attempt {
 /// push service, and what happened.
 fn example(sub: &StoredSubscription, detail: &str) -> String {
     format!("subscription {} at {}: {detail}", sub.id, sub.subscription.origin())
+}
+
+/// A subscription's failure, for its `delivery.failed` event.
+fn failure(sub: &StoredSubscription, reason: impl Into<String>, status: Option<u16>) -> FailedDelivery {
+    FailedDelivery {
+        subscription_id: sub.id,
+        endpoint: sub.subscription.endpoint().to_string(),
+        reason: reason.into(),
+        status,
+    }
 }
 
 impl Engine {
@@ -107,13 +119,16 @@ impl Engine {
             }
             if now > deadline {
                 self.metrics.count("failed", "ttl-expired");
-                outcome.fail_with("ttl-expired".into(), example(sub, "its TTL ran out before it could be sent"));
+                outcome.fail_with(
+                    failure(sub, "ttl-expired", None),
+                    example(sub, "its TTL ran out before it could be sent"),
+                );
                 continue;
             }
             if let Err(reason) = self.policy.check(sub.subscription.endpoint()) {
                 tracing::warn!(subscription = sub.id, %reason, "endpoint refused by policy");
                 self.metrics.count("failed", "endpoint-not-allowed");
-                outcome.fail_with("endpoint-not-allowed".into(), example(sub, &reason));
+                outcome.fail_with(failure(sub, "endpoint-not-allowed", None), example(sub, &reason));
                 continue;
             }
             let signer = self.signer(lane, sub.vapid_key_id).await?;
@@ -130,7 +145,7 @@ impl Engine {
                     Err(wait) => Attempt::Deferred { wait },
                     Ok(_origin_permit) => {
                         let Ok(_permit) = in_flight.acquire_owned().await else {
-                            return (job, Attempt::Retry { reason: "shutdown".into(), after: None }, None);
+                            return (job, Attempt::Retry { reason: "shutdown".into(), status: None, after: None }, None);
                         };
                         match request::build(
                             &job.sub.subscription,
@@ -141,7 +156,7 @@ impl Engine {
                         ) {
                             Err(e) => {
                                 let reason = FailReason::Request(e.to_string());
-                                Attempt::Failed(reason.label(), reason.to_string())
+                                Attempt::Failed(reason.label(), reason.to_string(), None)
                             }
                             Ok(req) => {
                                 in_flight_gauge.inc();
@@ -158,7 +173,7 @@ impl Engine {
                                         let mismatch = matches!(reason, FailReason::VapidKeyMismatch { .. });
                                         return (
                                             job,
-                                            Attempt::Failed(reason.label(), reason.to_string()),
+                                            Attempt::Failed(reason.label(), reason.to_string(), reason.status()),
                                             mismatch.then(|| reason.to_string()),
                                         );
                                     }
@@ -167,7 +182,7 @@ impl Engine {
                                         if let Some(after) = after {
                                             gate.slow_down(after);
                                         }
-                                        Attempt::Retry { reason: reason.label(), after }
+                                        Attempt::Retry { reason: reason.label(), status: reason.status(), after }
                                     }
                                 }
                             }
@@ -202,17 +217,18 @@ impl Engine {
                     self.metrics.gone.inc();
                     outcome.gone.push(job.sub.id);
                 }
-                Attempt::Failed(reason, detail) => {
+                Attempt::Failed(reason, detail, status) => {
                     tracing::debug!(subscription = job.sub.id, %reason, "delivery failed");
                     self.metrics.count("failed", &reason);
-                    outcome.fail_with(reason, example(&job.sub, &detail));
+                    let example = example(&job.sub, &detail);
+                    outcome.fail_with(failure(&job.sub, reason, status), example);
                 }
                 Attempt::Deferred { wait } => {
                     let due_at = self.now_ms() + wait.as_millis() as i64;
                     if due_at > deadline {
                         self.metrics.count("failed", "ttl-expired");
                         outcome.fail_with(
-                            "ttl-expired".into(),
+                            failure(&job.sub, "ttl-expired", None),
                             example(&job.sub, "its TTL ran out while its push service held it back"),
                         );
                     } else {
@@ -226,7 +242,7 @@ impl Engine {
                         });
                     }
                 }
-                Attempt::Retry { reason, after } => {
+                Attempt::Retry { reason, status, after } => {
                     let attempts = job.attempts_before + 1;
                     let wait = after.unwrap_or_else(|| backoff(&self.config.retry, attempts as u32));
                     let due_at = self.now_ms() + wait.as_millis() as i64;
@@ -234,11 +250,11 @@ impl Engine {
                         let label = format!("retries-exhausted-{reason}");
                         self.metrics.count("failed", &label);
                         let detail = format!("{attempts} attempts, the last: {reason}");
-                        outcome.fail_with(label, example(&job.sub, &detail));
+                        outcome.fail_with(failure(&job.sub, label, status), example(&job.sub, &detail));
                     } else if due_at > deadline {
                         self.metrics.count("failed", "ttl-expired");
                         outcome.fail_with(
-                            "ttl-expired".into(),
+                            failure(&job.sub, "ttl-expired", status),
                             example(&job.sub, &format!("its TTL ran out before a retry ({reason})")),
                         );
                     } else {

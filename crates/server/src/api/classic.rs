@@ -129,7 +129,7 @@ pub(crate) async fn post_subscription(
         e => save_failed(e),
     })?;
     if let Some(old) = replaced {
-        st.store.replace_subscription(app.id, old.id, stored.id).await.map_err(save_failed)?;
+        st.store.replace_subscription(app.id, old.id, stored.id, now_ms()).await.map_err(save_failed)?;
     }
     st.metrics.subscription_saved(&app.metric_label);
     Ok(success())
@@ -310,11 +310,14 @@ pub(crate) struct EventBody {
     /// The token the message's payload carried.
     #[serde(rename = "eventToken", default)]
     event_token: Option<String>,
+    /// For `clicked`: the action clicked (absent: the notification itself).
+    #[serde(default)]
+    action: Option<String>,
 }
 
 /// The service worker reports a notification `shown` or `clicked`.
 #[utoipa::path(post, path = "/api/events",
-    request_body(content = Value, description = "{\"type\":\"shown\"|\"clicked\",\"messageId\":…,\"eventToken\":…}: the messageId and eventToken the payload carried"),
+    request_body(content = Value, description = "{\"type\":\"shown\"|\"clicked\",\"messageId\":…,\"eventToken\":…,\"action\"?:…}: the messageId and eventToken the payload carried; for a click, the action clicked (1 to 64 characters)"),
     responses((status = 202, body = SuccessBody), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn post_event(
@@ -327,6 +330,9 @@ pub(crate) async fn post_event(
     json_object(&bytes)?;
     let ev: EventBody =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid-event", e.to_string()))?;
+    if ev.action.as_deref().is_some_and(|a| a.is_empty() || a.len() > 64) {
+        return Err(ApiError::bad_request("invalid-event", "action must be 1 to 64 characters"));
+    }
     if !st.event_tokens.check(&ev.message_id, ev.event_token.as_deref()) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -336,7 +342,7 @@ pub(crate) async fn post_event(
     }
     let found = st
         .store
-        .add_event(app.id, &ev.message_id, ev.kind)
+        .add_event(app.id, &ev.message_id, ev.kind, ev.action.as_deref(), now_ms())
         .await
         .map_err(|e| ApiError::storage("unable-to-save-event", "the event could not be saved", &e))?;
     if !found {

@@ -18,8 +18,10 @@ pub mod input;
 pub mod messages;
 pub mod ops;
 pub mod payload;
+pub mod stream;
 pub mod subscriptions;
 pub mod views;
+pub mod webhooks;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::{AppState, ServerConfig};
@@ -43,10 +45,11 @@ use utoipa::OpenApi;
         messages::create_message, messages::get_message, messages::cancel_message, messages::list_messages,
         apps::whoami, apps::list_apps, apps::post_app, apps::list_keys, apps::rotate, apps::retire,
         subscriptions::list_subscriptions, subscriptions::get_subscription, subscriptions::remove_subscription, ops::stats, ops::daily, ops::push_services,
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::delete_webhook, webhooks::test_webhook, stream::events_stream,
         ops::healthz, ops::readyz, ops::metrics
     ),
     components(schemas(ErrorBody, views::SuccessBody, views::PublicKeyBody, messages::MessageRequest, views::MessageView, views::CountsView, views::SubscriptionView,
-        apps::AppView, apps::AppRequest, apps::VapidKeyView)),
+        apps::AppView, apps::AppRequest, apps::VapidKeyView, webhooks::WebhookRequest, webhooks::WebhookView)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -100,6 +103,10 @@ fn app_routes() -> Router<AppState> {
         .route("/stats/daily", get(ops::daily))
         .route("/vapid-keys", get(apps::list_keys).post(apps::rotate))
         .route("/vapid-keys/{id}", axum::routing::delete(apps::retire))
+        .route("/webhooks", get(webhooks::list_webhooks).post(webhooks::create_webhook))
+        .route("/webhooks/{id}", axum::routing::delete(webhooks::delete_webhook))
+        .route("/webhooks/{id}/test", post(webhooks::test_webhook))
+        .route("/events/stream", get(stream::events_stream))
 }
 
 /// Builds the router with its layers.

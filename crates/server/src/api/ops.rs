@@ -113,7 +113,7 @@ pub(crate) async fn metrics(_token: ServerWide<ReadScope>, State(st): State<AppS
 pub(crate) async fn open_metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     let text = st
         .metrics
-        .render(st.store.as_ref())
+        .render(st.store.as_ref(), st.outbox.as_ref())
         .await
         .map_err(|e| ApiError::storage("database-unavailable", "cannot read stats", &e))?;
     Ok(([(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response())

@@ -212,11 +212,12 @@ pub(super) async fn retire_vapid_key(store: &SqlStore, app: AppId, id: i64, forc
     if n > 0 && !force {
         return Ok(RetireKey::InUse(n));
     }
-    let removed = sqlx::query("DELETE FROM subscriptions WHERE vapid_key_id = $1 RETURNING app_id, created_at")
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-    super::rows::count_removed(&mut tx, &removed, now).await?;
+    let removed =
+        sqlx::query("DELETE FROM subscriptions WHERE vapid_key_id = $1 RETURNING id, endpoint, app_id, created_at")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+    super::rows::count_removed(&mut tx, &removed, "key-retired", now).await?;
     sqlx::query("DELETE FROM vapid_keys WHERE id = $1").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(RetireKey::Retired { removed: n })

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::rows::{bind_target, msg_from_row, target_sql, MSG_COLUMNS};
 use super::{SqlStore, R};
-use crate::{shard_ranges, AppId, Event, Message, MessageState, NewMessage, Target};
+use crate::{shard_ranges, AppId, Event, EventType, Message, MessageState, NewEvent, NewMessage, Target};
 
 /// The stored form of an idempotency key: its app's id and the key, so
 /// that the same key in two apps makes two messages.
@@ -27,6 +27,7 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
     let state =
         if new.send_at.is_some_and(|t| t > new.created_at) { MessageState::Scheduled } else { MessageState::Queued };
     let target = serde_json::to_string(&new.target).map_err(super::rows::corrupt)?;
+    let mut tx = store.pool.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO messages (id, payload, target, ttl, urgency, topic, send_at, state, idempotency_key, created_at, updated_at, app_id, \
          format, apple_payload) \
@@ -45,9 +46,20 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
     .bind(new.app.0)
     .bind(new.format.as_str())
     .bind(new.apple_payload.clone())
-    .execute(&store.pool)
+    .execute(&mut *tx)
     .await?;
     let created = inserted.rows_affected() > 0;
+    if created {
+        let event = NewEvent {
+            app: new.app,
+            kind: EventType::MessageCreated,
+            data: serde_json::json!({"messageId": new.id, "state": state.as_str(), "format": new.format.as_str(),
+                "target": new.target, "sendAt": new.send_at.map(crate::rfc3339_ms),
+                "createdAt": crate::rfc3339_ms(new.created_at)}),
+        };
+        super::events::emit(&mut tx, &[event], new.created_at).await?;
+    }
+    tx.commit().await?;
     // A concurrent request with the same idempotency key may have won.
     let row = match (&idempotency_key, created) {
         (Some(key), false) => {
@@ -115,6 +127,12 @@ pub(super) async fn cancel(store: &SqlStore, app: AppId, id: &str, now: i64) -> 
     .execute(&mut *tx)
     .await?;
     if r.rows_affected() > 0 {
+        let event = NewEvent {
+            app,
+            kind: EventType::MessageCancelled,
+            data: serde_json::json!({"messageId": id, "cancelledAt": crate::rfc3339_ms(now)}),
+        };
+        super::events::emit(&mut tx, &[event], now).await?;
         // Release the work: nothing of it is claimed again. A page in flight
         // keeps its token, so what it already sent is still counted.
         sqlx::query("UPDATE message_shards SET done = 1, lease_until = 0 WHERE message_id = $1 AND done = 0")
@@ -180,16 +198,28 @@ pub(super) async fn next_startable(store: &SqlStore, now: i64) -> R<Option<Messa
 }
 
 pub(super) async fn try_finish(store: &SqlStore, id: &str, now: i64) -> R<bool> {
-    let r = sqlx::query(
+    let mut tx = store.pool.begin().await?;
+    let row = sqlx::query(&format!(
         "UPDATE messages SET state = 'done', updated_at = $1 WHERE id = $2 AND state = 'sending' \
          AND NOT EXISTS (SELECT 1 FROM message_shards WHERE message_id = $2 AND done = 0) \
-         AND NOT EXISTS (SELECT 1 FROM retries WHERE message_id = $2)",
-    )
+         AND NOT EXISTS (SELECT 1 FROM retries WHERE message_id = $2) RETURNING {MSG_COLUMNS}"
+    ))
     .bind(now)
     .bind(id)
-    .execute(&store.pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(r.rows_affected() > 0)
+    let Some(row) = row else { return Ok(false) };
+    let m = msg_from_row(&row)?;
+    let c = m.counts;
+    let event = NewEvent {
+        app: m.app_id,
+        kind: EventType::MessageDone,
+        data: serde_json::json!({"messageId": m.id, "counts": {"targeted": c.targeted, "delivered": c.delivered,
+            "failed": c.failed, "gone": c.gone, "expired": c.expired, "shown": c.shown, "clicked": c.clicked}}),
+    };
+    super::events::emit(&mut tx, &[event], now).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 pub(super) async fn sending_ids(store: &SqlStore) -> R<Vec<String>> {
@@ -217,12 +247,33 @@ pub(super) async fn failures(store: &SqlStore, id: &str) -> R<Vec<(String, i64)>
     rows.iter().map(|r| Ok((r.try_get("reason")?, r.try_get("count")?))).collect()
 }
 
-pub(super) async fn add_event(store: &SqlStore, app: AppId, message_id: &str, event: Event) -> R<bool> {
-    let sql = match event {
-        Event::Shown => "UPDATE messages SET shown = shown + 1 WHERE id = $1 AND app_id = $2",
-        Event::Clicked => "UPDATE messages SET clicked = clicked + 1 WHERE id = $1 AND app_id = $2",
+pub(super) async fn add_event(
+    store: &SqlStore,
+    app: AppId,
+    message_id: &str,
+    event: Event,
+    action: Option<&str>,
+    now: i64,
+) -> R<bool> {
+    let (sql, kind) = match event {
+        Event::Shown => {
+            ("UPDATE messages SET shown = shown + 1 WHERE id = $1 AND app_id = $2", EventType::NotificationShown)
+        }
+        Event::Clicked => {
+            ("UPDATE messages SET clicked = clicked + 1 WHERE id = $1 AND app_id = $2", EventType::NotificationClicked)
+        }
     };
-    Ok(sqlx::query(sql).bind(message_id).bind(app.0).execute(&store.pool).await?.rows_affected() > 0)
+    let mut tx = store.pool.begin().await?;
+    if sqlx::query(sql).bind(message_id).bind(app.0).execute(&mut *tx).await?.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let data = match event {
+        Event::Shown => serde_json::json!({"messageId": message_id}),
+        Event::Clicked => serde_json::json!({"messageId": message_id, "action": action}),
+    };
+    super::events::emit(&mut tx, &[NewEvent { app, kind, data }], now).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 pub(super) async fn purge(store: &SqlStore, before: i64, limit: i64) -> R<u64> {

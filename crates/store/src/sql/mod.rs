@@ -6,7 +6,9 @@
 //! database and maps the [`Store`] trait onto those rooms.
 
 mod admin;
+pub(crate) mod events;
 mod messages;
+mod outbox;
 pub(crate) mod rows;
 mod subscriptions;
 #[cfg(test)]
@@ -218,16 +220,23 @@ impl Store for SqlStore {
         Ok(subscriptions::by_endpoint(self, app, endpoint).await?)
     }
 
-    async fn add_event(&self, app: AppId, message_id: &str, event: Event) -> Result<bool> {
-        Ok(messages::add_event(self, app, message_id, event).await?)
+    async fn add_event(
+        &self,
+        app: AppId,
+        message_id: &str,
+        event: Event,
+        action: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        Ok(messages::add_event(self, app, message_id, event, action, now).await?)
     }
 
     async fn delete_subscription(&self, app: AppId, id: i64, now: i64) -> Result<bool> {
         Ok(subscriptions::delete(self, app, id, now).await?)
     }
 
-    async fn replace_subscription(&self, app: AppId, old_id: i64, new_id: i64) -> Result<bool> {
-        Ok(subscriptions::replace(self, app, old_id, new_id).await?)
+    async fn replace_subscription(&self, app: AppId, old_id: i64, new_id: i64, now: i64) -> Result<bool> {
+        Ok(subscriptions::replace(self, app, old_id, new_id, now).await?)
     }
 
     async fn count_by_host(&self, app: AppId) -> Result<Vec<(String, i64)>> {

@@ -200,8 +200,24 @@ pub(crate) fn bind_target<'q>(mut q: AnyQuery<'q>, app: AppId, target: &'q Targe
 
 /// Counts removed subscriptions in `daily_counts`, inside the transaction
 /// that removed them: `removed` holds each one's `(app_id, created_at)`
-/// (from `DELETE … RETURNING app_id, created_at`), `now` is when.
-pub(crate) async fn count_removed(tx: &mut sqlx::Transaction<'_, Any>, removed: &[AnyRow], now: i64) -> R<()> {
+/// (from `DELETE … RETURNING id, endpoint, app_id, created_at`), `now` is when,
+/// and writes their `subscription.removed` events, each with `reason`.
+pub(crate) async fn count_removed(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    removed: &[AnyRow],
+    reason: &str,
+    now: i64,
+) -> R<()> {
+    let mut events = Vec::with_capacity(removed.len());
+    for row in removed {
+        events.push(crate::NewEvent {
+            app: AppId(row.try_get("app_id")?),
+            kind: crate::EventType::SubscriptionRemoved,
+            data: serde_json::json!({"subscriptionId": row.try_get::<i64, _>("id")?,
+                "endpoint": row.try_get::<String, _>("endpoint")?, "reason": reason}),
+        });
+    }
+    super::events::emit(tx, &events, now).await?;
     // (app, day) → (unsubscribed, removed_created)
     let mut per_day: std::collections::BTreeMap<(i64, i64), (i64, i64)> = std::collections::BTreeMap::new();
     for row in removed {

@@ -18,12 +18,13 @@ pub(super) async fn upsert_all(store: &SqlStore, new: &[NewSubscription], now: i
     crate::batch::write_all(&store.pool, &items).await
 }
 
-/// Runs a `DELETE … RETURNING app_id, created_at` and counts what it
-/// removed in `daily_counts`, in one transaction; true when a row went.
-async fn delete_counted(store: &SqlStore, q: super::rows::AnyQuery<'_>, now: i64) -> R<bool> {
+/// Runs a `DELETE … RETURNING id, endpoint, app_id, created_at`, counts
+/// what it removed in `daily_counts` and writes its events (with
+/// `reason`), in one transaction; true when a row went.
+async fn delete_counted(store: &SqlStore, q: super::rows::AnyQuery<'_>, reason: &str, now: i64) -> R<bool> {
     let mut tx = store.pool.begin().await?;
     let removed = q.fetch_all(&mut *tx).await?;
-    super::rows::count_removed(&mut tx, &removed, now).await?;
+    super::rows::count_removed(&mut tx, &removed, reason, now).await?;
     tx.commit().await?;
     Ok(!removed.is_empty())
 }
@@ -31,18 +32,19 @@ async fn delete_counted(store: &SqlStore, q: super::rows::AnyQuery<'_>, now: i64
 pub(super) async fn delete_by_endpoint(store: &SqlStore, app: AppId, endpoint: &str, auth: &str, now: i64) -> R<bool> {
     // The stored auth is normalised base64url, and so is what the caller passes.
     let q = sqlx::query(
-        "DELETE FROM subscriptions WHERE endpoint = $1 AND auth = $2 AND app_id = $3 RETURNING app_id, created_at",
+        "DELETE FROM subscriptions WHERE endpoint = $1 AND auth = $2 AND app_id = $3 \
+         RETURNING id, endpoint, app_id, created_at",
     )
     .bind(endpoint)
     .bind(auth)
     .bind(app.0);
-    delete_counted(store, q, now).await
+    delete_counted(store, q, "unsubscribed", now).await
 }
 
 /// The browser's new subscription `new_id` takes the place of `old_id`
 /// (`oldEndpoint`): it keeps the old one's creation time, and the old one
 /// goes without counting as an unsubscription.
-pub(super) async fn replace(store: &SqlStore, app: AppId, old_id: i64, new_id: i64) -> R<bool> {
+pub(super) async fn replace(store: &SqlStore, app: AppId, old_id: i64, new_id: i64, now: i64) -> R<bool> {
     let mut tx = store.pool.begin().await?;
     sqlx::query(
         "UPDATE subscriptions SET created_at = \
@@ -54,14 +56,24 @@ pub(super) async fn replace(store: &SqlStore, app: AppId, old_id: i64, new_id: i
     .bind(app.0)
     .execute(&mut *tx)
     .await?;
-    let r = sqlx::query("DELETE FROM subscriptions WHERE id = $1 AND app_id = $2 AND id <> $3")
+    let old = sqlx::query("DELETE FROM subscriptions WHERE id = $1 AND app_id = $2 AND id <> $3 RETURNING endpoint")
         .bind(old_id)
         .bind(app.0)
         .bind(new_id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+    let Some(old) = old else { return Ok(false) };
+    let new =
+        sqlx::query("SELECT endpoint FROM subscriptions WHERE id = $1").bind(new_id).fetch_optional(&mut *tx).await?;
+    let event = crate::NewEvent {
+        app,
+        kind: crate::EventType::SubscriptionUpdated,
+        data: serde_json::json!({"subscriptionId": new_id, "endpoint": new.map(|r| r.try_get::<String, _>("endpoint")).transpose()?,
+            "oldSubscriptionId": old_id, "oldEndpoint": old.try_get::<String, _>("endpoint")?}),
+    };
+    super::events::emit(&mut tx, &[event], now).await?;
     tx.commit().await?;
-    Ok(r.rows_affected() > 0)
+    Ok(true)
 }
 
 pub(super) async fn by_endpoint(store: &SqlStore, app: AppId, endpoint: &str) -> R<Option<StoredSubscription>> {
@@ -75,10 +87,12 @@ pub(super) async fn by_endpoint(store: &SqlStore, app: AppId, endpoint: &str) ->
 }
 
 pub(super) async fn delete(store: &SqlStore, app: AppId, id: i64, now: i64) -> R<bool> {
-    let q = sqlx::query("DELETE FROM subscriptions WHERE id = $1 AND app_id = $2 RETURNING app_id, created_at")
-        .bind(id)
-        .bind(app.0);
-    delete_counted(store, q, now).await
+    let q = sqlx::query(
+        "DELETE FROM subscriptions WHERE id = $1 AND app_id = $2 RETURNING id, endpoint, app_id, created_at",
+    )
+    .bind(id)
+    .bind(app.0);
+    delete_counted(store, q, "deleted", now).await
 }
 
 /// One subscription by id: of `app` when given, else of any app (the engine).

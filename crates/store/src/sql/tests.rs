@@ -450,7 +450,7 @@ async fn daily_stats_count_what_came_and_went() -> TestResult {
         // Replaced by its browser's next subscription: neither removed nor new.
         let next =
             store.upsert_subscription(&new("https://push.example.net/d2-next", None, None, key)?, at + 3 * DAY).await?;
-        assert!(store.replace_subscription(app, ids[2], next.id).await?);
+        assert!(store.replace_subscription(app, ids[2], next.id, 5).await?);
         assert_eq!(store.app_subscription(app, next.id).await?.map(|s| s.created_at), Some(at));
         let then = store.daily_stats(app, day, day + 3).await?;
         assert_eq!(then.len(), 4);

@@ -7,7 +7,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::rows::{message_state, AnyQuery};
 use super::{Backend, SqlStore, R};
-use crate::{Claim, MessageState, NewRetry, PageOutcome, RetryItem, Shard, ShardProgress};
+use crate::{AppId, Claim, EventType, MessageState, NewEvent, NewRetry, PageOutcome, RetryItem, Shard, ShardProgress};
 
 pub(super) async fn claim_shard(store: &SqlStore, claim: &Claim, now: i64, lease_ms: i64) -> R<Option<Shard>> {
     let lock = match store.backend {
@@ -208,15 +208,35 @@ async fn apply_outcome(
         .execute(&mut **tx)
         .await?;
     }
-    let mut removed = Vec::new();
-    for id in outcome.gone.iter().chain(&outcome.expired) {
-        let row = sqlx::query("DELETE FROM subscriptions WHERE id = $1 RETURNING app_id, created_at")
-            .bind(*id)
-            .fetch_optional(&mut **tx)
-            .await?;
-        removed.extend(row);
+    for (ids, reason) in [(&outcome.gone, "gone"), (&outcome.expired, "expired")] {
+        let mut removed = Vec::new();
+        for id in ids {
+            let row = sqlx::query("DELETE FROM subscriptions WHERE id = $1 RETURNING id, endpoint, app_id, created_at")
+                .bind(*id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            removed.extend(row);
+        }
+        super::rows::count_removed(tx, &removed, reason, now).await?;
     }
-    super::rows::count_removed(tx, &removed, now).await?;
+    if !outcome.failures.is_empty() {
+        let app: i64 = sqlx::query("SELECT app_id FROM messages WHERE id = $1")
+            .bind(message_id)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("app_id")?;
+        let events: Vec<NewEvent> = outcome
+            .failures
+            .iter()
+            .map(|f| NewEvent {
+                app: AppId(app),
+                kind: EventType::DeliveryFailed,
+                data: serde_json::json!({"messageId": message_id, "subscriptionId": f.subscription_id,
+                    "endpoint": f.endpoint, "reason": f.reason, "status": f.status}),
+            })
+            .collect();
+        super::events::emit(tx, &events, now).await?;
+    }
     if state != MessageState::Cancelled {
         insert_retries(tx, message_id, &outcome.retries).await?;
     }

@@ -1,0 +1,194 @@
+//! `/v1/webhooks` (per app): register, list, remove and test the URLs
+//! that are told what happened.
+
+use super::*;
+use crate::auth::{Admin, Reader};
+use crate::error::{ApiError, ErrorBody};
+use crate::AppState;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tocsin_store::{EventType, NewWebhook, WebhookRow};
+use utoipa::ToSchema;
+
+/// Longest webhook URL.
+const MAX_URL: usize = 2048;
+/// Longest description.
+const MAX_DESCRIPTION: usize = 256;
+/// Most webhooks per app.
+pub(crate) const MAX_WEBHOOKS: usize = 20;
+
+/// A webhook to register.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookRequest {
+    /// Where deliveries are POSTed: `https://`, a public address (the
+    /// endpoint policy of push endpoints applies).
+    url: String,
+    /// The event types it gets: `message.created`, `message.done`,
+    /// `message.cancelled`, `subscription.created`, `subscription.updated`,
+    /// `subscription.removed`, `delivery.failed`, `notification.shown`,
+    /// `notification.clicked`.
+    events: Vec<String>,
+    /// A note for the operator (at most 256 characters).
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// A webhook as the API shows it (never its secret, but once at creation).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookView {
+    id: String,
+    url: String,
+    events: Vec<&'static str>,
+    description: Option<String>,
+    created_at: String,
+    /// `true` once deliveries have failed for about a day.
+    failing: bool,
+    failing_since: Option<String>,
+    /// What the last failed attempt got (cleared by a success).
+    last_error: Option<String>,
+    /// Events waiting to be delivered.
+    pending: i64,
+}
+
+impl From<WebhookRow> for WebhookView {
+    fn from(w: WebhookRow) -> Self {
+        Self {
+            id: w.id,
+            url: w.url,
+            events: w.events.iter().map(|e| e.as_str()).collect(),
+            description: w.description,
+            created_at: rfc3339(w.created_at),
+            failing: w.failing_since.is_some(),
+            failing_since: w.failing_since.map(rfc3339),
+            last_error: w.last_error,
+            pending: w.pending,
+        }
+    }
+}
+
+fn db(e: tocsin_store::StoreError) -> ApiError {
+    ApiError::storage("database-unavailable", "the webhooks could not be read or written", &e)
+}
+
+/// Registers a webhook; the answer holds its signing secret, shown once.
+#[utoipa::path(post, path = "/v1/webhooks", security(("token" = ["admin"])), request_body = WebhookRequest,
+    responses((status = 201, description = "{\"id\",\"url\",\"events\",\"secret\":\"whsec_…\",\"createdAt\"}"),
+        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create_webhook(
+    token: Admin,
+    State(st): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body(raw)?;
+    json_object(&bytes)?;
+    let req: WebhookRequest =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid-webhook", e.to_string()))?;
+    let bad_url = |m: String| ApiError::bad_request("invalid-webhook-url", m);
+    if req.url.len() > MAX_URL {
+        return Err(bad_url(format!("url is longer than {MAX_URL} bytes")));
+    }
+    let url = url::Url::parse(&req.url).map_err(|e| bad_url(format!("url is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(bad_url("url must be https:".into()));
+    }
+    st.policy.check(&url).await.map_err(|why| bad_url(format!("url is not allowed: {why}")))?;
+    let mut events = Vec::new();
+    for name in &req.events {
+        match EventType::parse(name).filter(|t| *t != EventType::WebhookTest) {
+            Some(t) if !events.contains(&t) => events.push(t),
+            Some(_) => {}
+            None => {
+                let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+                return Err(ApiError::bad_request(
+                    "invalid-events",
+                    format!("unknown event type {name:?}; known: {}", known.join(", ")),
+                ));
+            }
+        }
+    }
+    if events.is_empty() {
+        return Err(ApiError::bad_request("invalid-events", "events must name at least one event type"));
+    }
+    let description = req.description.filter(|d| !d.is_empty());
+    if description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION) {
+        return Err(ApiError::bad_request(
+            "invalid-webhook",
+            format!("description is longer than {MAX_DESCRIPTION} characters"),
+        ));
+    }
+    if st.outbox.webhooks(token.app.id).await.map_err(db)?.len() >= MAX_WEBHOOKS {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too-many-webhooks",
+            format!("an app has at most {MAX_WEBHOOKS} webhooks"),
+        ));
+    }
+    let secret = tocsin_webhooks::new_secret()
+        .map_err(|_| ApiError::storage("unable-to-create-webhook", "no randomness", &"rand"))?;
+    let new = NewWebhook {
+        id: format!("wh_{}", new_id()?),
+        app: token.app.id,
+        url: url.to_string(),
+        events,
+        description,
+        secret: secret.clone(),
+        created_at: now_ms(),
+    };
+    let row = st.outbox.create_webhook(&new).await.map_err(db)?;
+    tracing::info!(webhook = %row.id, app = %token.app.name, "webhook registered");
+    let view = WebhookView::from(row);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": view.id, "url": view.url, "events": view.events, "description": view.description,
+            "secret": secret, "createdAt": view.created_at})),
+    )
+        .into_response())
+}
+
+/// The app's webhooks: each with whether it is failing and what waits.
+#[utoipa::path(get, path = "/v1/webhooks", security(("token" = ["read", "admin"])),
+    responses((status = 200, description = "{\"items\":[WebhookView]}")))]
+pub(crate) async fn list_webhooks(token: Reader, State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let items: Vec<WebhookView> = st.outbox.webhooks(token.app.id).await.map_err(db)?.into_iter().map(Into::into).collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+/// Removes a webhook and what waits for it.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", security(("token" = ["admin"])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_webhook(
+    token: Admin,
+    State(st): State<AppState>,
+    IdParam(id): IdParam,
+) -> Result<StatusCode, ApiError> {
+    if st.outbox.delete_webhook(token.app.id, &id).await.map_err(db)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("webhook-not-found", format!("no webhook {id}")))
+    }
+}
+
+/// Sends the webhook a `webhook.test` event.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/test", security(("token" = ["admin"])),
+    responses((status = 202, description = "{\"eventId\"}"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn test_webhook(
+    token: Admin,
+    State(st): State<AppState>,
+    IdParam(id): IdParam,
+) -> Result<Response, ApiError> {
+    match st.outbox.test_webhook(token.app.id, &id, now_ms()).await.map_err(db)? {
+        Some(event) => {
+            st.webhooks.wake();
+            Ok((StatusCode::ACCEPTED, Json(json!({ "eventId": event }))).into_response())
+        }
+        None => Err(ApiError::not_found("webhook-not-found", format!("no webhook {id}"))),
+    }
+}
