@@ -9,6 +9,8 @@ PostgreSQL database of its own. Then, in the same run:
   sqlite    `tocsin serve` on SQLite, one POST /v1/messages to all, until done
   postgres  the same on PostgreSQL
   sqlite-declarative  the sqlite way with a Declarative Web Push message (format declarative)
+  sqlite-webhook, postgres-webhook  the sqlite and postgres ways with a webhook for every event type registered
+            (pointed at the same nginx sink)
   web-push  Node's web-push, 100 requests in flight
 
 and reports deliveries/s, CPU seconds per 1,000 deliveries (sender, and the
@@ -142,7 +144,11 @@ def api(base, method, path, body=None):
         return json.loads(r.read())
 
 
-def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN, message=None):
+ALL_EVENTS = ["message.created", "message.done", "message.cancelled", "subscription.created", "subscription.updated",
+              "subscription.removed", "delivery.failed", "notification.shown", "notification.clicked"]
+
+
+def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN, message=None, webhook=False):
     """One broadcast from `binary serve` (the subscriptions imported by the same binary, whose migrations own the
     database)."""
     out = subprocess.run([str(binary), "subscriptions", "import", str(subs), "--database", database],
@@ -157,6 +163,9 @@ def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN, message=None)
                          stdout=subprocess.PIPE, env=env, text=True)
     base = p.stdout.readline().strip().removeprefix("listening on ")
     try:
+        if webhook:
+            # Every event type, to the same nginx sink (which answers 201).
+            api(base, "POST", "/v1/webhooks", {"url": f"https://127.0.0.1:{sink.port}/webhook", "events": ALL_EVENTS})
         c0, s0 = cpu_of([p.pid]), sink.cpu()
         start = time.monotonic()
         mid = api(base, "POST", "/v1/messages", message or {"payload": PAYLOAD, "target": {"all": True}})["id"]
@@ -232,7 +241,8 @@ def main():
     ap.add_argument("--full", action="store_true", help="N = 10,000, 100,000 and 1,000,000")
     ap.add_argument("--concurrency", type=int, default=100)
     ap.add_argument("--ways", nargs="+", default=["send", "sqlite", "postgres", "web-push"],
-                    help="send sqlite postgres web-push sqlite-declarative (a declarative message), and with --baseline "
+                    help="send sqlite postgres web-push sqlite-declarative (a declarative message) sqlite-webhook postgres-webhook "
+                         "(a webhook registered), and with --baseline "
                          "sqlite-baseline postgres-baseline")
     ap.add_argument("--baseline", type=Path, metavar="BIN",
                     help="another tocsin binary (an earlier build) for the ways sqlite-baseline and postgres-baseline: "
@@ -315,6 +325,17 @@ def main():
                                                  binary)
                             finally:
                                 subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", db])
+                    elif way == "sqlite-webhook":
+                        r = tocsin_serve(subs, sink, args.concurrency, f"sqlite://{work}/bench-{n}-{way}.db",
+                                         webhook=True)
+                    elif way == "postgres-webhook":
+                        db = f"tocsin_bench_{os.getpid()}_{n}_wh"
+                        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db], check=True)
+                        try:
+                            r = tocsin_serve(subs, sink, args.concurrency, f"postgres://postgres@127.0.0.1/{db}",
+                                             webhook=True)
+                        finally:
+                            subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", db])
                     elif way == "sqlite-declarative":
                         r = tocsin_serve(subs, sink, args.concurrency, f"sqlite://{work}/bench-{n}-{way}.db",
                                          message={"format": "declarative", "payload": DECLARATIVE,

@@ -55,24 +55,25 @@ pub(crate) async fn events_stream(
             .map_err(|e| ApiError::storage("database-unavailable", "cannot read the events", &e))?,
     };
     let outbox = st.outbox.clone();
-    let events = stream::unfold((after, VecDeque::<StoredEvent>::new(), permit), move |(mut last, mut queue, permit)| {
-        let outbox = outbox.clone();
-        async move {
-            loop {
-                if let Some(e) = queue.pop_front() {
-                    last = e.id;
-                    return Some((Ok(sse(&e)), (last, queue, permit)));
-                }
-                match outbox.events_after(app, last, now_ms() - SETTLE_MS, PAGE).await {
-                    Ok(found) if !found.is_empty() => queue.extend(found),
-                    Ok(_) => tokio::time::sleep(POLL).await,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "event stream: cannot read the outbox");
-                        tokio::time::sleep(POLL * 4).await;
+    let events =
+        stream::unfold((after, VecDeque::<StoredEvent>::new(), permit), move |(mut last, mut queue, permit)| {
+            let outbox = outbox.clone();
+            async move {
+                loop {
+                    if let Some(e) = queue.pop_front() {
+                        last = e.id;
+                        return Some((Ok(sse(&e)), (last, queue, permit)));
+                    }
+                    match outbox.events_after(app, last, now_ms() - SETTLE_MS, PAGE).await {
+                        Ok(found) if !found.is_empty() => queue.extend(found),
+                        Ok(_) => tokio::time::sleep(POLL).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "event stream: cannot read the outbox");
+                            tokio::time::sleep(POLL * 4).await;
+                        }
                     }
                 }
             }
-        }
-    });
+        });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

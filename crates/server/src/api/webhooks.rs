@@ -91,15 +91,6 @@ pub(crate) async fn create_webhook(
     json_object(&bytes)?;
     let req: WebhookRequest =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid-webhook", e.to_string()))?;
-    let bad_url = |m: String| ApiError::bad_request("invalid-webhook-url", m);
-    if req.url.len() > MAX_URL {
-        return Err(bad_url(format!("url is longer than {MAX_URL} bytes")));
-    }
-    let url = url::Url::parse(&req.url).map_err(|e| bad_url(format!("url is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(bad_url("url must be https:".into()));
-    }
-    st.policy.check(&url).await.map_err(|why| bad_url(format!("url is not allowed: {why}")))?;
     let mut events = Vec::new();
     for name in &req.events {
         match EventType::parse(name).filter(|t| *t != EventType::WebhookTest) {
@@ -124,6 +115,15 @@ pub(crate) async fn create_webhook(
             format!("description is longer than {MAX_DESCRIPTION} characters"),
         ));
     }
+    let bad_url = |m: String| ApiError::bad_request("invalid-webhook-url", m);
+    if req.url.len() > MAX_URL {
+        return Err(bad_url(format!("url is longer than {MAX_URL} bytes")));
+    }
+    let url = url::Url::parse(&req.url).map_err(|e| bad_url(format!("url is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(bad_url("url must be https:".into()));
+    }
+    st.policy.check(&url).await.map_err(|why| bad_url(format!("url is not allowed: {why}")))?;
     if st.outbox.webhooks(token.app.id).await.map_err(db)?.len() >= MAX_WEBHOOKS {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -156,8 +156,12 @@ pub(crate) async fn create_webhook(
 /// The app's webhooks: each with whether it is failing and what waits.
 #[utoipa::path(get, path = "/v1/webhooks", security(("token" = ["read", "admin"])),
     responses((status = 200, description = "{\"items\":[WebhookView]}")))]
-pub(crate) async fn list_webhooks(token: Reader, State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let items: Vec<WebhookView> = st.outbox.webhooks(token.app.id).await.map_err(db)?.into_iter().map(Into::into).collect();
+pub(crate) async fn list_webhooks(
+    token: Reader,
+    State(st): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let items: Vec<WebhookView> =
+        st.outbox.webhooks(token.app.id).await.map_err(db)?.into_iter().map(Into::into).collect();
     Ok(Json(json!({ "items": items })))
 }
 

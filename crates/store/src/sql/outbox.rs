@@ -131,7 +131,7 @@ async fn webhooks(store: &SqlStore, app: AppId) -> R<Vec<WebhookRow>> {
     .bind(app.0)
     .fetch_all(&store.pool)
     .await?;
-    Ok(rows.iter().map(webhook_from_row).collect::<R<Vec<_>>>()?)
+    rows.iter().map(webhook_from_row).collect::<R<Vec<_>>>()
 }
 
 async fn delete_webhook(store: &SqlStore, app: AppId, id: &str) -> R<bool> {
@@ -275,7 +275,7 @@ async fn events_after(store: &SqlStore, app: AppId, after_id: i64, until: i64, l
     .bind(limit)
     .fetch_all(&store.pool)
     .await?;
-    Ok(rows.iter().map(event_from_row).collect::<R<Vec<_>>>()?)
+    rows.iter().map(event_from_row).collect::<R<Vec<_>>>()
 }
 
 async fn last_event_id(store: &SqlStore, app: AppId) -> R<i64> {

@@ -76,8 +76,14 @@ async fn a_checkpoint_counts_only_while_the_lease_is_held() -> TestResult {
         assert_eq!(state, Some(MessageState::Sending));
         // The owner's, with a failure, a gone subscription and a retry (a transaction).
         let mut mixed = PageOutcome { gone: vec![ids[2]], ..PageOutcome::default() };
-        mixed.fail_with("http-400".into(), "subscription 2: 400".into());
-        mixed.fail_with("http-400".into(), "not kept: one example per reason and page".into());
+        let failure = |n: usize| FailedDelivery {
+            subscription_id: ids[n],
+            endpoint: format!("https://push.example.net/s/{n}"),
+            reason: "http-400".into(),
+            status: Some(400),
+        };
+        mixed.fail_with(failure(1), "subscription 2: 400".into());
+        mixed.fail_with(failure(4), "not kept: one example per reason and page".into());
         assert_eq!(mixed.failed_total(), 2);
         mixed.failed = vec![("http-400".into(), 1)];
         mixed.retries.push(NewRetry { subscription_id: ids[3], attempt: 1, due_at: 10, reason: "http-503".into() });
@@ -295,7 +301,7 @@ async fn an_app_sees_only_its_own_rows() -> TestResult {
         assert!(store.app_message(b.id, "ma").await?.is_none());
         assert!(store.cancel_message(b.id, "ma", 2).await?.is_none());
         assert_eq!(store.app_message(AppId::DEFAULT, "ma").await?.map(|m| m.state), Some(MessageState::Queued));
-        assert!(!store.add_event(b.id, "ma", Event::Shown).await?);
+        assert!(!store.add_event(b.id, "ma", Event::Shown, None, 1).await?);
         assert_eq!(
             store.list_messages(b.id, None, 10).await?.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
             ["mb"]
@@ -491,6 +497,76 @@ async fn subscriptions_are_counted_by_endpoint_host() -> TestResult {
         .collect();
         assert_eq!(hosts, expected);
         assert!(store.count_by_host(AppId(2)).await?.is_empty());
+        Ok(())
+    })
+    .await
+}
+
+/// The outbox: events are written with what caused them and queued for the
+/// webhooks that want them; a delivery is claimed under a lease, fixed on
+/// its first claim (the same id and body on every retry), and recorded only
+/// by the claim's token.
+#[tokio::test]
+async fn outbox_deliveries_are_claimed_fixed_and_recorded_by_their_token() -> TestResult {
+    on_both_backends(async |store, _key| {
+        let hook = |id: &str, app: AppId, events: Vec<EventType>| NewWebhook {
+            id: id.into(),
+            app,
+            url: "https://hooks.example.net/h".into(),
+            events,
+            description: None,
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            created_at: 1,
+        };
+        store.create_webhook(&hook("wh_a", AppId::DEFAULT, vec![EventType::MessageCreated])).await?;
+        store.create_webhook(&hook("wh_b", AppId::DEFAULT, vec![EventType::MessageDone])).await?;
+        let (shop, _) = store
+            .create_app(&NewApp { name: "shop".into(), ..NewApp::default() }, "pk", "sk", 1)
+            .await?
+            .map(|a| (a.id, ()))
+            .ok_or("app")?;
+        store.create_webhook(&hook("wh_shop", shop, vec![EventType::MessageCreated])).await?;
+        store.insert_message(&message_in(AppId::DEFAULT, "m-1", Target::All(true), None)).await?;
+        let pending = |list: Vec<WebhookRow>| list.into_iter().map(|w| (w.id, w.pending)).collect::<Vec<_>>();
+        assert_eq!(pending(store.webhooks(AppId::DEFAULT).await?), [("wh_a".into(), 1), ("wh_b".into(), 0)]);
+        assert_eq!(pending(store.webhooks(shop).await?), [("wh_shop".into(), 0)], "another app's event");
+
+        let d = store.claim_delivery("a", "t1", 100, 30_000, 10).await?.ok_or("a delivery")?;
+        assert_eq!(d.webhook.id, "wh_a");
+        let body: serde_json::Value = serde_json::from_str(&d.body)?;
+        assert_eq!((body["type"].as_str(), body["data"]["messageId"].as_str()), (Some("message.created"), Some("m-1")));
+        assert!(store.claim_delivery("b", "t2", 101, 30_000, 10).await?.is_none(), "its lease holds");
+        let retry = DeliveryResult::Retry { next_at: 5_000, error: "HTTP 503".into() };
+        assert!(!store.finish_delivery("wh_a", "t2", &retry, 102).await?, "another token records nothing");
+        assert!(store.finish_delivery("wh_a", "t1", &retry, 102).await?);
+        assert!(store.claim_delivery("b", "t3", 4_000, 30_000, 10).await?.is_none(), "not due yet");
+        let again = store.claim_delivery("b", "t3", 5_000, 30_000, 10).await?.ok_or("the retry")?;
+        assert_eq!((again.id.as_str(), again.body.as_str(), again.attempts), (d.id.as_str(), d.body.as_str(), 1));
+        assert_eq!(again.first_attempt_at, Some(102));
+        assert!(store.finish_delivery("wh_a", "t3", &DeliveryResult::Delivered, 5_001).await?);
+        assert_eq!(pending(store.webhooks(AppId::DEFAULT).await?), [("wh_a".into(), 0), ("wh_b".into(), 0)]);
+        assert!(store.claim_delivery("c", "t4", 6_000, 30_000, 10).await?.is_none(), "nothing left");
+
+        // Giving up drops the delivery and marks the webhook failing.
+        store.insert_message(&message_in(AppId::DEFAULT, "m-2", Target::All(true), None)).await?;
+        let d = store.claim_delivery("a", "t5", 7_000, 30_000, 10).await?.ok_or("m-2's delivery")?;
+        assert!(
+            store.finish_delivery("wh_a", "t5", &DeliveryResult::GaveUp { error: "HTTP 500".into() }, 7_001).await?
+        );
+        let w = store.webhooks(AppId::DEFAULT).await?.remove(0);
+        assert_eq!((w.failing_since, w.last_error.as_deref(), w.pending), (Some(7_001), Some("HTTP 500"), 0));
+        assert_ne!(d.id, again.id);
+        assert_eq!(store.webhook_totals().await?, (1, 0));
+
+        // The stream's reading, and the purge.
+        let events = store.events_after(AppId::DEFAULT, 0, i64::MAX, 10).await?;
+        let kinds: Vec<EventType> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventType::MessageCreated, EventType::MessageCreated]);
+        assert_eq!(store.last_event_id(AppId::DEFAULT).await?, events[1].id);
+        assert!(store.events_after(AppId::DEFAULT, events[1].id, i64::MAX, 10).await?.is_empty());
+        assert!(store.delete_webhook(AppId::DEFAULT, "wh_b").await?);
+        assert!(!store.delete_webhook(shop, "wh_a").await?, "not another app's");
+        assert_eq!(store.purge_events(i64::MAX).await?, 2);
         Ok(())
     })
     .await
