@@ -123,7 +123,7 @@ pub(crate) async fn create_webhook(
     if !matches!(url.scheme(), "https" | "http") {
         return Err(bad_url("url must be https:".into()));
     }
-    st.policy.check(&url).await.map_err(|why| bad_url(format!("url is not allowed: {why}")))?;
+    st.policy.for_webhooks().check(&url).await.map_err(|why| bad_url(format!("url is not allowed: {why}")))?;
     if st.outbox.webhooks(token.app.id).await.map_err(db)?.len() >= MAX_WEBHOOKS {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
