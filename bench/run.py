@@ -130,7 +130,7 @@ def tocsin_send(subs, sink, concurrency, vapid):
     c0 = sink.cpu()
     out, wall, cpu, rss = run_measured(
         [str(TOCSIN), "send", "--subscription", str(subs), "--payload", PAYLOAD, "--vapid-subject",
-         "mailto:bench@example.com", f"--vapid-pvtkey={vapid['privateKey']}", "--ca-cert", str(sink.cert),
+         "mailto:bench@tocsin-tests.org", f"--vapid-pvtkey={vapid['privateKey']}", "--ca-cert", str(sink.cert),
          "--concurrency", str(concurrency), "--json"])
     summary = json.loads(out)
     return {"delivered": summary["delivered"], "failed": summary["failed"], "seconds": wall, "cpu": cpu,
@@ -155,7 +155,7 @@ def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN, message=None,
                          capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(out.stderr)
-    env = dict(os.environ, TOCSIN_ADMIN_TOKEN=BENCH_TOKEN, TOCSIN_VAPID_SUBJECT="mailto:bench@example.com",
+    env = dict(os.environ, TOCSIN_ADMIN_TOKEN=BENCH_TOKEN, TOCSIN_VAPID_SUBJECT="mailto:bench@tocsin-tests.org",
                TOCSIN_LOG="warn")
     p = subprocess.Popen([str(binary), "serve", "--listen", "127.0.0.1:0", "--database", database,
                           "--endpoint-policy", "any", "--ca-cert", str(sink.cert), "--concurrency", str(concurrency),
@@ -200,7 +200,7 @@ def subscribe_load(work, database, connections, seconds, binary=TOCSIN, exempt=T
     one = json.loads(subprocess.run([str(binary), "dev", "gen-subscriptions", "--count", "1", "--endpoint-prefix",
                                      "https://fcm.googleapis.com/fcm/send/"], capture_output=True, text=True,
                                     check=True).stdout)
-    env = dict(os.environ, TOCSIN_LOG="warn", TOCSIN_VAPID_SUBJECT="mailto:bench@example.com",
+    env = dict(os.environ, TOCSIN_LOG="warn", TOCSIN_VAPID_SUBJECT="mailto:bench@tocsin-tests.org",
                TOCSIN_ADMIN_TOKEN=BENCH_TOKEN)
     # The default endpoint policy (public): FCM's host is known, so no DNS lookup per request.
     # wrk is one address sending thousands of requests a second: exempt it from the per-address limits.

@@ -371,3 +371,98 @@ async fn webhook_routes_refuse_bad_input_and_change_nothing() {
     assert_eq!(server.get("/v1/webhooks").await.1, json!({"items": []}), "nothing was stored");
     server.assert_up().await;
 }
+
+/// The event types a broadcast of `broadcast_is_told` does not make: a
+/// delivery that fails for good (with its status), a notification shown
+/// and clicked (with its action), a subscription replaced by its browser,
+/// and removals by the API and by the browser, each with its reason.
+#[tokio::test]
+async fn every_event_type_is_told() {
+    let db = Db::new(Backend::Sqlite);
+    let server = Server::start(&db, &FAST);
+    let dev = DevPush::start(&[]);
+    let receiver = Receiver::start();
+    let all = [
+        "message.cancelled",
+        "subscription.updated",
+        "subscription.removed",
+        "delivery.failed",
+        "notification.shown",
+        "notification.clicked",
+    ];
+    register(&server, &receiver, &all).await;
+    let key = server.vapid_public_key().await;
+    let subs: Vec<Value> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            let sub = dev.mint(Some(&key)).await;
+            assert_eq!(server.subscribe(&sub).await.0, 200);
+            v.push(sub);
+        }
+        v
+    };
+    // subs[0] refuses the payload for good (413).
+    let r = dev.post(&format!("/subscriptions/{}/faults", sub_id(&subs[0])), json!({"status": 413})).await;
+    assert!(r.status().is_success());
+    let (_, m) = server.post_json("/v1/messages", &json!({"target": {"all": true}, "payload": {"title": "t"}})).await;
+    let id = m["id"].as_str().unwrap().to_owned();
+    server.wait_done(&id).await;
+    // The service worker's reports, with the token the payload carried.
+    let pushed = dev.messages().await;
+    let payload: Value = pushed
+        .iter()
+        .find_map(|p| p["payload"].as_str().and_then(|s| serde_json::from_str::<Value>(s).ok()))
+        .expect("a decrypted payload");
+    let token = payload["eventToken"].as_str().unwrap();
+    for body in [
+        json!({"type": "shown", "messageId": id, "eventToken": token}),
+        json!({"type": "clicked", "messageId": id, "eventToken": token, "action": "open"}),
+    ] {
+        assert_eq!(server.raw(reqwest::Method::POST, "/api/events", body.to_string()).await.0, 202);
+    }
+    // subs[1]'s browser replaces it; subs[2] is deleted by the API; subs[3]'s browser unsubscribes.
+    let mut renewed = dev.mint(Some(&key)).await;
+    renewed["oldEndpoint"] = subs[1]["endpoint"].clone();
+    renewed["oldKeys"] = json!({"auth": subs[1]["keys"]["auth"]});
+    assert_eq!(server.subscribe(&renewed).await.0, 200);
+    let (_, list) = server.get("/v1/subscriptions").await;
+    let id_of = |endpoint: &Value| {
+        list["items"].as_array().unwrap().iter().find(|s| s["endpoint"] == *endpoint).map(|s| s["id"].clone()).unwrap()
+    };
+    let third = id_of(&subs[2]["endpoint"]);
+    let r = server.http.delete(server.url(&format!("/v1/subscriptions/{third}"))).bearer_auth(TOKEN).send().await.unwrap();
+    assert!(r.status().is_success());
+    let bye = json!({"endpoint": subs[3]["endpoint"], "keys": {"auth": subs[3]["keys"]["auth"]}});
+    assert_eq!(server.raw(reqwest::Method::DELETE, "/api/subscription", bye.to_string()).await.0, 200);
+    // And a scheduled message, cancelled.
+    let (_, later) = server
+        .post_json("/v1/messages", &json!({"target": {"all": true}, "payload": "x", "sendAt": 4_102_444_800_000u64}))
+        .await;
+    let r = server.http.delete(server.url(&format!("/v1/messages/{}", later["id"].as_str().unwrap()))).bearer_auth(TOKEN).send().await.unwrap();
+    assert!(r.status().is_success());
+
+    let got = receiver
+        .until("every type", |g| {
+            all.iter().all(|t| !delivered(g, t).is_empty())
+                && delivered(g, "subscription.removed").iter().map(|d| d["body"]["data"]["items"].as_array().map_or(0, Vec::len)).sum::<usize>() == 2
+        })
+        .await;
+    all_verified(&got);
+    let item = |kind: &str| delivered(&got, kind)[0]["body"]["data"]["items"][0].clone();
+    let failed = item("delivery.failed");
+    assert_eq!((failed["reason"].as_str(), failed["status"].as_u64()), (Some("payload-too-large"), Some(413)));
+    assert_eq!((&failed["messageId"], &failed["endpoint"]), (&json!(id), &subs[0]["endpoint"]));
+    assert_eq!(item("notification.shown")["messageId"], json!(id));
+    assert_eq!(item("notification.clicked")["action"], "open");
+    let updated = &delivered(&got, "subscription.updated")[0]["body"]["data"];
+    assert_eq!((&updated["endpoint"], &updated["oldEndpoint"]), (&renewed["endpoint"], &subs[1]["endpoint"]));
+    let reasons: BTreeMap<String, String> = delivered(&got, "subscription.removed")
+        .iter()
+        .flat_map(|d| d["body"]["data"]["items"].as_array().unwrap().clone())
+        .map(|i| (i["endpoint"].as_str().unwrap().to_owned(), i["reason"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(reasons.get(subs[2]["endpoint"].as_str().unwrap()).map(String::as_str), Some("deleted"));
+    assert_eq!(reasons.get(subs[3]["endpoint"].as_str().unwrap()).map(String::as_str), Some("unsubscribed"));
+    assert_eq!(delivered(&got, "message.cancelled")[0]["body"]["data"]["messageId"], later["id"]);
+    assert!(delivered(&got, "message.created").is_empty(), "a type not asked for is not sent");
+}

@@ -374,7 +374,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         webhook_client,
         tocsin_webhooks::DispatchConfig {
             node: node_id.clone(),
-            lease: config.webhooks.timeout + Duration::from_secs(30),
+            lease: config.webhooks.timeout + Duration::from_secs(5),
             batch: config.webhooks.batch.max(1),
             schedule: config.webhooks.schedule.clone(),
             ..tocsin_webhooks::DispatchConfig::default()

@@ -130,23 +130,8 @@ pub(crate) async fn write_all(pool: &AnyPool, items: &[(&NewSubscription, i64)])
             }
         }
     }
-    // Rows the batch created (an update keeps the row's creation time):
-    // their `subscription.created` events, once per row.
-    let mut seen = HashSet::new();
-    let mut created = Vec::new();
-    let mut latest = 0;
-    for (row, (new, now)) in rows.iter().zip(items) {
-        latest = latest.max(*now);
-        if let Some(s) = row.as_ref().filter(|s| s.created_at == *now && s.updated_at == *now && seen.insert(s.id)) {
-            created.push(crate::NewEvent {
-                app: new.app,
-                kind: crate::EventType::SubscriptionCreated,
-                data: serde_json::json!({"subscriptionId": s.id, "endpoint": new.subscription.endpoint().as_str(),
-                    "userId": s.user_id, "topics": s.topics}),
-            });
-        }
-    }
-    crate::sql::events::emit(&mut tx, &created, latest).await?;
+    // Their `subscription.created` events are written by the database (the
+    // trigger `subscriptions_created`, migration 0011), in this transaction.
     tx.commit().await?;
     rows.into_iter().map(|r| r.ok_or_else(|| crate::StoreError::Corrupt("upsert lost a row".into()).into())).collect()
 }

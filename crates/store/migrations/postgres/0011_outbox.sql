@@ -44,3 +44,34 @@ CREATE TABLE webhook_queue (
     PRIMARY KEY (webhook_id, event_id)
 );
 CREATE INDEX webhook_queue_event_id ON webhook_queue (event_id);
+
+-- Each event is queued for the webhooks of its app that want its type, by
+-- the database itself, in the transaction that writes the event: once per
+-- statement, over the rows it inserted (a page's events in one go).
+CREATE FUNCTION tocsin_queue_events() RETURNS trigger AS $$
+BEGIN
+    INSERT INTO webhook_queue (webhook_id, event_id)
+    SELECT w.id, n.id FROM new_events n JOIN webhooks w
+      ON w.app_id = n.app_id AND w.events LIKE '%,' || n.type || ',%';
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql;
+CREATE TRIGGER events_queue AFTER INSERT ON events REFERENCING NEW TABLE AS new_events
+    FOR EACH STATEMENT EXECUTE FUNCTION tocsin_queue_events();
+
+-- subscription.created: the rows an upsert inserts (not those it updates)
+-- are told by the database, in the upsert's own statement, at no extra
+-- round trip.
+CREATE FUNCTION tocsin_subscriptions_created() RETURNS trigger AS $$
+BEGIN
+    INSERT INTO events (app_id, type, data, created_at)
+    SELECT n.app_id, 'subscription.created',
+           json_build_object('subscriptionId', n.id, 'endpoint', n.endpoint, 'userId', n.user_id,
+                             'topics', n.topics::json)::text,
+           n.created_at
+    FROM new_subscriptions n ORDER BY n.id;
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql;
+CREATE TRIGGER subscriptions_created AFTER INSERT ON subscriptions REFERENCING NEW TABLE AS new_subscriptions
+    FOR EACH STATEMENT EXECUTE FUNCTION tocsin_subscriptions_created();

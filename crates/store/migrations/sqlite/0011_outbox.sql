@@ -44,3 +44,22 @@ CREATE TABLE webhook_queue (
     PRIMARY KEY (webhook_id, event_id)
 );
 CREATE INDEX webhook_queue_event_id ON webhook_queue (event_id);
+
+-- Each event is queued for the webhooks of its app that want its type, by
+-- the database itself, in the transaction that writes the event.
+CREATE TRIGGER events_queue AFTER INSERT ON events
+BEGIN
+    INSERT INTO webhook_queue (webhook_id, event_id)
+    SELECT w.id, NEW.id FROM webhooks w
+    WHERE w.app_id = NEW.app_id AND w.events LIKE '%,' || NEW.type || ',%';
+END;
+
+-- subscription.created: a row the upsert inserts (not one it updates) is
+-- told by the database, in the upsert's own statement, at no extra round trip.
+CREATE TRIGGER subscriptions_created AFTER INSERT ON subscriptions
+BEGIN
+    INSERT INTO events (app_id, type, data, created_at) VALUES (NEW.app_id, 'subscription.created',
+        json_object('subscriptionId', NEW.id, 'endpoint', NEW.endpoint, 'userId', NEW.user_id,
+                    'topics', json(NEW.topics)),
+        NEW.created_at);
+END;

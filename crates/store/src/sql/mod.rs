@@ -6,7 +6,7 @@
 //! database and maps the [`Store`] trait onto those rooms.
 
 mod admin;
-pub(crate) mod events;
+mod events;
 mod messages;
 mod outbox;
 pub(crate) mod rows;

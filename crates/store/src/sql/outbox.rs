@@ -145,24 +145,22 @@ async fn delete_webhook(store: &SqlStore, app: AppId, id: &str) -> R<bool> {
 
 async fn test_webhook(store: &SqlStore, app: AppId, id: &str, now: i64) -> R<Option<i64>> {
     let mut tx = store.pool.begin().await?;
-    let found = sqlx::query("SELECT id FROM webhooks WHERE id = $1 AND app_id = $2")
-        .bind(id)
-        .bind(app.0)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if found.is_none() {
-        return Ok(None);
-    }
+    // The event is written only if the app has the webhook (a write first:
+    // SQLite takes its write lock at once).
     let data = serde_json::json!({"webhookId": id, "message": "a test event, sent by POST /v1/webhooks/{id}/test"});
-    let event: i64 =
-        sqlx::query("INSERT INTO events (app_id, type, data, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
-            .bind(app.0)
-            .bind(EventType::WebhookTest.as_str())
-            .bind(data.to_string())
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("id")?;
+    let event = sqlx::query(
+        "INSERT INTO events (app_id, type, data, created_at) SELECT $1, $2, $3, $4 \
+         WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = $5 AND app_id = $1) RETURNING id",
+    )
+    .bind(app.0)
+    .bind(EventType::WebhookTest.as_str())
+    .bind(data.to_string())
+    .bind(now)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(event) = event else { return Ok(None) };
+    let event: i64 = event.try_get("id")?;
     sqlx::query("INSERT INTO webhook_queue (webhook_id, event_id) VALUES ($1, $2)")
         .bind(id)
         .bind(event)
@@ -215,11 +213,16 @@ async fn claim_delivery(
 
 async fn finish_delivery(store: &SqlStore, webhook: &str, token: &str, result: &DeliveryResult, now: i64) -> R<bool> {
     let mut tx = store.pool.begin().await?;
-    let row = sqlx::query("SELECT delivery_events FROM webhooks WHERE id = $1 AND lease_token = $2")
-        .bind(webhook)
-        .bind(token)
-        .fetch_optional(&mut *tx)
-        .await?;
+    // A write first, so that SQLite takes its write lock at once (a read
+    // first would have to upgrade, which can fail under another writer),
+    // and the claim's token is checked with it.
+    let row = sqlx::query(
+        "UPDATE webhooks SET lease_until = lease_until WHERE id = $1 AND lease_token = $2 RETURNING delivery_events",
+    )
+    .bind(webhook)
+    .bind(token)
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(row) = row else { return Ok(false) };
     let events: Option<String> = row.try_get("delivery_events")?;
     let events: Vec<i64> = serde_json::from_str(events.as_deref().unwrap_or("[]")).map_err(corrupt)?;
