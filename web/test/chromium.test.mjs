@@ -151,15 +151,22 @@ test('a push shows a notification and reports it shown; a click reports and open
   });
 
   // Plain text becomes the body; no data still shows a default notification.
-  await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId: id, data: 'just text' });
-  await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId: id, data: '' });
-  const all = await eventually('three notifications', () =>
+  // (Delivered again after 5 s of nothing, as above: both show the same
+  // notification however often they arrive.)
+  const three = () =>
     page.evaluate(async () => {
       const reg = await navigator.serviceWorker.getRegistration('/sw.js');
       const list = (await reg.getNotifications()).map((n) => ({ title: n.title, body: n.body }));
-      return list.length >= 3 ? list : null;
-    }),
-  );
+      return list.some((n) => n.body === 'just text') && list.some((n) => n.body === '') ? list : null;
+    });
+  let all = null;
+  for (let i = 0; i < 4 && !all; i += 1) {
+    await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId: id, data: 'just text' });
+    await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId: id, data: '' });
+    all = await eventually('three notifications', three, 5000).catch(() => null);
+    if (!all) console.error('chromium test: the CDP pushes of text and of nothing showed nothing in 5 s; delivering them again');
+  }
+  assert.ok(all, 'the text and empty pushes were shown');
   assert.ok(all.some((n) => n.body === 'just text'), JSON.stringify(all));
   assert.ok(all.some((n) => n.title === 'New notification' && n.body === ''), JSON.stringify(all));
 
@@ -220,18 +227,36 @@ test('a declarative message: sw.js shows it, a click opens navigate (an action i
       Object.defineProperty(nav, 'clearAppBadge', { configurable: true, value: async () => { self.__badges.push(0); } });
     });
     const { cdp, id: registrationId } = await workerRegistrationId();
-    await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId, data });
-    const shown = await eventually('the declarative notification', () => worker.evaluate(async () => {
+    // CDP's push delivery is the test's tool, not the product's path, and on
+    // a loaded machine it sometimes drops a push (see the test above):
+    // deliver again after 5 s of nothing.
+    let redelivered = false;
+    const push = async (pushData, what, shown) => {
+      for (let i = 0; i < 4; i += 1) {
+        await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId, data: pushData });
+        const got = await eventually(what, shown, 5000).catch(() => null);
+        if (got) return got;
+        redelivered = true;
+        console.error(`chromium test: the CDP push "${what}" showed nothing in 5 s; delivering it again`);
+      }
+      throw new Error(`${what} was never shown`);
+    };
+    const lastBadge = () => worker.evaluate(() => self.__badges[self.__badges.length - 1]);
+    const shown = await push(data, 'the declarative notification', () => worker.evaluate(async () => {
       const n = (await self.registration.getNotifications()).find((x) => x.title === 'Declarative in Chromium');
       return n && { body: n.body, tag: n.tag, url: n.data.url, actions: n.actions.map((a) => a.action) };
     }));
     assert.deepEqual(shown, { body: 'shown by sw.js', tag: 'dwp', url: navigate, actions: ['orders'] });
-    assert.deepEqual(await worker.evaluate(() => self.__badges), [7], 'app_badge called setAppBadge(7)');
-    await eventually('shown counted', async () => (await api(server, 'GET', `/v1/messages/${m.id}`)).body.counts.shown === 1);
+    assert.equal(await lastBadge(), 7, 'app_badge called setAppBadge(7)');
+    await eventually('shown counted', async () => {
+      const n = (await api(server, 'GET', `/v1/messages/${m.id}`)).body.counts.shown;
+      return redelivered ? n >= 1 : n === 1;
+    });
 
     // Clicks (synthesized: headless Chromium cannot click a notification):
     // the body opens navigate, the action its own navigate; each is
     // reported, and clearAppBadgeOnClick clears the badge.
+    await worker.evaluate(() => { self.__badges.push('before the clicks'); });
     const opened = await worker.evaluate(async () => {
       const urls = [];
       self.clients.openWindow = async (u) => { urls.push(u); return null; };
@@ -245,31 +270,30 @@ test('a declarative message: sw.js shows it, a click opens navigate (an action i
       return urls;
     });
     assert.deepEqual(opened, [navigate, `${server.url}/?orders=1`]);
-    assert.deepEqual(await worker.evaluate(() => self.__badges), [7, 0, 0], 'a click cleared the badge');
+    const afterClicks = await worker.evaluate(() => self.__badges.slice(self.__badges.indexOf('before the clicks') + 1));
+    assert.deepEqual(afterClicks, [0, 0], 'each click cleared the badge');
     await eventually('clicked counted', async () => (await api(server, 'GET', `/v1/messages/${m.id}`)).body.counts.clicked === 2);
 
     // A classic payload's appBadge sets the badge too, and 0 clears it.
     for (const [badge, title] of [[3, 'Badge three'], [0, 'Badge cleared']]) {
-      await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId,
-        data: JSON.stringify({ title, appBadge: badge }) });
-      await eventually(title, () => worker.evaluate(async (t) =>
+      await push(JSON.stringify({ title, appBadge: badge }), title, () => worker.evaluate(async (t) =>
         (await self.registration.getNotifications()).some((x) => x.title === t), title));
+      assert.equal(await lastBadge(), badge, title);
     }
-    assert.deepEqual(await worker.evaluate(() => self.__badges), [7, 0, 0, 3, 0]);
 
     // The mutable hook: called for a message with mutable: true only.
     await worker.evaluate(() => {
-      self.tocsinMutate = async (shown) => ({ ...shown, title: `${shown.title} (rewritten)` });
+      self.tocsinMutate = async (n) => ({ ...n, title: `${n.title} (rewritten)` });
     });
     for (const mutable of [true, false]) {
-      await cdp.send('ServiceWorker.deliverPushMessage', { origin: server.url, registrationId,
-        data: JSON.stringify({ web_push: 8030, mutable, notification: { title: `Mutable ${mutable}`, navigate } }) });
+      const title = `Mutable ${mutable}`;
+      await push(JSON.stringify({ web_push: 8030, mutable, notification: { title, navigate } }), title,
+        () => worker.evaluate(async (t) => (await self.registration.getNotifications())
+          .map((x) => x.title).find((x) => x.startsWith(t)), title));
     }
-    const titles = await eventually('both mutable pushes', () => worker.evaluate(async () => {
-      const t = (await self.registration.getNotifications()).map((x) => x.title).filter((x) => x.startsWith('Mutable'));
-      return t.length === 2 ? t.sort() : null;
-    }));
-    assert.deepEqual(titles, ['Mutable false', 'Mutable true (rewritten)']);
+    const titles = await worker.evaluate(async () => (await self.registration.getNotifications())
+      .map((x) => x.title).filter((x) => x.startsWith('Mutable')).sort());
+    assert.deepEqual([...new Set(titles)], ['Mutable false', 'Mutable true (rewritten)']);
   } finally {
     dev.stop();
   }
