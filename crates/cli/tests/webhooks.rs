@@ -430,7 +430,8 @@ async fn every_event_type_is_told() {
         list["items"].as_array().unwrap().iter().find(|s| s["endpoint"] == *endpoint).map(|s| s["id"].clone()).unwrap()
     };
     let third = id_of(&subs[2]["endpoint"]);
-    let r = server.http.delete(server.url(&format!("/v1/subscriptions/{third}"))).bearer_auth(TOKEN).send().await.unwrap();
+    let r =
+        server.http.delete(server.url(&format!("/v1/subscriptions/{third}"))).bearer_auth(TOKEN).send().await.unwrap();
     assert!(r.status().is_success());
     let bye = json!({"endpoint": subs[3]["endpoint"], "keys": {"auth": subs[3]["keys"]["auth"]}});
     assert_eq!(server.raw(reqwest::Method::DELETE, "/api/subscription", bye.to_string()).await.0, 200);
@@ -438,13 +439,23 @@ async fn every_event_type_is_told() {
     let (_, later) = server
         .post_json("/v1/messages", &json!({"target": {"all": true}, "payload": "x", "sendAt": 4_102_444_800_000u64}))
         .await;
-    let r = server.http.delete(server.url(&format!("/v1/messages/{}", later["id"].as_str().unwrap()))).bearer_auth(TOKEN).send().await.unwrap();
+    let r = server
+        .http
+        .delete(server.url(&format!("/v1/messages/{}", later["id"].as_str().unwrap())))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
 
     let got = receiver
         .until("every type", |g| {
             all.iter().all(|t| !delivered(g, t).is_empty())
-                && delivered(g, "subscription.removed").iter().map(|d| d["body"]["data"]["items"].as_array().map_or(0, Vec::len)).sum::<usize>() == 2
+                && delivered(g, "subscription.removed")
+                    .iter()
+                    .map(|d| d["body"]["data"]["items"].as_array().map_or(0, Vec::len))
+                    .sum::<usize>()
+                    == 2
         })
         .await;
     all_verified(&got);
