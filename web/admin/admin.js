@@ -159,6 +159,69 @@ async function compose() {
 
 let polling = null;
 
+/**
+ * The app's event stream (GET /v1/events/stream), read with fetch so that
+ * it carries the token (EventSource cannot send one). A message's page
+ * follows it: an event about the message (done, shown, clicked, a failure)
+ * refreshes the page, so counts move without polling once it is sent.
+ */
+const live = { abort: null, path: null, refresh: null };
+
+function stopLive() {
+  if (live.abort) live.abort.abort();
+  live.abort = null;
+  live.path = null;
+  delete document.body.dataset.live;
+}
+
+/** Whether a stream event concerns message `id`. */
+function about(event, id) {
+  const d = event.data || {};
+  return d.messageId === id || (Array.isArray(d.items) && d.items.some((i) => i.messageId === id));
+}
+
+async function follow(id) {
+  live.refresh = (event) => {
+    if (location.hash === `#messages/${id}` && about(event, id)) {
+      clearTimeout(live.timer);
+      live.timer = setTimeout(() => messages().catch(() => {}), 200);
+    }
+  };
+  const path = appPath('/events/stream');
+  if (live.path === path) return;
+  stopLive();
+  live.path = path;
+  live.abort = new AbortController();
+  const { signal } = live.abort;
+  try {
+    const res = await fetch(path, { headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` }, signal });
+    if (!res.ok || !res.body) return;
+    document.body.dataset.live = 'on';
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+        if (data) {
+          try {
+            live.refresh(JSON.parse(data));
+          } catch (_) { /* a malformed event is skipped */ }
+        }
+      }
+    }
+  } catch (_) {
+    /* aborted, or the connection dropped: the page still polls while sending */
+  } finally {
+    if (live.path === path) stopLive();
+  }
+}
+
 async function messages() {
   clearTimeout(polling);
   const id = location.hash.split('/')[1];
@@ -181,6 +244,7 @@ async function messages() {
     return;
   }
   const m = await api('GET', appPath(`/messages/${encodeURIComponent(id)}`));
+  follow(id);
   const c = m.counts;
   $('m-title').textContent = `Message ${m.id}`;
   $('m-state').textContent = m.state;
@@ -278,6 +342,7 @@ async function show() {
     else a.removeAttribute('aria-current');
   });
   $('error').textContent = '';
+  if (!location.hash.startsWith('#messages/')) stopLive();
   try {
     await RENDER[page]();
   } catch (e) {
@@ -288,6 +353,7 @@ async function show() {
 }
 
 function signOut(message = '') {
+  stopLive();
   sessionStorage.removeItem(TOKEN_KEY);
   $('session').hidden = true;
   $('nav').hidden = true;

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { api, artifacts, repo, signUserId, startDevPush, startServer, TOKEN } from './harness.mjs';
+import { api, artifacts, eventToken, repo, signUserId, startDevPush, startServer, TOKEN } from './harness.mjs';
 
 const P256DH = 'BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4';
 const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
@@ -133,6 +133,18 @@ test('compose a message to a topic, watch it reach done, read its funnel', async
   assert.ok(failures.includes(`for example ${m.failureExamples['payload-too-large']}`), failures);
   const got = (await (await fetch(`${dev.url}/messages`)).json()).items;
   assert.equal(got.filter((x) => x.payload && x.payload.includes('Hello from the dashboard')).length, 1);
+  // The page follows the event stream: a notification shown after the
+  // message is done (so no longer polled) moves the funnel without a reload.
+  await page.waitForSelector('body[data-live="on"]');
+  const shown = await fetch(`${server.url}/api/events`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ type: 'shown', messageId: id, eventToken: eventToken(id) }),
+  });
+  assert.equal(shown.status, 202);
+  await page.waitForFunction(() => document.querySelector('[data-funnel="shown"]').textContent.startsWith('1 '), null,
+    { timeout: 20000 });
+  assert.ok(await page.isVisible('#m-live'), 'the page says it is live');
   await screenshots('message');
 });
 
