@@ -334,6 +334,8 @@ async function subscribers(more = false) {
 const RENDER = { overview, compose, messages, subscribers: () => subscribers(), 'push-services': pushServices, keys };
 
 async function show() {
+  // Signed out, a change of the hash shows nothing (the sign-in form stays).
+  if (!sessionStorage.getItem(TOKEN_KEY)) return;
   const name = location.hash.slice(1).split('/')[0];
   const page = PAGES.includes(name) ? name : 'overview';
   for (const p of PAGES) $(p).hidden = p !== page;
@@ -361,6 +363,7 @@ function signOut(message = '') {
   $('signin').hidden = false;
   $('signin-error').textContent = message;
   delete document.body.dataset.page;
+  delete document.body.dataset.scope;
 }
 
 /** What each scope may do (the API refuses the rest with 403; the buttons say so first). */

@@ -270,6 +270,11 @@ test('a read token sees the pages and cannot press what it may not do', async ()
   const viewer = execFileSync(bin, ['token', 'create', '--name', 'viewer', '--scope', 'read', '--database', server.db], { encoding: 'utf8' }).trim();
   await page.goto(`${server.url}/admin#compose`);
   await page.waitForSelector('#signin:not([hidden])');
+  // Signed out, a new hash shows no page (it did: the page and the last
+  // token's scope were then there before this token's sign-in finished).
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(await page.evaluate(() => document.body.dataset.page), undefined, 'no page while signed out');
+  assert.equal(await page.evaluate(() => document.body.dataset.scope), undefined, 'no scope while signed out');
   await page.getByLabel('API token').fill(viewer);
   await page.keyboard.press('Enter');
   await page.waitForSelector('body[data-page="compose"]');
