@@ -4,16 +4,12 @@
 
 use sqlx::{Any, Transaction};
 
+use super::rows::placeholders;
 use super::R;
 use crate::NewEvent;
 
 /// Rows per statement (four parameters a row).
 const CHUNK: usize = 500;
-
-/// Numbered placeholders `$from, $from+1, …` for `n` values.
-fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
 
 /// Writes `events` in `tx`; the database queues each for the webhooks that
 /// want it (the trigger `events_queue`, migration 0011), in the same

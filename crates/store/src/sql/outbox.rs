@@ -65,6 +65,18 @@ async fn claim_webhook(store: &SqlStore, node: &str, token: &str, now: i64, leas
         Backend::Postgres => "FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
+    // Idle workers poll: ask with a read first, so that finding nothing
+    // takes no write lock (SQLite has one writer, shared with every upsert).
+    let due = sqlx::query(
+        "SELECT 1 AS due FROM webhooks w WHERE w.lease_until < $1 AND w.next_at <= $1 \
+         AND (w.delivery_id IS NOT NULL OR EXISTS (SELECT 1 FROM webhook_queue q WHERE q.webhook_id = w.id)) LIMIT 1",
+    )
+    .bind(now)
+    .fetch_optional(&store.pool)
+    .await?;
+    if due.is_none() {
+        return Ok(None);
+    }
     let sql = format!(
         "UPDATE webhooks SET lease_owner = $1, lease_token = $2, lease_until = $3 \
          WHERE id = (SELECT w.id FROM webhooks w WHERE w.lease_until < $4 AND w.next_at <= $4 \
