@@ -54,11 +54,20 @@ function parse(data) {
 }
 
 // The server counts an event only with the eventToken the payload carried,
-// in the app the payload names.
-function report(type, messageId, eventToken, app, action) {
-  if (!messageId) return Promise.resolve();
+// in the app the payload names, and once per delivery: the worker names its
+// subscription (endpoint and auth secret, the proof that it holds it).
+async function report(type, messageId, eventToken, app, action) {
+  if (!messageId) return;
   const body = { type, messageId, eventToken };
   if (action) body.action = String(action).slice(0, 64);
+  try {
+    const sub = await self.registration.pushManager.getSubscription();
+    const json = sub && sub.toJSON();
+    if (json && json.endpoint && json.keys && json.keys.auth) {
+      body.endpoint = json.endpoint;
+      body.keys = { auth: json.keys.auth };
+    }
+  } catch (_) { /* reported without it: counted once per address */ }
   return fetch(`${routes(app)}/events`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },

@@ -74,8 +74,20 @@ pub struct ServeArgs {
     /// comma-separated); nobody's by default, so a client cannot pick the address it is counted as.
     #[arg(long, env = "TOCSIN_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDRS")]
     trusted_proxies: Vec<String>,
-    /// Seconds a client has to send an HTTP/1 request's head, counted from when the connection is new or idle
-    /// after a response (so it also closes idle HTTP/1 keep-alive connections).
+    /// The one forwarding header believed from --trusted-proxies: x-forwarded-for, forwarded or x-real-ip. It is read
+    /// from the right, skipping trusted proxies; the others are ignored (a proxy passes a client's own copy through).
+    #[arg(long, env = "TOCSIN_CLIENT_IP_HEADER", default_value = "x-forwarded-for", value_name = "HEADER")]
+    client_ip_header: tocsin_server::limits::ClientIpHeader,
+    /// Connections one client address (an IPv6 /64) may hold open at once; more are closed at once. Trusted proxies
+    /// and --rate-limit-exempt are not capped.
+    #[arg(long, env = "TOCSIN_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_address: u32,
+    /// Seconds an event stream (GET /v1/events/stream) stays open; the client then reconnects with Last-Event-ID.
+    #[arg(long, env = "TOCSIN_STREAM_MAX_SECONDS", default_value_t = 3600.0)]
+    stream_max_seconds: f64,
+    /// Seconds a client has to send a request's head: from accept for the first request (HTTP/1 and HTTP/2),
+    /// then, on HTTP/1, from when the connection is idle after a response (so it also closes idle keep-alives).
     #[arg(long, env = "TOCSIN_HEADER_READ_TIMEOUT", default_value_t = 10.0)]
     header_read_timeout: f64,
     /// Seconds a connection (HTTP/1 or HTTP/2) may have no request in flight before it is closed.
@@ -174,8 +186,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         rate_limit_per_second: args.rate_limit_per_second,
         rate_limit_exempt: args.rate_limit_exempt.clone(),
         trusted_proxies: args.trusted_proxies.clone(),
+        client_ip_header: args.client_ip_header,
+        stream_max: seconds(args.stream_max_seconds, "--stream-max-seconds")?,
         connections: tocsin_server::listener::ListenLimits {
             max_connections: args.max_connections as usize,
+            max_per_address: args.max_connections_per_address as usize,
             header_read_timeout: seconds(args.header_read_timeout, "--header-read-timeout")?,
             idle_timeout: seconds(args.idle_timeout, "--idle-timeout")?,
             shutdown_timeout: seconds(args.shutdown_timeout, "--shutdown-timeout")?,

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use tocsin_store::{NewSubscription, Store, StoreError, Target};
+use tocsin_store::{NewSubscription, PageRow, Store, StoreError, Target};
 
 use crate::app::AppArg;
 use crate::serve::DbArgs;
@@ -69,8 +69,15 @@ pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<Exit
             let mut after = 0;
             loop {
                 let page = store.page_subscriptions(app.id, &Target::All(true), after, None, 1000).await?;
-                let Some(last) = page.last().map(|s| s.id) else { break };
-                for s in page {
+                let Some(last) = page.last().map(PageRow::id) else { break };
+                for row in page {
+                    let s = match row {
+                        PageRow::Sub(s) => s,
+                        PageRow::Unreadable { id, error } => {
+                            eprintln!("subscription {id}: skipped, its row cannot be read: {error}");
+                            continue;
+                        }
+                    };
                     let mut v: Value = serde_json::from_str(&s.subscription.to_json())?;
                     v["userId"] = json!(s.user_id);
                     v["topics"] = json!(s.topics);

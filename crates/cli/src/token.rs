@@ -52,7 +52,8 @@ fn when(ms: Option<i64>) -> String {
     ms.map_or_else(
         || "never".to_owned(),
         |ms| {
-            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+            let ms = ms.clamp(0, tocsin_protocol::subscription::MAX_EXPIRATION_MS as i64);
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
             humantime::format_rfc3339_seconds(t).to_string()
         },
     )

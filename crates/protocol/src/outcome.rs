@@ -192,15 +192,23 @@ fn detail(body: &[u8]) -> String {
     }
 }
 
+/// The longest `Retry-After` taken as given: four weeks, the longest TTL a
+/// push service keeps a message. A push service's header is outside input;
+/// anything longer (up to `u64::MAX` seconds) is read as this, so that no
+/// time arithmetic on it can overflow.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(28 * 24 * 3600);
+
 /// Parses `Retry-After`: delta-seconds or an HTTP date (RFC 9110 section
-/// 10.2.3). A date in the past means "now".
+/// 10.2.3). A date in the past means "now"; at most [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits, however many: a number too large for u64 is still
+        // "a long time", not "no header".
+        return Some(v.parse::<u64>().map_or(MAX_RETRY_AFTER, Duration::from_secs).min(MAX_RETRY_AFTER));
     }
     let when = httpdate::parse_http_date(v).ok()?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER))
 }
 
 fn is_vapid_mismatch(status: u16, body: &[u8]) -> bool {
@@ -294,6 +302,11 @@ mod tests {
         let past = h(&[("retry-after", "Sun, 06 Nov 1994 08:00:00 GMT")]);
         assert_eq!(retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(retry_after(&h(&[("retry-after", "soon")]), now), None);
+        for huge in ["18446744073709551615", "18446744073709551616", "99999999999999999999999999", "2419201"] {
+            assert_eq!(retry_after(&h(&[("retry-after", huge)]), now), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        assert_eq!(retry_after(&h(&[("retry-after", "-5")]), now), None);
+        assert_eq!(retry_after(&h(&[("retry-after", "")]), now), None);
     }
 
     #[test]

@@ -40,8 +40,9 @@ pub enum SubscriptionError {
     /// `keys.auth` does not decode to 16 bytes.
     #[error("keys.auth must be 16 bytes, got {0}")]
     AuthLength(usize),
-    /// `expirationTime` is neither null nor a non-negative number.
-    #[error("expirationTime must be null or milliseconds since the epoch")]
+    /// `expirationTime` is neither null nor a whole number of milliseconds
+    /// from 0 to [`MAX_EXPIRATION_MS`] (the last millisecond of the year 9999).
+    #[error("expirationTime must be null or milliseconds since the epoch, from 0 to 253402300799999 (the year 9999)")]
     ExpirationTime,
 }
 
@@ -59,6 +60,12 @@ impl SubscriptionError {
         }
     }
 }
+
+/// The latest `expirationTime` accepted: 9999-12-31T23:59:59.999Z, in
+/// milliseconds since the epoch. It bounds what is stored (an `i64` column:
+/// a larger `u64` would wrap to a negative number that no read accepts) and
+/// what any view formats as a date.
+pub const MAX_EXPIRATION_MS: u64 = 253_402_300_799_999;
 
 /// The user agent's ECDH public key (`keys.p256dh`): 65 bytes, uncompressed,
 /// known to be on the P-256 curve.
@@ -102,6 +109,19 @@ impl AuthSecret {
     /// The 16 bytes.
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
+    }
+
+    /// Whether `other` is this secret, compared in time that does not
+    /// depend on where they differ: a caller proves it holds a stored
+    /// subscription with its secret, so timing must not reveal it.
+    pub fn matches(&self, other: &[u8]) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(&self.0, other).is_ok()
+    }
+
+    /// [`matches`](Self::matches) for the base64url form a client sends or
+    /// the store keeps; false for text that is not base64.
+    pub fn matches_base64(&self, other: &str) -> bool {
+        b64::decode(other).is_ok_and(|b| self.matches(&b))
     }
 }
 
@@ -162,10 +182,14 @@ impl Subscription {
         self.expiration_time
     }
 
-    /// Sets the expiration time, in milliseconds since the Unix epoch.
-    pub fn with_expiration_time(mut self, ms: Option<u64>) -> Self {
+    /// Sets the expiration time, in milliseconds since the Unix epoch (at
+    /// most [`MAX_EXPIRATION_MS`]).
+    pub fn with_expiration_time(mut self, ms: Option<u64>) -> Result<Self, SubscriptionError> {
+        if ms.is_some_and(|m| m > MAX_EXPIRATION_MS) {
+            return Err(SubscriptionError::ExpirationTime);
+        }
         self.expiration_time = ms;
-        self
+        Ok(self)
     }
 
     /// The user agent's public key.
@@ -242,6 +266,7 @@ impl TryFrom<SubscriptionJson> for Subscription {
             Some(serde_json::Value::Number(n)) => Some(
                 n.as_u64()
                     .or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.is_finite()).map(|f| f as u64))
+                    .filter(|ms| *ms <= MAX_EXPIRATION_MS)
                     .ok_or(SubscriptionError::ExpirationTime)?,
             ),
             Some(_) => return Err(SubscriptionError::ExpirationTime),
@@ -277,6 +302,25 @@ impl From<Subscription> for SubscriptionJson {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiration_time_is_bounded_by_the_year_9999() {
+        let sub = |t: &str| {
+            let (p256dh, auth) = (P256DH, b64::encode([7u8; 16]));
+            Subscription::from_json(&format!(
+                r#"{{"endpoint":"https://push.example.net/x","expirationTime":{t},"keys":{{"p256dh":"{p256dh}","auth":"{auth}"}}}}"#
+            ))
+        };
+        assert_eq!(sub("253402300799999").map(|s| s.expiration_time()), Ok(Some(MAX_EXPIRATION_MS)));
+        assert_eq!(sub("0").map(|s| s.expiration_time()), Ok(Some(0)));
+        for bad in ["253402300800000", "9223372036854775808", "18446744073709551615", "1e300", "-1", "\"soon\""] {
+            assert_eq!(sub(bad).err(), Some(SubscriptionError::ExpirationTime), "{bad}");
+        }
+        let ok = sub("null").unwrap();
+        assert!(ok.clone().with_expiration_time(Some(MAX_EXPIRATION_MS + 1)).is_err());
+        assert!(ok.auth().matches(&[7u8; 16]) && !ok.auth().matches(&[7u8; 15]) && !ok.auth().matches(&[8u8; 16]));
+        assert!(ok.auth().matches_base64(&b64::encode([7u8; 16])) && !ok.auth().matches_base64("!!"));
+    }
 
     // Keys from RFC 8291 Appendix A.
     const P256DH: &str = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";

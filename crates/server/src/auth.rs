@@ -27,6 +27,10 @@ use crate::AppState;
 /// The shortest `TOCSIN_ADMIN_TOKEN` accepted at start.
 pub const MIN_ENV_TOKEN_LEN: usize = 32;
 
+/// The longest bearer token looked at (tokens are 47 characters; the
+/// admin token from the environment may be longer).
+const MAX_TOKEN_LEN: usize = 512;
+
 /// How often at most a token's `last used` is written, ms.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
@@ -124,24 +128,30 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The scope of the request's token and the app it was made for: 401 when
-/// there is none, or it is unknown.
-pub async fn token_scope(parts: &Parts, state: &AppState) -> Result<(TokenScope, Option<AppId>), ApiError> {
-    // An address that failed too often is not even checked: no guessing.
-    let ip = state.limits.client(&parts.extensions, &parts.headers);
-    state.limits.auth_failures.has_token(ip).map_err(rate_limited)?;
-    let failed = || match state.limits.auth_failures.take(ip) {
-        Ok(()) => ApiError::unauthorized(),
-        Err(wait) => rate_limited(wait),
-    };
-    let token = parts
-        .headers
+/// The bearer token of a request, if it has one of a plausible length.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(failed)?;
+        .filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN_LEN)
+}
+
+/// The scope of the request's token and the app it was made for: 401 when
+/// there is none, or it is unknown.
+pub async fn token_scope(parts: &Parts, state: &AppState) -> Result<(TokenScope, Option<AppId>), ApiError> {
+    // Failed authentications are limited per address, but a valid token is
+    // never refused by that limit: the address may be shared (a proxy that
+    // is not trusted, a NAT) or named by someone else, and failures sent
+    // "as" the site's backend must not lock its own token out. Guessing
+    // gains nothing from this: a token is 32 random bytes.
+    let ip = state.limits.client(&parts.extensions, &parts.headers);
+    let failed = || match state.limits.auth_failures.take(ip) {
+        Ok(()) => ApiError::unauthorized(),
+        Err(wait) => rate_limited(wait),
+    };
+    let token = bearer(&parts.headers).ok_or_else(failed)?;
     let hash = hash_token(token);
     // Hashes are compared, not tokens: timing reveals nothing of a token.
     if state.admin_token_hash.as_deref() == Some(hash.as_str()) {

@@ -71,8 +71,13 @@ pub struct ServerConfig {
     pub rate_limit_per_second: f64,
     /// Addresses or CIDR blocks never limited (a load generator, a health checker).
     pub rate_limit_exempt: Vec<String>,
-    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For`/`Forwarded` is believed.
+    /// Proxies (addresses or CIDR blocks) whose forwarding header is believed.
     pub trusted_proxies: Vec<String>,
+    /// The one forwarding header believed from them.
+    pub client_ip_header: limits::ClientIpHeader,
+    /// The longest an event stream stays open; the client reconnects with
+    /// `Last-Event-ID`.
+    pub stream_max: Duration,
     /// Connections and their timeouts.
     pub connections: listener::ListenLimits,
     /// The longest a request may take, reading its body included.
@@ -187,8 +192,10 @@ pub struct Shared {
     pub outbox: Arc<dyn tocsin_store::Outbox>,
     /// Sends webhook deliveries.
     pub webhooks: Arc<tocsin_webhooks::Dispatcher>,
-    /// Event streams this node may serve at once.
-    pub streams: Arc<tokio::sync::Semaphore>,
+    /// Event streams this node serves, shared fairly among tokens and apps.
+    pub streams: Arc<api::stream::StreamSlots>,
+    /// The longest a stream stays open.
+    pub stream_max: Duration,
     /// The site's public URL, which relative URLs in declarative messages
     /// are resolved against (`--public-url`).
     pub public_url: Option<url::Url>,
@@ -314,12 +321,17 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     let exempt = limits::parse_cidrs(&config.rate_limit_exempt)
         .map_err(|e| StartError::Config(format!("--rate-limit-exempt: {e}")))?;
     let bucket = |exempt| limits::RateLimiter::new(config.rate_limit_burst, config.rate_limit_per_second, exempt);
+    let trusted_proxies = limits::parse_cidrs(&config.trusted_proxies)
+        .map_err(|e| StartError::Config(format!("--trusted-proxies: {e}")))?;
+    // Not capped per address: proxies carry many clients, and what the
+    // operator exempted from the rate limits.
+    let uncapped: Arc<[ipnet::IpNet]> = trusted_proxies.iter().chain(&exempt).copied().collect();
     let limits = limits::Limits {
         public: bucket(exempt.clone()),
         auth_failures: bucket(exempt),
         tests: limits::OncePer::new(Duration::from_secs(60)),
-        trusted_proxies: limits::parse_cidrs(&config.trusted_proxies)
-            .map_err(|e| StartError::Config(format!("--trusted-proxies: {e}")))?,
+        trusted_proxies,
+        client_ip_header: config.client_ip_header,
     };
     let public_url = match config.public_url.as_deref().filter(|u| !u.is_empty()) {
         None => None,
@@ -430,7 +442,8 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         public_url,
         outbox: outbox.clone(),
         webhooks: dispatcher.clone(),
-        streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
+        streams: Arc::new(api::stream::StreamSlots::new(MAX_STREAMS)),
+        stream_max: config.stream_max,
     });
     state.apps.load_all().await?;
     let metrics_only = config.metrics_listen.map(|_| api::metrics_router(state.clone()));
@@ -449,11 +462,9 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     if let (Some(addr), Some(router)) = (config.metrics_listen, metrics_only) {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))?;
         tracing::info!(%addr, "/metrics without a token on its own address");
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!(error = %e, "the metrics listener stopped");
-            }
-        });
+        // The same accept loop as the main address: caps and timeouts.
+        let (limits, uncapped) = (config.connections, uncapped.clone());
+        tokio::spawn(listener::serve(listener, router, limits, uncapped, std::future::pending()));
     }
     ready(addr);
     let shutdown = async {
@@ -461,7 +472,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         tracing::info!("shutting down: no new requests; the engine stops at its next checkpoint");
     };
     let deadline = config.connections.shutdown_timeout;
-    listener::serve(listener, app, config.connections, shutdown).await;
+    listener::serve(listener, app, config.connections, uncapped, shutdown).await;
     // The engine stops at its next checkpoint; a page still in flight at the
     // deadline is left to be sent again (its lease runs out).
     let _ = stop_tx.send(true);

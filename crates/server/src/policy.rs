@@ -152,6 +152,9 @@ impl EndpointPolicy {
                     if !is_known(&host, extra) {
                         return Err(format!("endpoint host {host} is not a known push service"));
                     }
+                    if url.port_or_known_default() != Some(443) {
+                        return Err(format!("endpoint of the push service {host} must be on port 443"));
+                    }
                 }
                 Ok(())
             }
@@ -173,7 +176,10 @@ impl EndpointPolicy {
             return Ok(());
         }
         let Some(Host::Domain(host)) = url.host() else { return Ok(()) };
-        if is_known(&host.trim_end_matches('.').to_ascii_lowercase(), &[]) {
+        // A major push service's host on its one port needs no lookup; on
+        // any other port it is looked up like any host (each port of it
+        // would otherwise be an origin of its own, with state, unchecked).
+        if is_known(&host.trim_end_matches('.').to_ascii_lowercase(), &[]) && url.port_or_known_default() == Some(443) {
             return Ok(());
         }
         let port = url.port_or_known_default().unwrap_or(443);
@@ -351,5 +357,8 @@ mod tests {
         assert!(known.check_static(&url("https://push.example.org/x")).is_ok());
         assert!(known.check_static(&url("https://evil.example.com/x")).is_err());
         assert!(known.check_static(&url("https://notfcm.googleapis.com.evil.com/x")).is_err());
+        assert!(known.check_static(&url("https://fcm.googleapis.com:443/fcm/send/x")).is_ok());
+        assert!(known.check_static(&url("https://fcm.googleapis.com:8443/fcm/send/x")).is_err(), "443 only");
+        assert!(known.check_static(&url("https://push.example.org:444/x")).is_err(), "443 only");
     }
 }

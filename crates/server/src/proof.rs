@@ -5,14 +5,16 @@
 //!   lowercase hex HMAC-SHA256 of the id's UTF-8 bytes under
 //!   `--user-signing-secret` ([`UserIds`]);
 //! - that a stored subscription is the caller's: its auth secret
-//!   ([`same_secret`]), which only the browser that subscribed knows;
+//!   (`AuthSecret::matches`, constant-time), which only the browser that
+//!   subscribed knows: replacing it (`oldEndpoint`), posting it again with
+//!   other keys (refused), deleting it, sending it a test;
 //! - that a `shown`/`clicked` event comes from a browser the message
 //!   reached: the message's event token ([`EventTokens`]), which only its
 //!   payload carried.
 //!
 //! Comparisons run in constant time.
 
-use aws_lc_rs::{constant_time, hmac};
+use aws_lc_rs::hmac;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -94,12 +96,6 @@ impl EventTokens {
 pub fn sign_user_id(secret: &str, user_id: &str) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
     hmac::sign(&key, user_id.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether two secrets are equal, in time that does not depend on where
-/// they differ.
-pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {

@@ -50,6 +50,11 @@ pub enum StoreError {
     /// key stored in another app); nothing was written.
     #[error("{0}")]
     Conflict(String),
+    /// The endpoint is stored with other keys: only the browser that holds
+    /// a stored subscription's auth secret may post it again, and a real
+    /// browser never changes the keys of an endpoint. Nothing was written.
+    #[error("this endpoint is stored with other keys; re-posting it needs the same keys.auth")]
+    NotProven,
     /// The database URL is not `sqlite:` or `postgres:`.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     Url(String),
@@ -111,11 +116,15 @@ pub trait Store: Send + Sync + 'static {
     /// them with it (counted as removed at `now`).
     async fn retire_vapid_key(&self, app: AppId, id: i64, force: bool, now: i64) -> Result<RetireKey>;
 
-    /// Inserts, or updates the row with the same endpoint in the same app.
-    /// An endpoint stored in another app is a [`StoreError::Conflict`].
+    /// Inserts, or updates the row with the same endpoint in the same app
+    /// (its expiration time, topics, user, VAPID key; never its keys). An
+    /// endpoint stored in another app is a [`StoreError::Conflict`]; one
+    /// stored with other keys is [`StoreError::NotProven`] (the keys are
+    /// compared in constant time); either writes nothing.
     async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription>;
     /// Stores many subscriptions in one transaction (a bulk import), in
-    /// order: a later copy of an endpoint wins. Returns the rows in order.
+    /// order: a later copy of an endpoint wins. Returns the rows in order,
+    /// or the first refusal (as for [`Store::upsert_subscription`]).
     async fn upsert_subscriptions(&self, new: &[NewSubscription], now: i64) -> Result<Vec<StoredSubscription>>;
     /// Deletes by endpoint when the auth secret matches (counted as removed
     /// at `now`); true when a row went.
@@ -123,12 +132,15 @@ pub trait Store: Send + Sync + 'static {
     /// One subscription of `app` by endpoint.
     async fn subscription_by_endpoint(&self, app: AppId, endpoint: &str) -> Result<Option<StoredSubscription>>;
     /// Counts a `shown` or `clicked` event for a message of `app` (a click
-    /// with the notification's `action`, if one was clicked); false when
-    /// there is no such message.
+    /// with the notification's `action`, if one was clicked), once per
+    /// `recipient` (the delivery: `s:<subscription id>`, or `a:<address>`
+    /// when the reporter named no subscription); a repeat counts nothing.
+    /// False when there is no such message.
     async fn add_event(
         &self,
         app: AppId,
         message_id: &str,
+        recipient: &str,
         event: Event,
         action: Option<&str>,
         now: i64,
@@ -147,7 +159,8 @@ pub trait Store: Send + Sync + 'static {
     /// from its own work).
     async fn subscription(&self, id: i64) -> Result<Option<StoredSubscription>>;
     /// Subscriptions of `app` matching `target` with id above `after` (and
-    /// at most `upto`), by id, at most `limit` of them.
+    /// at most `upto`), by id, at most `limit` of them; a row that cannot
+    /// be read is [`PageRow::Unreadable`], not an error of the whole page.
     async fn page_subscriptions(
         &self,
         app: AppId,
@@ -155,7 +168,7 @@ pub trait Store: Send + Sync + 'static {
         after: i64,
         upto: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<StoredSubscription>>;
+    ) -> Result<Vec<PageRow>>;
     /// How many subscriptions of `app` match `target`.
     async fn count_subscriptions(&self, app: AppId, target: &Target) -> Result<i64>;
 

@@ -35,6 +35,8 @@ struct State {
     purged: HashMap<AppId, Stats>,
     /// (app, day) → (unsubscribed, removed_created), as `daily_counts`.
     removed: BTreeMap<(AppId, i64), (i64, i64)>,
+    /// (message, recipient, shown?) counted, as `event_receipts`.
+    receipts: std::collections::HashSet<(String, String, bool)>,
 }
 
 #[derive(Debug)]
@@ -121,10 +123,14 @@ impl State {
             Some(row) if row.app_id != new.app => {
                 return Err(StoreError::Conflict("this endpoint is subscribed in another app".into()));
             }
+            Some(row)
+                if !(row.subscription.auth().matches(new.subscription.auth().as_bytes())
+                    && row.subscription.p256dh() == new.subscription.p256dh()) =>
+            {
+                return Err(StoreError::NotProven);
+            }
             Some(row) => {
-                let same = row.subscription.p256dh() == new.subscription.p256dh()
-                    && row.subscription.auth() == new.subscription.auth();
-                if !(new.keep_stored_key && same) {
+                if !new.keep_stored_key {
                     row.vapid_key_id = new.vapid_key_id;
                 }
                 row.subscription = new.subscription.clone();
@@ -349,7 +355,7 @@ impl Store for MemoryStore {
         let id = st.subs.values().find(|s| {
             s.app_id == app
                 && s.subscription.endpoint().as_str() == endpoint
-                && tocsin_protocol::b64::encode(s.subscription.auth().as_bytes()) == auth
+                && s.subscription.auth().matches_base64(auth)
         });
         let id = id.map(|s| s.id);
         Ok(st.remove(id, now) > 0)
@@ -368,12 +374,19 @@ impl Store for MemoryStore {
         &self,
         app: AppId,
         message_id: &str,
+        recipient: &str,
         event: Event,
         _action: Option<&str>,
         _now: i64,
     ) -> Result<bool> {
         let mut st = self.lock();
-        let Some(m) = st.messages.get_mut(message_id).filter(|m| m.app_id == app) else { return Ok(false) };
+        if !st.messages.get(message_id).is_some_and(|m| m.app_id == app) {
+            return Ok(false);
+        }
+        if !st.receipts.insert((message_id.to_owned(), recipient.to_owned(), event == Event::Shown)) {
+            return Ok(true);
+        }
+        let Some(m) = st.messages.get_mut(message_id) else { return Ok(false) };
         match event {
             Event::Shown => m.counts.shown += 1,
             Event::Clicked => m.counts.clicked += 1,
@@ -455,7 +468,7 @@ impl Store for MemoryStore {
         after: i64,
         upto: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<StoredSubscription>> {
+    ) -> Result<Vec<PageRow>> {
         let st = self.lock();
         let upto = upto.unwrap_or(i64::MAX);
         Ok(st
@@ -465,7 +478,7 @@ impl Store for MemoryStore {
             .take_while(|s| s.id <= upto)
             .filter(|s| s.app_id == app && matches(target, s))
             .take(limit.max(0) as usize)
-            .cloned()
+            .map(|s| PageRow::Sub(s.clone()))
             .collect())
     }
 

@@ -132,6 +132,41 @@ pub struct NewSubscription {
     pub app: AppId,
 }
 
+/// A row of a page of subscriptions: a subscription, or a row whose stored
+/// data cannot be read back (written by an older release, or damaged). One
+/// such row must not stop a broadcast: the engine counts it as failed
+/// (`unreadable`) and goes on; listings skip it.
+#[derive(Debug, Clone)]
+pub enum PageRow {
+    /// A subscription.
+    Sub(StoredSubscription),
+    /// A row that could not be read: its id, and why.
+    Unreadable {
+        /// The row's id (a page's cursor moves past it).
+        id: i64,
+        /// What was wrong with it.
+        error: String,
+    },
+}
+
+impl PageRow {
+    /// The row's id.
+    pub fn id(&self) -> i64 {
+        match self {
+            Self::Sub(s) => s.id,
+            Self::Unreadable { id, .. } => *id,
+        }
+    }
+
+    /// The subscription, if the row could be read.
+    pub fn readable(self) -> Option<StoredSubscription> {
+        match self {
+            Self::Sub(s) => Some(s),
+            Self::Unreadable { .. } => None,
+        }
+    }
+}
+
 /// A subscription as stored.
 #[derive(Debug, Clone)]
 pub struct StoredSubscription {

@@ -54,7 +54,7 @@ async fn write_batch(pool: &AnyPool, items: Vec<Upsert>) {
     match write_all(pool, &refs).await {
         Ok(rows) => {
             for (item, row) in items.into_iter().zip(rows) {
-                let _ = item.reply.send(Ok(row));
+                let _ = item.reply.send(row);
             }
         }
         // A failed batch is written again one row at a time, so that a row
@@ -68,7 +68,7 @@ async fn write_batch(pool: &AnyPool, items: Vec<Upsert>) {
             for item in items {
                 let result =
                     write_all(pool, &[(&item.new, item.now)]).await.map_err(Into::into).and_then(|mut rows| {
-                        rows.pop().ok_or_else(|| crate::StoreError::Corrupt("upsert returned no row".into()))
+                        rows.pop().unwrap_or_else(|| Err(crate::StoreError::Corrupt("upsert returned no row".into())))
                     });
                 let _ = item.reply.send(result);
             }
@@ -76,16 +76,24 @@ async fn write_batch(pool: &AnyPool, items: Vec<Upsert>) {
     }
 }
 
-/// Writes the items in one transaction and returns their rows, in order.
-pub(crate) async fn write_all(pool: &AnyPool, items: &[(&NewSubscription, i64)]) -> Result<Vec<StoredSubscription>> {
+/// Writes the items in one transaction and returns each one's row, in
+/// order, or why it was refused (another app's endpoint, or a stored
+/// endpoint posted with other keys: [`StoreError::NotProven`]). The outer
+/// error is the database's, and fails the whole batch.
+pub(crate) async fn write_all(
+    pool: &AnyPool,
+    items: &[(&NewSubscription, i64)],
+) -> Result<Vec<crate::Result<StoredSubscription>>> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
+    let mut tx = pool.begin().await?;
+    let refused = refusals(&mut tx, items).await?;
     // An endpoint may come twice in one batch (a browser re-subscribing):
     // one statement cannot touch a row twice, so later copies go in a later
     // round, which keeps "last request wins".
     let mut rounds: Vec<(HashSet<&str>, Vec<usize>)> = Vec::new();
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.iter().enumerate().filter(|(i, _)| refused[*i].is_none()) {
         let endpoint = item.0.subscription.endpoint().as_str();
         match rounds.iter_mut().find(|(seen, _)| !seen.contains(endpoint)) {
             Some((seen, members)) => {
@@ -96,7 +104,6 @@ pub(crate) async fn write_all(pool: &AnyPool, items: &[(&NewSubscription, i64)])
         }
     }
     let mut rows: Vec<Option<StoredSubscription>> = vec![None; items.len()];
-    let mut tx = pool.begin().await?;
     for (_, members) in &rounds {
         // Rows that bring topics replace the stored ones; rows without keep
         // them; the same for the VAPID key (`keep_stored_key`): a statement
@@ -115,10 +122,13 @@ pub(crate) async fn write_all(pool: &AnyPool, items: &[(&NewSubscription, i64)])
                 }
                 let mut ids = Vec::new();
                 for &i in chunk {
-                    // No row back: the endpoint is stored in another app, and
-                    // the upsert's `WHERE` left it alone.
+                    // No row back: the row changed since `refusals` read it
+                    // (another node stored the endpoint with other keys, or
+                    // in another app) and the upsert's `WHERE` left it
+                    // alone. The batch fails; written again row by row, the
+                    // row is then refused with its reason.
                     let row = by_endpoint.get(items[i].0.subscription.endpoint().as_str()).ok_or_else(|| {
-                        crate::StoreError::Conflict("this endpoint is subscribed in another app".into())
+                        crate::StoreError::Conflict("the endpoint was stored by another writer meanwhile".into())
                     })?;
                     let stored = returned_row(row, items[i].0)?;
                     ids.push((stored.id, i));
@@ -133,7 +143,74 @@ pub(crate) async fn write_all(pool: &AnyPool, items: &[(&NewSubscription, i64)])
     // Their `subscription.created` events are written by the database (the
     // trigger `subscriptions_created`, migration 0011), in this transaction.
     tx.commit().await?;
-    rows.into_iter().map(|r| r.ok_or_else(|| crate::StoreError::Corrupt("upsert lost a row".into()).into())).collect()
+    rows.into_iter()
+        .zip(refused)
+        .map(|(row, refused)| match (row, refused) {
+            (_, Some(e)) => Ok(Err(e)),
+            (Some(row), None) => Ok(Ok(row)),
+            (None, None) => Err(crate::StoreError::Corrupt("upsert lost a row".into()).into()),
+        })
+        .collect()
+}
+
+/// Why each item may not be written, if it may not: its endpoint is stored
+/// in another app, or with other keys. Read in the writing transaction and
+/// compared here, in constant time, rather than in SQL: the auth secret is
+/// what proves the caller holds the subscription. Items are judged in
+/// order, each against the stored row or the batch's earlier accepted copy.
+async fn refusals(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    items: &[(&NewSubscription, i64)],
+) -> Result<Vec<Option<crate::StoreError>>> {
+    let mut endpoints: Vec<&str> = items.iter().map(|(n, _)| n.subscription.endpoint().as_str()).collect();
+    endpoints.sort_unstable();
+    endpoints.dedup();
+    // What is stored (or accepted earlier in this batch) per endpoint: app,
+    // p256dh, auth.
+    let mut known: HashMap<String, (i64, String, String)> = HashMap::new();
+    for chunk in endpoints.chunks(CHUNK * 8) {
+        let sql = format!(
+            "SELECT endpoint, app_id, p256dh, auth FROM subscriptions WHERE endpoint IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q.bind(*e);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            known.insert(
+                row.try_get("endpoint")?,
+                (row.try_get("app_id")?, row.try_get("p256dh")?, row.try_get("auth")?),
+            );
+        }
+    }
+    Ok(items
+        .iter()
+        .map(|(new, _)| {
+            let sub = &new.subscription;
+            let endpoint = sub.endpoint().as_str();
+            match known.get(endpoint) {
+                Some((app, _, _)) if *app != new.app.0 => {
+                    Some(crate::StoreError::Conflict("this endpoint is subscribed in another app".into()))
+                }
+                // Both secrets must match: the p256dh is public, but a
+                // different one is a different subscription.
+                Some((_, p256dh, auth))
+                    if !(sub.auth().matches_base64(auth)
+                        && tocsin_protocol::b64::decode(p256dh).is_ok_and(|p| p == sub.p256dh().as_bytes())) =>
+                {
+                    Some(crate::StoreError::NotProven)
+                }
+                Some(_) => None,
+                None => {
+                    let keys = tocsin_protocol::b64::encode(sub.p256dh().as_bytes());
+                    let auth = tocsin_protocol::b64::encode(sub.auth().as_bytes());
+                    known.insert(endpoint.to_owned(), (new.app.0, keys, auth));
+                    None
+                }
+            }
+        })
+        .collect())
 }
 
 /// The stored row of an upsert. Endpoint and keys are the ones just written,
@@ -164,21 +241,20 @@ async fn upsert_chunk(
     let values: Vec<String> =
         (0..chunk.len()).map(|r| format!("({}, ${}, ${})", placeholders(r * 9 + 1, 8), r * 9 + 8, r * 9 + 9)).collect();
     let topics = if with_topics { "excluded.topics" } else { "subscriptions.topics" };
-    let key = if keep_key {
-        "CASE WHEN subscriptions.p256dh = excluded.p256dh AND subscriptions.auth = excluded.auth \
-           THEN subscriptions.vapid_key_id ELSE excluded.vapid_key_id END"
-    } else {
-        "excluded.vapid_key_id"
-    };
+    // The keys of a row that is updated are the stored ones (`refusals`
+    // and the `WHERE` below), so a re-post without a named key keeps the
+    // row's VAPID key.
+    let key = if keep_key { "subscriptions.vapid_key_id" } else { "excluded.vapid_key_id" };
     let sql = format!(
         "INSERT INTO subscriptions \
            (endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at, app_id) \
          VALUES {} \
          ON CONFLICT (endpoint) DO UPDATE SET \
-           p256dh = excluded.p256dh, auth = excluded.auth, expiration_time = excluded.expiration_time, \
+           expiration_time = excluded.expiration_time, \
            user_id = COALESCE(excluded.user_id, subscriptions.user_id), topics = {topics}, \
            vapid_key_id = {key}, updated_at = excluded.updated_at \
          WHERE subscriptions.app_id = excluded.app_id \
+           AND subscriptions.p256dh = excluded.p256dh AND subscriptions.auth = excluded.auth \
          RETURNING {SUB_RETURNING}",
         values.join(", ")
     );

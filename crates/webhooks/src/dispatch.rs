@@ -40,9 +40,11 @@ pub struct DispatchConfig {
     pub batch: i64,
     /// The waits between attempts ([`DEFAULT_SCHEDULE`]).
     pub schedule: Vec<Duration>,
-    /// How often an idle worker looks for work.
+    /// How often an idle dispatcher looks for work.
     pub poll: Duration,
-    /// Deliveries in flight at once (each to another webhook).
+    /// Deliveries in flight at once (each to another webhook): each is a
+    /// task of its own, so a slow receiver holds one place and delays only
+    /// its own queue.
     pub workers: usize,
     /// The most of a receiver's answer that is read.
     pub max_response: usize,
@@ -56,7 +58,7 @@ impl Default for DispatchConfig {
             batch: 100,
             schedule: DEFAULT_SCHEDULE.to_vec(),
             poll: Duration::from_millis(250),
-            workers: 4,
+            workers: 32,
             max_response: 64 * 1024,
         }
     }
@@ -107,42 +109,67 @@ impl Dispatcher {
         self.wake.notify_waiters();
     }
 
-    /// Runs the workers until `stop` turns true.
-    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..self.config.workers.max(1) {
-            let (me, mut stop) = (self.clone(), stop.clone());
-            workers.spawn(async move {
-                while !*stop.borrow() {
-                    let worked = match me.once().await {
-                        Ok(worked) => worked,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "webhooks: cannot read the outbox");
-                            false
+    /// Runs until `stop` turns true: claims due deliveries while fewer than
+    /// `workers` are in flight, each sent by a task of its own. Claims go
+    /// round-robin across webhooks (the least recently claimed first), so a
+    /// webhook with a slow receiver, or a backlog, waits its turn behind
+    /// every other webhook that has something due.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let places = Arc::new(tokio::sync::Semaphore::new(self.config.workers.max(1)));
+        let mut in_flight = tokio::task::JoinSet::new();
+        while !*stop.borrow() {
+            let place = tokio::select! {
+                p = places.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = stop.changed() => break,
+            };
+            while in_flight.try_join_next().is_some() {}
+            let claimed = match self.claim().await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhooks: cannot read the outbox");
+                    None
+                }
+            };
+            match claimed {
+                Some(d) => {
+                    let me = self.clone();
+                    in_flight.spawn(async move {
+                        if let Err(e) = me.deliver(d).await {
+                            tracing::warn!(error = %e, "webhooks: cannot record a delivery");
                         }
-                    };
-                    if !worked {
-                        tokio::select! {
-                            _ = tokio::time::sleep(me.config.poll) => {}
-                            _ = me.wake.notified() => {}
-                            _ = stop.changed() => {}
-                        }
+                        drop(place);
+                    });
+                }
+                None => {
+                    drop(place);
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.config.poll) => {}
+                        _ = self.wake.notified() => {}
+                        _ = stop.changed() => {}
                     }
                 }
-            });
+            }
         }
-        while workers.join_next().await.is_some() {}
+        // What is in flight finishes (each within the webhook timeout).
+        while in_flight.join_next().await.is_some() {}
     }
 
     /// Claims one due delivery, sends it and records the result; false
     /// when nothing was due.
     pub async fn once(&self) -> Result<bool, StoreError> {
+        let Some(d) = self.claim().await? else { return Ok(false) };
+        self.deliver(d).await?;
+        Ok(true)
+    }
+
+    async fn claim(&self) -> Result<Option<WebhookDelivery>, StoreError> {
         let token = new_token();
         let lease = self.config.lease.as_millis() as i64;
-        let Some(d) = self.outbox.claim_delivery(&self.config.node, &token, now_ms(), lease, self.config.batch).await?
-        else {
-            return Ok(false);
-        };
+        self.outbox.claim_delivery(&self.config.node, &token, now_ms(), lease, self.config.batch).await
+    }
+
+    /// Sends a claimed delivery and records what became of it.
+    async fn deliver(&self, d: WebhookDelivery) -> Result<(), StoreError> {
         let result = self.attempt(&d).await;
         match &result {
             DeliveryResult::Delivered => self.metrics.delivered.inc(),
@@ -158,7 +185,7 @@ impl Dispatcher {
         if !self.outbox.finish_delivery(&d.webhook.id, &d.token, &result, now_ms()).await? {
             tracing::warn!(webhook = %d.webhook.id, "webhook claim lost before its result was recorded");
         }
-        Ok(true)
+        Ok(())
     }
 
     /// What the next attempt after a failure is: a retry by the schedule
@@ -208,7 +235,12 @@ impl Dispatcher {
                     self.after_failure(d, format!("HTTP {}", status.as_u16()), asked)
                 }
             }
-            Err(e) => self.after_failure(d, tocsin_delivery::client::error_chain(&e), None),
+            // The URL may carry the receiver's password: never in the error
+            // that is stored and shown to read tokens.
+            Err(e) => {
+                let error = tocsin_delivery::client::error_chain(&e.without_url());
+                self.after_failure(d, crate::redact::redact_in(&error, &d.webhook.url), None)
+            }
         }
     }
 }

@@ -15,8 +15,10 @@
 
 pub mod dispatch;
 pub mod metrics;
+pub mod redact;
 pub mod sign;
 
 pub use dispatch::{DispatchConfig, Dispatcher, DEFAULT_SCHEDULE};
 pub use metrics::WebhookMetrics;
+pub use redact::redact_url;
 pub use sign::{new_secret, sign};

@@ -94,7 +94,8 @@ impl Engine {
         mut stop: watch::Receiver<bool>,
     ) -> Result<PageOutcome, StoreError> {
         let now = self.now_ms();
-        let deadline = message.created_at.max(message.send_at.unwrap_or(0)) + i64::from(message.ttl) * 1000;
+        let deadline =
+            message.created_at.max(message.send_at.unwrap_or(0)).saturating_add(i64::from(message.ttl) * 1000);
         let options = Arc::new(PushOptions {
             ttl: Ttl(message.ttl),
             urgency: message.urgency.as_deref().and_then(|u| u.parse::<Urgency>().ok()),
@@ -108,6 +109,7 @@ impl Engine {
             MessageFormat::Auto => message.apple_payload.clone().map(Bytes::from),
             MessageFormat::Classic | MessageFormat::Declarative => None,
         };
+        let ttl = Duration::from_secs(u64::from(message.ttl));
         let mut outcome = PageOutcome::default();
         let mut tasks = tokio::task::JoinSet::new();
         for job in jobs {
@@ -179,6 +181,10 @@ impl Engine {
                                     }
                                     Outcome::Retry { reason, after } => {
                                         tracing::debug!(endpoint = %job.sub.subscription.endpoint(), %reason, "will retry");
+                                        // Past the message's TTL a wait means nothing to it:
+                                        // it fails as ttl-expired, and the origin is not
+                                        // held back longer on this message's account.
+                                        let after = after.map(|a| a.min(ttl));
                                         if let Some(after) = after {
                                             gate.slow_down(after);
                                         }
@@ -224,7 +230,7 @@ impl Engine {
                     outcome.fail_with(failure(&job.sub, reason, status), example);
                 }
                 Attempt::Deferred { wait } => {
-                    let due_at = self.now_ms() + wait.as_millis() as i64;
+                    let due_at = self.now_ms().saturating_add(millis(wait));
                     if due_at > deadline {
                         self.metrics.count("failed", "ttl-expired");
                         outcome.fail_with(
@@ -245,7 +251,7 @@ impl Engine {
                 Attempt::Retry { reason, status, after } => {
                     let attempts = job.attempts_before + 1;
                     let wait = after.unwrap_or_else(|| backoff(&self.config.retry, attempts as u32));
-                    let due_at = self.now_ms() + wait.as_millis() as i64;
+                    let due_at = self.now_ms().saturating_add(millis(wait));
                     if attempts >= i64::from(self.config.retry.max_attempts) {
                         let label = format!("retries-exhausted-{reason}");
                         self.metrics.count("failed", &label);
@@ -279,6 +285,11 @@ impl Engine {
             tracing::error!(push_service = %origin, "{text}");
         }
     }
+}
+
+/// A wait in whole milliseconds, saturating.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Whether a subscription is at Apple's push service.

@@ -36,6 +36,11 @@ impl Lane {
         if let Some(s) = origins.get(origin) {
             return s.clone();
         }
+        // Permits nobody holds are no state worth keeping: drop them before
+        // the map grows (a later request makes them again, all free).
+        if origins.len() >= 64 {
+            origins.retain(|_, s| Arc::strong_count(s) > 1);
+        }
         let s = Arc::new(Semaphore::new(self.per_origin));
         origins.insert(origin.to_owned(), s.clone());
         s
@@ -62,6 +67,8 @@ impl Lane {
 /// Times are tokio's, so that tests can run it under a paused clock.
 pub(super) struct OriginGate {
     not_before: Mutex<Option<Instant>>,
+    /// When it was last asked for, ms since the epoch (the engine's clock).
+    last_used: std::sync::atomic::AtomicI64,
     /// This origin's series of `push_latency_seconds`, looked up once.
     pub(super) latency: Histogram,
     /// What it answered, for `GET /v1/push-services`.
@@ -73,8 +80,21 @@ pub(super) struct OriginGate {
 const MAX_GATE_WAIT: Duration = Duration::from_secs(2);
 
 impl OriginGate {
-    pub(super) fn new(latency: Histogram) -> Self {
-        Self { not_before: Mutex::new(None), latency, stats: Default::default() }
+    pub(super) fn new(latency: Histogram, now_ms: i64) -> Self {
+        Self {
+            not_before: Mutex::new(None),
+            last_used: std::sync::atomic::AtomicI64::new(now_ms),
+            latency,
+            stats: Default::default(),
+        }
+    }
+
+    pub(super) fn used_at(&self, now_ms: i64) {
+        self.last_used.store(now_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(super) fn last_used(&self) -> i64 {
+        self.last_used.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Takes a permit of `permits` (this thread's share for the origin), then
@@ -109,7 +129,9 @@ impl OriginGate {
 
     pub(super) fn slow_down(&self, after: Duration) {
         if let Ok(mut nb) = self.not_before.lock() {
-            let until = Instant::now() + after;
+            // `after` comes from a push service: saturate, never overflow.
+            let now = Instant::now();
+            let until = now.checked_add(after).unwrap_or(now + tocsin_protocol::outcome::MAX_RETRY_AFTER);
             if nb.is_none_or(|t| t < until) {
                 *nb = Some(until);
             }

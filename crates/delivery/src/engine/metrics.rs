@@ -19,8 +19,11 @@ pub struct EngineMetrics {
     pub retries: Counter,
     /// Requests to push services in flight.
     pub in_flight: Gauge,
-    /// Latency of push requests by origin.
+    /// Latency of push requests by origin: the first [`MAX_ORIGIN_LABELS`]
+    /// origins in use have a series each, the rest share `other`.
     pub latency: Family<Labels, Histogram, fn() -> Histogram>,
+    /// The origins that have a latency series of their own.
+    labeled: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Claims lost while their work was in flight (another worker took the
     /// shard or the retries after the lease ran out).
     pub claims_lost: Counter,
@@ -29,6 +32,10 @@ pub struct EngineMetrics {
     pub(super) delivered: Counter,
     pub(super) gone: Counter,
 }
+
+/// Origins with a latency series of their own; beyond them `origin="other"`,
+/// so that endpoints at ever new hosts cannot grow `/metrics` without bound.
+pub const MAX_ORIGIN_LABELS: usize = 50;
 
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -54,6 +61,7 @@ impl EngineMetrics {
             deliveries,
             delivered,
             gone,
+            labeled: Default::default(),
             retries: Counter::default(),
             in_flight: Gauge::default(),
             latency: Family::new_with_constructor(latency_histogram),
@@ -83,8 +91,25 @@ impl EngineMetrics {
             .inc();
     }
 
-    /// The latency series of one origin.
+    /// The latency series of one origin: its own while fewer than
+    /// [`MAX_ORIGIN_LABELS`] origins have one, else `other`.
     pub(super) fn latency_of(&self, origin: &str) -> Histogram {
-        self.latency.get_or_create(&vec![("origin".into(), origin.to_owned())]).clone()
+        let mut labeled = self.labeled.lock().unwrap_or_else(|p| p.into_inner());
+        let label = if labeled.contains(origin) || labeled.len() < MAX_ORIGIN_LABELS {
+            labeled.insert(origin.to_owned());
+            origin
+        } else {
+            "other"
+        };
+        self.latency.get_or_create(&vec![("origin".into(), label.to_owned())]).clone()
+    }
+
+    /// Forgets an origin's own series (its state was evicted), making room
+    /// for another.
+    pub(super) fn forget_origin(&self, origin: &str) {
+        let mut labeled = self.labeled.lock().unwrap_or_else(|p| p.into_inner());
+        if labeled.remove(origin) {
+            self.latency.remove(&vec![("origin".into(), origin.to_owned())]);
+        }
     }
 }

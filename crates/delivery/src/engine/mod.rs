@@ -129,6 +129,9 @@ pub trait EndpointCheck: Send + Sync + 'static {
     fn check(&self, endpoint: &url::Url) -> Result<(), String>;
 }
 
+/// An origin's state is dropped after this long unused.
+pub const ORIGIN_IDLE_MS: i64 = 3_600_000;
+
 /// Runs messages through to `done`.
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -222,13 +225,40 @@ impl Engine {
     }
 
     fn gate(&self, origin: &str) -> Arc<OriginGate> {
+        let now = self.now_ms();
         let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(gate) = gates.get(origin) {
+            gate.used_at(now);
             return gate.clone();
         }
-        let gate = Arc::new(OriginGate::new(self.metrics.latency_of(origin)));
+        self.evict_idle_origins(&mut gates, now);
+        let gate = Arc::new(OriginGate::new(self.metrics.latency_of(origin), now));
         gates.insert(origin.to_owned(), gate.clone());
         gate
+    }
+
+    /// Drops the state of origins unused for [`ORIGIN_IDLE_MS`] (their
+    /// gate, statistics and latency series) when a new origin comes:
+    /// endpoints at ever new hosts must not grow the engine's memory or
+    /// `/metrics` for good. A gate in use (held by a request) stays.
+    fn evict_idle_origins(&self, gates: &mut HashMap<String, Arc<OriginGate>>, now: i64) {
+        let idle: Vec<String> = gates
+            .iter()
+            .filter(|(_, g)| now.saturating_sub(g.last_used()) >= ORIGIN_IDLE_MS && Arc::strong_count(g) == 1)
+            .map(|(o, _)| o.clone())
+            .collect();
+        for origin in idle {
+            gates.remove(&origin);
+            self.metrics.forget_origin(&origin);
+            if let Ok(mut logged) = self.mismatch_logged.lock() {
+                logged.remove(&origin);
+            }
+        }
+    }
+
+    /// How many origins the engine keeps state for (tests).
+    pub fn origins_tracked(&self) -> usize {
+        self.gates.lock().map_or(0, |g| g.len())
     }
 
     /// Works until `shutdown` turns true; work in hand stops at its next

@@ -7,7 +7,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tocsin_store_api::{MessageState, PageOutcome, RetryItem, Shard, ShardProgress, StoreError};
+use tocsin_store_api::{
+    FailedDelivery, MessageState, PageOutcome, PageRow, RetryItem, Shard, ShardProgress, StoreError,
+};
 use tokio::sync::watch;
 
 use super::attempt::Job;
@@ -95,11 +97,30 @@ impl Engine {
                 })
                 .await?;
             let done = (page.len() as i64) < page_size;
-            let last = page.last().map_or(shard.end_at, |s| s.id);
-            let jobs = page.into_iter().map(|sub| Job { sub, attempts_before: 0 }).collect();
+            let last = page.last().map_or(shard.end_at, PageRow::id);
+            let (mut jobs, mut unreadable) = (Vec::with_capacity(page.len()), Vec::new());
+            for row in page {
+                match row {
+                    PageRow::Sub(sub) => jobs.push(Job { sub, attempts_before: 0 }),
+                    PageRow::Unreadable { id, error } => unreadable.push((id, error)),
+                }
+            }
             let (stop, stopped) = watch::channel(false);
             let sending = self.attempt_all(lane, &message, jobs, stopped);
-            let (outcome, held) = self.while_held(lane, Held::Shard(shard.clone()), stop, sending).await?;
+            let (mut outcome, held) = self.while_held(lane, Held::Shard(shard.clone()), stop, sending).await?;
+            // A row that cannot be read is not a reason to stop the
+            // broadcast for good: it is counted as failed and skipped.
+            for (id, error) in unreadable {
+                tracing::error!(message = %message.id, subscription = id, %error, "subscription row cannot be read: skipped");
+                self.metrics.count("failed", "unreadable");
+                let failure = FailedDelivery {
+                    subscription_id: id,
+                    endpoint: String::new(),
+                    reason: "unreadable".into(),
+                    status: None,
+                };
+                outcome.fail_with(failure, format!("subscription {id}: its stored row cannot be read ({error})"));
+            }
             if !held {
                 return self.after_lost_claim(lane, &shard, cursor, outcome).await;
             }

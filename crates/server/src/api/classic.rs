@@ -7,7 +7,6 @@ use crate::app::InApp;
 use crate::auth::Sender;
 use crate::error::{ApiError, ErrorBody};
 use crate::limits::PublicLimit;
-use crate::proof::same_secret;
 use crate::AppState;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -110,7 +109,7 @@ pub(crate) async fn post_subscription(
         _ => None,
     };
     if let Some(old) = &replaced {
-        let proven = old_auth.as_deref().is_some_and(|a| same_secret(a, old.subscription.auth().as_bytes()));
+        let proven = old_auth.as_deref().is_some_and(|a| old.subscription.auth().matches(a));
         if !proven {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -126,6 +125,15 @@ pub(crate) async fn post_subscription(
     let new = NewSubscription { subscription, user_id, topics, vapid_key_id, keep_stored_key, app: app.id };
     let stored = st.store.upsert_subscription(&new, now_ms()).await.map_err(|e| match e {
         tocsin_store::StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "endpoint-in-other-app", m),
+        // A stored endpoint posted with other keys: the caller would take
+        // over the subscription (its user, topics and messages) with a
+        // secret of its own choosing.
+        tocsin_store::StoreError::NotProven => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "subscription-not-proven",
+            "this endpoint is stored with other keys: re-posting a subscription needs its own keys.auth \
+             (a browser that renews its keys gets a new endpoint)",
+        ),
         e => save_failed(e),
     })?;
     if let Some(old) = replaced {
@@ -264,7 +272,7 @@ pub(crate) async fn test_notification(
     let storage =
         |e: tocsin_store::StoreError| ApiError::storage("unable-to-send-messages", "the test could not be stored", &e);
     let sub = st.store.subscription_by_endpoint(app.id, &endpoint).await.map_err(storage)?;
-    let Some(sub) = sub.filter(|s| b64::encode(s.subscription.auth().as_bytes()) == auth) else {
+    let Some(sub) = sub.filter(|s| s.subscription.auth().matches_base64(&auth)) else {
         return Err(ApiError::not_found(
             "subscription-not-found",
             "no subscription with this endpoint and auth secret",
@@ -313,6 +321,14 @@ pub(crate) struct EventBody {
     /// For `clicked`: the action clicked (absent: the notification itself).
     #[serde(default)]
     action: Option<String>,
+    /// The reporting worker's subscription, with `keys.auth` as proof: the
+    /// event then counts once for that delivery (without it, once per
+    /// client address).
+    #[serde(default)]
+    endpoint: Option<String>,
+    /// `{"auth": …}` of that subscription.
+    #[serde(default)]
+    keys: Option<Value>,
 }
 
 /// The service worker reports a notification `shown` or `clicked`.
@@ -321,7 +337,7 @@ pub(crate) struct EventBody {
     responses((status = 202, body = SuccessBody), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn post_event(
-    _limit: PublicLimit,
+    PublicLimit(client): PublicLimit,
     InApp(app): InApp,
     State(st): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
@@ -340,9 +356,33 @@ pub(crate) async fn post_event(
             "eventToken must be the one the message's payload carried",
         ));
     }
+    // Whose delivery it is: a proven subscription, else the address.
+    let recipient = match &ev.endpoint {
+        None => format!("a:{}", crate::limits::key(client)),
+        Some(endpoint) => {
+            let mut proof = serde_json::Map::new();
+            proof.insert("endpoint".into(), Value::from(endpoint.as_str()));
+            proof.insert("keys".into(), ev.keys.clone().unwrap_or(Value::Null));
+            let (endpoint, auth) = endpoint_and_auth(&proof)?;
+            let sub = st
+                .store
+                .subscription_by_endpoint(app.id, &endpoint)
+                .await
+                .map_err(|e| ApiError::storage("unable-to-save-event", "the event could not be saved", &e))?
+                .filter(|s| s.subscription.auth().matches_base64(&auth))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "subscription-not-proven",
+                        "endpoint and keys.auth must be a stored subscription of this app",
+                    )
+                })?;
+            format!("s:{}", sub.id)
+        }
+    };
     let found = st
         .store
-        .add_event(app.id, &ev.message_id, ev.kind, ev.action.as_deref(), now_ms())
+        .add_event(app.id, &ev.message_id, &recipient, ev.kind, ev.action.as_deref(), now_ms())
         .await
         .map_err(|e| ApiError::storage("unable-to-save-event", "the event could not be saved", &e))?;
     if !found {

@@ -70,18 +70,32 @@ pub(crate) fn parse_target(v: &Value) -> Result<Target, ApiError> {
     Ok(target)
 }
 
-pub(crate) fn parse_send_at(v: &Option<Value>) -> Result<Option<i64>, ApiError> {
-    let bad =
-        || ApiError::bad_request("invalid-send-at", "sendAt must be an RFC 3339 time or milliseconds since the epoch");
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().filter(|t| *t >= 0).map(Some).ok_or_else(bad),
-        Some(Value::String(s)) => {
+/// The furthest ahead a message may be scheduled: a year (366 days, so
+/// that "this date next year" always fits).
+pub(crate) const MAX_SCHEDULE_AHEAD_MS: i64 = 366 * tocsin_store::DAY_MS;
+
+/// `sendAt`: an RFC 3339 time or milliseconds since the epoch, at most
+/// [`MAX_SCHEDULE_AHEAD_MS`] after `now` (a time in the past sends now).
+pub(crate) fn parse_send_at(v: &Option<Value>, now: i64) -> Result<Option<i64>, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid-send-at",
+            "sendAt must be an RFC 3339 time or milliseconds since the epoch, at most a year (366 days) ahead",
+        )
+    };
+    let at = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_i64().filter(|t| *t >= 0).ok_or_else(bad)?,
+        Some(Value::String(s)) if s.len() <= 64 => {
             let t = humantime::parse_rfc3339_weak(s).map_err(|_| bad())?;
-            Ok(Some(t.duration_since(UNIX_EPOCH).map_err(|_| bad())?.as_millis() as i64))
+            i64::try_from(t.duration_since(UNIX_EPOCH).map_err(|_| bad())?.as_millis()).map_err(|_| bad())?
         }
-        Some(_) => Err(bad()),
+        Some(_) => return Err(bad()),
+    };
+    if at > now.saturating_add(MAX_SCHEDULE_AHEAD_MS) {
+        return Err(bad());
     }
+    Ok(Some(at))
 }
 
 /// Stores a message for a target; sends it now or at `sendAt`.
@@ -136,7 +150,7 @@ pub(crate) async fn create_message(
         ttl: req.ttl.unwrap_or(tocsin_protocol::Ttl::DEFAULT.0),
         urgency: req.urgency,
         topic: req.topic,
-        send_at: parse_send_at(&req.send_at)?,
+        send_at: parse_send_at(&req.send_at, now_ms())?,
         idempotency_key,
         created_at: now_ms(),
     };

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
+use tocsin_store::PageRow;
 use tocsin_store::Target;
 
 /// Subscriptions by id, with cursor paging; filter by `topic` or `userId`.
@@ -40,8 +41,10 @@ pub(crate) async fn list_subscriptions(
         .page_subscriptions(token.app.id, &target, after, None, n)
         .await
         .map_err(|e| ApiError::storage("database-unavailable", "cannot list subscriptions", &e))?;
-    let next = (items.len() as i64 == n).then(|| items.last().map(|s| s.id.to_string())).flatten();
-    let items: Vec<SubscriptionView> = items.into_iter().map(Into::into).collect();
+    let next = (items.len() as i64 == n).then(|| items.last().map(|s| s.id().to_string())).flatten();
+    // A row that cannot be read is left out (the engine counts it as
+    // failed, `unreadable`); the cursor still moves past it.
+    let items: Vec<SubscriptionView> = items.into_iter().filter_map(PageRow::readable).map(Into::into).collect();
     Ok(Json(json!({"items": items, "nextCursor": next})))
 }
 

@@ -133,7 +133,11 @@ impl From<StoredSubscription> for SubscriptionView {
     }
 }
 
+/// A stored time as RFC 3339. Never panics: a value outside 1970 to 9999
+/// (which the API no longer accepts, but an older release may have stored)
+/// is shown as the nearest end of that range.
 pub(crate) fn rfc3339(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let ms = ms.clamp(0, tocsin_protocol::subscription::MAX_EXPIRATION_MS as i64);
+    let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }

@@ -62,13 +62,13 @@ impl From<WebhookRow> for WebhookView {
     fn from(w: WebhookRow) -> Self {
         Self {
             id: w.id,
-            url: w.url,
+            url: tocsin_webhooks::redact_url(&w.url),
             events: w.events.iter().map(|e| e.as_str()).collect(),
             description: w.description,
             created_at: rfc3339(w.created_at),
             failing: w.failing_since.is_some(),
             failing_since: w.failing_since.map(rfc3339),
-            last_error: w.last_error,
+            last_error: w.last_error.map(|e| tocsin_webhooks::redact::redact_in(&e, &w.url)),
             pending: w.pending,
         }
     }

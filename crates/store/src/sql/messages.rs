@@ -251,22 +251,45 @@ pub(super) async fn add_event(
     store: &SqlStore,
     app: AppId,
     message_id: &str,
+    recipient: &str,
     event: Event,
     action: Option<&str>,
     now: i64,
 ) -> R<bool> {
-    let (sql, kind) = match event {
-        Event::Shown => {
-            ("UPDATE messages SET shown = shown + 1 WHERE id = $1 AND app_id = $2", EventType::NotificationShown)
-        }
-        Event::Clicked => {
-            ("UPDATE messages SET clicked = clicked + 1 WHERE id = $1 AND app_id = $2", EventType::NotificationClicked)
-        }
+    let (sql, kind, label) = match event {
+        Event::Shown => (
+            "UPDATE messages SET shown = shown + 1 WHERE id = $1 AND app_id = $2",
+            EventType::NotificationShown,
+            "shown",
+        ),
+        Event::Clicked => (
+            "UPDATE messages SET clicked = clicked + 1 WHERE id = $1 AND app_id = $2",
+            EventType::NotificationClicked,
+            "clicked",
+        ),
     };
     let mut tx = store.pool.begin().await?;
-    if sqlx::query(sql).bind(message_id).bind(app.0).execute(&mut *tx).await?.rows_affected() == 0 {
-        return Ok(false);
+    // The receipt first: a replay of the same delivery's report finds it
+    // and counts nothing.
+    let receipt = sqlx::query(
+        "INSERT INTO event_receipts (message_id, recipient, kind) SELECT $1, $2, $3 \
+         WHERE EXISTS (SELECT 1 FROM messages WHERE id = $1 AND app_id = $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(message_id)
+    .bind(recipient)
+    .bind(label)
+    .bind(app.0)
+    .execute(&mut *tx)
+    .await?;
+    if receipt.rows_affected() == 0 {
+        let found = sqlx::query("SELECT 1 AS one FROM messages WHERE id = $1 AND app_id = $2")
+            .bind(message_id)
+            .bind(app.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        return Ok(found.is_some());
     }
+    sqlx::query(sql).bind(message_id).bind(app.0).execute(&mut *tx).await?;
     let data = match event {
         Event::Shown => serde_json::json!({"messageId": message_id}),
         Event::Clicked => serde_json::json!({"messageId": message_id, "action": action}),

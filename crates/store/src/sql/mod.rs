@@ -224,11 +224,12 @@ impl Store for SqlStore {
         &self,
         app: AppId,
         message_id: &str,
+        recipient: &str,
         event: Event,
         action: Option<&str>,
         now: i64,
     ) -> Result<bool> {
-        Ok(messages::add_event(self, app, message_id, event, action, now).await?)
+        Ok(messages::add_event(self, app, message_id, recipient, event, action, now).await?)
     }
 
     async fn delete_subscription(&self, app: AppId, id: i64, now: i64) -> Result<bool> {
@@ -262,7 +263,7 @@ impl Store for SqlStore {
         after: i64,
         upto: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<StoredSubscription>> {
+    ) -> Result<Vec<PageRow>> {
         Ok(subscriptions::page(self, app, target, after, upto, limit).await?)
     }
 

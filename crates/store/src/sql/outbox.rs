@@ -67,6 +67,8 @@ async fn claim_webhook(store: &SqlStore, node: &str, token: &str, now: i64, leas
     };
     // Idle workers poll: ask with a read first, so that finding nothing
     // takes no write lock (SQLite has one writer, shared with every upsert).
+    // Of the due webhooks, the least recently claimed goes first: round
+    // robin, so no webhook's backlog or slow receiver starves the others.
     let due = sqlx::query(
         "SELECT 1 AS due FROM webhooks w WHERE w.lease_until < $1 AND w.next_at <= $1 \
          AND (w.delivery_id IS NOT NULL OR EXISTS (SELECT 1 FROM webhook_queue q WHERE q.webhook_id = w.id)) LIMIT 1",
@@ -78,10 +80,10 @@ async fn claim_webhook(store: &SqlStore, node: &str, token: &str, now: i64, leas
         return Ok(None);
     }
     let sql = format!(
-        "UPDATE webhooks SET lease_owner = $1, lease_token = $2, lease_until = $3 \
+        "UPDATE webhooks SET lease_owner = $1, lease_token = $2, lease_until = $3, claimed_at = $4 \
          WHERE id = (SELECT w.id FROM webhooks w WHERE w.lease_until < $4 AND w.next_at <= $4 \
              AND (w.delivery_id IS NOT NULL OR EXISTS (SELECT 1 FROM webhook_queue q WHERE q.webhook_id = w.id)) \
-           ORDER BY w.next_at LIMIT 1 {lock}) \
+           ORDER BY w.claimed_at, w.next_at LIMIT 1 {lock}) \
          AND lease_until < $4 RETURNING id"
     );
     let row =

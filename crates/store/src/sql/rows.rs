@@ -58,7 +58,19 @@ pub(crate) fn sub_from_row(row: &AnyRow) -> R<StoredSubscription> {
 /// A subscription row's [`SUB_COLUMNS`], in order: read from a row, or
 /// from one element of a page aggregated as JSON ([`PAGE_SQLITE`]).
 #[derive(serde::Deserialize)]
-pub(crate) struct SubRow(i64, String, String, String, Option<i64>, Option<String>, String, i64, i64, i64, i64);
+pub(crate) struct SubRow(
+    pub(crate) i64,
+    String,
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+);
 
 impl SubRow {
     pub(crate) fn into_stored(self) -> R<StoredSubscription> {

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::rows::{bind_target, corrupt, sub_from_row, target_sql, SubRow, PAGE_SQLITE, SUB_COLUMNS};
 use super::{Backend, SqlStore, R};
-use crate::{AppId, NewSubscription, StoreError, StoredSubscription, Target};
+use crate::{AppId, NewSubscription, PageRow, StoreError, StoredSubscription, Target};
 
 pub(super) async fn upsert(store: &SqlStore, new: &NewSubscription, now: i64) -> R<StoredSubscription> {
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -15,7 +15,10 @@ pub(super) async fn upsert(store: &SqlStore, new: &NewSubscription, now: i64) ->
 
 pub(super) async fn upsert_all(store: &SqlStore, new: &[NewSubscription], now: i64) -> R<Vec<StoredSubscription>> {
     let items: Vec<(&NewSubscription, i64)> = new.iter().map(|n| (n, now)).collect();
-    crate::batch::write_all(&store.pool, &items).await
+    // A refused row fails the call; the rows accepted beside it are stored
+    // (the CLI's import then writes row by row, which stores those again
+    // unchanged and skips the refused ones).
+    Ok(crate::batch::write_all(&store.pool, &items).await?.into_iter().collect::<crate::Result<Vec<_>>>()?)
 }
 
 /// Runs a `DELETE … RETURNING id, endpoint, app_id, created_at`, counts
@@ -30,14 +33,34 @@ async fn delete_counted(store: &SqlStore, q: super::rows::AnyQuery<'_>, reason: 
 }
 
 pub(super) async fn delete_by_endpoint(store: &SqlStore, app: AppId, endpoint: &str, auth: &str, now: i64) -> R<bool> {
-    // The stored auth is normalised base64url, and so is what the caller passes.
+    // The secret is compared here, in constant time, not in SQL's `=`; the
+    // `DELETE` then names the keys it saw, so a row re-keyed in between
+    // (it cannot be, but a future path might) is not deleted on old proof.
+    let Some(row) = sqlx::query("SELECT id, p256dh, auth FROM subscriptions WHERE endpoint = $1 AND app_id = $2")
+        .bind(endpoint)
+        .bind(app.0)
+        .fetch_optional(&store.pool)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let (id, p256dh, stored): (i64, String, String) =
+        (row.try_get("id")?, row.try_get("p256dh")?, row.try_get("auth")?);
+    let proven = tocsin_protocol::b64::decode(&stored)
+        .ok()
+        .and_then(|s| <[u8; 16]>::try_from(s.as_slice()).ok())
+        .is_some_and(|s| tocsin_protocol::AuthSecret::new(s).matches_base64(auth));
+    if !proven {
+        return Ok(false);
+    }
     let q = sqlx::query(
-        "DELETE FROM subscriptions WHERE endpoint = $1 AND auth = $2 AND app_id = $3 \
+        "DELETE FROM subscriptions WHERE id = $1 AND app_id = $2 AND p256dh = $3 AND auth = $4 \
          RETURNING id, endpoint, app_id, created_at",
     )
-    .bind(endpoint)
-    .bind(auth)
-    .bind(app.0);
+    .bind(id)
+    .bind(app.0)
+    .bind(p256dh)
+    .bind(stored);
     delete_counted(store, q, "unsubscribed", now).await
 }
 
@@ -114,7 +137,7 @@ pub(super) async fn page(
     after: i64,
     upto: Option<i64>,
     limit: i64,
-) -> R<Vec<StoredSubscription>> {
+) -> R<Vec<PageRow>> {
     let (from, n) = target_sql(target);
     let page = format!(
         "SELECT {SUB_COLUMNS} {from} AND s.id > ${} AND s.id <= ${} ORDER BY s.id LIMIT ${}",
@@ -129,14 +152,36 @@ pub(super) async fn page(
     let q = bind_target(sqlx::query(&sql), app, target).bind(after).bind(upto.unwrap_or(i64::MAX)).bind(limit);
     if store.backend == Backend::Postgres {
         let rows = q.fetch_all(&store.pool).await?;
-        return rows.iter().map(sub_from_row).collect();
+        return rows.iter().map(|row| Ok(page_row(row.try_get("id")?, sub_from_row(row)))).collect();
     }
     let json: String = q.fetch_one(&store.pool).await?.try_get("page")?;
-    let rows: Vec<SubRow> = serde_json::from_str(&json).map_err(corrupt)?;
-    let mut subs = rows.into_iter().map(SubRow::into_stored).collect::<R<Vec<_>>>()?;
+    let mut subs: Vec<PageRow> = match serde_json::from_str::<Vec<SubRow>>(&json) {
+        Ok(rows) => rows.into_iter().map(|r| page_row(r.0, r.into_stored())).collect(),
+        // Some element is not even of the row's shape: read them one by
+        // one (the usual page never comes here).
+        Err(_) => serde_json::from_str::<Vec<serde_json::Value>>(&json)
+            .map_err(corrupt)?
+            .into_iter()
+            .map(|v| {
+                let id = v.get(0).and_then(serde_json::Value::as_i64).ok_or_else(|| corrupt("a row without an id"))?;
+                let row =
+                    serde_json::from_value::<SubRow>(v).map_err(|e| corrupt(e).into()).and_then(SubRow::into_stored);
+                Ok(page_row(id, row))
+            })
+            .collect::<R<_>>()?,
+    };
     // An aggregate's input order is not promised; the cursor needs id order.
-    subs.sort_unstable_by_key(|s| s.id);
+    subs.sort_unstable_by_key(PageRow::id);
     Ok(subs)
+}
+
+/// A page's row: the subscription, or why the row with this id could not
+/// be read.
+fn page_row(id: i64, read: R<StoredSubscription>) -> PageRow {
+    match read {
+        Ok(sub) => PageRow::Sub(sub),
+        Err(e) => PageRow::Unreadable { id, error: StoreError::from(e).to_string() },
+    }
 }
 
 pub(super) async fn count(store: &SqlStore, app: AppId, target: &Target) -> R<i64> {

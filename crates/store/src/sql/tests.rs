@@ -44,12 +44,14 @@ async fn claimed_broadcast(
 async fn pages_come_in_id_order_and_end_empty() -> TestResult {
     on_both_backends(async |store, key| {
         let (target, shard, ids) = claimed_broadcast(store, key, 7).await?;
-        let first =
-            store.page_subscriptions(crate::AppId::DEFAULT, &target, shard.cursor, Some(shard.end_at), 4).await?;
+        let first = readable(
+            store.page_subscriptions(crate::AppId::DEFAULT, &target, shard.cursor, Some(shard.end_at), 4).await?,
+        );
         assert_eq!(first.iter().map(|s| s.id).collect::<Vec<_>>(), ids[..4]);
         assert_eq!(first[0].subscription.endpoint().as_str(), "https://push.example.net/s/0");
         assert_eq!(first[0].vapid_key_id, key);
-        let second = store.page_subscriptions(crate::AppId::DEFAULT, &target, ids[3], Some(shard.end_at), 4).await?;
+        let second =
+            readable(store.page_subscriptions(crate::AppId::DEFAULT, &target, ids[3], Some(shard.end_at), 4).await?);
         assert_eq!(second.iter().map(|s| s.id).collect::<Vec<_>>(), ids[4..]);
         let none = store.page_subscriptions(crate::AppId::DEFAULT, &target, ids[6], Some(shard.end_at), 4).await?;
         assert!(none.is_empty());
@@ -288,7 +290,7 @@ async fn an_app_sees_only_its_own_rows() -> TestResult {
             [Target::All(true), Target::UserIds(vec!["u".into()]), Target::SubscriptionIds(vec![a1.id, b1.id])]
         {
             assert_eq!(store.count_subscriptions(AppId::DEFAULT, &target).await?, 1, "{target:?}");
-            let page = store.page_subscriptions(b.id, &target, 0, None, 10).await?;
+            let page = readable(store.page_subscriptions(b.id, &target, 0, None, 10).await?);
             assert_eq!(page.iter().map(|s| s.id).collect::<Vec<_>>(), [b1.id], "{target:?}");
         }
         assert_eq!(store.count_subscriptions(AppId::DEFAULT, &Target::Topic("news".into())).await?, 0);
@@ -301,7 +303,16 @@ async fn an_app_sees_only_its_own_rows() -> TestResult {
         assert!(store.app_message(b.id, "ma").await?.is_none());
         assert!(store.cancel_message(b.id, "ma", 2).await?.is_none());
         assert_eq!(store.app_message(AppId::DEFAULT, "ma").await?.map(|m| m.state), Some(MessageState::Queued));
-        assert!(!store.add_event(b.id, "ma", Event::Shown, None, 1).await?);
+        assert!(!store.add_event(b.id, "ma", "s:1", Event::Shown, None, 1).await?);
+        // Once per delivery: the same recipient again counts nothing, another
+        // recipient or the other kind counts.
+        for (recipient, kind) in
+            [("s:1", Event::Shown), ("s:1", Event::Shown), ("s:2", Event::Shown), ("s:1", Event::Clicked)]
+        {
+            assert!(store.add_event(AppId::DEFAULT, "ma", recipient, kind, None, 1).await?);
+        }
+        let counts = store.app_message(AppId::DEFAULT, "ma").await?.ok_or("ma")?.counts;
+        assert_eq!((counts.shown, counts.clicked), (2, 1));
         assert_eq!(
             store.list_messages(b.id, None, 10).await?.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
             ["mb"]
@@ -334,8 +345,8 @@ async fn keys_rotate_and_retire_only_when_unused() -> TestResult {
         assert_eq!(store.retire_vapid_key(app, old, false, 7).await?, RetireKey::InUse(1));
         assert_eq!(store.retire_vapid_key(AppId(99), old, true, 7).await?, RetireKey::NotFound);
         // Posted again without naming its key: the same subscription keeps
-        // the key it has; with other keys it is another subscription, made
-        // with the key given.
+        // the key it has; with other keys it is refused (only the holder of
+        // its auth secret may post it again), and nothing changes.
         let mut again = new("https://push.example.net/r1", None, None, new_key.id)?;
         again.keep_stored_key = true;
         assert_eq!(store.upsert_subscription(&again, 3).await?.vapid_key_id, old);
@@ -344,8 +355,18 @@ async fn keys_rotate_and_retire_only_when_unused() -> TestResult {
         store.upsert_subscription(&r3, 3).await?;
         r3.subscription = tocsin_protocol::Subscription::from_json(other_keys)?;
         (r3.vapid_key_id, r3.keep_stored_key) = (new_key.id, true);
-        assert_eq!(store.upsert_subscription(&r3, 3).await?.vapid_key_id, new_key.id);
-        assert!(store.delete_subscription(app, store.upsert_subscription(&r3, 3).await?.id, 7).await?);
+        assert!(matches!(store.upsert_subscription(&r3, 3).await, Err(StoreError::NotProven)));
+        r3.keep_stored_key = false;
+        assert!(matches!(store.upsert_subscription(&r3, 4).await, Err(StoreError::NotProven)));
+        let kept = store.subscription_by_endpoint(app, "https://push.example.net/r3").await?.ok_or("r3")?;
+        assert_eq!((kept.vapid_key_id, kept.updated_at), (old, 3), "nothing changed");
+        assert_ne!(kept.subscription.auth(), r3.subscription.auth());
+        // Deleting by endpoint needs the stored auth secret.
+        let other_auth = tocsin_protocol::b64::encode(r3.subscription.auth().as_bytes());
+        let kept_auth = tocsin_protocol::b64::encode(kept.subscription.auth().as_bytes());
+        assert!(!store.delete_subscription_by_endpoint(app, "https://push.example.net/r3", &other_auth, 7).await?);
+        assert!(!store.delete_subscription_by_endpoint(app, "https://push.example.net/r3", "!!", 7).await?);
+        assert!(store.delete_subscription_by_endpoint(app, "https://push.example.net/r3", &kept_auth, 7).await?);
         // The subscription moves to the new key; then the old one may go.
         let mut moved = new("https://push.example.net/r1", None, None, new_key.id)?;
         moved.subscription = s.subscription.clone();
@@ -570,4 +591,9 @@ async fn outbox_deliveries_are_claimed_fixed_and_recorded_by_their_token() -> Te
         Ok(())
     })
     .await
+}
+
+/// The subscriptions of a page, every row of which must be readable.
+fn readable(page: Vec<crate::PageRow>) -> Vec<crate::StoredSubscription> {
+    page.into_iter().map(|r| r.readable().expect("a readable row")).collect()
 }
