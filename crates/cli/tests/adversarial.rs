@@ -4,20 +4,9 @@
 
 mod common;
 
-use common::server::{with_user, Backend, Db, Server, USER_SECRET};
+use common::server::{call, create_token, minted, post, with_user, Backend, Db, Server, USER_SECRET};
 use common::*;
 use serde_json::{json, Value};
-
-async fn minted(dev: &DevPush, server: &Server) -> Value {
-    dev.mint(Some(&server.vapid_public_key().await)).await
-}
-
-/// `(status, error id)` of a POST to `/api/subscription`.
-async fn post(server: &Server, body: &Value) -> (u16, String) {
-    let (status, text) = server.subscribe(body).await;
-    let id = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["error"]["id"].as_str().map(str::to_owned));
-    (status, id.unwrap_or(text))
-}
 
 /// Forged, missing and misplaced signatures: 403 `invalid-user-signature`,
 /// nothing stored; the right one is accepted. Without a secret, user ids
@@ -118,34 +107,6 @@ async fn a_subscription_is_replaced_only_with_proof() {
     assert_eq!(items.len(), 1);
     assert_eq!((&items[0]["endpoint"], &items[0]["topics"]), (&renewed["endpoint"], &json!(["private"])));
     assert_eq!(server.count().await, 1);
-}
-
-/// `tocsin token create --scope` against the server's database.
-fn create_token(db: &Db, name: &str, scope: &str) -> String {
-    let out =
-        tocsin().args(["token", "create", "--name", name, "--scope", scope, "--database", &db.url]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-async fn call(
-    server: &Server,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = server.http.request(method, server.url(path));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 /// Each scope may do what the README says and nothing else (403

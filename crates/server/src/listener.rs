@@ -224,7 +224,7 @@ async fn connection(
     // only once the protocol is known, and HTTP/2 has none).
     let first_request = tokio::time::sleep(limits.header_read_timeout);
     tokio::pin!(first_request);
-    let mut closing = false;
+    let (mut closing, mut first_checked) = (false, false);
     loop {
         tokio::select! {
             done = conn.as_mut() => {
@@ -233,9 +233,14 @@ async fn connection(
                 }
                 return;
             }
-            _ = &mut first_request, if activity.requests.load(Ordering::Relaxed) == 0 => {
-                tracing::debug!(%peer, "no request within the header-read timeout of accept: closed");
-                return;
+            // (A `select!` condition is read once per pass of the loop,
+            // which may last long: whether a request came is asked here.)
+            _ = &mut first_request, if !first_checked => {
+                if activity.requests.load(Ordering::Relaxed) == 0 {
+                    tracing::debug!(%peer, "no request within the header-read timeout of accept: closed");
+                    return;
+                }
+                first_checked = true;
             }
             _ = stop.wait_for(|s| *s), if !closing => {
                 closing = true;

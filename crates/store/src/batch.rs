@@ -18,6 +18,7 @@ use tocsin_protocol::subscription::SubscriptionJson;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sql::rows::{placeholders, SUB_RETURNING};
+use crate::sql::Backend;
 use crate::sql::R as Result;
 use crate::{NewSubscription, StoredSubscription};
 
@@ -37,21 +38,21 @@ pub(crate) struct Upsert {
 }
 
 /// Starts the writer task; upserts go into the returned sender.
-pub(crate) fn spawn_writer(pool: AnyPool) -> mpsc::Sender<Upsert> {
+pub(crate) fn spawn_writer(pool: AnyPool, backend: Backend) -> mpsc::Sender<Upsert> {
     let (tx, mut rx) = mpsc::channel::<Upsert>(4 * MAX_BATCH);
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
             let items = std::mem::take(&mut batch);
-            write_batch(&pool, items).await;
+            write_batch(&pool, backend, items).await;
         }
     });
     tx
 }
 
-async fn write_batch(pool: &AnyPool, items: Vec<Upsert>) {
+async fn write_batch(pool: &AnyPool, backend: Backend, items: Vec<Upsert>) {
     let refs: Vec<(&NewSubscription, i64)> = items.iter().map(|u| (&u.new, u.now)).collect();
-    match write_all(pool, &refs).await {
+    match write_all(pool, backend, &refs).await {
         Ok(rows) => {
             for (item, row) in items.into_iter().zip(rows) {
                 let _ = item.reply.send(row);
@@ -67,7 +68,7 @@ async fn write_batch(pool: &AnyPool, items: Vec<Upsert>) {
         Err(_) => {
             for item in items {
                 let result =
-                    write_all(pool, &[(&item.new, item.now)]).await.map_err(Into::into).and_then(|mut rows| {
+                    write_all(pool, backend, &[(&item.new, item.now)]).await.map_err(Into::into).and_then(|mut rows| {
                         rows.pop().unwrap_or_else(|| Err(crate::StoreError::Corrupt("upsert returned no row".into())))
                     });
                 let _ = item.reply.send(result);
@@ -82,12 +83,19 @@ async fn write_batch(pool: &AnyPool, items: Vec<Upsert>) {
 /// error is the database's, and fails the whole batch.
 pub(crate) async fn write_all(
     pool: &AnyPool,
+    backend: Backend,
     items: &[(&NewSubscription, i64)],
 ) -> Result<Vec<crate::Result<StoredSubscription>>> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
     let mut tx = pool.begin().await?;
+    if backend == Backend::Sqlite {
+        // SQLite: take the write lock before `refusals` reads. A read first
+        // would have to upgrade its lock later, and an upgrade under another
+        // writer fails at once ("database is locked") instead of waiting.
+        sqlx::query("UPDATE subscriptions SET id = id WHERE id = -1").execute(&mut *tx).await?;
+    }
     let refused = refusals(&mut tx, items).await?;
     // An endpoint may come twice in one batch (a browser re-subscribing):
     // one statement cannot touch a row twice, so later copies go in a later

@@ -10,9 +10,13 @@ use serde_json::Value;
 
 pub mod server;
 
-/// The binary under test.
+/// The binary under test: this build's, or `TOCSIN_TEST_BIN` (to run a
+/// test against an older release and see that it fails without its fix).
 pub fn tocsin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tocsin"))
+    match std::env::var_os("TOCSIN_TEST_BIN") {
+        Some(bin) => Command::new(bin),
+        None => Command::new(env!("CARGO_BIN_EXE_tocsin")),
+    }
 }
 
 /// The repository root.

@@ -199,6 +199,65 @@ impl Server {
     }
 }
 
+/// A subscription from the dev push service, made with the server's key.
+pub async fn minted(dev: &super::DevPush, server: &Server) -> Value {
+    dev.mint(Some(&server.vapid_public_key().await)).await
+}
+
+/// `(status, error id)` of a POST to `/api/subscription`.
+pub async fn post(server: &Server, body: &Value) -> (u16, String) {
+    let (status, text) = server.subscribe(body).await;
+    let id = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["error"]["id"].as_str().map(str::to_owned));
+    (status, id.unwrap_or(text))
+}
+
+/// `tocsin token create --scope` against the server's database.
+pub fn create_token(db: &Db, name: &str, scope: &str) -> String {
+    let out =
+        tocsin().args(["token", "create", "--name", name, "--scope", scope, "--database", &db.url]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// One request with an optional token and JSON body: the status, and the
+/// answer as JSON (or as a string when it is not JSON).
+pub async fn call(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = server.http.request(method, server.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Runs SQL on the test's database behind the server's back (as damage, or
+/// an older release, would leave it): `sqlite3` through Python's module, or
+/// `psql`.
+pub fn tamper(db: &Db, sql: &str) {
+    let ok = match db.backend {
+        Backend::Sqlite => {
+            let path = db.url.strip_prefix("sqlite://").unwrap();
+            Command::new("python3")
+                .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"])
+                .args([path, sql])
+                .status()
+        }
+        Backend::Postgres => Command::new("psql").args(["-q", "-v", "ON_ERROR_STOP=1", &db.url, "-c", sql]).status(),
+    };
+    assert!(ok.is_ok_and(|s| s.success()), "{sql}");
+}
+
 /// Runs `body` once per backend.
 #[macro_export]
 macro_rules! both_backends {
