@@ -57,8 +57,11 @@ async fn a_known_endpoint_is_not_taken_over(backend: Backend) {
     same_p256dh["auth"] = attacker["keys"]["auth"].clone();
     let mut same_auth = victim["keys"].clone();
     same_auth["p256dh"] = attacker["keys"]["p256dh"].clone();
-    for (name, keys) in [("the attacker's keys", attacker["keys"].clone()), ("another auth", same_p256dh), ("another p256dh", same_auth)]
-    {
+    for (name, keys) in [
+        ("the attacker's keys", attacker["keys"].clone()),
+        ("another auth", same_p256dh),
+        ("another p256dh", same_auth),
+    ] {
         let forged = json!({"endpoint": victim["endpoint"], "keys": keys, "topics": ["mine"]});
         assert_eq!(post(&server, &forged).await, (403, "subscription-not-proven".into()), "{name}");
     }
@@ -110,15 +113,32 @@ async fn one_bad_row_halts_nothing(backend: Backend) {
     for s in &subs {
         assert_eq!(post(&server, s).await.0, 200);
     }
-    tamper(&db, &format!("UPDATE subscriptions SET expiration_time = -5 WHERE endpoint = '{}'", subs[1]["endpoint"].as_str().unwrap()));
+    tamper(
+        &db,
+        &format!(
+            "UPDATE subscriptions SET expiration_time = -5 WHERE endpoint = '{}'",
+            subs[1]["endpoint"].as_str().unwrap()
+        ),
+    );
     let (s, list) = server.get("/v1/subscriptions").await;
     assert_eq!(s, 200, "{list}");
     assert_eq!(list["items"].as_array().map(Vec::len), Some(2), "the unreadable row is left out");
-    let r = server.http.post(server.url("/api/push?wait=true")).bearer_auth(TOKEN).body(r#"{"title":"t"}"#).send().await.unwrap();
+    let r = server
+        .http
+        .post(server.url("/api/push?wait=true"))
+        .bearer_auth(TOKEN)
+        .body(r#"{"title":"t"}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let id = r.json::<Value>().await.unwrap()["data"]["messageId"].as_str().unwrap().to_owned();
     let m = done_within(&server, &id, Duration::from_secs(30)).await;
-    assert_eq!((m["counts"]["targeted"].as_i64(), m["counts"]["delivered"].as_i64(), m["counts"]["failed"].as_i64()), (Some(3), Some(2), Some(1)), "{m}");
+    assert_eq!(
+        (m["counts"]["targeted"].as_i64(), m["counts"]["delivered"].as_i64(), m["counts"]["failed"].as_i64()),
+        (Some(3), Some(2), Some(1)),
+        "{m}"
+    );
     assert_eq!(m["failedByReason"]["unreadable"], 1, "{m}");
 }
 both_backends!(one_bad_row_halts_nothing_on, one_bad_row_halts_nothing);
@@ -131,7 +151,16 @@ both_backends!(one_bad_row_halts_nothing_on, one_bad_row_halts_nothing);
 #[tokio::test]
 async fn a_client_cannot_pick_its_address_behind_a_proxy() {
     let db = Db::new(Backend::Sqlite);
-    let args = ["--endpoint-policy", "any", "--trusted-proxies", "127.0.0.1", "--rate-limit-burst", "3", "--rate-limit-per-second", "0.001"];
+    let args = [
+        "--endpoint-policy",
+        "any",
+        "--trusted-proxies",
+        "127.0.0.1",
+        "--rate-limit-burst",
+        "3",
+        "--rate-limit-per-second",
+        "0.001",
+    ];
     let server = limited(&db, &args);
     let client = |i: u32| {
         let r = server.http.post(server.url("/api/subscription")).header("content-type", "application/json").body("{}");
@@ -151,7 +180,9 @@ async fn a_client_cannot_pick_its_address_behind_a_proxy() {
     // Failed authentications sent "as" the site's backend do not lock its
     // valid tokens out.
     let stored = create_token(&db, "backend", "read");
-    let as_backend = |token: &str| server.http.get(server.url("/v1/stats")).bearer_auth(token).header("x-forwarded-for", "192.0.2.10");
+    let as_backend = |token: &str| {
+        server.http.get(server.url("/v1/stats")).bearer_auth(token).header("x-forwarded-for", "192.0.2.10")
+    };
     let mut failed = Vec::new();
     for _ in 0..5 {
         failed.push(as_backend("tsn_wrong").send().await.unwrap().status().as_u16());
@@ -187,7 +218,9 @@ fn closed_within(mut stream: TcpStream, within: Duration) -> bool {
         match stream.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return false,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false
+            }
             Err(_) => return true,
         }
     }
@@ -201,7 +234,18 @@ async fn one_client_cannot_hold_every_connection() {
     let db = Db::new(Backend::Sqlite);
     let metrics_port = free_port();
     let metrics = format!("127.0.0.1:{metrics_port}");
-    let args = ["--endpoint-policy", "any", "--header-read-timeout", "2", "--idle-timeout", "120", "--max-connections-per-address", "4", "--metrics-listen", &metrics];
+    let args = [
+        "--endpoint-policy",
+        "any",
+        "--header-read-timeout",
+        "2",
+        "--idle-timeout",
+        "120",
+        "--max-connections-per-address",
+        "4",
+        "--metrics-listen",
+        &metrics,
+    ];
     let server = limited(&db, &args);
     let addr = server.base.strip_prefix("http://").unwrap().to_owned();
     let started = Instant::now();
@@ -213,12 +257,16 @@ async fn one_client_cannot_hold_every_connection() {
     if let Ok(p) = preface.as_mut() {
         let _ = p.write_all(b"PRI * HTTP/2.0\r\n");
     }
-    let checks: Vec<_> = silent.into_iter().map(|s| std::thread::spawn(move || closed_within(s, Duration::from_secs(60)))).collect();
+    let checks: Vec<_> =
+        silent.into_iter().map(|s| std::thread::spawn(move || closed_within(s, Duration::from_secs(60)))).collect();
     for c in checks {
         assert!(c.join().unwrap(), "a silent connection is closed");
     }
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(60), "closed by the header-read timeout (2 s), not the idle one (120 s): {took:?}");
+    assert!(
+        took < Duration::from_secs(60),
+        "closed by the header-read timeout (2 s), not the idle one (120 s): {took:?}"
+    );
     // Places are free again: half a preface is closed the same way.
     let mut p = TcpStream::connect(&addr).unwrap();
     p.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
@@ -243,13 +291,26 @@ async fn send_at_is_bounded_and_views_never_panic() {
     let db = Db::new(Backend::Sqlite);
     let server = Server::start(&db, &["--endpoint-policy", "any"]);
     let year = 366 * 86_400_000i64;
-    for bad in [json!(253402300800000i64), json!(i64::MAX), json!(u64::MAX), json!(now_ms() + year + 86_400_000), json!("9999-12-31T23:59:59Z"), json!(-1)] {
-        let (s, v) = server.post_json("/v1/messages", &json!({"target": {"all": true}, "payload": "x", "sendAt": bad})).await;
+    for bad in [
+        json!(253402300800000i64),
+        json!(i64::MAX),
+        json!(u64::MAX),
+        json!(now_ms() + year + 86_400_000),
+        json!("9999-12-31T23:59:59Z"),
+        json!(-1),
+    ] {
+        let (s, v) =
+            server.post_json("/v1/messages", &json!({"target": {"all": true}, "payload": "x", "sendAt": bad})).await;
         assert_eq!((s, v["error"]["id"].as_str()), (400, Some("invalid-send-at")), "{bad}");
     }
     let (_, list) = server.get("/v1/messages").await;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "nothing stored: {list}");
-    let (s, m) = server.post_json("/v1/messages", &json!({"target": {"all": true}, "payload": "x", "sendAt": now_ms() + year - 86_400_000})).await;
+    let (s, m) = server
+        .post_json(
+            "/v1/messages",
+            &json!({"target": {"all": true}, "payload": "x", "sendAt": now_ms() + year - 86_400_000}),
+        )
+        .await;
     assert_eq!((s, m["state"].as_str()), (202, Some("scheduled")), "{m}");
     let id = m["id"].as_str().unwrap();
     // As an older release could have stored it.
@@ -273,11 +334,7 @@ async fn open_stream(server: &Server, token: &str, app: Option<&str>) -> reqwest
 
 /// Whether a streaming answer ends within `within`.
 async fn ends_within(mut r: reqwest::Response, within: Duration) -> bool {
-    tokio::time::timeout(within, async {
-        while let Ok(Some(_)) = r.chunk().await {}
-    })
-    .await
-    .is_ok()
+    tokio::time::timeout(within, async { while let Ok(Some(_)) = r.chunk().await {} }).await.is_ok()
 }
 
 /// An open event stream ends once its token is revoked.
@@ -364,13 +421,18 @@ async fn receiver(delay: Duration) -> Receiver {
                     if let Some(end) = text.find("\r\n\r\n") {
                         let len = text[..end]
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
                             .unwrap_or(0);
                         if buf.len() >= end + 4 + len {
                             a.lock().unwrap().push(Instant::now());
                             tokio::time::sleep(delay).await;
                             b.lock().unwrap().push(Instant::now());
-                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                            let _ =
+                                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
                             return;
                         }
                     }
@@ -397,7 +459,8 @@ async fn slow_receivers_delay_only_their_own_queue() {
         slow.push(r);
     }
     let fast = receiver(Duration::ZERO).await;
-    let (s, v) = server.post_json("/v1/apps/other/webhooks", &json!({"url": fast.url, "events": ["message.created"]})).await;
+    let (s, v) =
+        server.post_json("/v1/apps/other/webhooks", &json!({"url": fast.url, "events": ["message.created"]})).await;
     assert_eq!(s, 201, "{v}");
     // Each slow webhook gets a backlog, then the other app has one event.
     for _ in 0..3 {
@@ -544,7 +607,14 @@ async fn events_count_once_per_delivery() {
     let dev = DevPush::start(&[]);
     let sub = minted(&dev, &server).await;
     assert_eq!(post(&server, &sub).await.0, 200);
-    let r = server.http.post(server.url("/api/push?wait=true")).bearer_auth(TOKEN).body(r#"{"title":"t"}"#).send().await.unwrap();
+    let r = server
+        .http
+        .post(server.url("/api/push?wait=true"))
+        .bearer_auth(TOKEN)
+        .body(r#"{"title":"t"}"#)
+        .send()
+        .await
+        .unwrap();
     let id = r.json::<Value>().await.unwrap()["data"]["messageId"].as_str().unwrap().to_owned();
     let delivered = dev.messages().await;
     let payload: Value = serde_json::from_str(delivered[0]["payload"].as_str().unwrap()).unwrap();
@@ -557,13 +627,17 @@ async fn events_count_once_per_delivery() {
         }
         e.to_string()
     };
+    // Replayed without naming its subscription (as an older sw.js reports):
+    // once per address.
+    for _ in 0..5 {
+        assert_eq!(server.raw(Method::POST, "/api/events", event("shown", false)).await.0, 202);
+    }
+    let (_, m) = server.get(&format!("/v1/messages/{id}")).await;
+    assert_eq!(m["counts"]["shown"], 1, "{m}");
+    // Naming it, with its auth secret as proof (sw.js): once per delivery.
     for _ in 0..5 {
         assert_eq!(server.raw(Method::POST, "/api/events", event("shown", true)).await.0, 202);
         assert_eq!(server.raw(Method::POST, "/api/events", event("clicked", true)).await.0, 202);
-    }
-    // Without naming its subscription (an older sw.js): once per address.
-    for _ in 0..5 {
-        assert_eq!(server.raw(Method::POST, "/api/events", event("shown", false)).await.0, 202);
     }
     // A subscription that is not proven is refused.
     let mut forged: Value = serde_json::from_str(&event("shown", true)).unwrap();
@@ -601,7 +675,16 @@ async fn the_dashboard_has_security_headers() {
 #[tokio::test]
 async fn spraying_addresses_frees_no_one() {
     let db = Db::new(Backend::Sqlite);
-    let args = ["--endpoint-policy", "any", "--trusted-proxies", "127.0.0.1", "--rate-limit-burst", "2", "--rate-limit-per-second", "0.001"];
+    let args = [
+        "--endpoint-policy",
+        "any",
+        "--trusted-proxies",
+        "127.0.0.1",
+        "--rate-limit-burst",
+        "2",
+        "--rate-limit-per-second",
+        "0.001",
+    ];
     let server = limited(&db, &args);
     // A pooled connection that was opened but never used is closed by the
     // server at the header-read timeout (10 s): the client lets its idle
@@ -627,7 +710,8 @@ async fn spraying_addresses_frees_no_one() {
     // between them (so it is never the least recently used).
     let mut statuses = Vec::new();
     for chunk in 0..21u32 {
-        let ips = (chunk * 5_000..((chunk + 1) * 5_000).min(100_050)).map(|i| std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string());
+        let ips = (chunk * 5_000..((chunk + 1) * 5_000).min(100_050))
+            .map(|i| std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string());
         statuses.extend(futures_util::stream::iter(ips).map(send).buffer_unordered(32).collect::<Vec<u16>>().await);
         assert_eq!(victim().await, 429, "still limited after {} other addresses", statuses.len());
     }

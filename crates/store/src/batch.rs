@@ -67,10 +67,11 @@ async fn write_batch(pool: &AnyPool, backend: Backend, items: Vec<Upsert>) {
         }
         Err(_) => {
             for item in items {
-                let result =
-                    write_all(pool, backend, &[(&item.new, item.now)]).await.map_err(Into::into).and_then(|mut rows| {
+                let result = write_all(pool, backend, &[(&item.new, item.now)]).await.map_err(Into::into).and_then(
+                    |mut rows| {
                         rows.pop().unwrap_or_else(|| Err(crate::StoreError::Corrupt("upsert returned no row".into())))
-                    });
+                    },
+                );
                 let _ = item.reply.send(result);
             }
         }

@@ -249,7 +249,10 @@ pub fn tamper(db: &Db, sql: &str) {
         Backend::Sqlite => {
             let path = db.url.strip_prefix("sqlite://").unwrap();
             Command::new("python3")
-                .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"])
+                .args([
+                    "-c",
+                    "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
+                ])
                 .args([path, sql])
                 .status()
         }

@@ -50,7 +50,7 @@ use crate::client::{ClientConfig, ClientError, Transport};
 use crate::fanout::BroadcastConfig;
 use crate::PushClient;
 use lane::{split, thread_count, Lane, OriginGate};
-pub use metrics::EngineMetrics;
+pub use metrics::{EngineMetrics, MAX_ORIGIN_LABELS};
 pub use origins::PushServiceHealth;
 
 /// How the engine works.

@@ -597,3 +597,63 @@ async fn outbox_deliveries_are_claimed_fixed_and_recorded_by_their_token() -> Te
 fn readable(page: Vec<crate::PageRow>) -> Vec<crate::StoredSubscription> {
     page.into_iter().map(|r| r.readable().expect("a readable row")).collect()
 }
+
+/// A database as release 69e12ad could leave it (migrations 0001–0011):
+/// an `expirationTime` of 2^63 stored as a negative number, one past the
+/// year 9999, a `sendAt` past it; opened by this release, they are
+/// repaired (migration 0012) and every row reads.
+async fn repairs_out_of_range_values(url: &str, old: &sqlx::migrate::Migrator) -> TestResult {
+    let pool = sqlx::AnyPool::connect(url).await?;
+    let before = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(old.migrations.iter().filter(|m| m.version < 12).cloned().collect()),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    };
+    before.run(&pool).await?;
+    sqlx::query("INSERT INTO vapid_keys (public_key, private_key, is_current, created_at, app_id) VALUES ('pub', 'priv', 1, 1, 1)")
+        .execute(&pool)
+        .await?;
+    let p256dh = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
+    for (i, expiration) in [(1, "-9223372036854775808"), (2, "253402300800000"), (3, "253402300799999")] {
+        sqlx::query(&format!(
+            "INSERT INTO subscriptions (endpoint, p256dh, auth, expiration_time, topics, vapid_key_id, created_at, updated_at, app_id) \
+             SELECT 'https://push.example.net/e{i}', '{p256dh}', 'BTBZMqHH6r4Tts7J_aSIgg', {expiration}, '[]', id, 1, 1, 1 \
+             FROM vapid_keys LIMIT 1"
+        ))
+        .execute(&pool)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO messages (id, target, ttl, state, send_at, created_at, updated_at, app_id) \
+         VALUES ('m-far', '{\"all\":true}', 60, 'scheduled', 9223372036854775807, 1, 1, 1)",
+    )
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+
+    let store = SqlStore::connect(url).await?;
+    let page = store.page_subscriptions(AppId::DEFAULT, &Target::All(true), 0, None, 10).await?;
+    let expirations: Vec<Option<u64>> = readable(page).iter().map(|s| s.subscription.expiration_time()).collect();
+    assert_eq!(expirations, [None, None, Some(253_402_300_799_999)]);
+    let m = store.app_message(AppId::DEFAULT, "m-far").await?.ok_or("m-far")?;
+    assert_eq!(m.send_at, Some(253_402_300_799_999));
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_values_of_an_older_release_are_repaired() -> TestResult {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir()?;
+    let sqlite = format!("sqlite://{}/old.db?mode=rwc", dir.path().display());
+    repairs_out_of_range_values(&sqlite, &super::SQLITE_MIGRATIONS).await.map_err(|e| format!("on SQLite: {e}"))?;
+    let name = format!("tocsin_repair_{}", std::process::id());
+    let admin = sqlx::AnyPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let outcome =
+        repairs_out_of_range_values(&url, &super::POSTGRES_MIGRATIONS).await.map_err(|e| format!("on PostgreSQL: {e}"));
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&admin).await?;
+    Ok(outcome?)
+}
