@@ -23,6 +23,9 @@ pub mod subscriptions;
 pub mod views;
 pub mod webhooks;
 
+#[cfg(test)]
+mod decoder_tests;
+
 use crate::error::{ApiError, ErrorBody};
 use crate::{AppState, ServerConfig};
 use axum::extract::DefaultBodyLimit;

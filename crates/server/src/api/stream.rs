@@ -131,6 +131,15 @@ fn sse(e: &StoredEvent) -> Event {
     Event::default().id(e.id.to_string()).event(e.kind.as_str()).data(body)
 }
 
+/// A `Last-Event-ID` header: an event id, a whole number from 0.
+pub(crate) fn last_event_id(value: &[u8]) -> Result<i64, ApiError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| ApiError::bad_request("invalid-last-event-id", "Last-Event-ID must be an event id (a number)"))
+}
+
 /// The app's events as they happen (server-sent events).
 #[utoipa::path(get, path = "/v1/events/stream", security(("token" = ["read", "admin"])),
     params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event id (the `id:` of the last event received)")),
@@ -145,9 +154,7 @@ pub(crate) async fn events_stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let app = token.app.id;
     let after = match headers.get("last-event-id") {
-        Some(v) => v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()).filter(|n| *n >= 0).ok_or_else(|| {
-            ApiError::bad_request("invalid-last-event-id", "Last-Event-ID must be an event id (a number)")
-        })?,
+        Some(v) => last_event_id(v.as_bytes())?,
         None => st
             .outbox
             .last_event_id(app)
