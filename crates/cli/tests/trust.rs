@@ -723,3 +723,23 @@ async fn spraying_addresses_frees_no_one() {
     assert!(odd.is_empty(), "every sprayed address has its own allowance: {odd:?}");
     assert_eq!(victim().await, 429, "still limited");
 }
+
+// Found by the fuzzer ---------------------------------------------------------
+
+/// Concurrent key rotations (Schemathesis's two workers found it): each
+/// read-then-write transaction on SQLite failed "database is locked" under
+/// another writer, a 500; every store transaction now takes the write lock
+/// first, so they wait their turn.
+#[tokio::test]
+async fn concurrent_writes_on_sqlite_wait_their_turn() {
+    let db = Db::new(Backend::Sqlite);
+    let server = Server::start(&db, &["--endpoint-policy", "any"]);
+    for _ in 0..5 {
+        let calls = (0..8).map(|_| call(&server, Method::POST, "/v1/vapid-keys", Some(TOKEN), None));
+        for (s, v) in futures_util::future::join_all(calls).await {
+            assert!(s < 300, "{s} {v}");
+        }
+    }
+    let (_, keys) = server.get("/v1/vapid-keys").await;
+    assert_eq!(keys["items"].as_array().map(Vec::len), Some(41), "{keys}");
+}

@@ -90,13 +90,8 @@ pub(crate) async fn write_all(
     if items.is_empty() {
         return Ok(Vec::new());
     }
-    let mut tx = pool.begin().await?;
-    if backend == Backend::Sqlite {
-        // SQLite: take the write lock before `refusals` reads. A read first
-        // would have to upgrade its lock later, and an upgrade under another
-        // writer fails at once ("database is locked") instead of waiting.
-        sqlx::query("UPDATE subscriptions SET id = id WHERE id = -1").execute(&mut *tx).await?;
-    }
+    // The write lock first (SQLite), before `refusals` reads.
+    let mut tx = crate::sql::begin_write(pool, backend).await?;
     let refused = refusals(&mut tx, items).await?;
     // An endpoint may come twice in one batch (a browser re-subscribing):
     // one statement cannot touch a row twice, so later copies go in a later

@@ -169,6 +169,7 @@ pub(crate) async fn create_message(
 
 /// One message with its counts, and its failures by reason.
 #[utoipa::path(get, path = "/v1/messages/{id}", security(("token" = ["read", "send", "admin"])),
+    params(("id" = String, Path, description = "the message's id")),
     responses((status = 200, body = MessageView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_message(
     token: MessageReader,
@@ -188,6 +189,7 @@ pub(crate) async fn get_message(
 
 /// Cancels what is not sent yet.
 #[utoipa::path(delete, path = "/v1/messages/{id}", security(("token" = ["send", "admin"])),
+    params(("id" = String, Path, description = "the message's id")),
     responses((status = 200, body = MessageView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn cancel_message(
     token: Sender,

@@ -54,6 +54,7 @@ pub(crate) fn sub_id(id: &str) -> Result<i64, ApiError> {
 
 /// One subscription.
 #[utoipa::path(get, path = "/v1/subscriptions/{id}", security(("token" = ["read", "admin"])),
+    params(("id" = String, Path, description = "the subscription's id")),
     responses((status = 200, body = SubscriptionView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_subscription(
     token: Reader,
@@ -69,6 +70,7 @@ pub(crate) async fn get_subscription(
 
 /// Deletes one subscription.
 #[utoipa::path(delete, path = "/v1/subscriptions/{id}", security(("token" = ["admin"])),
+    params(("id" = String, Path, description = "the subscription's id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub(crate) async fn remove_subscription(
     token: Admin,

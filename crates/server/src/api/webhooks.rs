@@ -167,6 +167,7 @@ pub(crate) async fn list_webhooks(
 
 /// Removes a webhook and what waits for it.
 #[utoipa::path(delete, path = "/v1/webhooks/{id}", security(("token" = ["admin"])),
+    params(("id" = String, Path, description = "the webhook's id (`wh_…`)")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_webhook(
     token: Admin,
@@ -182,6 +183,7 @@ pub(crate) async fn delete_webhook(
 
 /// Sends the webhook a `webhook.test` event.
 #[utoipa::path(post, path = "/v1/webhooks/{id}/test", security(("token" = ["admin"])),
+    params(("id" = String, Path, description = "the webhook's id (`wh_…`)")),
     responses((status = 202, description = "{\"eventId\"}"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn test_webhook(
     token: Admin,

@@ -43,7 +43,7 @@ pub(super) async fn create_app(
     now: i64,
 ) -> R<Option<AppRow>> {
     let origins = new.cors_origins.as_ref().map(serde_json::to_string).transpose().map_err(super::rows::corrupt)?;
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write_tx().await?;
     let row = sqlx::query(&format!(
         "INSERT INTO apps (name, vapid_subject, user_signing_secret, cors_origins, created_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING {APP_COLUMNS}"
@@ -90,7 +90,7 @@ async fn put_vapid_key(
     current: bool,
     now: i64,
 ) -> R<VapidKeyRow> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write_tx().await?;
     let owner = sqlx::query("SELECT app_id FROM vapid_keys WHERE public_key = $1")
         .bind(public_key)
         .fetch_optional(&mut *tx)
@@ -186,7 +186,7 @@ pub(super) async fn vapid_keys(store: &SqlStore, app: AppId) -> R<Vec<VapidKeyIn
 }
 
 pub(super) async fn retire_vapid_key(store: &SqlStore, app: AppId, id: i64, force: bool, now: i64) -> R<RetireKey> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write_tx().await?;
     // The write first: SQLite takes its write lock at once, and a
     // subscription made with the key meanwhile waits for this transaction.
     sqlx::query("UPDATE vapid_keys SET created_at = created_at WHERE id = $1 AND app_id = $2")

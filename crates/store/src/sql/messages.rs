@@ -27,7 +27,7 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
     let state =
         if new.send_at.is_some_and(|t| t > new.created_at) { MessageState::Scheduled } else { MessageState::Queued };
     let target = serde_json::to_string(&new.target).map_err(super::rows::corrupt)?;
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write_tx().await?;
     let inserted = sqlx::query(
         "INSERT INTO messages (id, payload, target, ttl, urgency, topic, send_at, state, idempotency_key, created_at, updated_at, app_id, \
          format, apple_payload) \
@@ -116,7 +116,7 @@ pub(super) async fn list(store: &SqlStore, app: AppId, before: Option<&str>, lim
 }
 
 pub(super) async fn cancel(store: &SqlStore, app: AppId, id: &str, now: i64) -> R<Option<Message>> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write_tx().await?;
     let r = sqlx::query(
         "UPDATE messages SET state = 'cancelled', pending_retry = 0, updated_at = $1 \
          WHERE id = $2 AND app_id = $3 AND state IN ('scheduled', 'queued', 'sending')",
@@ -146,7 +146,7 @@ pub(super) async fn cancel(store: &SqlStore, app: AppId, id: &str, now: i64) -> 
 }
 
 pub(super) async fn start(store: &SqlStore, id: &str, target: &Target, shard_size: i64, now: i64) -> R<bool> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write_tx().await?;
     // The write comes first, so SQLite takes its write lock at once.
     let started = sqlx::query(
         "UPDATE messages SET state = 'sending', updated_at = $1 WHERE id = $2 AND state IN ('scheduled', 'queued') \
@@ -198,7 +198,7 @@ pub(super) async fn next_startable(store: &SqlStore, now: i64) -> R<Option<Messa
 }
 
 pub(super) async fn try_finish(store: &SqlStore, id: &str, now: i64) -> R<bool> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write_tx().await?;
     let row = sqlx::query(&format!(
         "UPDATE messages SET state = 'done', updated_at = $1 WHERE id = $2 AND state = 'sending' \
          AND NOT EXISTS (SELECT 1 FROM message_shards WHERE message_id = $2 AND done = 0) \
@@ -268,7 +268,7 @@ pub(super) async fn add_event(
             "clicked",
         ),
     };
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write_tx().await?;
     // The receipt first: a replay of the same delivery's report finds it
     // and counts nothing.
     let receipt = sqlx::query(
@@ -300,7 +300,7 @@ pub(super) async fn add_event(
 }
 
 pub(super) async fn purge(store: &SqlStore, before: i64, limit: i64) -> R<u64> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write_tx().await?;
     // DELETE … RETURNING: what this transaction deleted is what it counts,
     // even when another node purges at the same time. Shards, retries and
     // failures go with their message (ON DELETE CASCADE).

@@ -78,6 +78,29 @@ impl From<SqlError> for StoreError {
     }
 }
 
+/// Begins a transaction that writes. On SQLite it takes the write lock at
+/// once: a transaction that reads first and writes later must upgrade its
+/// lock, and an upgrade under another writer fails at once ("database is
+/// locked") instead of waiting out the busy timeout. Every transaction of
+/// the store writes, so every one begins here.
+pub(crate) async fn begin_write(
+    pool: &AnyPool,
+    backend: Backend,
+) -> std::result::Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if backend == Backend::Sqlite {
+        sqlx::query("UPDATE apps SET id = id WHERE id = -1").execute(&mut *tx).await?;
+    }
+    Ok(tx)
+}
+
+impl SqlStore {
+    /// [`begin_write`] on this store.
+    pub(crate) async fn write_tx(&self) -> std::result::Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        begin_write(&self.pool, self.backend).await
+    }
+}
+
 pub(crate) static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 pub(crate) static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -158,7 +158,7 @@ async fn delete_webhook(store: &SqlStore, app: AppId, id: &str) -> R<bool> {
 }
 
 async fn test_webhook(store: &SqlStore, app: AppId, id: &str, now: i64) -> R<Option<i64>> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write_tx().await?;
     // The event is written only if the app has the webhook (a write first:
     // SQLite takes its write lock at once).
     let data = serde_json::json!({"webhookId": id, "message": "a test event, sent by POST /v1/webhooks/{id}/test"});
@@ -226,7 +226,7 @@ async fn claim_delivery(
 }
 
 async fn finish_delivery(store: &SqlStore, webhook: &str, token: &str, result: &DeliveryResult, now: i64) -> R<bool> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write_tx().await?;
     // A write first, so that SQLite takes its write lock at once (a read
     // first would have to upgrade, which can fail under another writer),
     // and the claim's token is checked with it.

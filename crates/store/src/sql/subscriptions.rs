@@ -28,7 +28,7 @@ pub(super) async fn upsert_all(store: &SqlStore, new: &[NewSubscription], now: i
 /// what it removed in `daily_counts` and writes its events (with
 /// `reason`), in one transaction; true when a row went.
 async fn delete_counted(store: &SqlStore, q: super::rows::AnyQuery<'_>, reason: &str, now: i64) -> R<bool> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write_tx().await?;
     let removed = q.fetch_all(&mut *tx).await?;
     super::rows::count_removed(&mut tx, &removed, reason, now).await?;
     tx.commit().await?;
@@ -71,7 +71,7 @@ pub(super) async fn delete_by_endpoint(store: &SqlStore, app: AppId, endpoint: &
 /// (`oldEndpoint`): it keeps the old one's creation time, and the old one
 /// goes without counting as an unsubscription.
 pub(super) async fn replace(store: &SqlStore, app: AppId, old_id: i64, new_id: i64, now: i64) -> R<bool> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write_tx().await?;
     sqlx::query(
         "UPDATE subscriptions SET created_at = \
            (SELECT o.created_at FROM subscriptions o WHERE o.id = $1 AND o.app_id = $3) \

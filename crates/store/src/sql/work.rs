@@ -81,7 +81,7 @@ pub(super) async fn checkpoint_shard(
         let row = q.fetch_optional(&store.pool).await?;
         return row.as_ref().map(message_state).transpose();
     }
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write_tx().await?;
     let q = bind_checkpoint(sqlx::query(SHARD_CHECKPOINT), shard, progress, lease_until, outcome);
     if q.execute(&mut *tx).await?.rows_affected() == 0 {
         return Ok(None);
@@ -147,7 +147,7 @@ pub(super) async fn record_retries(
     outcome: &PageOutcome,
     now: i64,
 ) -> R<bool> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write_tx().await?;
     let mut held = 0;
     for item in items {
         held += sqlx::query("DELETE FROM retries WHERE message_id = $1 AND subscription_id = $2 AND lease_token = $3")
