@@ -380,7 +380,7 @@ impl Store for MemoryStore {
         _now: i64,
     ) -> Result<bool> {
         let mut st = self.lock();
-        if !st.messages.get(message_id).is_some_and(|m| m.app_id == app) {
+        if st.messages.get(message_id).is_none_or(|m| m.app_id != app) {
             return Ok(false);
         }
         if !st.receipts.insert((message_id.to_owned(), recipient.to_owned(), event == Event::Shown)) {

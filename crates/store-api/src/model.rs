@@ -137,6 +137,9 @@ pub struct NewSubscription {
 /// such row must not stop a broadcast: the engine counts it as failed
 /// (`unreadable`) and goes on; listings skip it.
 #[derive(Debug, Clone)]
+// Nearly every row is a `Sub`, read once per delivery: boxing it to shrink
+// the rare `Unreadable` would cost an allocation per delivery.
+#[allow(clippy::large_enum_variant)]
 pub enum PageRow {
     /// A subscription.
     Sub(StoredSubscription),
