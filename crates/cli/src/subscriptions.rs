@@ -168,17 +168,18 @@ pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<Exit
 }
 
 /// Writes a batch in one transaction: (imported, skipped). When an
-/// endpoint in it is another app's, the batch is written row by row, and
-/// those rows are skipped with a message.
+/// endpoint in it is another app's, or stored with other keys (only its
+/// browser may change it), the batch is written row by row, and those rows
+/// are skipped with a message.
 async fn write(store: &dyn Store, batch: &[NewSubscription]) -> anyhow::Result<(u64, u64)> {
     match store.upsert_subscriptions(batch, now_ms()).await {
         Ok(rows) => Ok((rows.len() as u64, 0)),
-        Err(StoreError::Conflict(_)) => {
+        Err(StoreError::Conflict(_) | StoreError::NotProven) => {
             let (mut imported, mut skipped) = (0, 0);
             for new in batch {
                 match store.upsert_subscription(new, now_ms()).await {
                     Ok(_) => imported += 1,
-                    Err(StoreError::Conflict(e)) => {
+                    Err(e @ (StoreError::Conflict(_) | StoreError::NotProven)) => {
                         skipped += 1;
                         eprintln!("{}: skipped: {e}", new.subscription.endpoint());
                     }

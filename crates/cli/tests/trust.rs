@@ -81,6 +81,19 @@ async fn a_known_endpoint_is_not_taken_over(backend: Backend) {
     assert_eq!(s, 404);
     let (s, _) = server.raw(Method::POST, "/api/subscription/test", test(&victim["keys"]["auth"]).to_string()).await;
     assert_eq!(s, 202);
+    // Nor through an import: the row is skipped, the rest imported.
+    let file = jsonl(&[json!({"endpoint": victim["endpoint"], "keys": attacker["keys"]}), attacker.clone()]);
+    let out = tocsin()
+        .args(["subscriptions", "import", file.path().to_str().unwrap(), "--database", &db.url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("imported 1, skipped 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(server.count().await, 2);
     // The browser that holds it posts it again: topics and expiry change.
     let mut again = victim.clone();
     again["topics"] = json!(["news"]);

@@ -437,7 +437,7 @@ async fn every_event_type_is_told() {
     assert_eq!(server.raw(reqwest::Method::DELETE, "/api/subscription", bye.to_string()).await.0, 200);
     // And a scheduled message, cancelled.
     let (_, later) = server
-        .post_json("/v1/messages", &json!({"target": {"all": true}, "payload": "x", "sendAt": 4_102_444_800_000u64}))
+        .post_json("/v1/messages", &json!({"target": {"all": true}, "payload": "x", "sendAt": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 + 30 * 86_400_000}))
         .await;
     let r = server
         .http

@@ -321,14 +321,14 @@ pub(crate) struct EventBody {
     /// For `clicked`: the action clicked (absent: the notification itself).
     #[serde(default)]
     action: Option<String>,
-    /// The reporting worker's subscription, with `keys.auth` as proof: the
-    /// event then counts once for that delivery (without it, once per
-    /// client address).
+    /// The reporting worker's subscription, with `keys.auth` as proof
+    /// (read by `endpoint_and_auth`): the event then counts once for that
+    /// delivery (without it, once per client address).
     #[serde(default)]
     endpoint: Option<String>,
     /// `{"auth": …}` of that subscription.
-    #[serde(default)]
-    keys: Option<Value>,
+    #[serde(default, rename = "keys")]
+    _keys: Option<Value>,
 }
 
 /// The service worker reports a notification `shown` or `clicked`.
@@ -343,7 +343,7 @@ pub(crate) async fn post_event(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = body(raw)?;
-    json_object(&bytes)?;
+    let map = json_object(&bytes)?;
     let ev: EventBody =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid-event", e.to_string()))?;
     if ev.action.as_deref().is_some_and(|a| a.is_empty() || a.len() > 64) {
@@ -359,11 +359,8 @@ pub(crate) async fn post_event(
     // Whose delivery it is: a proven subscription, else the address.
     let recipient = match &ev.endpoint {
         None => format!("a:{}", crate::limits::key(client)),
-        Some(endpoint) => {
-            let mut proof = serde_json::Map::new();
-            proof.insert("endpoint".into(), Value::from(endpoint.as_str()));
-            proof.insert("keys".into(), ev.keys.clone().unwrap_or(Value::Null));
-            let (endpoint, auth) = endpoint_and_auth(&proof)?;
+        Some(_) => {
+            let (endpoint, auth) = endpoint_and_auth(&map)?;
             let sub = st
                 .store
                 .subscription_by_endpoint(app.id, &endpoint)
