@@ -19,6 +19,13 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
+/// Flags of a server behind a proxy at 127.0.0.1, with a burst of `burst`
+/// requests per address and (nearly) no refill.
+fn behind_proxy(burst: &str) -> Vec<&str> {
+    let flags = ["--endpoint-policy", "any", "--trusted-proxies", "127.0.0.1", "--rate-limit-per-second", "0.001"];
+    [&flags[..], &["--rate-limit-burst", burst]].concat()
+}
+
 /// The test server without loopback's exemption from the limits.
 fn limited(db: &Db, extra: &[&str]) -> Server {
     Server::start_unsetting(db, extra, None, &["TOCSIN_RATE_LIMIT_EXEMPT"])
@@ -164,16 +171,7 @@ both_backends!(one_bad_row_halts_nothing_on, one_bad_row_halts_nothing);
 #[tokio::test]
 async fn a_client_cannot_pick_its_address_behind_a_proxy() {
     let db = Db::new(Backend::Sqlite);
-    let args = [
-        "--endpoint-policy",
-        "any",
-        "--trusted-proxies",
-        "127.0.0.1",
-        "--rate-limit-burst",
-        "3",
-        "--rate-limit-per-second",
-        "0.001",
-    ];
+    let args = behind_proxy("3");
     let server = limited(&db, &args);
     let client = |i: u32| {
         let r = server.http.post(server.url("/api/subscription")).header("content-type", "application/json").body("{}");
@@ -688,16 +686,7 @@ async fn the_dashboard_has_security_headers() {
 #[tokio::test]
 async fn spraying_addresses_frees_no_one() {
     let db = Db::new(Backend::Sqlite);
-    let args = [
-        "--endpoint-policy",
-        "any",
-        "--trusted-proxies",
-        "127.0.0.1",
-        "--rate-limit-burst",
-        "2",
-        "--rate-limit-per-second",
-        "0.001",
-    ];
+    let args = behind_proxy("2");
     let server = limited(&db, &args);
     // A pooled connection that was opened but never used is closed by the
     // server at the header-read timeout (10 s): the client lets its idle

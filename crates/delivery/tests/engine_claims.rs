@@ -8,9 +8,9 @@ use std::time::Duration;
 use tocsin_delivery::engine::{Clock, EngineMetrics};
 use tocsin_protocol::ece::ReceiverKeys;
 use tocsin_protocol::outcome::RetryReason;
-use tocsin_protocol::{Outcome, Subscription, VapidKey};
+use tocsin_protocol::{Outcome, VapidKey};
 use tocsin_store_api::memory::MemoryStore;
-use tocsin_store_api::{AppId, Message, MessageFormat, MessageState, NewMessage, NewSubscription, Store, Target};
+use tocsin_store_api::{AppId, Message, MessageState, Store, Target};
 use tokio::sync::watch;
 
 mod support;
@@ -22,35 +22,9 @@ async fn broadcast(store: &dyn Store, n: usize) -> Result<String, Box<dyn std::e
     let key = store
         .make_vapid_key_current(AppId::DEFAULT, &vapid.public_key_base64url(), &vapid.private_key_base64url(), 0)
         .await?;
-    let receiver = ReceiverKeys::generate()?;
-    let subs = (0..n)
-        .map(|i| {
-            let endpoint = format!("https://push.example.net/s/{i}").parse()?;
-            Ok(NewSubscription {
-                app: AppId::DEFAULT,
-                subscription: Subscription::new(endpoint, receiver.public_key(), receiver.auth())?,
-                user_id: None,
-                topics: None,
-                vapid_key_id: key.id,
-                keep_stored_key: false,
-            })
-        })
-        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
-    store.upsert_subscriptions(&subs, 0).await?;
-    let message = NewMessage {
-        id: "m1".into(),
-        app: AppId::DEFAULT,
-        payload: Some(b"hello".to_vec()),
-        format: MessageFormat::Classic,
-        apple_payload: None,
-        target: Target::All(true),
-        ttl: 86_400,
-        urgency: None,
-        topic: None,
-        send_at: None,
-        idempotency_key: None,
-        created_at: Clock::tokio().now_ms(),
-    };
+    let endpoints: Vec<String> = (0..n).map(|i| format!("https://push.example.net/s/{i}")).collect();
+    subscribe_all(store, key.id, &endpoints, &ReceiverKeys::generate()?).await?;
+    let message = message("m1", Target::All(true), b"hello");
     store.insert_message(&message).await?;
     Ok(message.id)
 }

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tocsin_delivery::engine::{Clock, EngineMetrics};
+use tocsin_delivery::engine::EngineMetrics;
 use tocsin_protocol::ece::ReceiverKeys;
-use tocsin_protocol::{Subscription, VapidKey};
+use tocsin_protocol::VapidKey;
 use tocsin_store_api::memory::MemoryStore;
-use tocsin_store_api::{AppId, MessageFormat, NewMessage, NewSubscription, Store, Target};
+use tocsin_store_api::{AppId, MessageFormat, NewMessage, Store, Target};
 use tokio::sync::watch;
 
 mod support;
@@ -35,39 +35,14 @@ async fn received(format: MessageFormat) -> Result<Vec<(String, Vec<u8>)>, Box<d
         .make_vapid_key_current(AppId::DEFAULT, &vapid.public_key_base64url(), &vapid.private_key_base64url(), 0)
         .await?;
     let receiver = ReceiverKeys::generate()?;
-    let subs = ENDPOINTS
-        .iter()
-        .map(|e| {
-            Ok(NewSubscription {
-                app: AppId::DEFAULT,
-                subscription: Subscription::new(e.parse()?, receiver.public_key(), receiver.auth())?,
-                user_id: None,
-                topics: None,
-                vapid_key_id: key.id,
-                keep_stored_key: false,
-            })
-        })
-        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
-    store.upsert_subscriptions(&subs, 0).await?;
+    let endpoints: Vec<String> = ENDPOINTS.iter().map(|e| e.to_string()).collect();
+    subscribe_all(store.as_ref(), key.id, &endpoints, &receiver).await?;
     let (payload, apple_payload) = match format {
         MessageFormat::Classic => (CLASSIC, None),
         MessageFormat::Declarative => (DECLARATIVE, None),
         MessageFormat::Auto => (CLASSIC, Some(DECLARATIVE.to_vec())),
     };
-    let message = NewMessage {
-        id: "m1".into(),
-        app: AppId::DEFAULT,
-        payload: Some(payload.to_vec()),
-        format,
-        apple_payload,
-        target: Target::All(true),
-        ttl: 86_400,
-        urgency: None,
-        topic: None,
-        send_at: None,
-        idempotency_key: None,
-        created_at: Clock::tokio().now_ms(),
-    };
+    let message = NewMessage { format, apple_payload, ..message("m1", Target::All(true), payload) };
     store.insert_message(&message).await?;
     let service = Scripted::new(Duration::from_millis(10), delivered);
     let (stop, stopped) = watch::channel(false);

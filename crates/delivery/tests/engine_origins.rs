@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use tocsin_delivery::engine::{Clock, EngineMetrics, MAX_ORIGIN_LABELS};
+use tocsin_delivery::engine::{EngineMetrics, MAX_ORIGIN_LABELS};
 use tocsin_protocol::ece::ReceiverKeys;
-use tocsin_protocol::{Subscription, VapidKey};
+use tocsin_protocol::VapidKey;
 use tocsin_store_api::memory::MemoryStore;
-use tocsin_store_api::{AppId, MessageFormat, NewMessage, NewSubscription, Store, Target};
+use tocsin_store_api::{AppId, Store, Target};
 use tokio::sync::watch;
 
 mod support;
@@ -19,36 +19,8 @@ use support::*;
 
 /// Stores a subscription at each endpoint and a message to all of them.
 async fn message_to(store: &MemoryStore, key: i64, id: &str, endpoints: &[String]) -> TestResult {
-    let receiver = ReceiverKeys::generate()?;
-    let subs = endpoints
-        .iter()
-        .map(|e| {
-            Ok(NewSubscription {
-                app: AppId::DEFAULT,
-                subscription: Subscription::new(e.parse()?, receiver.public_key(), receiver.auth())?,
-                user_id: None,
-                topics: None,
-                vapid_key_id: key,
-                keep_stored_key: false,
-            })
-        })
-        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
-    let ids: Vec<i64> = store.upsert_subscriptions(&subs, 0).await?.into_iter().map(|s| s.id).collect();
-    let message = NewMessage {
-        id: id.into(),
-        app: AppId::DEFAULT,
-        payload: Some(b"hello".to_vec()),
-        format: MessageFormat::Classic,
-        apple_payload: None,
-        target: Target::SubscriptionIds(ids),
-        ttl: 86_400,
-        urgency: None,
-        topic: None,
-        send_at: None,
-        idempotency_key: None,
-        created_at: Clock::tokio().now_ms(),
-    };
-    store.insert_message(&message).await?;
+    let ids = subscribe_all(store, key, endpoints, &ReceiverKeys::generate()?).await?;
+    store.insert_message(&message(id, Target::SubscriptionIds(ids), b"hello")).await?;
     Ok(())
 }
 

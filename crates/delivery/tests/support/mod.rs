@@ -120,3 +120,46 @@ pub async fn until_done(store: &dyn Store, id: &str, limit: Duration) -> Result<
 pub fn delivered(_: u32) -> Outcome {
     Outcome::Delivered { status: 201 }
 }
+
+/// Stores, in the default app, a subscription at each endpoint (all with
+/// `receiver`'s keys) made with VAPID key `key`; their ids, in order.
+pub async fn subscribe_all(
+    store: &dyn Store,
+    key: i64,
+    endpoints: &[String],
+    receiver: &tocsin_protocol::ece::ReceiverKeys,
+) -> Result<Vec<i64>, Box<dyn std::error::Error>> {
+    let subs = endpoints
+        .iter()
+        .map(|e| {
+            Ok(tocsin_store_api::NewSubscription {
+                app: tocsin_store_api::AppId::DEFAULT,
+                subscription: tocsin_protocol::Subscription::new(e.parse()?, receiver.public_key(), receiver.auth())?,
+                user_id: None,
+                topics: None,
+                vapid_key_id: key,
+                keep_stored_key: false,
+            })
+        })
+        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+    Ok(store.upsert_subscriptions(&subs, 0).await?.into_iter().map(|s| s.id).collect())
+}
+
+/// A classic message of the default app to `target`, created now (on the
+/// test's clock), kept a day.
+pub fn message(id: &str, target: tocsin_store_api::Target, payload: &[u8]) -> tocsin_store_api::NewMessage {
+    tocsin_store_api::NewMessage {
+        id: id.into(),
+        app: tocsin_store_api::AppId::DEFAULT,
+        payload: Some(payload.to_vec()),
+        format: tocsin_store_api::MessageFormat::Classic,
+        apple_payload: None,
+        target,
+        ttl: 86_400,
+        urgency: None,
+        topic: None,
+        send_at: None,
+        idempotency_key: None,
+        created_at: Clock::tokio().now_ms(),
+    }
+}
