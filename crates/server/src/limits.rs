@@ -72,7 +72,7 @@ impl RateLimiter {
 
     /// Takes a token for `ip`; `Err(wait)` when there is none.
     pub fn take(&self, ip: IpAddr) -> Result<(), Duration> {
-        if self.exempt.iter().any(|n| n.contains(&ip)) {
+        if self.exempt.iter().any(|n| n.contains(&ip.to_canonical())) {
             return Ok(());
         }
         let now = Instant::now();
@@ -198,7 +198,7 @@ fn parse_hop(v: &str) -> Option<IpAddr> {
 /// trusted proxy (read from the right: the left part is whatever the client
 /// sent).
 pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet], header: ClientIpHeader) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(&ip.to_canonical()));
     if !is_trusted(&peer.ip()) {
         return peer.ip();
     }
@@ -353,6 +353,8 @@ mod tests {
         assert_eq!(client_ip(peer, &h, &trusted, XForwardedFor), "203.0.113.5".parse::<IpAddr>().unwrap());
         assert_eq!(client_ip(peer, &h, &trusted, Forwarded), "192.0.2.77".parse::<IpAddr>().unwrap());
         assert_eq!(client_ip(peer, &h, &trusted, XRealIp), "192.0.2.78".parse::<IpAddr>().unwrap());
+        let mapped = SocketAddr::new("::ffff:10.0.0.1".parse().unwrap(), 1);
+        assert_eq!(client_ip(mapped, &h, &trusted, XRealIp), "192.0.2.78".parse::<IpAddr>().unwrap(), "dual stack");
         assert_eq!("X-Real-IP".parse::<ClientIpHeader>(), Ok(XRealIp));
         assert!("via".parse::<ClientIpHeader>().is_err());
         assert_eq!(parse_hop("[::1]:80"), Some("::1".parse().unwrap()));

@@ -150,7 +150,8 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let slot = if uncapped.iter().any(|n| n.contains(&peer.ip())) {
+        // An IPv4 client of a dual-stack socket comes as ::ffff:a.b.c.d.
+        let slot = if uncapped.iter().any(|n| n.contains(&peer.ip().to_canonical())) {
             None
         } else {
             match per_address.enter(peer.ip(), limits.max_per_address.max(1)) {

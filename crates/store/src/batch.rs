@@ -80,8 +80,16 @@ async fn write_batch(pool: &AnyPool, backend: Backend, items: Vec<Upsert>) {
 
 /// Writes the items in one transaction and returns each one's row, in
 /// order, or why it was refused (another app's endpoint, or a stored
-/// endpoint posted with other keys: [`StoreError::NotProven`]). The outer
-/// error is the database's, and fails the whole batch.
+/// endpoint posted with other keys: [`StoreError::NotProven`]); a refused
+/// item changes nothing. The outer error is the database's, and fails the
+/// whole batch.
+///
+/// A new endpoint costs one statement per chunk, as a plain upsert would:
+/// the insert's conflict clause touches nothing and hands back the stored
+/// row, whose keys are then compared with the posted ones here, in constant
+/// time, not by SQL's `=` (the auth secret is what proves the caller holds
+/// the subscription). Only the stored rows that passed are then updated, in
+/// one more statement per chunk.
 pub(crate) async fn write_all(
     pool: &AnyPool,
     backend: Backend,
@@ -90,14 +98,13 @@ pub(crate) async fn write_all(
     if items.is_empty() {
         return Ok(Vec::new());
     }
-    // The write lock first (SQLite), before `refusals` reads.
     let mut tx = crate::sql::begin_write(pool, backend).await?;
-    let refused = refusals(&mut tx, items).await?;
     // An endpoint may come twice in one batch (a browser re-subscribing):
     // one statement cannot touch a row twice, so later copies go in a later
-    // round, which keeps "last request wins".
+    // round, which keeps "last request wins" (a later copy is judged
+    // against the row the earlier one stored).
     let mut rounds: Vec<(HashSet<&str>, Vec<usize>)> = Vec::new();
-    for (i, item) in items.iter().enumerate().filter(|(i, _)| refused[*i].is_none()) {
+    for (i, item) in items.iter().enumerate() {
         let endpoint = item.0.subscription.endpoint().as_str();
         match rounds.iter_mut().find(|(seen, _)| !seen.contains(endpoint)) {
             Some((seen, members)) => {
@@ -107,114 +114,63 @@ pub(crate) async fn write_all(
             None => rounds.push((HashSet::from([endpoint]), vec![i])),
         }
     }
-    let mut rows: Vec<Option<StoredSubscription>> = vec![None; items.len()];
+    let mut rows: Vec<Option<crate::Result<StoredSubscription>>> = (0..items.len()).map(|_| None).collect();
     for (_, members) in &rounds {
-        // Rows that bring topics replace the stored ones; rows without keep
-        // them; the same for the VAPID key (`keep_stored_key`): a statement
-        // per kind, since `excluded` cannot tell "not given".
-        for (with_topics, keep_key) in [(false, false), (true, false), (false, true), (true, true)] {
-            let group: Vec<usize> = members
-                .iter()
-                .copied()
-                .filter(|&i| items[i].0.topics.is_some() == with_topics && items[i].0.keep_stored_key == keep_key)
-                .collect();
-            for chunk in group.chunks(CHUNK) {
-                let returned = upsert_chunk(&mut tx, items, chunk, with_topics, keep_key).await?;
-                let mut by_endpoint: HashMap<String, AnyRow> = HashMap::with_capacity(returned.len());
-                for row in returned {
-                    by_endpoint.insert(row.try_get("endpoint")?, row);
+        for chunk in members.chunks(CHUNK) {
+            let returned = insert_chunk(&mut tx, items, chunk).await?;
+            let mut by_endpoint: HashMap<String, AnyRow> = HashMap::with_capacity(returned.len());
+            for row in returned {
+                by_endpoint.insert(row.try_get("endpoint")?, row);
+            }
+            let (mut inserted, mut stored) = (Vec::new(), Vec::new());
+            for &i in chunk {
+                let new = items[i].0;
+                // No row back: the endpoint is another app's, and the
+                // conflict clause's `WHERE` left it alone.
+                let Some(row) = by_endpoint.get(new.subscription.endpoint().as_str()) else {
+                    rows[i] =
+                        Some(Err(crate::StoreError::Conflict("this endpoint is subscribed in another app".into())));
+                    continue;
+                };
+                let (p256dh, auth): (String, String) = (row.try_get("p256dh")?, row.try_get("auth")?);
+                let proven = new.subscription.auth().matches_base64(&auth)
+                    && tocsin_protocol::b64::decode(&p256dh).is_ok_and(|p| p == new.subscription.p256dh().as_bytes());
+                if !proven {
+                    rows[i] = Some(Err(crate::StoreError::NotProven));
+                    continue;
                 }
-                let mut ids = Vec::new();
-                for &i in chunk {
-                    // No row back: the row changed since `refusals` read it
-                    // (another node stored the endpoint with other keys, or
-                    // in another app) and the upsert's `WHERE` left it
-                    // alone. The batch fails; written again row by row, the
-                    // row is then refused with its reason.
-                    let row = by_endpoint.get(items[i].0.subscription.endpoint().as_str()).ok_or_else(|| {
-                        crate::StoreError::Conflict("the endpoint was stored by another writer meanwhile".into())
-                    })?;
-                    let stored = returned_row(row, items[i].0)?;
-                    ids.push((stored.id, i));
-                    rows[i] = Some(stored);
-                }
-                if with_topics {
-                    replace_topics(&mut tx, items, &ids).await?;
+                let id: i64 = row.try_get("id")?;
+                // Inserted now, the row is what was posted; a stored row,
+                // proven, takes the post's changes.
+                if is_as_posted(row, new, items[i].1)? {
+                    inserted.push((id, i));
+                    rows[i] = Some(Ok(returned_row(row, new)?));
+                } else {
+                    stored.push((id, i));
                 }
             }
+            for row in update_chunk(&mut tx, items, &stored).await? {
+                let id: i64 = row.try_get("id")?;
+                if let Some(&(_, i)) = stored.iter().find(|(s, _)| *s == id) {
+                    rows[i] = Some(Ok(returned_row(&row, items[i].0)?));
+                }
+            }
+            let with_topics: Vec<(i64, usize)> =
+                inserted.into_iter().chain(stored).filter(|&(_, i)| items[i].0.topics.is_some()).collect();
+            replace_topics(&mut tx, items, &with_topics).await?;
         }
     }
     // Their `subscription.created` events are written by the database (the
     // trigger `subscriptions_created`, migration 0011), in this transaction.
     tx.commit().await?;
     rows.into_iter()
-        .zip(refused)
-        .map(|(row, refused)| match (row, refused) {
-            (_, Some(e)) => Ok(Err(e)),
-            (Some(row), None) => Ok(Ok(row)),
-            (None, None) => Err(crate::StoreError::Corrupt("upsert lost a row".into()).into()),
+        .map(|row| {
+            // An update that found no row: it changed under this batch's feet
+            // (another node, between the two statements). The batch fails;
+            // written again row by row, the row is judged afresh.
+            row.ok_or_else(|| crate::StoreError::Conflict("the endpoint was changed by another writer".into()).into())
         })
         .collect()
-}
-
-/// Why each item may not be written, if it may not: its endpoint is stored
-/// in another app, or with other keys. Read in the writing transaction and
-/// compared here, in constant time, rather than in SQL: the auth secret is
-/// what proves the caller holds the subscription. Items are judged in
-/// order, each against the stored row or the batch's earlier accepted copy.
-async fn refusals(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    items: &[(&NewSubscription, i64)],
-) -> Result<Vec<Option<crate::StoreError>>> {
-    let mut endpoints: Vec<&str> = items.iter().map(|(n, _)| n.subscription.endpoint().as_str()).collect();
-    endpoints.sort_unstable();
-    endpoints.dedup();
-    // What is stored (or accepted earlier in this batch) per endpoint: app,
-    // p256dh, auth.
-    let mut known: HashMap<String, (i64, String, String)> = HashMap::new();
-    for chunk in endpoints.chunks(CHUNK * 8) {
-        let sql = format!(
-            "SELECT endpoint, app_id, p256dh, auth FROM subscriptions WHERE endpoint IN ({})",
-            placeholders(1, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for e in chunk {
-            q = q.bind(*e);
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            known.insert(
-                row.try_get("endpoint")?,
-                (row.try_get("app_id")?, row.try_get("p256dh")?, row.try_get("auth")?),
-            );
-        }
-    }
-    Ok(items
-        .iter()
-        .map(|(new, _)| {
-            let sub = &new.subscription;
-            let endpoint = sub.endpoint().as_str();
-            match known.get(endpoint) {
-                Some((app, _, _)) if *app != new.app.0 => {
-                    Some(crate::StoreError::Conflict("this endpoint is subscribed in another app".into()))
-                }
-                // Both secrets must match: the p256dh is public, but a
-                // different one is a different subscription.
-                Some((_, p256dh, auth))
-                    if !(sub.auth().matches_base64(auth)
-                        && tocsin_protocol::b64::decode(p256dh).is_ok_and(|p| p == sub.p256dh().as_bytes())) =>
-                {
-                    Some(crate::StoreError::NotProven)
-                }
-                Some(_) => None,
-                None => {
-                    let keys = tocsin_protocol::b64::encode(sub.p256dh().as_bytes());
-                    let auth = tocsin_protocol::b64::encode(sub.auth().as_bytes());
-                    known.insert(endpoint.to_owned(), (new.app.0, keys, auth));
-                    None
-                }
-            }
-        })
-        .collect())
 }
 
 /// The stored row of an upsert. Endpoint and keys are the ones just written,
@@ -234,31 +190,23 @@ fn returned_row(row: &AnyRow, new: &NewSubscription) -> Result<StoredSubscriptio
     })
 }
 
-async fn upsert_chunk(
+/// Inserts a chunk of items; an endpoint already stored in the same app is
+/// left as it is (`updated_at = updated_at` only makes `RETURNING` hand it
+/// back). Returns the rows, inserted or stored, by endpoint.
+async fn insert_chunk(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     items: &[(&NewSubscription, i64)],
     chunk: &[usize],
-    with_topics: bool,
-    keep_key: bool,
 ) -> Result<Vec<AnyRow>> {
     // Nine parameters a row; created_at and updated_at share the eighth.
     let values: Vec<String> =
         (0..chunk.len()).map(|r| format!("({}, ${}, ${})", placeholders(r * 9 + 1, 8), r * 9 + 8, r * 9 + 9)).collect();
-    let topics = if with_topics { "excluded.topics" } else { "subscriptions.topics" };
-    // The keys of a row that is updated are the stored ones (`refusals`
-    // and the `WHERE` below), so a re-post without a named key keeps the
-    // row's VAPID key.
-    let key = if keep_key { "subscriptions.vapid_key_id" } else { "excluded.vapid_key_id" };
     let sql = format!(
         "INSERT INTO subscriptions \
            (endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at, app_id) \
          VALUES {} \
-         ON CONFLICT (endpoint) DO UPDATE SET \
-           expiration_time = excluded.expiration_time, \
-           user_id = COALESCE(excluded.user_id, subscriptions.user_id), topics = {topics}, \
-           vapid_key_id = {key}, updated_at = excluded.updated_at \
+         ON CONFLICT (endpoint) DO UPDATE SET updated_at = subscriptions.updated_at \
          WHERE subscriptions.app_id = excluded.app_id \
-           AND subscriptions.p256dh = excluded.p256dh AND subscriptions.auth = excluded.auth \
          RETURNING {SUB_RETURNING}",
         values.join(", ")
     );
@@ -267,20 +215,85 @@ async fn upsert_chunk(
         let (new, now) = items[i];
         let json: SubscriptionJson = new.subscription.clone().into();
         let keys = json.keys.unwrap_or_default();
-        let topics = new
-            .topics
-            .as_ref()
-            .map_or_else(|| "[]".to_owned(), |t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into()));
         q = q
             .bind(new.subscription.endpoint().as_str().to_owned())
             .bind(keys.p256dh.unwrap_or_default())
             .bind(keys.auth.unwrap_or_default())
             .bind(new.subscription.expiration_time().map(|t| t as i64))
             .bind(new.user_id.clone())
-            .bind(topics)
+            .bind(topics_json(new))
             .bind(new.vapid_key_id)
             .bind(now)
             .bind(new.app.0);
+    }
+    Ok(q.fetch_all(&mut **tx).await?)
+}
+
+/// Whether a returned row already is what `new`, posted at `now`, makes of
+/// it (a row just inserted is): then no update is needed.
+fn is_as_posted(row: &AnyRow, new: &NewSubscription, now: i64) -> Result<bool> {
+    let expiration: Option<i64> = row.try_get("expiration_time")?;
+    let user: Option<String> = row.try_get("user_id")?;
+    let topics: String = row.try_get("topics")?;
+    let key: i64 = row.try_get("vapid_key_id")?;
+    Ok(row.try_get::<i64, _>("updated_at")? == now
+        && expiration == new.subscription.expiration_time().map(|t| t as i64)
+        && (new.user_id.is_none() || user == new.user_id)
+        && (new.topics.is_none() || topics == topics_json(new))
+        && (new.keep_stored_key || key == new.vapid_key_id))
+}
+
+/// A subscription's topics as stored: a JSON array (empty when not given).
+fn topics_json(new: &NewSubscription) -> String {
+    new.topics.as_ref().map_or_else(|| "[]".to_owned(), |t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into()))
+}
+
+/// Applies proven re-posts (`(row id, item)`) to their stored rows in one
+/// statement: expiration time, user (if given), topics (if given), VAPID
+/// key (unless `keep_stored_key`), `updated_at`. The stored keys are named
+/// again in its `WHERE`, so a row re-keyed meanwhile by another node is not
+/// changed (it comes back missing). Returns the updated rows.
+async fn update_chunk(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    items: &[(&NewSubscription, i64)],
+    stored: &[(i64, usize)],
+) -> Result<Vec<AnyRow>> {
+    if stored.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Ten parameters a row: id, p256dh, auth, expiration, user, whether
+    // topics were given, topics, key, whether to keep the stored key, now.
+    // (`VALUES` columns are `column1`… on both backends.)
+    let values: Vec<String> = (0..stored.len()).map(|r| format!("({})", placeholders(r * 10 + 1, 10))).collect();
+    let sql = format!(
+        "UPDATE subscriptions SET \
+           expiration_time = v.column4, \
+           user_id = COALESCE(v.column5, subscriptions.user_id), \
+           topics = CASE WHEN v.column6 = 1 THEN v.column7 ELSE subscriptions.topics END, \
+           vapid_key_id = CASE WHEN v.column9 = 1 THEN subscriptions.vapid_key_id ELSE v.column8 END, \
+           updated_at = v.column10 \
+         FROM (VALUES {}) AS v \
+         WHERE subscriptions.id = v.column1 AND subscriptions.p256dh = v.column2 AND subscriptions.auth = v.column3 \
+         RETURNING {}",
+        values.join(", "),
+        SUB_RETURNING.split(", ").map(|c| format!("subscriptions.{c}")).collect::<Vec<_>>().join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for &(id, i) in stored {
+        let (new, now) = items[i];
+        let json: SubscriptionJson = new.subscription.clone().into();
+        let keys = json.keys.unwrap_or_default();
+        q = q
+            .bind(id)
+            .bind(keys.p256dh.unwrap_or_default())
+            .bind(keys.auth.unwrap_or_default())
+            .bind(new.subscription.expiration_time().map(|t| t as i64))
+            .bind(new.user_id.clone())
+            .bind(i64::from(new.topics.is_some()))
+            .bind(topics_json(new))
+            .bind(new.vapid_key_id)
+            .bind(i64::from(new.keep_stored_key))
+            .bind(now);
     }
     Ok(q.fetch_all(&mut **tx).await?)
 }
@@ -290,6 +303,9 @@ async fn replace_topics(
     items: &[(&NewSubscription, i64)],
     ids: &[(i64, usize)],
 ) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     let delete = format!("DELETE FROM subscription_topics WHERE subscription_id IN ({})", placeholders(1, ids.len()));
     let mut q = sqlx::query(&delete);
     for (id, _) in ids {

@@ -87,11 +87,10 @@ pub(crate) async fn begin_write(
     pool: &AnyPool,
     backend: Backend,
 ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    if backend == Backend::Sqlite {
-        sqlx::query("UPDATE apps SET id = id WHERE id = -1").execute(&mut *tx).await?;
+    match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Backend::Postgres => pool.begin().await,
     }
-    Ok(tx)
 }
 
 impl SqlStore {
