@@ -18,7 +18,6 @@ use tocsin_protocol::subscription::SubscriptionJson;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sql::rows::{placeholders, SUB_RETURNING};
-use crate::sql::Backend;
 use crate::sql::R as Result;
 use crate::{NewSubscription, StoredSubscription};
 
@@ -38,21 +37,21 @@ pub(crate) struct Upsert {
 }
 
 /// Starts the writer task; upserts go into the returned sender.
-pub(crate) fn spawn_writer(pool: AnyPool, backend: Backend) -> mpsc::Sender<Upsert> {
+pub(crate) fn spawn_writer(pool: AnyPool) -> mpsc::Sender<Upsert> {
     let (tx, mut rx) = mpsc::channel::<Upsert>(4 * MAX_BATCH);
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
             let items = std::mem::take(&mut batch);
-            write_batch(&pool, backend, items).await;
+            write_batch(&pool, items).await;
         }
     });
     tx
 }
 
-async fn write_batch(pool: &AnyPool, backend: Backend, items: Vec<Upsert>) {
+async fn write_batch(pool: &AnyPool, items: Vec<Upsert>) {
     let refs: Vec<(&NewSubscription, i64)> = items.iter().map(|u| (&u.new, u.now)).collect();
-    match write_all(pool, backend, &refs).await {
+    match write_all(pool, &refs).await {
         Ok(rows) => {
             for (item, row) in items.into_iter().zip(rows) {
                 let _ = item.reply.send(row);
@@ -67,11 +66,10 @@ async fn write_batch(pool: &AnyPool, backend: Backend, items: Vec<Upsert>) {
         }
         Err(_) => {
             for item in items {
-                let result = write_all(pool, backend, &[(&item.new, item.now)]).await.map_err(Into::into).and_then(
-                    |mut rows| {
+                let result =
+                    write_all(pool, &[(&item.new, item.now)]).await.map_err(Into::into).and_then(|mut rows| {
                         rows.pop().unwrap_or_else(|| Err(crate::StoreError::Corrupt("upsert returned no row".into())))
-                    },
-                );
+                    });
                 let _ = item.reply.send(result);
             }
         }
@@ -92,13 +90,16 @@ async fn write_batch(pool: &AnyPool, backend: Backend, items: Vec<Upsert>) {
 /// one more statement per chunk.
 pub(crate) async fn write_all(
     pool: &AnyPool,
-    backend: Backend,
     items: &[(&NewSubscription, i64)],
 ) -> Result<Vec<crate::Result<StoredSubscription>>> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
-    let mut tx = crate::sql::begin_write(pool, backend).await?;
+    // Its first statement writes (the insert), so even a plain deferred
+    // transaction takes SQLite's write lock at once, with no lock upgrade
+    // to fail later; `sql::begin_write` would cost a round trip to the
+    // connection's thread per batch.
+    let mut tx = pool.begin().await?;
     // An endpoint may come twice in one batch (a browser re-subscribing):
     // one statement cannot touch a row twice, so later copies go in a later
     // round, which keeps "last request wins" (a later copy is judged

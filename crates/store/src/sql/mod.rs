@@ -147,7 +147,7 @@ impl SqlStore {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        let upserts = crate::batch::spawn_writer(pool.clone(), backend);
+        let upserts = crate::batch::spawn_writer(pool.clone());
         Ok(Self { pool, backend, upserts })
     }
 

@@ -18,10 +18,7 @@ pub(super) async fn upsert_all(store: &SqlStore, new: &[NewSubscription], now: i
     // A refused row fails the call; the rows accepted beside it are stored
     // (the CLI's import then writes row by row, which stores those again
     // unchanged and skips the refused ones).
-    Ok(crate::batch::write_all(&store.pool, store.backend, &items)
-        .await?
-        .into_iter()
-        .collect::<crate::Result<Vec<_>>>()?)
+    Ok(crate::batch::write_all(&store.pool, &items).await?.into_iter().collect::<crate::Result<Vec<_>>>()?)
 }
 
 /// Runs a `DELETE … RETURNING id, endpoint, app_id, created_at`, counts
