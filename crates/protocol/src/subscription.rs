@@ -61,6 +61,12 @@ impl SubscriptionError {
     }
 }
 
+/// Whether two secrets (or their encodings) are equal, in time that does
+/// not depend on where they differ.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
 /// The latest `expirationTime` accepted: 9999-12-31T23:59:59.999Z, in
 /// milliseconds since the epoch. It bounds what is stored (an `i64` column:
 /// a larger `u64` would wrap to a negative number that no read accepts) and
@@ -115,7 +121,7 @@ impl AuthSecret {
     /// depend on where they differ: a caller proves it holds a stored
     /// subscription with its secret, so timing must not reveal it.
     pub fn matches(&self, other: &[u8]) -> bool {
-        aws_lc_rs::constant_time::verify_slices_are_equal(&self.0, other).is_ok()
+        same_secret(&self.0, other)
     }
 
     /// [`matches`](Self::matches) for the base64url form a client sends or

@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
+use tocsin_protocol::b64;
 use tocsin_protocol::subscription::SubscriptionJson;
 use tokio::sync::{mpsc, oneshot};
 
@@ -134,8 +135,7 @@ pub(crate) async fn write_all(
                     continue;
                 };
                 let (p256dh, auth): (String, String) = (row.try_get("p256dh")?, row.try_get("auth")?);
-                let proven = new.subscription.auth().matches_base64(&auth)
-                    && tocsin_protocol::b64::decode(&p256dh).is_ok_and(|p| p == new.subscription.p256dh().as_bytes());
+                let proven = same_keys(new, &p256dh, &auth);
                 if !proven {
                     rows[i] = Some(Err(crate::StoreError::NotProven));
                     continue;
@@ -233,15 +233,25 @@ async fn insert_chunk(
 /// Whether a returned row already is what `new`, posted at `now`, makes of
 /// it (a row just inserted is): then no update is needed.
 fn is_as_posted(row: &AnyRow, new: &NewSubscription, now: i64) -> Result<bool> {
-    let expiration: Option<i64> = row.try_get("expiration_time")?;
-    let user: Option<String> = row.try_get("user_id")?;
-    let topics: String = row.try_get("topics")?;
-    let key: i64 = row.try_get("vapid_key_id")?;
+    // Cheapest first, and nothing read that the post leaves as it is.
     Ok(row.try_get::<i64, _>("updated_at")? == now
-        && expiration == new.subscription.expiration_time().map(|t| t as i64)
-        && (new.user_id.is_none() || user == new.user_id)
-        && (new.topics.is_none() || topics == topics_json(new))
-        && (new.keep_stored_key || key == new.vapid_key_id))
+        && row.try_get::<Option<i64>, _>("expiration_time")? == new.subscription.expiration_time().map(|t| t as i64)
+        && (new.keep_stored_key || row.try_get::<i64, _>("vapid_key_id")? == new.vapid_key_id)
+        && (new.user_id.is_none() || row.try_get::<Option<String>, _>("user_id")? == new.user_id)
+        && (new.topics.is_none() || row.try_get::<String, _>("topics")? == topics_json(new)))
+}
+
+/// Whether the stored keys (base64url text) are the posted subscription's,
+/// the auth secret compared in constant time. The store writes keys in
+/// one canonical form, so the text is compared first; any other form is
+/// decoded and compared as bytes.
+fn same_keys(new: &NewSubscription, p256dh: &str, auth: &str) -> bool {
+    let sub = &new.subscription;
+    let (want_p256dh, want_auth) = (b64::encode(sub.p256dh().as_bytes()), b64::encode(sub.auth().as_bytes()));
+    if p256dh == want_p256dh && tocsin_protocol::subscription::same_secret(auth.as_bytes(), want_auth.as_bytes()) {
+        return true;
+    }
+    sub.auth().matches_base64(auth) && b64::decode(p256dh).is_ok_and(|p| p == sub.p256dh().as_bytes())
 }
 
 /// A subscription's topics as stored: a JSON array (empty when not given).
