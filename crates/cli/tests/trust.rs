@@ -45,6 +45,20 @@ async fn done_within(server: &Server, id: &str, within: Duration) -> Value {
     }
 }
 
+/// `POST /api/push?wait=true` with a small classic payload: the message's id.
+async fn push_and_wait(server: &Server) -> String {
+    let r = server
+        .http
+        .post(server.url("/api/push?wait=true"))
+        .bearer_auth(TOKEN)
+        .body(r#"{"title":"t"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["data"]["messageId"].as_str().unwrap().to_owned()
+}
+
 // 1. ---------------------------------------------------------------------
 
 /// A stored endpoint posted again with keys of the caller's choosing is
@@ -143,16 +157,7 @@ async fn one_bad_row_halts_nothing(backend: Backend) {
     let (s, list) = server.get("/v1/subscriptions").await;
     assert_eq!(s, 200, "{list}");
     assert_eq!(list["items"].as_array().map(Vec::len), Some(2), "the unreadable row is left out");
-    let r = server
-        .http
-        .post(server.url("/api/push?wait=true"))
-        .bearer_auth(TOKEN)
-        .body(r#"{"title":"t"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let id = r.json::<Value>().await.unwrap()["data"]["messageId"].as_str().unwrap().to_owned();
+    let id = push_and_wait(&server).await;
     let m = done_within(&server, &id, Duration::from_secs(30)).await;
     assert_eq!(
         (m["counts"]["targeted"].as_i64(), m["counts"]["delivered"].as_i64(), m["counts"]["failed"].as_i64()),
@@ -618,15 +623,7 @@ async fn events_count_once_per_delivery() {
     let dev = DevPush::start(&[]);
     let sub = minted(&dev, &server).await;
     assert_eq!(post(&server, &sub).await.0, 200);
-    let r = server
-        .http
-        .post(server.url("/api/push?wait=true"))
-        .bearer_auth(TOKEN)
-        .body(r#"{"title":"t"}"#)
-        .send()
-        .await
-        .unwrap();
-    let id = r.json::<Value>().await.unwrap()["data"]["messageId"].as_str().unwrap().to_owned();
+    let id = push_and_wait(&server).await;
     let delivered = dev.messages().await;
     let payload: Value = serde_json::from_str(delivered[0]["payload"].as_str().unwrap()).unwrap();
     let token = payload["eventToken"].clone();
