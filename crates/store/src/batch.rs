@@ -150,7 +150,14 @@ pub(crate) async fn write_all(
                     stored.push((id, i));
                 }
             }
-            for row in update_chunk(&mut tx, items, &stored).await? {
+            let updated = update_chunk(&mut tx, items, &stored).await?;
+            if updated.len() != stored.len() {
+                // A proven row changed between the insert and the update
+                // (another node re-keyed it): nothing of this batch is
+                // committed; written again row by row, it is judged afresh.
+                return Err(crate::StoreError::Conflict("the endpoint was changed by another writer".into()).into());
+            }
+            for row in updated {
                 let id: i64 = row.try_get("id")?;
                 if let Some(&(_, i)) = stored.iter().find(|(s, _)| *s == id) {
                     rows[i] = Some(Ok(returned_row(&row, items[i].0)?));
@@ -164,13 +171,9 @@ pub(crate) async fn write_all(
     // Their `subscription.created` events are written by the database (the
     // trigger `subscriptions_created`, migration 0011), in this transaction.
     tx.commit().await?;
+    // Every item has its row or its refusal by now.
     rows.into_iter()
-        .map(|row| {
-            // An update that found no row: it changed under this batch's feet
-            // (another node, between the two statements). The batch fails;
-            // written again row by row, the row is judged afresh.
-            row.ok_or_else(|| crate::StoreError::Conflict("the endpoint was changed by another writer".into()).into())
-        })
+        .map(|row| row.ok_or_else(|| crate::StoreError::Corrupt("upsert lost a row".into()).into()))
         .collect()
 }
 
