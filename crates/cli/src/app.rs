@@ -69,7 +69,7 @@ pub async fn app(command: AppCommand) -> anyhow::Result<ExitCode> {
             allow_apple_rejected_subject,
             db,
         } => {
-            let (store, _) = tocsin_server::open_store(&db.database, None).await?;
+            let (store, _) = tocsin_server::open_store(&db.database, db.timeout()?, None).await?;
             let new = NewApp { name, vapid_subject, user_signing_secret, cors_origins: cors_origin };
             if allow_apple_rejected_subject {
                 eprintln!("warning: --allow-apple-rejected-subject: Safari subscribers of this app may get nothing");
@@ -93,7 +93,7 @@ pub async fn app(command: AppCommand) -> anyhow::Result<ExitCode> {
             }
         }
         AppCommand::List { json, db } => {
-            let (store, _) = tocsin_server::open_store(&db.database, None).await?;
+            let (store, _) = tocsin_server::open_store(&db.database, db.timeout()?, None).await?;
             if !json {
                 println!("{:<40} {:<14} PUBLIC KEY", "APP", "SUBSCRIPTIONS");
             }

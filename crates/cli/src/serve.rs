@@ -16,6 +16,17 @@ pub struct DbArgs {
     /// sqlite://PATH (the default, under ./tocsin-data/) or postgres://USER@HOST/DB.
     #[arg(long = "database", env = "TOCSIN_DATABASE_URL", default_value = DEFAULT_DATABASE)]
     pub database: String,
+    /// Seconds one database call may take, waiting for a connection included; past it a request answers 503
+    /// database-unavailable (with Retry-After) instead of hanging while the database is away.
+    #[arg(long, env = "TOCSIN_DATABASE_TIMEOUT", default_value_t = 5.0)]
+    pub database_timeout: f64,
+}
+
+impl DbArgs {
+    /// `--database-timeout` as a duration.
+    pub fn timeout(&self) -> anyhow::Result<std::time::Duration> {
+        seconds(self.database_timeout, "--database-timeout")
+    }
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +183,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = ServerConfig {
         listen: args.listen,
         database_url: args.db.database.clone(),
+        database_timeout: args.db.timeout()?,
         vapid_keys: args.vapid_private_key.clone().map(|p| (args.vapid_public_key.clone(), p)),
         vapid_subject: args.vapid_subject.clone(),
         public_url: args.public_url.clone(),

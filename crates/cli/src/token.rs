@@ -62,7 +62,7 @@ fn when(ms: Option<i64>) -> String {
 pub async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
         TokenCommand::Create { name, scope, app, db } => {
-            let (store, _) = tocsin_server::open_store(&db.database, None).await?;
+            let (store, _) = tocsin_server::open_store(&db.database, db.timeout()?, None).await?;
             let app = match app {
                 Some(name) => match store.app(&name).await? {
                     Some(a) => Some(a),
@@ -85,7 +85,7 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             eprintln!("{} token {name:?} created for {of}; it is shown once: keep it", scope.as_str());
         }
         TokenCommand::List { json, db } => {
-            let (store, _) = tocsin_server::open_store(&db.database, None).await?;
+            let (store, _) = tocsin_server::open_store(&db.database, db.timeout()?, None).await?;
             let tokens = store.tokens().await?;
             let apps = store.apps().await?;
             // A token's app by name; `None` for a token of every app.
@@ -114,7 +114,7 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             }
         }
         TokenCommand::Revoke { name, db } => {
-            let (store, _) = tocsin_server::open_store(&db.database, None).await?;
+            let (store, _) = tocsin_server::open_store(&db.database, db.timeout()?, None).await?;
             if store.revoke_token(&name).await? == 0 {
                 eprintln!("no token named {name:?}");
                 return Ok(ExitCode::from(1));

@@ -29,7 +29,7 @@ pub enum VapidCommand {
 pub async fn run(command: VapidCommand) -> anyhow::Result<ExitCode> {
     match command {
         VapidCommand::Rotate { app, db } => {
-            let (store, _) = tocsin_server::open_store(&db.database, None).await?;
+            let (store, _) = tocsin_server::open_store(&db.database, db.timeout()?, None).await?;
             let app = app.resolve(&store).await?;
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
             let key = tocsin_server::app::rotate_key(&store, app.id, now).await?;

@@ -3,37 +3,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::server::{Backend, Db, Server, TOKEN};
+use common::server::{populate, received, Backend, Db, Server, TOKEN};
 use common::*;
 use serde_json::{json, Value};
-
-/// `n` subscriptions minted by the dev push service for the server's key,
-/// imported into the server's database with `tocsin subscriptions import`.
-async fn populate(dev: &DevPush, server: &Server, db: &Db, n: usize) -> Vec<Value> {
-    let key = server.vapid_public_key().await;
-    let mut subs = Vec::with_capacity(n);
-    while subs.len() < n {
-        subs.extend(dev.mint_batch((n - subs.len()).min(5000), &key).await);
-    }
-    let file = jsonl(&subs);
-    let out = tokio::task::spawn_blocking({
-        let (path, url) = (file.path().to_owned(), db.url.clone());
-        move || tocsin().args(["subscriptions", "import", path.to_str().unwrap(), "--database", &url]).output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    subs
-}
-
-async fn received(dev: &DevPush) -> (u64, HashMap<String, u64>) {
-    let v: Value = dev.http.get(format!("{}/received", dev.base)).send().await.unwrap().json().await.unwrap();
-    let counts = v["counts"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect();
-    (v["total"].as_u64().unwrap(), counts)
-}
 
 async fn send_all(server: &Server, payload: &str) -> String {
     let (status, v) = server.post_json("/v1/messages", &json!({"payload": payload, "target": {"all": true}})).await;

@@ -6,6 +6,9 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// The `Retry-After` of a 503 for a database that is away or full.
+pub const RETRY_AFTER_SECONDS: u64 = 5;
+
 /// An API error: a status, a stable id and a message that says what is wrong.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -57,8 +60,41 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, id, message)
     }
 
-    /// 500 for a storage failure; the cause goes to the log, not the client.
-    pub fn storage(id: &'static str, message: &str, cause: &dyn std::fmt::Display) -> Self {
+    /// 500 for a storage failure; the cause goes to the log, not the
+    /// client. A database that is away answers 503 `database-unavailable`
+    /// and a full disk 503 `storage-full`, both with `Retry-After`: nothing
+    /// was written, and the same request may succeed soon.
+    pub fn storage(id: &'static str, message: &str, cause: &tocsin_store::StoreError) -> Self {
+        use tocsin_store::StoreError;
+        match cause {
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "{message}: the database is unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database-unavailable",
+                    format!("{message}: the database is not answering; nothing was changed, try again"),
+                )
+                .with_retry_after(RETRY_AFTER_SECONDS)
+            }
+            StoreError::StorageFull => {
+                tracing::error!("{message}: the database's disk is full");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage-full",
+                    format!("{message}: the server's storage is full; nothing was changed, try again later"),
+                )
+                .with_retry_after(RETRY_AFTER_SECONDS)
+            }
+            _ => {
+                tracing::error!(error = %cause, "{message}");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, id, message)
+            }
+        }
+    }
+
+    /// 500 for a failure that is not the database's (no randomness, a key
+    /// that cannot be made); the cause goes to the log, not the client.
+    pub fn internal(id: &'static str, message: &str, cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "{message}");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, id, message)
     }

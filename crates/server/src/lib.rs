@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// `sqlite://PATH` or `postgres://…`.
     pub database_url: String,
+    /// The longest one store call may take, waiting for a connection
+    /// included; then 503 `database-unavailable`.
+    pub database_timeout: Duration,
     /// A VAPID key pair to use instead of the stored or generated one.
     pub vapid_keys: Option<(Option<String>, String)>,
     /// The VAPID subject (`mailto:` or `https:`).
@@ -242,9 +245,10 @@ fn now_ms() -> i64 {
 /// store and key row.
 pub async fn open_store(
     database_url: &str,
+    timeout: Duration,
     vapid_keys: Option<&(Option<String>, String)>,
 ) -> Result<(SqlStore, tocsin_store::VapidKeyRow), StartError> {
-    let store = SqlStore::connect(database_url).await?;
+    let store = SqlStore::connect_with(database_url, timeout).await?;
     let app = tocsin_store::AppId::DEFAULT;
     let row = match (vapid_keys, store.current_vapid_key(app).await?) {
         (Some((public, private)), current) => {
@@ -341,7 +345,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         },
     };
     let _owner = sqlite_owner_lock(&config.database_url)?;
-    let (store, _) = open_store(&config.database_url, config.vapid_keys.as_ref()).await?;
+    let (store, _) = open_store(&config.database_url, config.database_timeout, config.vapid_keys.as_ref()).await?;
     let sql = Arc::new(store);
     let store: Arc<dyn Store> = sql.clone();
     let outbox: Arc<dyn tocsin_store::Outbox> = sql;

@@ -55,9 +55,32 @@ pub enum StoreError {
     /// browser never changes the keys of an endpoint. Nothing was written.
     #[error("this endpoint is stored with other keys; re-posting it needs the same keys.auth")]
     NotProven,
+    /// The database did not answer within the store's timeout, or the
+    /// connection to it failed: nothing is known to be written, and the
+    /// same call may succeed later (answered 503 `database-unavailable`).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The disk under the database is full (SQLite): the write was rolled
+    /// back whole, and succeeds again once there is room (503
+    /// `storage-full`).
+    #[error("the database's disk is full")]
+    StorageFull,
+    /// The database was migrated by a newer release of Tocsin: this binary
+    /// does not know the named migration and refuses to run on it.
+    #[error("the database was migrated by a newer release (migration {0} is unknown to this one): upgrade tocsin")]
+    TooNew(i64),
     /// The database URL is not `sqlite:` or `postgres:`.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     Url(String),
+}
+
+impl StoreError {
+    /// Whether the same call may succeed once the database is back: it
+    /// did not answer, or its disk was full. Work waiting to be recorded
+    /// is kept and written again rather than given up.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::StorageFull)
+    }
 }
 
 /// Result of a store call.

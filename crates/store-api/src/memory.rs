@@ -651,10 +651,14 @@ impl Store for MemoryStore {
     ) -> Result<Option<MessageState>> {
         let mut st = self.lock();
         match st.shards.get_mut(&(shard.message_id.clone(), shard.shard)) {
-            Some(row) if row.token.as_deref() == Some(shard.token.as_str()) => {
+            Some(row) if row.token.as_deref() == Some(shard.token.as_str()) && row.cursor == progress.from => {
                 row.cursor = progress.cursor;
                 row.done |= progress.done;
                 row.lease_until = if progress.done { 0 } else { now + progress.lease_ms };
+            }
+            // Written before (the same cursor under the same token): counted once.
+            Some(row) if row.token.as_deref() == Some(shard.token.as_str()) && row.cursor == progress.cursor => {
+                return Ok(st.messages.get(&shard.message_id).map(|m| m.state));
             }
             _ => return Ok(None),
         }

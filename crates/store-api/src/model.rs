@@ -581,6 +581,11 @@ impl PageOutcome {
 /// How far a node got with a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardProgress {
+    /// The shard's cursor when the page began (the claim's, or the last
+    /// checkpoint's). The checkpoint applies only while the shard is still
+    /// there, so that one written again, after its first commit's answer
+    /// was lost with the connection, counts once.
+    pub from: i64,
     /// The last subscription id handled.
     pub cursor: i64,
     /// The shard is finished.

@@ -50,7 +50,14 @@ pub(crate) fn spawn_writer(pool: AnyPool) -> mpsc::Sender<Upsert> {
     tx
 }
 
-async fn write_batch(pool: &AnyPool, items: Vec<Upsert>) {
+async fn write_batch(pool: &AnyPool, mut items: Vec<Upsert>) {
+    // A caller that stopped waiting (its store call timed out while the
+    // database was away) has been answered 503: its row is not written
+    // late, and a backlog built up during an outage drains at once.
+    items.retain(|u| !u.reply.is_closed());
+    if items.is_empty() {
+        return;
+    }
     let refs: Vec<(&NewSubscription, i64)> = items.iter().map(|u| (&u.new, u.now)).collect();
     match write_all(pool, &refs).await {
         Ok(rows) => {
@@ -59,21 +66,36 @@ async fn write_batch(pool: &AnyPool, items: Vec<Upsert>) {
             }
         }
         // A failed batch is written again one row at a time, so that a row
-        // that cannot be stored fails alone, with its own error.
-        Err(e) if items.len() == 1 => {
-            if let Some(item) = items.into_iter().next() {
-                let _ = item.reply.send(Err(e.into()));
+        // that cannot be stored fails alone, with its own error; unless the
+        // database itself failed (away, or its disk full), which every row
+        // would meet again.
+        Err(e) => {
+            let e: crate::StoreError = e.into();
+            if e.is_transient() {
+                for item in items {
+                    let again = match &e {
+                        crate::StoreError::StorageFull => crate::StoreError::StorageFull,
+                        other => crate::StoreError::Unavailable(other.to_string()),
+                    };
+                    let _ = item.reply.send(Err(again));
+                }
+            } else if items.len() == 1 {
+                if let Some(item) = items.into_iter().next() {
+                    let _ = item.reply.send(Err(e));
+                }
+            } else {
+                write_one_by_one(pool, items).await;
             }
         }
-        Err(_) => {
-            for item in items {
-                let result =
-                    write_all(pool, &[(&item.new, item.now)]).await.map_err(Into::into).and_then(|mut rows| {
-                        rows.pop().unwrap_or_else(|| Err(crate::StoreError::Corrupt("upsert returned no row".into())))
-                    });
-                let _ = item.reply.send(result);
-            }
-        }
+    }
+}
+
+async fn write_one_by_one(pool: &AnyPool, items: Vec<Upsert>) {
+    for item in items {
+        let result = write_all(pool, &[(&item.new, item.now)]).await.map_err(Into::into).and_then(|mut rows| {
+            rows.pop().unwrap_or_else(|| Err(crate::StoreError::Corrupt("upsert returned no row".into())))
+        });
+        let _ = item.reply.send(result);
     }
 }
 

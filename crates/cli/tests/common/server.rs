@@ -61,6 +61,14 @@ impl Db {
     }
 }
 
+impl Db {
+    /// A database the test made itself (a private PostgreSQL cluster, a
+    /// file on a small disk): nothing is dropped at the end.
+    pub fn at(url: String, backend: Backend) -> Self {
+        Db { url, backend, _dir: None, pg_name: None }
+    }
+}
+
 impl Drop for Db {
     fn drop(&mut self) {
         if let Some(name) = &self.pg_name {
@@ -277,4 +285,30 @@ macro_rules! both_backends {
             }
         }
     };
+}
+
+/// `n` subscriptions minted by the dev push service for the server's key,
+/// imported into the server's database with `tocsin subscriptions import`.
+pub async fn populate(dev: &super::DevPush, server: &Server, db: &Db, n: usize) -> Vec<Value> {
+    let key = server.vapid_public_key().await;
+    let mut subs = Vec::with_capacity(n);
+    while subs.len() < n {
+        subs.extend(dev.mint_batch((n - subs.len()).min(5000), &key).await);
+    }
+    let file = super::jsonl(&subs);
+    let out = tokio::task::spawn_blocking({
+        let (path, url) = (file.path().to_owned(), db.url.clone());
+        move || tocsin().args(["subscriptions", "import", path.to_str().unwrap(), "--database", &url]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    subs
+}
+
+/// What the dev push service received: (total, per subscription id).
+pub async fn received(dev: &super::DevPush) -> (u64, std::collections::HashMap<String, u64>) {
+    let v: Value = dev.http.get(format!("{}/received", dev.base)).send().await.unwrap().json().await.unwrap();
+    let counts = v["counts"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect();
+    (v["total"].as_u64().unwrap(), counts)
 }

@@ -148,6 +148,9 @@ pub struct Engine {
     /// even between processes that share a `--node-id`.
     claim_prefix: u64,
     claims: AtomicU64,
+    /// Workers holding results the database has not taken yet (it is away);
+    /// while any does, no new work is claimed.
+    recording: std::sync::atomic::AtomicUsize,
 }
 
 impl Engine {
@@ -189,6 +192,7 @@ impl Engine {
             metrics,
             claim_prefix,
             claims: AtomicU64::new(0),
+            recording: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 

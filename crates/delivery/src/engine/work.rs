@@ -4,17 +4,28 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tocsin_store_api::{
-    FailedDelivery, MessageState, PageOutcome, PageRow, RetryItem, Shard, ShardProgress, StoreError,
+    FailedDelivery, MessageState, PageOutcome, PageRow, RetryItem, Shard, ShardProgress, Store, StoreError,
 };
 use tokio::sync::watch;
 
 use super::attempt::Job;
 use super::lane::Lane;
 use super::Engine;
+
+/// A worker waiting for the database to take results it holds; counted in
+/// [`Engine::recording`] until dropped.
+struct Recording<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Recording<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// What a heartbeat renews.
 enum Held {
@@ -25,6 +36,11 @@ enum Held {
 impl Engine {
     /// Does one piece of work; false when there was none.
     pub(super) async fn step(&self, lane: &Lane, shutdown: &watch::Receiver<bool>) -> Result<bool, StoreError> {
+        if self.recording.load(Ordering::Acquire) > 0 {
+            // A page's results wait for the database: nothing new is taken
+            // until they are written (or their claim is known to be lost).
+            return Ok(false);
+        }
         let now = self.now_ms();
         if let Some(m) = lane.db(move |s| async move { s.next_startable_message(now).await }).await? {
             let (id, target, shard_size) = (m.id.clone(), m.target.clone(), self.config.shard_size);
@@ -90,12 +106,25 @@ impl Engine {
         let page_size = self.config.page_size;
         let mut cursor = shard.cursor;
         loop {
-            let (m, end_at) = (message.clone(), shard.end_at);
-            let page =
-                lane.db(move |s| async move {
-                    s.page_subscriptions(m.app_id, &m.target, cursor, Some(end_at), page_size).await
+            let end_at = shard.end_at;
+            let (page, waited) = self
+                .patiently(lane, "reading a page", || {
+                    let m = message.clone();
+                    move |s: Arc<dyn Store>| async move {
+                        s.page_subscriptions(m.app_id, &m.target, cursor, Some(end_at), page_size).await
+                    }
                 })
                 .await?;
+            if waited {
+                // The database was away for a while: the claim may have run
+                // out and been taken; nothing is sent unless it is still ours.
+                let (sh, now, lease) = (shard.clone(), self.now_ms(), self.lease_ms());
+                if !lane.db(move |s| async move { s.renew_shard(&sh, now, lease).await }).await? {
+                    self.metrics.claims_lost.inc();
+                    tracing::warn!(message = %message.id, shard = shard.shard, "claim lost while the database was away");
+                    return Ok(());
+                }
+            }
             let done = (page.len() as i64) < page_size;
             let last = page.last().map_or(shard.end_at, PageRow::id);
             let (mut jobs, mut unreadable) = (Vec::with_capacity(page.len()), Vec::new());
@@ -124,15 +153,19 @@ impl Engine {
             if !held {
                 return self.after_lost_claim(lane, &shard, cursor, outcome).await;
             }
+            let from = cursor;
             cursor = if done { shard.end_at } else { last };
             let stopping = *shutdown.borrow();
             // Stopping releases the lease at once, so a restart resumes without waiting for it.
             let lease_ms = if stopping { -1 } else { self.lease_ms() };
-            let (sh, now) = (shard.clone(), self.now_ms());
-            let state = lane
-                .db(move |s| async move {
-                    let progress = ShardProgress { cursor, done, lease_ms };
-                    s.checkpoint_shard(&sh, &progress, &outcome, now).await
+            let progress = ShardProgress { from, cursor, done, lease_ms };
+            // The pushes have gone out: their results are kept until the
+            // database takes them, under this claim's token.
+            let outcome = Arc::new(outcome);
+            let (state, _) = self
+                .patiently(lane, "recording a page", || {
+                    let (sh, outcome, now) = (shard.clone(), outcome.clone(), self.now_ms());
+                    move |s: Arc<dyn Store>| async move { s.checkpoint_shard(&sh, &progress, &outcome, now).await }
                 })
                 .await?;
             match state {
@@ -189,9 +222,14 @@ impl Engine {
                 return Ok(());
             }
             outcome.gone.extend(vanished);
-            let (id, tok, now) = (message_id.clone(), token.clone(), self.now_ms());
-            let recorded =
-                lane.db(move |s| async move { s.record_retries(&id, &tok, &items, &outcome, now).await }).await?;
+            let outcome = Arc::new(outcome);
+            let (recorded, _) = self
+                .patiently(lane, "recording retries", || {
+                    let (id, tok, items, outcome) = (message_id.clone(), token.clone(), items.clone(), outcome.clone());
+                    let now = self.now_ms();
+                    move |s: Arc<dyn Store>| async move { s.record_retries(&id, &tok, &items, &outcome, now).await }
+                })
+                .await?;
             if !recorded {
                 self.metrics.claims_lost.inc();
                 tracing::warn!(message = %message_id, "claim of retries lost; not recorded (the new owner sends them)");
@@ -220,7 +258,7 @@ impl Engine {
         if cancelled.is_some_and(|m| m.state == MessageState::Cancelled) {
             let (sh, now) = (shard.clone(), self.now_ms());
             // The page was cut short: the cursor stays where the last checkpoint put it.
-            let progress = ShardProgress { cursor, done: true, lease_ms: -1 };
+            let progress = ShardProgress { from: cursor, cursor, done: true, lease_ms: -1 };
             let recorded = lane.db(move |s| async move { s.checkpoint_shard(&sh, &progress, &outcome, now).await });
             if recorded.await?.is_some() {
                 tracing::info!(message = %shard.message_id, "message cancelled while sending; what was sent is counted");
@@ -231,6 +269,41 @@ impl Engine {
         tracing::warn!(message = %shard.message_id, shard = shard.shard,
             "claim lost while a page was in flight; the rest of the page is left to its new owner");
         Ok(())
+    }
+
+    /// Calls the store until it answers, waiting out a database that is
+    /// away or full ([`StoreError::is_transient`]); other errors are
+    /// returned. `make` makes each attempt's call. While it waits this node
+    /// takes no new work ([`Engine::step`]), so that results already sent
+    /// are written under their claim before anything else is claimed.
+    /// Returns the answer and whether it had to wait.
+    async fn patiently<T, F, Fut>(&self, lane: &Lane, what: &str, make: impl Fn() -> F) -> Result<(T, bool), StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<dyn Store>) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let mut wait = Duration::from_millis(100);
+        let mut waiting: Option<Recording<'_>> = None;
+        loop {
+            match lane.db(make()).await {
+                Err(e) if e.is_transient() => {
+                    if waiting.is_none() {
+                        tracing::warn!(error = %e, "database unavailable while {what}; keeping the results and trying again");
+                        self.recording.fetch_add(1, Ordering::AcqRel);
+                        waiting = Some(Recording(&self.recording));
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                done => {
+                    if waiting.is_some() {
+                        tracing::info!("database back: {what} done");
+                    }
+                    return done.map(|v| (v, waiting.is_some()));
+                }
+            }
+        }
     }
 
     /// Runs `work` while renewing the claim on `held` about every third of

@@ -145,9 +145,10 @@ pub(crate) async fn post_app(
             ApiError::bad_request("invalid-vapid-subject", e.to_string())
         }
         CreateAppError::Origin(_) => ApiError::bad_request("invalid-cors-origin", e.to_string()),
-        CreateAppError::Key(_) | CreateAppError::Store(_) => {
-            ApiError::storage("unable-to-create-app", "the app could not be created", &e)
+        CreateAppError::Store(ref cause) => {
+            ApiError::storage("unable-to-create-app", "the app could not be created", cause)
         }
+        CreateAppError::Key(_) => ApiError::internal("unable-to-create-app", "the app could not be created", &e),
     })?;
     // This node knows it at once (others within a second).
     st.apps.load(&app.name).await.map_err(db)?;
@@ -171,9 +172,12 @@ pub(crate) async fn list_keys(token: Reader, State(st): State<AppState>) -> Resu
     responses((status = 201, body = VapidKeyView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn rotate(token: Admin, State(st): State<AppState>) -> Result<Response, ApiError> {
     let now = now_ms();
-    let key = rotate_key(st.store.as_ref(), token.app.id, now)
-        .await
-        .map_err(|e| ApiError::storage("unable-to-rotate", "the key could not be rotated", &e))?;
+    let key = rotate_key(st.store.as_ref(), token.app.id, now).await.map_err(|e| match e {
+        CreateAppError::Store(ref cause) => {
+            ApiError::storage("unable-to-rotate", "the key could not be rotated", cause)
+        }
+        _ => ApiError::internal("unable-to-rotate", "the key could not be rotated", &e),
+    })?;
     // This node answers with the new key at once; others within a second.
     st.apps.load(&token.app.name).await.map_err(db)?;
     tracing::info!(app = %token.app.name, key = key.id, "VAPID key rotated");

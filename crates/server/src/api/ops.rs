@@ -92,6 +92,7 @@ pub(crate) async fn readyz(State(st): State<AppState>) -> Result<Json<Value>, Ap
     st.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database-unavailable", "the database does not answer")
+            .with_retry_after(crate::error::RETRY_AFTER_SECONDS)
     })?;
     Ok(Json(json!({"status": "ok"})))
 }

@@ -132,7 +132,7 @@ pub(crate) async fn create_webhook(
         ));
     }
     let secret = tocsin_webhooks::new_secret()
-        .map_err(|_| ApiError::storage("unable-to-create-webhook", "no randomness", &"rand"))?;
+        .map_err(|_| ApiError::internal("unable-to-create-webhook", "no randomness", &"rand"))?;
     let new = NewWebhook {
         id: format!("wh_{}", new_id()?),
         app: token.app.id,

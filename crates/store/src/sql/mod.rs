@@ -37,7 +37,13 @@ pub struct SqlStore {
     backend: Backend,
     /// The group-commit writer of subscription upserts ([`crate::batch`]).
     upserts: tokio::sync::mpsc::Sender<crate::batch::Upsert>,
+    /// The longest a call may take, waiting for a connection included;
+    /// then it fails with [`StoreError::Unavailable`].
+    timeout: std::time::Duration,
 }
+
+/// How long a store call waits by default (`--database-timeout`).
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An error inside this crate: sqlx's own, or one of the interface's.
 /// [`StoreError`] lives in a crate without sqlx, so it cannot have a
@@ -72,9 +78,39 @@ impl From<sqlx::migrate::MigrateError> for SqlError {
 impl From<SqlError> for StoreError {
     fn from(e: SqlError) -> Self {
         match e {
-            SqlError::Sqlx(e) => StoreError::Database(Box::new(e)),
+            SqlError::Sqlx(e) => classify(e),
             SqlError::Store(e) => e,
         }
+    }
+}
+
+/// Sorts sqlx's errors into what callers act on: the database not
+/// answering (no connection, a broken one, a server shutting down, a lock
+/// held past the busy timeout) and a full disk are transient
+/// ([`StoreError::is_transient`]); the rest is a database error.
+fn classify(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::PoolTimedOut => StoreError::Unavailable("no connection to the database".into()),
+        sqlx::Error::PoolClosed => StoreError::Closed,
+        sqlx::Error::Io(io) if io.raw_os_error() == Some(28) => StoreError::StorageFull,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // SQLite: SQLITE_FULL (13), SQLITE_IOERR_WRITE (778) from a
+            // full disk, SQLITE_BUSY (5) past the busy timeout.
+            // PostgreSQL: class 08 (connection exception), 53100
+            // (disk_full), 57P01..57P03 (the server shutting down or
+            // starting).
+            match code.as_ref() {
+                "13" | "53100" => StoreError::StorageFull,
+                "778" if db.message().contains("full") => StoreError::StorageFull,
+                "5" | "57P01" | "57P02" | "57P03" => StoreError::Unavailable(db.message().to_owned()),
+                c if c.starts_with("08") => StoreError::Unavailable(db.message().to_owned()),
+                _ if db.message().contains("database or disk is full") => StoreError::StorageFull,
+                _ => StoreError::Database(Box::new(e)),
+            }
+        }
+        _ => StoreError::Database(Box::new(e)),
     }
 }
 
@@ -105,12 +141,28 @@ pub(crate) static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!(
 
 impl SqlStore {
     /// Connects (creating a SQLite file and its folder if needed) and
-    /// applies the migrations.
+    /// applies the migrations, with calls bounded by [`DEFAULT_TIMEOUT`].
     pub async fn connect(url: &str) -> Result<Self> {
-        Ok(Self::open(url).await?)
+        Self::connect_with(url, DEFAULT_TIMEOUT).await
     }
 
-    async fn open(url: &str) -> R<Self> {
+    /// The same with every call bounded by `timeout`, waiting for a
+    /// connection included: past it a call fails with
+    /// [`StoreError::Unavailable`] instead of waiting for the database.
+    pub async fn connect_with(url: &str, timeout: std::time::Duration) -> Result<Self> {
+        Ok(Self::open(url, timeout).await?)
+    }
+
+    /// Runs one call of the store's, bounded by its timeout. A call cut
+    /// short is dropped: its transaction, if any, rolls back.
+    async fn bounded<T>(&self, call: impl std::future::Future<Output = R<T>>) -> Result<T> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(done) => Ok(done?),
+            Err(_) => Err(StoreError::Unavailable(format!("no answer within {:?}", self.timeout))),
+        }
+    }
+
+    async fn open(url: &str, timeout: std::time::Duration) -> R<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -120,7 +172,22 @@ impl SqlStore {
             return Err(StoreError::Url(url.to_owned()).into());
         };
         let mut url = url.to_owned();
-        let mut options = AnyPoolOptions::new();
+        let mut options = AnyPoolOptions::new().acquire_timeout(timeout).after_release(|conn, _| {
+            // A transaction whose COMMIT failed (SQLite's full disk rolls it
+            // back by itself) leaves sqlx's count of open transactions at 1
+            // and its ROLLBACK fails, so every later BEGIN on the connection
+            // would fail ("non-zero transaction depth"). The rollback queued
+            // by a dropped transaction is done after a ping; a connection
+            // still "in a transaction" then is closed, not reused.
+            Box::pin(async move {
+                use sqlx::Connection as _;
+                if !conn.is_in_transaction() {
+                    return Ok(true);
+                }
+                conn.ping().await?;
+                Ok(!conn.is_in_transaction())
+            })
+        });
         if backend == Backend::Sqlite {
             if let Some(path) = sqlite_path(&url) {
                 if let Some(dir) = std::path::Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -143,12 +210,14 @@ impl SqlStore {
             options = options.max_connections(16);
         }
         let pool = options.connect(&url).await?;
-        match backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
-        }
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        refuse_newer(&pool, migrator).await?;
+        migrator.run(&pool).await?;
         let upserts = crate::batch::spawn_writer(pool.clone());
-        Ok(Self { pool, backend, upserts })
+        Ok(Self { pool, backend, upserts, timeout })
     }
 
     /// Which backend this is.
@@ -159,6 +228,23 @@ impl SqlStore {
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Refuses a database that a newer release has migrated: one applied
+/// migration this binary does not have. sqlx would refuse it too, but
+/// only as "migration N was previously applied but is missing"; this says
+/// what to do. A database without the migrations table is new.
+async fn refuse_newer(pool: &AnyPool, migrator: &sqlx::migrate::Migrator) -> R<()> {
+    let applied: Vec<i64> = match sqlx::query_scalar("SELECT version FROM _sqlx_migrations").fetch_all(pool).await {
+        Ok(v) => v,
+        Err(sqlx::Error::Database(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let known: std::collections::HashSet<i64> = migrator.iter().map(|m| m.version).collect();
+    match applied.into_iter().filter(|v| !known.contains(v)).max() {
+        Some(v) => Err(StoreError::TooNew(v).into()),
+        None => Ok(()),
     }
 }
 
@@ -176,24 +262,27 @@ impl Store for SqlStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(SqlError::from)?;
-        Ok(())
+        self.bounded(async {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn apps(&self) -> Result<Vec<AppRow>> {
-        Ok(admin::apps(self).await?)
+        self.bounded(admin::apps(self)).await
     }
 
     async fn app(&self, name: &str) -> Result<Option<AppRow>> {
-        Ok(admin::app(self, name).await?)
+        self.bounded(admin::app(self, name)).await
     }
 
     async fn create_app(&self, new: &NewApp, public_key: &str, private_key: &str, now: i64) -> Result<Option<AppRow>> {
-        Ok(admin::create_app(self, new, public_key, private_key, now).await?)
+        self.bounded(admin::create_app(self, new, public_key, private_key, now)).await
     }
 
     async fn current_vapid_key(&self, app: AppId) -> Result<Option<VapidKeyRow>> {
-        Ok(admin::current_vapid_key(self, app).await?)
+        self.bounded(admin::current_vapid_key(self, app)).await
     }
 
     async fn make_vapid_key_current(
@@ -203,43 +292,43 @@ impl Store for SqlStore {
         private_key: &str,
         now: i64,
     ) -> Result<VapidKeyRow> {
-        Ok(admin::make_vapid_key_current(self, app, public_key, private_key, now).await?)
+        self.bounded(admin::make_vapid_key_current(self, app, public_key, private_key, now)).await
     }
 
     async fn add_vapid_key(&self, app: AppId, public_key: &str, private_key: &str, now: i64) -> Result<VapidKeyRow> {
-        Ok(admin::add_vapid_key(self, app, public_key, private_key, now).await?)
+        self.bounded(admin::add_vapid_key(self, app, public_key, private_key, now)).await
     }
 
     async fn vapid_key(&self, id: i64) -> Result<Option<VapidKeyRow>> {
-        Ok(admin::vapid_key(self, id).await?)
+        self.bounded(admin::vapid_key(self, id)).await
     }
 
     async fn vapid_key_id(&self, app: AppId, public_key: &str) -> Result<Option<i64>> {
-        Ok(admin::vapid_key_id(self, app, public_key).await?)
+        self.bounded(admin::vapid_key_id(self, app, public_key)).await
     }
 
     async fn vapid_keys(&self, app: AppId) -> Result<Vec<VapidKeyInfo>> {
-        Ok(admin::vapid_keys(self, app).await?)
+        self.bounded(admin::vapid_keys(self, app)).await
     }
 
     async fn retire_vapid_key(&self, app: AppId, id: i64, force: bool, now: i64) -> Result<RetireKey> {
-        Ok(admin::retire_vapid_key(self, app, id, force, now).await?)
+        self.bounded(admin::retire_vapid_key(self, app, id, force, now)).await
     }
 
     async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription> {
-        Ok(subscriptions::upsert(self, new, now).await?)
+        self.bounded(subscriptions::upsert(self, new, now)).await
     }
 
     async fn upsert_subscriptions(&self, new: &[NewSubscription], now: i64) -> Result<Vec<StoredSubscription>> {
-        Ok(subscriptions::upsert_all(self, new, now).await?)
+        self.bounded(subscriptions::upsert_all(self, new, now)).await
     }
 
     async fn delete_subscription_by_endpoint(&self, app: AppId, endpoint: &str, auth: &str, now: i64) -> Result<bool> {
-        Ok(subscriptions::delete_by_endpoint(self, app, endpoint, auth, now).await?)
+        self.bounded(subscriptions::delete_by_endpoint(self, app, endpoint, auth, now)).await
     }
 
     async fn subscription_by_endpoint(&self, app: AppId, endpoint: &str) -> Result<Option<StoredSubscription>> {
-        Ok(subscriptions::by_endpoint(self, app, endpoint).await?)
+        self.bounded(subscriptions::by_endpoint(self, app, endpoint)).await
     }
 
     async fn add_event(
@@ -251,31 +340,31 @@ impl Store for SqlStore {
         action: Option<&str>,
         now: i64,
     ) -> Result<bool> {
-        Ok(messages::add_event(self, app, message_id, recipient, event, action, now).await?)
+        self.bounded(messages::add_event(self, app, message_id, recipient, event, action, now)).await
     }
 
     async fn delete_subscription(&self, app: AppId, id: i64, now: i64) -> Result<bool> {
-        Ok(subscriptions::delete(self, app, id, now).await?)
+        self.bounded(subscriptions::delete(self, app, id, now)).await
     }
 
     async fn replace_subscription(&self, app: AppId, old_id: i64, new_id: i64, now: i64) -> Result<bool> {
-        Ok(subscriptions::replace(self, app, old_id, new_id, now).await?)
+        self.bounded(subscriptions::replace(self, app, old_id, new_id, now)).await
     }
 
     async fn count_by_host(&self, app: AppId) -> Result<Vec<(String, i64)>> {
-        Ok(admin::count_by_host(self, app).await?)
+        self.bounded(admin::count_by_host(self, app)).await
     }
 
     async fn daily_stats(&self, app: AppId, first_day: i64, last_day: i64) -> Result<Vec<DailyStats>> {
-        Ok(admin::daily(self, app, first_day, last_day).await?)
+        self.bounded(admin::daily(self, app, first_day, last_day)).await
     }
 
     async fn app_subscription(&self, app: AppId, id: i64) -> Result<Option<StoredSubscription>> {
-        Ok(subscriptions::get(self, Some(app), id).await?)
+        self.bounded(subscriptions::get(self, Some(app), id)).await
     }
 
     async fn subscription(&self, id: i64) -> Result<Option<StoredSubscription>> {
-        Ok(subscriptions::get(self, None, id).await?)
+        self.bounded(subscriptions::get(self, None, id)).await
     }
 
     async fn page_subscriptions(
@@ -286,47 +375,47 @@ impl Store for SqlStore {
         upto: Option<i64>,
         limit: i64,
     ) -> Result<Vec<PageRow>> {
-        Ok(subscriptions::page(self, app, target, after, upto, limit).await?)
+        self.bounded(subscriptions::page(self, app, target, after, upto, limit)).await
     }
 
     async fn count_subscriptions(&self, app: AppId, target: &Target) -> Result<i64> {
-        Ok(subscriptions::count(self, app, target).await?)
+        self.bounded(subscriptions::count(self, app, target)).await
     }
 
     async fn insert_message(&self, new: &NewMessage) -> Result<(Message, bool)> {
-        Ok(messages::insert(self, new).await?)
+        self.bounded(messages::insert(self, new)).await
     }
 
     async fn app_message(&self, app: AppId, id: &str) -> Result<Option<Message>> {
-        Ok(messages::get(self, Some(app), id).await?)
+        self.bounded(messages::get(self, Some(app), id)).await
     }
 
     async fn message(&self, id: &str) -> Result<Option<Message>> {
-        Ok(messages::get(self, None, id).await?)
+        self.bounded(messages::get(self, None, id)).await
     }
 
     async fn list_messages(&self, app: AppId, before: Option<&str>, limit: i64) -> Result<Vec<Message>> {
-        Ok(messages::list(self, app, before, limit).await?)
+        self.bounded(messages::list(self, app, before, limit)).await
     }
 
     async fn cancel_message(&self, app: AppId, id: &str, now: i64) -> Result<Option<Message>> {
-        Ok(messages::cancel(self, app, id, now).await?)
+        self.bounded(messages::cancel(self, app, id, now)).await
     }
 
     async fn start_message(&self, id: &str, target: &Target, shard_size: i64, now: i64) -> Result<bool> {
-        Ok(messages::start(self, id, target, shard_size, now).await?)
+        self.bounded(messages::start(self, id, target, shard_size, now)).await
     }
 
     async fn next_startable_message(&self, now: i64) -> Result<Option<Message>> {
-        Ok(messages::next_startable(self, now).await?)
+        self.bounded(messages::next_startable(self, now)).await
     }
 
     async fn claim_shard(&self, claim: &Claim, now: i64, lease_ms: i64) -> Result<Option<Shard>> {
-        Ok(work::claim_shard(self, claim, now, lease_ms).await?)
+        self.bounded(work::claim_shard(self, claim, now, lease_ms)).await
     }
 
     async fn renew_shard(&self, shard: &Shard, now: i64, lease_ms: i64) -> Result<bool> {
-        Ok(work::renew_shard(self, shard, now, lease_ms).await?)
+        self.bounded(work::renew_shard(self, shard, now, lease_ms)).await
     }
 
     async fn checkpoint_shard(
@@ -336,15 +425,15 @@ impl Store for SqlStore {
         outcome: &PageOutcome,
         now: i64,
     ) -> Result<Option<MessageState>> {
-        Ok(work::checkpoint_shard(self, shard, progress, outcome, now).await?)
+        self.bounded(work::checkpoint_shard(self, shard, progress, outcome, now)).await
     }
 
     async fn claim_retries(&self, claim: &Claim, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<RetryItem>> {
-        Ok(work::claim_retries(self, claim, now, lease_ms, limit).await?)
+        self.bounded(work::claim_retries(self, claim, now, lease_ms, limit)).await
     }
 
     async fn renew_retries(&self, token: &str, now: i64, lease_ms: i64) -> Result<bool> {
-        Ok(work::renew_retries(self, token, now, lease_ms).await?)
+        self.bounded(work::renew_retries(self, token, now, lease_ms)).await
     }
 
     async fn record_retries(
@@ -355,23 +444,23 @@ impl Store for SqlStore {
         outcome: &PageOutcome,
         now: i64,
     ) -> Result<bool> {
-        Ok(work::record_retries(self, message_id, token, items, outcome, now).await?)
+        self.bounded(work::record_retries(self, message_id, token, items, outcome, now)).await
     }
 
     async fn try_finish_message(&self, id: &str, now: i64) -> Result<bool> {
-        Ok(messages::try_finish(self, id, now).await?)
+        self.bounded(messages::try_finish(self, id, now)).await
     }
 
     async fn sending_message_ids(&self) -> Result<Vec<String>> {
-        Ok(messages::sending_ids(self).await?)
+        self.bounded(messages::sending_ids(self)).await
     }
 
     async fn message_failure_examples(&self, id: &str) -> Result<Vec<(String, String)>> {
-        Ok(messages::failure_examples(self, id).await?)
+        self.bounded(messages::failure_examples(self, id)).await
     }
 
     async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>> {
-        Ok(messages::failures(self, id).await?)
+        self.bounded(messages::failures(self, id)).await
     }
 
     async fn insert_token(
@@ -382,34 +471,34 @@ impl Store for SqlStore {
         app: Option<AppId>,
         now: i64,
     ) -> Result<()> {
-        Ok(admin::insert_token(self, name, hash, scope, app, now).await?)
+        self.bounded(admin::insert_token(self, name, hash, scope, app, now)).await
     }
 
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>> {
-        Ok(admin::token(self, hash).await?)
+        self.bounded(admin::token(self, hash)).await
     }
 
     async fn touch_token(&self, hash: &str, now: i64) -> Result<()> {
-        Ok(admin::touch_token(self, hash, now).await?)
+        self.bounded(admin::touch_token(self, hash, now)).await
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRow>> {
-        Ok(admin::tokens(self).await?)
+        self.bounded(admin::tokens(self)).await
     }
 
     async fn revoke_token(&self, name: &str) -> Result<u64> {
-        Ok(admin::revoke_token(self, name).await?)
+        self.bounded(admin::revoke_token(self, name)).await
     }
 
     async fn server_secret(&self, name: &str, candidate: &str) -> Result<String> {
-        Ok(admin::server_secret(self, name, candidate).await?)
+        self.bounded(admin::server_secret(self, name, candidate)).await
     }
 
     async fn purge_messages(&self, before: i64, limit: i64) -> Result<u64> {
-        Ok(messages::purge(self, before, limit).await?)
+        self.bounded(messages::purge(self, before, limit)).await
     }
 
     async fn stats(&self, app: AppId) -> Result<Stats> {
-        Ok(admin::stats(self, app).await?)
+        self.bounded(admin::stats(self, app)).await
     }
 }

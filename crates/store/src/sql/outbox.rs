@@ -321,19 +321,19 @@ async fn webhook_totals(store: &SqlStore) -> R<(i64, i64)> {
 #[async_trait]
 impl Outbox for SqlStore {
     async fn create_webhook(&self, new: &NewWebhook) -> Result<WebhookRow> {
-        Ok(create_webhook(self, new).await?)
+        self.bounded(create_webhook(self, new)).await
     }
 
     async fn webhooks(&self, app: AppId) -> Result<Vec<WebhookRow>> {
-        Ok(webhooks(self, app).await?)
+        self.bounded(webhooks(self, app)).await
     }
 
     async fn delete_webhook(&self, app: AppId, id: &str) -> Result<bool> {
-        Ok(delete_webhook(self, app, id).await?)
+        self.bounded(delete_webhook(self, app, id)).await
     }
 
     async fn test_webhook(&self, app: AppId, id: &str, now: i64) -> Result<Option<i64>> {
-        Ok(test_webhook(self, app, id, now).await?)
+        self.bounded(test_webhook(self, app, id, now)).await
     }
 
     async fn claim_delivery(
@@ -344,26 +344,26 @@ impl Outbox for SqlStore {
         lease_ms: i64,
         batch: i64,
     ) -> Result<Option<WebhookDelivery>> {
-        Ok(claim_delivery(self, node, token, now, lease_ms, batch).await?)
+        self.bounded(claim_delivery(self, node, token, now, lease_ms, batch)).await
     }
 
     async fn finish_delivery(&self, webhook: &str, token: &str, result: &DeliveryResult, now: i64) -> Result<bool> {
-        Ok(finish_delivery(self, webhook, token, result, now).await?)
+        self.bounded(finish_delivery(self, webhook, token, result, now)).await
     }
 
     async fn events_after(&self, app: AppId, after_id: i64, until: i64, limit: i64) -> Result<Vec<StoredEvent>> {
-        Ok(events_after(self, app, after_id, until, limit).await?)
+        self.bounded(events_after(self, app, after_id, until, limit)).await
     }
 
     async fn last_event_id(&self, app: AppId) -> Result<i64> {
-        Ok(last_event_id(self, app).await?)
+        self.bounded(last_event_id(self, app)).await
     }
 
     async fn purge_events(&self, before: i64) -> Result<u64> {
-        Ok(purge_events(self, before).await?)
+        self.bounded(purge_events(self, before)).await
     }
 
     async fn webhook_totals(&self) -> Result<(i64, i64)> {
-        Ok(webhook_totals(self).await?)
+        self.bounded(webhook_totals(self)).await
     }
 }

@@ -68,7 +68,7 @@ async fn a_checkpoint_counts_only_while_the_lease_is_held() -> TestResult {
             Ok(store.message("m1").await?.ok_or("message m1 is missing")?.counts)
         };
         let delivered = PageOutcome { delivered: 2, ..PageOutcome::default() };
-        let progress = ShardProgress { cursor: ids[1], done: false, lease_ms: 60_000 };
+        let progress = ShardProgress { from: shard.cursor, cursor: ids[1], done: false, lease_ms: 60_000 };
         // A checkpoint under another claim's token: refused, nothing counted.
         let other = Shard { token: "t-b".into(), ..shard.clone() };
         assert_eq!(store.checkpoint_shard(&other, &progress, &delivered, 4).await?, None);
@@ -89,7 +89,7 @@ async fn a_checkpoint_counts_only_while_the_lease_is_held() -> TestResult {
         assert_eq!(mixed.failed_total(), 2);
         mixed.failed = vec![("http-400".into(), 1)];
         mixed.retries.push(NewRetry { subscription_id: ids[3], attempt: 1, due_at: 10, reason: "http-503".into() });
-        let done = ShardProgress { cursor: shard.end_at, done: true, lease_ms: 60_000 };
+        let done = ShardProgress { from: ids[1], cursor: shard.end_at, done: true, lease_ms: 60_000 };
         let state = store.checkpoint_shard(&shard, &done, &mixed, 5).await?;
         assert_eq!(state, Some(MessageState::Sending));
         let c = counts().await?;
@@ -101,6 +101,33 @@ async fn a_checkpoint_counts_only_while_the_lease_is_held() -> TestResult {
         );
         // The shard is done: nobody can claim it again.
         assert!(store.claim_shard(&claim("b", "t-b"), 6, 60_000).await?.is_none());
+        Ok(())
+    })
+    .await
+}
+
+/// A checkpoint written again after its first commit's answer was lost
+/// (the connection died with the database, and the engine kept the page's
+/// results to write them once it answered) counts once, on both paths of
+/// the checkpoint (one statement, and a transaction).
+#[tokio::test]
+async fn a_checkpoint_written_twice_counts_once() -> TestResult {
+    on_both_backends(async |store, key| {
+        let (_, shard, ids) = claimed_broadcast(store, key, 4).await?;
+        let page = PageOutcome { delivered: 2, ..PageOutcome::default() };
+        let first = ShardProgress { from: shard.cursor, cursor: ids[1], done: false, lease_ms: 60_000 };
+        assert_eq!(store.checkpoint_shard(&shard, &first, &page, 4).await?, Some(MessageState::Sending));
+        assert_eq!(store.checkpoint_shard(&shard, &first, &page, 5).await?, Some(MessageState::Sending));
+        let mut mixed = PageOutcome { delivered: 1, ..PageOutcome::default() };
+        mixed.fail("http-400".into());
+        let rest = ShardProgress { from: ids[1], cursor: shard.end_at, done: true, lease_ms: 60_000 };
+        assert_eq!(store.checkpoint_shard(&shard, &rest, &mixed, 6).await?, Some(MessageState::Sending));
+        assert_eq!(store.checkpoint_shard(&shard, &rest, &mixed, 7).await?, Some(MessageState::Sending));
+        let c = store.message("m1").await?.ok_or("m1")?.counts;
+        assert_eq!((c.delivered, c.failed), (3, 1), "each page counted once");
+        // Under another claim's token it is still refused.
+        let other = Shard { token: "t-b".into(), ..shard.clone() };
+        assert_eq!(store.checkpoint_shard(&other, &rest, &mixed, 8).await?, None);
         Ok(())
     })
     .await
@@ -121,7 +148,7 @@ async fn a_claim_that_ran_out_records_nothing_once_the_shard_is_claimed_again() 
         let second = store.claim_shard(&claim("a", "t-a2"), 3000, 60_000).await?.ok_or("not claimable")?;
         assert_eq!((second.message_id.as_str(), second.shard), (first.message_id.as_str(), first.shard));
         let page = PageOutcome { delivered: 4, ..PageOutcome::default() };
-        let done = ShardProgress { cursor: ids[3], done: true, lease_ms: 60_000 };
+        let done = ShardProgress { from: first.cursor, cursor: ids[3], done: true, lease_ms: 60_000 };
         assert!(!store.renew_shard(&first, 3001, 60_000).await?, "the old claim's heartbeat is refused");
         assert_eq!(store.checkpoint_shard(&first, &done, &page, 3002).await?, None);
         assert_eq!(store.message("m1").await?.ok_or("m1")?.counts.delivered, 0);
@@ -143,7 +170,7 @@ async fn retries_are_recorded_only_under_their_claim() -> TestResult {
         for &id in &ids {
             page.retries.push(NewRetry { subscription_id: id, attempt: 1, due_at: 10, reason: "http-503".into() });
         }
-        let done = ShardProgress { cursor: shard.end_at, done: true, lease_ms: 60_000 };
+        let done = ShardProgress { from: shard.cursor, cursor: shard.end_at, done: true, lease_ms: 60_000 };
         store.checkpoint_shard(&shard, &done, &page, 5).await?;
         assert!(store.claim_retries(&claim("a", "r1"), 9, 1000, 10).await?.is_empty(), "not due yet");
         let items = store.claim_retries(&claim("a", "r1"), 10, 1000, 10).await?;
@@ -174,7 +201,7 @@ async fn cancelling_releases_shards_and_retries() -> TestResult {
         let (target, shard, ids) = claimed_broadcast(store, key, 3).await?;
         let mut page = PageOutcome { delivered: 1, ..PageOutcome::default() };
         page.retries.push(NewRetry { subscription_id: ids[1], attempt: 1, due_at: 10, reason: "http-429".into() });
-        let half = ShardProgress { cursor: ids[1], done: false, lease_ms: 60_000 };
+        let half = ShardProgress { from: shard.cursor, cursor: ids[1], done: false, lease_ms: 60_000 };
         store.checkpoint_shard(&shard, &half, &page, 5).await?;
         assert_eq!(store.message("m1").await?.ok_or("m1")?.counts.pending_retry, 1);
         let m = store.cancel_message(crate::AppId::DEFAULT, "m1", 6).await?.ok_or("m1")?;
@@ -182,7 +209,7 @@ async fn cancelling_releases_shards_and_retries() -> TestResult {
         // The page in flight when it was cancelled: counted, no retry scheduled.
         let mut last = PageOutcome { delivered: 1, ..PageOutcome::default() };
         last.retries.push(NewRetry { subscription_id: ids[2], attempt: 1, due_at: 10, reason: "http-429".into() });
-        let rest = ShardProgress { cursor: ids[2], done: false, lease_ms: 60_000 };
+        let rest = ShardProgress { from: ids[1], cursor: ids[2], done: false, lease_ms: 60_000 };
         assert_eq!(store.checkpoint_shard(&shard, &rest, &last, 7).await?, Some(MessageState::Cancelled));
         let c = store.message("m1").await?.ok_or("m1")?.counts;
         assert_eq!((c.delivered, c.pending_retry), (2, 0));
@@ -206,7 +233,7 @@ async fn purging_keeps_the_totals_and_unfinished_messages() -> TestResult {
         let (_, shard, ids) = claimed_broadcast(store, key, 3).await?;
         let mut page = PageOutcome { delivered: 1, gone: vec![ids[2]], ..PageOutcome::default() };
         page.fail("http-400".into());
-        let done = ShardProgress { cursor: shard.end_at, done: true, lease_ms: 60_000 };
+        let done = ShardProgress { from: shard.cursor, cursor: shard.end_at, done: true, lease_ms: 60_000 };
         store.checkpoint_shard(&shard, &done, &page, 5).await?;
         assert!(store.try_finish_message("m1", 6).await?);
         let pending = NewMessage {

@@ -74,21 +74,44 @@ pub(super) async fn checkpoint_shard(
         // UPDATE inside WITH; its round trips stay in-process.
         let sql = format!(
             "WITH held AS ({SHARD_CHECKPOINT} RETURNING message_id) \
-             UPDATE messages SET delivered = delivered + $4, updated_at = $8 \
+             UPDATE messages SET delivered = delivered + $4, updated_at = $9 \
              WHERE id = (SELECT message_id FROM held) RETURNING state"
         );
         let q = bind_checkpoint(sqlx::query(&sql), shard, progress, lease_until, outcome).bind(now);
-        let row = q.fetch_optional(&store.pool).await?;
-        return row.as_ref().map(message_state).transpose();
+        return match q.fetch_optional(&store.pool).await? {
+            Some(row) => message_state(&row).map(Some),
+            None => written_before(store, shard, progress).await,
+        };
     }
     let mut tx = store.write_tx().await?;
     let q = bind_checkpoint(sqlx::query(SHARD_CHECKPOINT), shard, progress, lease_until, outcome);
     if q.execute(&mut *tx).await?.rows_affected() == 0 {
-        return Ok(None);
+        drop(tx);
+        return written_before(store, shard, progress).await;
     }
     let state = apply_outcome(&mut tx, &shard.message_id, outcome, outcome.retries.len() as i64, now).await?;
     tx.commit().await?;
     Ok(Some(state))
+}
+
+/// A checkpoint that found its shard elsewhere than its page began: if the
+/// shard is still under this claim and at the page's end, this very
+/// checkpoint was committed before (its answer lost with the connection)
+/// and is not counted again; the message's state is answered as if it had
+/// just been written. Otherwise the claim was lost.
+async fn written_before(store: &SqlStore, shard: &Shard, progress: &ShardProgress) -> R<Option<MessageState>> {
+    let row = sqlx::query(
+        "SELECT m.state FROM message_shards s JOIN messages m ON m.id = s.message_id \
+         WHERE s.message_id = $1 AND s.shard = $2 AND s.lease_token = $3 AND s.cursor = $4 AND s.cursor <> $5",
+    )
+    .bind(shard.message_id.as_str())
+    .bind(shard.shard)
+    .bind(shard.token.as_str())
+    .bind(progress.cursor)
+    .bind(progress.from)
+    .fetch_optional(&store.pool)
+    .await?;
+    row.as_ref().map(message_state).transpose()
 }
 
 pub(super) async fn claim_retries(
@@ -265,9 +288,10 @@ async fn insert_retries(tx: &mut Transaction<'_, Any>, message_id: &str, retries
 /// cancel stays closed), lease and delivered count, only while the claim
 /// token is still the shard's.
 const SHARD_CHECKPOINT: &str = "UPDATE message_shards SET cursor = $1, done = CASE WHEN $2 = 1 THEN 1 ELSE done END, \
-     lease_until = $3, delivered = delivered + $4 WHERE message_id = $5 AND shard = $6 AND lease_token = $7";
+     lease_until = $3, delivered = delivered + $4 WHERE message_id = $5 AND shard = $6 AND lease_token = $7 \
+     AND cursor = $8";
 
-/// Binds [`SHARD_CHECKPOINT`]'s `$1`…`$7`.
+/// Binds [`SHARD_CHECKPOINT`]'s `$1`…`$8`.
 fn bind_checkpoint<'q>(
     q: AnyQuery<'q>,
     shard: &'q Shard,
@@ -282,4 +306,5 @@ fn bind_checkpoint<'q>(
         .bind(shard.message_id.as_str())
         .bind(shard.shard)
         .bind(shard.token.as_str())
+        .bind(progress.from)
 }
