@@ -3,6 +3,7 @@
 
 mod app;
 mod config;
+mod config_command;
 mod dev;
 mod send;
 mod serve;
@@ -12,14 +13,32 @@ mod vapid;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
+
+/// The version, with the commit it was built from (`build.rs`).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TOCSIN_GIT_COMMIT"), ")");
 
 /// Tocsin: a self-hosted Web Push server and toolkit.
 #[derive(Debug, Parser)]
-#[command(name = "tocsin", version, about, propagate_version = true)]
-struct Cli {
+#[command(name = "tocsin", version = VERSION, about, propagate_version = true)]
+pub(crate) struct Cli {
+    /// The settings file (TOML; keys are the flags' names). Without it, ./tocsin.toml is read when there is one.
+    #[arg(long, global = true, env = "TOCSIN_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// How log lines are written to stderr: text, or json (one object per line, for log shippers).
+    #[arg(long, global = true, env = "TOCSIN_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +67,17 @@ enum Command {
     },
     /// Send one push message to one or many subscriptions, without a server.
     Send(Box<send::SendArgs>),
+    /// The settings file: check the settings `tocsin serve` would start with, or print an example.
+    Config {
+        #[command(subcommand)]
+        command: config_command::ConfigCommand,
+    },
+    /// Exits 0 when the server at --url answers 200 on /healthz, else 1 (a container's HEALTHCHECK).
+    Healthcheck {
+        /// The server's address.
+        #[arg(long, env = "TOCSIN_HEALTHCHECK_URL", default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
     /// Tools for development and testing.
     Dev {
         #[command(subcommand)]
@@ -56,19 +86,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOCSIN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
-    use std::io::IsTerminal as _;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = config::load_toml_into_env() {
-        eprintln!("error: {e:#}");
-        return ExitCode::from(2);
-    }
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let loaded = match config::load(&argv, &Cli::command()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cmd = config::apply(Cli::command(), &loaded.values);
+    let matches = cmd.clone().get_matches_from(&argv);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    init_logs(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve::serve(*args))),
         Command::App { command } => runtime().and_then(|rt| rt.block_on(app::app(command))),
@@ -78,6 +110,8 @@ fn main() -> ExitCode {
         }
         Command::Vapid { command } => runtime().and_then(|rt| rt.block_on(vapid::run(command))),
         Command::Send(args) => runtime().and_then(|rt| rt.block_on(send::run(*args))),
+        Command::Config { command } => Ok(config_command::run(command, &loaded, cmd)),
+        Command::Healthcheck { url } => runtime().and_then(|rt| rt.block_on(healthcheck(&url))),
         Command::Dev { command } => runtime().and_then(|rt| rt.block_on(dev::run(command))),
     };
     match result {
@@ -87,6 +121,34 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOCSIN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}
+
+/// GET the URL: 0 on 200, 1 otherwise (connection refused, timeout, any
+/// other status). For a container's HEALTHCHECK, where there is no curl.
+async fn healthcheck(url: &str) -> anyhow::Result<ExitCode> {
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).no_proxy().build()?;
+    Ok(match client.get(url).send().await {
+        Ok(r) if r.status() == reqwest::StatusCode::OK => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!("{url}: {}", r.status());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            ExitCode::from(1)
+        }
+    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -8,17 +8,24 @@ use anyhow::Context as _;
 use clap::Args;
 use tocsin_server::{EndpointPolicy, ServerConfig};
 
-/// The default database: SQLite under `./tocsin-data/`.
-pub const DEFAULT_DATABASE: &str = "sqlite://tocsin-data/tocsin.db";
+/// Every default below comes from [`ServerConfig::default`]: one place.
+fn d() -> ServerConfig {
+    ServerConfig::default()
+}
+
+/// A duration as the seconds its flag takes.
+fn secs(d: std::time::Duration) -> f64 {
+    d.as_secs_f64()
+}
 
 #[derive(Debug, Args)]
 pub struct DbArgs {
     /// sqlite://PATH (the default, under ./tocsin-data/) or postgres://USER@HOST/DB.
-    #[arg(long = "database", env = "TOCSIN_DATABASE_URL", default_value = DEFAULT_DATABASE)]
+    #[arg(long = "database", env = "TOCSIN_DATABASE_URL", default_value_t = d().database_url)]
     pub database: String,
     /// Seconds one database call may take, waiting for a connection included; past it a request answers 503
     /// database-unavailable (with Retry-After) instead of hanging while the database is away.
-    #[arg(long, env = "TOCSIN_DATABASE_TIMEOUT", default_value_t = 5.0)]
+    #[arg(long, env = "TOCSIN_DATABASE_TIMEOUT", default_value_t = secs(d().database_timeout))]
     pub database_timeout: f64,
 }
 
@@ -32,10 +39,14 @@ impl DbArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "TOCSIN_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "TOCSIN_LISTEN", default_value_t = d().listen)]
     listen: SocketAddr,
     #[command(flatten)]
     db: DbArgs,
+    /// An admin token accepted besides the stored ones (at least 32 characters); `tocsin token create` makes
+    /// scoped ones. Prefer TOCSIN_ADMIN_TOKEN or TOCSIN_ADMIN_TOKEN_FILE to this flag, which `ps` shows.
+    #[arg(long, env = "TOCSIN_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// VAPID public key, base64url (optional: derived from the private key).
     #[arg(long, env = "TOCSIN_VAPID_PUBLIC_KEY", requires = "vapid_private_key", allow_hyphen_values = true)]
     vapid_public_key: Option<String>,
@@ -49,7 +60,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TOCSIN_PUBLIC_URL")]
     public_url: Option<String>,
     /// public (https, public addresses only), any (development), or known (major push services only).
-    #[arg(long, env = "TOCSIN_ENDPOINT_POLICY", default_value = "public")]
+    #[arg(long, env = "TOCSIN_ENDPOINT_POLICY", default_value_t = d().endpoint_policy)]
     endpoint_policy: EndpointPolicy,
     /// Extra hosts for --endpoint-policy known, comma-separated.
     #[arg(long, env = "TOCSIN_KNOWN_PUSH_HOSTS", value_delimiter = ',')]
@@ -58,7 +69,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TOCSIN_CORS_ORIGIN", value_delimiter = ',')]
     cors_origin: Vec<String>,
     /// Largest request body accepted, in bytes.
-    #[arg(long, env = "TOCSIN_BODY_LIMIT", default_value_t = 64 * 1024)]
+    #[arg(long, env = "TOCSIN_BODY_LIMIT", default_value_t = d().body_limit)]
     body_limit: usize,
     /// The secret your site's backend signs user ids with: a subscription with userId must carry userSignature,
     /// the hex HMAC-SHA256 of the userId under this secret. Without it, user ids from browsers are refused.
@@ -73,10 +84,10 @@ pub struct ServeArgs {
     metrics_listen: Option<SocketAddr>,
     /// Requests one client address may make at once to the public routes that write (subscribe, unsubscribe,
     /// test, events), and failed authentications it may have; then 429 rate-limited.
-    #[arg(long, env = "TOCSIN_RATE_LIMIT_BURST", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "TOCSIN_RATE_LIMIT_BURST", default_value_t = d().rate_limit_burst, value_parser = clap::value_parser!(u32).range(1..))]
     rate_limit_burst: u32,
     /// How fast an address's allowance refills, requests per second (0.2: one every 5 s).
-    #[arg(long, env = "TOCSIN_RATE_LIMIT_PER_SECOND", default_value_t = 0.2)]
+    #[arg(long, env = "TOCSIN_RATE_LIMIT_PER_SECOND", default_value_t = d().rate_limit_per_second)]
     rate_limit_per_second: f64,
     /// Addresses or CIDR blocks never limited, comma-separated (a load generator, a health checker).
     #[arg(long, env = "TOCSIN_RATE_LIMIT_EXEMPT", value_delimiter = ',', value_name = "CIDRS")]
@@ -87,35 +98,35 @@ pub struct ServeArgs {
     trusted_proxies: Vec<String>,
     /// The one forwarding header believed from --trusted-proxies: x-forwarded-for, forwarded or x-real-ip. It is read
     /// from the right, skipping trusted proxies; the others are ignored (a proxy passes a client's own copy through).
-    #[arg(long, env = "TOCSIN_CLIENT_IP_HEADER", default_value = "x-forwarded-for", value_name = "HEADER")]
+    #[arg(long, env = "TOCSIN_CLIENT_IP_HEADER", default_value_t = d().client_ip_header, value_name = "HEADER")]
     client_ip_header: tocsin_server::limits::ClientIpHeader,
     /// Connections one client address (an IPv6 /64) may hold open at once; more are closed at once. Trusted proxies
     /// and --rate-limit-exempt are not capped.
-    #[arg(long, env = "TOCSIN_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256,
+    #[arg(long, env = "TOCSIN_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = d().connections.max_per_address as u32,
         value_parser = clap::value_parser!(u32).range(1..))]
     max_connections_per_address: u32,
     /// Seconds an event stream (GET /v1/events/stream) stays open; the client then reconnects with Last-Event-ID.
-    #[arg(long, env = "TOCSIN_STREAM_MAX_SECONDS", default_value_t = 3600.0)]
+    #[arg(long, env = "TOCSIN_STREAM_MAX_SECONDS", default_value_t = secs(d().stream_max))]
     stream_max_seconds: f64,
     /// Seconds a client has to send a request's head: from accept for the first request (HTTP/1 and HTTP/2),
     /// then, on HTTP/1, from when the connection is idle after a response (so it also closes idle keep-alives).
-    #[arg(long, env = "TOCSIN_HEADER_READ_TIMEOUT", default_value_t = 10.0)]
+    #[arg(long, env = "TOCSIN_HEADER_READ_TIMEOUT", default_value_t = secs(d().connections.header_read_timeout))]
     header_read_timeout: f64,
     /// Seconds a connection (HTTP/1 or HTTP/2) may have no request in flight before it is closed.
-    #[arg(long, env = "TOCSIN_IDLE_TIMEOUT", default_value_t = 60.0)]
+    #[arg(long, env = "TOCSIN_IDLE_TIMEOUT", default_value_t = secs(d().connections.idle_timeout))]
     idle_timeout: f64,
     /// Seconds a whole request may take, reading its body included; then 408 request-timeout.
-    #[arg(long, env = "TOCSIN_REQUEST_TIMEOUT", default_value_t = 90.0)]
+    #[arg(long, env = "TOCSIN_REQUEST_TIMEOUT", default_value_t = secs(d().request_timeout))]
     request_timeout: f64,
     /// Seconds POST /api/push?wait=true waits for the message to be done; then 202 with the counts so far.
     /// Must be shorter than --request-timeout.
-    #[arg(long, env = "TOCSIN_WAIT_TIMEOUT", default_value_t = 60.0)]
+    #[arg(long, env = "TOCSIN_WAIT_TIMEOUT", default_value_t = secs(d().wait_timeout))]
     wait_timeout: f64,
     /// Connections open at once; more wait in the kernel's backlog (raise `ulimit -n` to match).
-    #[arg(long, env = "TOCSIN_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "TOCSIN_MAX_CONNECTIONS", default_value_t = d().connections.max_connections as u32, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
     /// Seconds SIGTERM/SIGINT waits for open requests and the engine's next checkpoint before exiting anyway.
-    #[arg(long, env = "TOCSIN_SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
+    #[arg(long, env = "TOCSIN_SHUTDOWN_TIMEOUT", default_value_t = secs(d().connections.shutdown_timeout))]
     shutdown_timeout: f64,
     /// The key that signs each message's eventToken (events are counted only with it); by default one is made on
     /// first start and kept in the database, shared by every node.
@@ -123,51 +134,51 @@ pub struct ServeArgs {
     event_token_key: Option<String>,
     /// Days finished (done or cancelled) messages are kept, with their shards, retries and failures; /v1/stats totals
     /// survive the purge. 0 keeps them forever.
-    #[arg(long, env = "TOCSIN_RETENTION_DAYS", default_value_t = 30.0)]
+    #[arg(long, env = "TOCSIN_RETENTION_DAYS", default_value_t = d().retention.map_or(0.0, |r| secs(r) / 86_400.0))]
     retention_days: f64,
     /// Requests in flight to push services.
-    #[arg(long, env = "TOCSIN_CONCURRENCY", default_value_t = 100)]
+    #[arg(long, env = "TOCSIN_CONCURRENCY", default_value_t = d().concurrency)]
     concurrency: usize,
     /// Requests in flight to one push service origin.
-    #[arg(long, env = "TOCSIN_PER_ORIGIN_CONCURRENCY", default_value_t = 100)]
+    #[arg(long, env = "TOCSIN_PER_ORIGIN_CONCURRENCY", default_value_t = d().engine.per_origin)]
     per_origin_concurrency: usize,
     /// This process's node id (in leases and metrics); random by default.
     #[arg(long, env = "TOCSIN_NODE_ID")]
     node_id: Option<String>,
     /// Seconds a node's claim on a shard of work lasts without a checkpoint;
     /// another node takes over a dead node's work after this.
-    #[arg(long, env = "TOCSIN_LEASE_SECONDS", default_value_t = 30.0)]
+    #[arg(long, env = "TOCSIN_LEASE_SECONDS", default_value_t = secs(d().engine.lease))]
     lease_seconds: f64,
     /// Subscriptions per shard of a broadcast (the unit nodes claim).
-    #[arg(long, env = "TOCSIN_SHARD_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, env = "TOCSIN_SHARD_SIZE", default_value_t = d().engine.shard_size, value_parser = clap::value_parser!(i64).range(1..))]
     shard_size: i64,
     /// Subscriptions a worker reads and checkpoints at a time; a crash sends at most this many again per worker.
-    #[arg(long, env = "TOCSIN_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, env = "TOCSIN_PAGE_SIZE", default_value_t = d().engine.page_size, value_parser = clap::value_parser!(i64).range(1..))]
     page_size: i64,
     /// Attempts per delivery when push services ask to retry (429, 406, 5xx, timeouts, network errors); never past the message's TTL.
-    #[arg(long, env = "TOCSIN_MAX_ATTEMPTS", default_value_t = 5)]
+    #[arg(long, env = "TOCSIN_MAX_ATTEMPTS", default_value_t = d().engine.max_attempts)]
     max_attempts: u32,
     /// Milliseconds before the first retry (doubling, with jitter) when no Retry-After is given.
-    #[arg(long, env = "TOCSIN_RETRY_BASE_MS", default_value_t = 2000)]
+    #[arg(long, env = "TOCSIN_RETRY_BASE_MS", default_value_t = d().engine.retry_base.as_millis() as u64)]
     retry_base_ms: u64,
     /// An extra trusted root certificate (PEM) for push services, e.g. a private one or a benchmark sink.
     #[arg(long, env = "TOCSIN_CA_CERT", value_name = "FILE")]
     ca_cert: Option<std::path::PathBuf>,
     /// Seconds before a request to a push service times out.
-    #[arg(long, env = "TOCSIN_PUSH_TIMEOUT", default_value_t = 30.0)]
+    #[arg(long, env = "TOCSIN_PUSH_TIMEOUT", default_value_t = secs(d().engine.push_timeout))]
     push_timeout: f64,
     /// Seconds before a webhook delivery request times out.
-    #[arg(long, env = "TOCSIN_WEBHOOK_TIMEOUT", default_value_t = 10.0)]
+    #[arg(long, env = "TOCSIN_WEBHOOK_TIMEOUT", default_value_t = secs(d().webhooks.timeout))]
     webhook_timeout: f64,
     /// The most events of a batched type (subscription.removed, delivery.failed, notification.*) in one webhook delivery.
-    #[arg(long, env = "TOCSIN_WEBHOOK_BATCH", default_value_t = 100)]
+    #[arg(long, env = "TOCSIN_WEBHOOK_BATCH", default_value_t = d().webhooks.batch)]
     webhook_batch: i64,
     /// Seconds to wait before each retry of a failed webhook delivery, comma-separated; it is given up after the last
     /// (default: the Standard Webhooks schedule, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: about a day).
     #[arg(long, env = "TOCSIN_WEBHOOK_RETRY_SCHEDULE", value_delimiter = ',')]
     webhook_retry_schedule: Option<Vec<f64>>,
     /// Hours events are kept for GET /v1/events/stream to resume from (Last-Event-ID) and for webhooks to deliver.
-    #[arg(long, env = "TOCSIN_EVENT_RETENTION_HOURS", default_value_t = 24.0)]
+    #[arg(long, env = "TOCSIN_EVENT_RETENTION_HOURS", default_value_t = secs(d().event_retention) / 3600.0)]
     event_retention_hours: f64,
     /// A proxy for requests to push services (http://, https:// or socks5://). None by default, whatever
     /// HTTP_PROXY/HTTPS_PROXY say: through a proxy the endpoint policy's connect-time address check cannot apply.
@@ -176,7 +187,19 @@ pub struct ServeArgs {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let policy = match args.endpoint_policy {
+    let config = server_config(&args)?;
+    tocsin_server::run(config, |addr| {
+        // The first line is for scripts: the address, port included.
+        println!("listening on http://{addr}");
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The server's configuration from its flags, checked as far as it can be
+/// without the database (`tocsin config check` stops here).
+pub fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    let policy = match args.endpoint_policy.clone() {
         EndpointPolicy::Known(_) => EndpointPolicy::Known(args.known_push_hosts.clone()),
         p => p,
     };
@@ -187,7 +210,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         vapid_keys: args.vapid_private_key.clone().map(|p| (args.vapid_public_key.clone(), p)),
         vapid_subject: args.vapid_subject.clone(),
         public_url: args.public_url.clone(),
-        admin_token: std::env::var("TOCSIN_ADMIN_TOKEN").ok(),
+        admin_token: args.admin_token.clone(),
         endpoint_policy: policy,
         cors_origins: args.cors_origin.clone(),
         body_limit: args.body_limit,
@@ -243,12 +266,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         event_retention: seconds(args.event_retention_hours * 3600.0, "--event-retention-hours")?,
     };
-    tocsin_server::run(config, |addr| {
-        // The first line is for scripts: the address, port included.
-        println!("listening on http://{addr}");
-    })
-    .await?;
-    Ok(ExitCode::SUCCESS)
+    tocsin_server::check(&config)?;
+    Ok(config)
 }
 
 fn seconds(v: f64, flag: &str) -> anyhow::Result<std::time::Duration> {

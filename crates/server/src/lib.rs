@@ -102,6 +102,46 @@ pub struct ServerConfig {
     pub event_retention: Duration,
 }
 
+/// The default database: SQLite under `./tocsin-data/`.
+pub const DEFAULT_DATABASE: &str = "sqlite://tocsin-data/tocsin.db";
+
+/// Every setting's default, in one place: the flags, `TOCSIN_*` variables
+/// and `tocsin.toml` of `tocsin serve` take theirs from here.
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: DEFAULT_DATABASE.to_owned(),
+            database_timeout: tocsin_store::DEFAULT_TIMEOUT,
+            vapid_keys: None,
+            vapid_subject: None,
+            public_url: None,
+            admin_token: None,
+            endpoint_policy: EndpointPolicy::Public,
+            cors_origins: Vec::new(),
+            body_limit: 64 * 1024,
+            user_signing_secret: None,
+            trust_client_user_ids: false,
+            metrics_listen: None,
+            rate_limit_burst: 60,
+            rate_limit_per_second: 0.2,
+            rate_limit_exempt: Vec::new(),
+            trusted_proxies: Vec::new(),
+            client_ip_header: limits::ClientIpHeader::default(),
+            stream_max: Duration::from_secs(3600),
+            connections: listener::ListenLimits::default(),
+            request_timeout: Duration::from_secs(90),
+            wait_timeout: Duration::from_secs(60),
+            event_token_key: None,
+            retention: Some(Duration::from_secs(30 * 86_400)),
+            concurrency: 100,
+            engine: EngineSettings::default(),
+            webhooks: WebhookSettings::default(),
+            event_retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 /// How webhooks are delivered.
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
@@ -114,8 +154,10 @@ pub struct WebhookSettings {
 }
 
 impl Default for WebhookSettings {
+    /// The dispatcher's own defaults: one place for them.
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(10), batch: 100, schedule: tocsin_webhooks::DEFAULT_SCHEDULE.to_vec() }
+        let d = tocsin_webhooks::DispatchConfig::default();
+        Self { timeout: d.request_timeout, batch: d.batch, schedule: d.schedule }
     }
 }
 
@@ -279,9 +321,22 @@ pub async fn open_store(
     Ok((store, row))
 }
 
-/// Runs the server until SIGINT or SIGTERM; then stops accepting, lets the
-/// engine reach a checkpoint, and returns. `ready` receives the bound address.
-pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
+/// Checks the settings as far as can be done without the database (`tocsin
+/// config check`, and the first thing [`run`] does).
+pub fn check(config: &ServerConfig) -> Result<(), StartError> {
+    validate(config).map(|_| ())
+}
+
+/// What [`validate`] makes of the settings it checks.
+struct Validated {
+    subject: VapidSubject,
+    limits: limits::Limits,
+    uncapped: Arc<[ipnet::IpNet]>,
+    public_url: Option<url::Url>,
+}
+
+/// The checks that need no database, and what they make.
+fn validate(config: &ServerConfig) -> Result<Validated, StartError> {
     let subject = match &config.vapid_subject {
         Some(s) => VapidSubject::new(s)?,
         None => {
@@ -344,6 +399,13 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
             _ => return Err(StartError::Config(format!("--public-url {u:?} must be an absolute https: URL"))),
         },
     };
+    Ok(Validated { subject, limits, uncapped, public_url })
+}
+
+/// Runs the server until SIGINT or SIGTERM; then stops accepting, lets the
+/// engine reach a checkpoint, and returns. `ready` receives the bound address.
+pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
+    let Validated { subject, limits, uncapped, public_url } = validate(&config)?;
     let _owner = sqlite_owner_lock(&config.database_url)?;
     let (store, _) = open_store(&config.database_url, config.database_timeout, config.vapid_keys.as_ref()).await?;
     let sql = Arc::new(store);
@@ -390,7 +452,7 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
         webhook_client,
         tocsin_webhooks::DispatchConfig {
             node: node_id.clone(),
-            lease: config.webhooks.timeout + Duration::from_secs(5),
+            request_timeout: config.webhooks.timeout,
             batch: config.webhooks.batch.max(1),
             schedule: config.webhooks.schedule.clone(),
             ..tocsin_webhooks::DispatchConfig::default()

@@ -132,6 +132,16 @@ pub enum ClientIpHeader {
     XRealIp,
 }
 
+impl std::fmt::Display for ClientIpHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+            Self::XRealIp => "x-real-ip",
+        })
+    }
+}
+
 impl std::str::FromStr for ClientIpHeader {
     type Err = String;
 

@@ -54,6 +54,18 @@ pub struct ListenLimits {
     pub shutdown_timeout: Duration,
 }
 
+impl Default for ListenLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_per_address: 256,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// When a connection last had something to do, and whether it has now.
 struct Activity {
     started: Instant,

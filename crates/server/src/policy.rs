@@ -18,6 +18,17 @@ pub enum EndpointPolicy {
     Known(Vec<String>),
 }
 
+/// The name `FromStr` reads (the hosts of `known` come from their own flag).
+impl std::fmt::Display for EndpointPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Public => "public",
+            Self::Any => "any",
+            Self::Known(_) => "known",
+        })
+    }
+}
+
 impl FromStr for EndpointPolicy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

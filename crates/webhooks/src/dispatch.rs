@@ -33,9 +33,9 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 pub struct DispatchConfig {
     /// This node's id, recorded with its claims.
     pub node: String,
-    /// How long a claimed delivery is this node's; longer than a request
-    /// may take.
-    pub lease: Duration,
+    /// The longest one delivery request may take (the HTTP client's
+    /// timeout); a claim lasts [`DispatchConfig::lease`], a little longer.
+    pub request_timeout: Duration,
     /// The most events of a batched type in one delivery.
     pub batch: i64,
     /// The waits between attempts ([`DEFAULT_SCHEDULE`]).
@@ -54,13 +54,21 @@ impl Default for DispatchConfig {
     fn default() -> Self {
         Self {
             node: "node".into(),
-            lease: Duration::from_secs(40),
+            request_timeout: Duration::from_secs(10),
             batch: 100,
             schedule: DEFAULT_SCHEDULE.to_vec(),
             poll: Duration::from_millis(250),
             workers: 32,
             max_response: 64 * 1024,
         }
+    }
+}
+
+impl DispatchConfig {
+    /// How long a claimed delivery is this node's: longer than its request
+    /// may take, so that no other node sends it while it is in flight.
+    pub fn lease(&self) -> Duration {
+        self.request_timeout + Duration::from_secs(5)
     }
 }
 
@@ -164,7 +172,7 @@ impl Dispatcher {
 
     async fn claim(&self) -> Result<Option<WebhookDelivery>, StoreError> {
         let token = new_token();
-        let lease = self.config.lease.as_millis() as i64;
+        let lease = self.config.lease().as_millis() as i64;
         self.outbox.claim_delivery(&self.config.node, &token, now_ms(), lease, self.config.batch).await
     }
 
