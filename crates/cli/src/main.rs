@@ -2,6 +2,7 @@
 //! library crate, and prints; the work happens in the crates.
 
 mod app;
+mod backup;
 mod config;
 mod config_command;
 mod dev;
@@ -60,6 +61,8 @@ enum Command {
         #[command(subcommand)]
         command: subscriptions::SubscriptionsCommand,
     },
+    /// Writes a consistent copy of the SQLite database to a new file, while the server runs (PostgreSQL: pg_dump).
+    Backup(backup::BackupArgs),
     /// VAPID key management.
     Vapid {
         #[command(subcommand)]
@@ -72,11 +75,14 @@ enum Command {
         #[command(subcommand)]
         command: config_command::ConfigCommand,
     },
-    /// Exits 0 when the server at --url answers 200 on /healthz, else 1 (a container's HEALTHCHECK).
+    /// Exits 0 when the server answers 200 on /healthz, else 1: a container's HEALTHCHECK, where there is no curl.
     Healthcheck {
-        /// The server's address.
-        #[arg(long, env = "TOCSIN_HEALTHCHECK_URL", default_value = "http://127.0.0.1:8080/healthz")]
-        url: String,
+        /// The address `tocsin serve` listens on (the same setting: 0.0.0.0 and :: are asked on loopback).
+        #[arg(long, env = "TOCSIN_LISTEN", default_value_t = tocsin_server::ServerConfig::default().listen)]
+        listen: std::net::SocketAddr,
+        /// The URL to ask instead.
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Tools for development and testing.
     Dev {
@@ -108,10 +114,14 @@ fn main() -> ExitCode {
         Command::Subscriptions { command } => {
             runtime().and_then(|rt| rt.block_on(subscriptions::subscriptions(command)))
         }
+        Command::Backup(args) => runtime().and_then(|rt| rt.block_on(backup::run(args))),
         Command::Vapid { command } => runtime().and_then(|rt| rt.block_on(vapid::run(command))),
         Command::Send(args) => runtime().and_then(|rt| rt.block_on(send::run(*args))),
         Command::Config { command } => Ok(config_command::run(command, &loaded, cmd)),
-        Command::Healthcheck { url } => runtime().and_then(|rt| rt.block_on(healthcheck(&url))),
+        Command::Healthcheck { listen, url } => {
+            let url = url.unwrap_or_else(|| health_url(listen));
+            runtime().and_then(|rt| rt.block_on(healthcheck(&url)))
+        }
         Command::Dev { command } => runtime().and_then(|rt| rt.block_on(dev::run(command))),
     };
     match result {
@@ -132,6 +142,18 @@ fn init_logs(format: LogFormat) {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().with_ansi(false).init(),
     }
+}
+
+/// `/healthz` at the address a server listens on; an unspecified address
+/// (all interfaces) is asked on loopback.
+fn health_url(mut listen: std::net::SocketAddr) -> String {
+    if listen.ip().is_unspecified() {
+        listen.set_ip(match listen {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{listen}/healthz")
 }
 
 /// GET the URL: 0 on 200, 1 otherwise (connection refused, timeout, any

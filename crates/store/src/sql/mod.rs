@@ -42,6 +42,20 @@ pub struct SqlStore {
     timeout: std::time::Duration,
 }
 
+/// Why a backup was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// PostgreSQL is backed up with `pg_dump`, not by Tocsin.
+    #[error("this is a PostgreSQL database: back it up with pg_dump (see README, Running in production)")]
+    Postgres,
+    /// The file is there already: a backup never overwrites one.
+    #[error("{0} exists: a backup is written to a new file")]
+    Exists(std::path::PathBuf),
+    /// The database failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
 /// How long a store call waits by default (`--database-timeout`).
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -223,6 +237,27 @@ impl SqlStore {
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Writes a consistent copy of a SQLite database to `path` while it is
+    /// in use (`VACUUM INTO`: one read transaction, so the copy is the
+    /// database as of one moment; writers go on meanwhile). `path` must
+    /// not exist. PostgreSQL is backed up with its own tools (`pg_dump`):
+    /// [`StoreError::Url`]-like refusal as [`BackupError::Postgres`].
+    pub async fn backup_to(&self, path: &std::path::Path) -> std::result::Result<(), BackupError> {
+        if self.backend != Backend::Sqlite {
+            return Err(BackupError::Postgres);
+        }
+        if path.exists() {
+            return Err(BackupError::Exists(path.to_owned()));
+        }
+        let target = path.to_str().ok_or_else(|| BackupError::Exists(path.to_owned()))?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(target)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| BackupError::Store(StoreError::from(SqlError::from(e))))?;
+        Ok(())
     }
 
     /// Closes the pool.
