@@ -233,4 +233,10 @@ async fn a_full_disk_on_sqlite_answers_503_writes_nothing_halfway_and_recovers()
     assert!(stored_endpoints(&db.url).await.contains(refused["endpoint"].as_str().unwrap()));
     let (status, m) = server.post_json("/v1/messages", &json!({"payload": "after", "target": {"all": true}})).await;
     assert_eq!(status, 202, "{m}");
+    let (_, list) = server.get("/v1/messages").await;
+    assert_eq!(
+        list["items"].as_array().map(Vec::len),
+        Some(2),
+        "the message refused on the full disk is not there: {list}"
+    );
 }

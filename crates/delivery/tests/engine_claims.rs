@@ -155,3 +155,32 @@ async fn a_retry_after_defers_deliveries_without_using_up_their_attempts() -> Te
     assert!(service.hits().values().all(|n| *n == 2), "{:?}", service.hits());
     Ok(())
 }
+
+/// The database goes away for a page in flight: its checkpoints fail for
+/// longer than the lease (about 40 s, lease 3 s), and one more is written
+/// but answered as lost. The page keeps its results and writes them under
+/// its claim when the database is back; meanwhile the other workers, done
+/// with theirs, claim nothing new; nobody is reached twice and every page
+/// is counted once.
+#[tokio::test(start_paused = true)]
+async fn results_wait_for_the_database_and_are_counted_once() -> TestResult {
+    let store = Arc::new(MemoryStore::new());
+    let id = broadcast(store.as_ref(), 200).await?;
+    // Shard 0's checkpoints: about 40 s of failures with the engine's
+    // backoff (0.1 s doubling to 2 s), then an answer lost.
+    store.go_away(0, 24, 1);
+    let service = Scripted::new(Duration::from_millis(50), delivered);
+    let (stop, stopped) = watch::channel(false);
+    let engine = engine(store.clone(), service.clone(), Duration::from_secs(3), 20, 40, EngineMetrics::new())?;
+    let run = tokio::spawn(engine.run(stopped));
+    let m = until_done(store.as_ref(), &id, Duration::from_secs(600)).await?;
+    stop.send(true)?;
+    run.await?;
+    let hits = service.hits();
+    assert_eq!(hits.len(), 200, "every subscription reached");
+    let twice: Vec<_> = hits.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "reached more than once: {twice:?}");
+    assert_eq!((m.counts.targeted, m.counts.delivered, m.counts.pending_retry), (200, 200, 0), "{m:?}");
+    assert_eq!(store.claims_while_away(), 0, "a shard was claimed while a page's results waited");
+    Ok(())
+}

@@ -31,6 +31,14 @@ struct State {
     tokens: Vec<(String, TokenRow)>,
     renewals: u64,
     refuse_renewals: bool,
+    /// Checkpoints still to fail as a database that is away would
+    /// (nothing written), then answers to lose after writing.
+    away: u32,
+    lost_answers: u32,
+    away_shard: i64,
+    /// Shards claimed while a checkpoint's results were waiting.
+    claims_while_away: u64,
+    waiting: bool,
     secrets: HashMap<String, String>,
     purged: HashMap<AppId, Stats>,
     /// (app, day) → (unsubscribed, removed_created), as `daily_counts`.
@@ -75,6 +83,22 @@ impl MemoryStore {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next `away` checkpoints of shard number `shard` fail as with a
+    /// database that does not answer (nothing written); the `lost` after
+    /// them are written but answered the same way, as when a connection
+    /// dies after a COMMIT. Other shards' calls succeed, so that a test
+    /// sees whether other workers claim work meanwhile.
+    pub fn go_away(&self, shard: i64, away: u32, lost: u32) {
+        let mut st = self.lock();
+        (st.away_shard, st.away, st.lost_answers) = (shard, away, lost);
+    }
+
+    /// Shards claimed while a checkpoint was failing: the engine should
+    /// claim nothing new until its results are written.
+    pub fn claims_while_away(&self) -> u64 {
+        self.lock().claims_while_away
     }
 
     /// Heartbeats accepted so far (shards and retries), for tests.
@@ -602,6 +626,9 @@ impl Store for MemoryStore {
 
     async fn claim_shard(&self, claim: &Claim, now: i64, lease_ms: i64) -> Result<Option<Shard>> {
         let mut st = self.lock();
+        if st.waiting {
+            st.claims_while_away += 1;
+        }
         let sending = |st: &State, id: &str| {
             st.messages.get(id).filter(|m| m.state == MessageState::Sending).map(|m| m.created_at)
         };
@@ -650,19 +677,24 @@ impl Store for MemoryStore {
         now: i64,
     ) -> Result<Option<MessageState>> {
         let mut st = self.lock();
-        match st.shards.get_mut(&(shard.message_id.clone(), shard.shard)) {
-            Some(row) if row.token.as_deref() == Some(shard.token.as_str()) && row.cursor == progress.from => {
-                row.cursor = progress.cursor;
-                row.done |= progress.done;
-                row.lease_until = if progress.done { 0 } else { now + progress.lease_ms };
-            }
-            // Written before (the same cursor under the same token): counted once.
-            Some(row) if row.token.as_deref() == Some(shard.token.as_str()) && row.cursor == progress.cursor => {
-                return Ok(st.messages.get(&shard.message_id).map(|m| m.state));
-            }
-            _ => return Ok(None),
+        if shard.shard != st.away_shard {
+            return st.checkpoint(shard, progress, outcome, now);
         }
-        st.apply(&shard.message_id, outcome, outcome.retries.len() as i64, now).map(Some)
+        if st.away > 0 {
+            st.away -= 1;
+            st.waiting = true;
+            return Err(StoreError::Unavailable("the test's database is away".into()));
+        }
+        let lose = st.lost_answers > 0;
+        if lose {
+            st.lost_answers -= 1;
+        }
+        st.waiting = lose;
+        let answer = st.checkpoint(shard, progress, outcome, now);
+        if lose {
+            return Err(StoreError::Unavailable("the answer was lost with the connection".into()));
+        }
+        answer
     }
 
     async fn claim_retries(&self, claim: &Claim, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<RetryItem>> {
@@ -835,5 +867,30 @@ impl Store for MemoryStore {
             removed: ms.map(|m| m.counts.gone + m.counts.expired).sum(),
         }
         .plus_purged(&st.purged.get(&app).cloned().unwrap_or_default()))
+    }
+}
+
+impl State {
+    /// A checkpoint under the claim's token, counted once.
+    fn checkpoint(
+        &mut self,
+        shard: &Shard,
+        progress: &ShardProgress,
+        outcome: &PageOutcome,
+        now: i64,
+    ) -> Result<Option<MessageState>> {
+        match self.shards.get_mut(&(shard.message_id.clone(), shard.shard)) {
+            Some(row) if row.token.as_deref() == Some(shard.token.as_str()) && row.cursor == progress.from => {
+                row.cursor = progress.cursor;
+                row.done |= progress.done;
+                row.lease_until = if progress.done { 0 } else { now + progress.lease_ms };
+            }
+            // Written before (the same cursor under the same token): counted once.
+            Some(row) if row.token.as_deref() == Some(shard.token.as_str()) && row.cursor == progress.cursor => {
+                return Ok(self.messages.get(&shard.message_id).map(|m| m.state));
+            }
+            _ => return Ok(None),
+        }
+        self.apply(&shard.message_id, outcome, outcome.retries.len() as i64, now).map(Some)
     }
 }
