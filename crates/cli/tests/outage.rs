@@ -97,7 +97,8 @@ async fn a_postgres_crash_mid_broadcast_answers_503_and_sends_nothing_twice() {
     // By the environment rather than the flag, so that this test also runs
     // against a release without --database-timeout (TOCSIN_TEST_BIN).
     std::env::set_var("TOCSIN_DATABASE_TIMEOUT", "1");
-    let server = Arc::new(Server::start(&db, &["--endpoint-policy", "any"]));
+    // A lease shorter than the outage: with one node, still nothing twice.
+    let server = Arc::new(Server::start(&db, &["--endpoint-policy", "any", "--lease-seconds", "2"]));
     let key = server.vapid_public_key().await;
     let subs = populate(&dev, &server, &db, n).await;
     let stop = Arc::new(AtomicBool::new(false));
