@@ -12,6 +12,7 @@ use tocsin_store_api::{FailedDelivery, Message, MessageFormat, NewRetry, PageOut
 use tokio::sync::watch;
 
 use super::lane::Lane;
+use super::retry::{self, Next, Unfinished};
 use super::Engine;
 use crate::fanout::backoff;
 
@@ -230,53 +231,48 @@ impl Engine {
                     outcome.fail_with(failure(&job.sub, reason, status), example);
                 }
                 Attempt::Deferred { wait } => {
-                    let due_at = self.now_ms().saturating_add(millis(wait));
-                    if due_at > deadline {
-                        self.metrics.count("failed", "ttl-expired");
-                        outcome.fail_with(
-                            failure(&job.sub, "ttl-expired", None),
-                            example(&job.sub, "its TTL ran out while its push service held it back"),
-                        );
-                    } else {
-                        self.metrics.count("retry", "deferred");
-                        self.metrics.retries.inc();
-                        outcome.retries.push(NewRetry {
-                            subscription_id: job.sub.id,
-                            attempt: job.attempts_before,
-                            due_at,
-                            reason: "deferred".into(),
-                        });
-                    }
+                    self.retry_or_give_up(&mut outcome, &job, Unfinished::Deferred { wait }, None, deadline)
                 }
                 Attempt::Retry { reason, status, after } => {
-                    let attempts = job.attempts_before + 1;
-                    let wait = after.unwrap_or_else(|| backoff(&self.config.retry, attempts as u32));
-                    let due_at = self.now_ms().saturating_add(millis(wait));
-                    if attempts >= i64::from(self.config.retry.max_attempts) {
-                        let label = format!("retries-exhausted-{reason}");
-                        self.metrics.count("failed", &label);
-                        let detail = format!("{attempts} attempts, the last: {reason}");
-                        outcome.fail_with(failure(&job.sub, label, status), example(&job.sub, &detail));
-                    } else if due_at > deadline {
-                        self.metrics.count("failed", "ttl-expired");
-                        outcome.fail_with(
-                            failure(&job.sub, "ttl-expired", status),
-                            example(&job.sub, &format!("its TTL ran out before a retry ({reason})")),
-                        );
-                    } else {
-                        self.metrics.count("retry", &reason);
-                        self.metrics.retries.inc();
-                        outcome.retries.push(NewRetry {
-                            subscription_id: job.sub.id,
-                            attempt: attempts,
-                            due_at,
-                            reason,
-                        });
-                    }
+                    let unfinished = Unfinished::Retry { reason: &reason, after };
+                    self.retry_or_give_up(&mut outcome, &job, unfinished, status, deadline);
                 }
             }
         }
         Ok(outcome)
+    }
+
+    /// Applies the retry policy ([`retry::next`]) to a delivery that is
+    /// not finished, and records the decision in the page's outcome.
+    fn retry_or_give_up(
+        &self,
+        outcome: &mut PageOutcome,
+        job: &Job,
+        unfinished: Unfinished<'_>,
+        status: Option<u16>,
+        deadline: i64,
+    ) {
+        let retry = &self.config.retry;
+        let decision = retry::next(
+            unfinished,
+            job.attempts_before,
+            retry.max_attempts,
+            |n| backoff(retry, n),
+            self.now_ms(),
+            deadline,
+        );
+        match decision {
+            Next::GiveUp { reason, detail } => {
+                self.metrics.count("failed", &reason);
+                let example = example(&job.sub, &detail);
+                outcome.fail_with(failure(&job.sub, reason, status), example);
+            }
+            Next::Later { due_at, attempt, reason } => {
+                self.metrics.count("retry", &reason);
+                self.metrics.retries.inc();
+                outcome.retries.push(NewRetry { subscription_id: job.sub.id, attempt, due_at, reason });
+            }
+        }
     }
 
     fn log_mismatch_once(&self, origin: &str, text: &str) {
@@ -285,11 +281,6 @@ impl Engine {
             tracing::error!(push_service = %origin, "{text}");
         }
     }
-}
-
-/// A wait in whole milliseconds, saturating.
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Whether a subscription is at Apple's push service.

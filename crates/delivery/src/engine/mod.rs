@@ -27,12 +27,14 @@
 //!
 //! Rooms: [`lane`] (a thread's limits, the shared per-origin gates),
 //! `work` (the loop, claims and heartbeats), `attempt` (one attempt per
-//! job), [`metrics`], [`origins`] (each push service origin's answers).
+//! job), `retry` (the retry policy, a pure function), [`metrics`],
+//! [`origins`] (each push service origin's answers).
 
 mod attempt;
 mod lane;
 pub mod metrics;
 pub mod origins;
+mod retry;
 mod work;
 
 use std::collections::{HashMap, HashSet};
