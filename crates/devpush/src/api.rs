@@ -24,7 +24,7 @@ type St = AxState<Arc<State>>;
 
 pub(crate) fn router(state: Arc<State>) -> Router {
     Router::new()
-        .route("/", get(crate::ws::index_or_websocket))
+        .route("/", get(index_or_websocket))
         .route("/uas", get(crate::ws::list_uas))
         .route("/uas/{uaid}/disconnect", post(crate::ws::disconnect))
         .route("/healthz", get(|| async { "ok" }))
@@ -64,7 +64,22 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub(crate) async fn index(AxState(st): St) -> Json<Value> {
+/// `GET /`: the WebSocket when asked for one (`ws.rs`), else the route index.
+async fn index_or_websocket(
+    st: St,
+    ws: Result<axum::extract::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match ws {
+        Ok(ws) => crate::ws::upgrade(st.0.clone(), ws),
+        Err(e) => {
+            tracing::debug!(error = %e, "GET / without a WebSocket upgrade");
+            index(st).await.into_response()
+        }
+    }
+}
+
+async fn index(AxState(st): St) -> Json<Value> {
     Json(json!({
         "service": "tocsin dev push-service",
         "baseUrl": st.base_url,

@@ -21,23 +21,11 @@ use crate::state::{Out, RecordedMessage, State, Sub, Ua};
 
 static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
 
-/// `GET /`: the WebSocket when asked for one, else the route index.
-pub(crate) async fn index_or_websocket(
-    st: AxState<Arc<State>>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    match ws {
-        Ok(ws) => {
-            let state = st.0.clone();
-            // Firefox asks for the `push-notification` subprotocol and
-            // fails the handshake unless it is echoed.
-            ws.protocols(["push-notification"]).on_upgrade(move |socket| connection(state, socket))
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "GET / without a WebSocket upgrade");
-            crate::api::index(st).await.into_response()
-        }
-    }
+/// Takes a `GET /` that asked for a WebSocket: Mozilla's push protocol on it.
+pub(crate) fn upgrade(state: Arc<State>, ws: WebSocketUpgrade) -> Response {
+    // Firefox asks for the `push-notification` subprotocol and fails the
+    // handshake unless it is echoed.
+    ws.protocols(["push-notification"]).on_upgrade(move |socket| connection(state, socket))
 }
 
 /// `GET /uas`.

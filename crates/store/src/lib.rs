@@ -14,7 +14,6 @@
 
 #![warn(missing_docs)]
 
-mod batch;
 mod sql;
 #[cfg(test)]
 mod testutil;

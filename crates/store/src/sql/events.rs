@@ -4,7 +4,7 @@
 
 use sqlx::{Any, Transaction};
 
-use super::rows::placeholders;
+use super::placeholders;
 use super::R;
 use crate::NewEvent;
 

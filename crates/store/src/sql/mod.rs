@@ -6,6 +6,7 @@
 //! database and maps the [`Store`] trait onto those rooms.
 
 mod admin;
+pub(crate) mod batch;
 mod events;
 mod messages;
 mod outbox;
@@ -35,8 +36,8 @@ pub enum Backend {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
-    /// The group-commit writer of subscription upserts ([`crate::batch`]).
-    upserts: tokio::sync::mpsc::Sender<crate::batch::Upsert>,
+    /// The group-commit writer of subscription upserts ([`batch`]).
+    upserts: tokio::sync::mpsc::Sender<batch::Upsert>,
     /// The longest a call may take, waiting for a connection included;
     /// then it fails with [`StoreError::Unavailable`].
     timeout: std::time::Duration,
@@ -230,7 +231,7 @@ impl SqlStore {
         };
         refuse_newer(&pool, migrator).await?;
         migrator.run(&pool).await?;
-        let upserts = crate::batch::spawn_writer(pool.clone());
+        let upserts = batch::spawn_writer(pool.clone());
         Ok(Self { pool, backend, upserts, timeout })
     }
 
@@ -281,6 +282,11 @@ async fn refuse_newer(pool: &AnyPool, migrator: &sqlx::migrate::Migrator) -> R<(
         Some(v) => Err(StoreError::TooNew(v).into()),
         None => Ok(()),
     }
+}
+
+/// `$first, $first+1, …` for `n` values.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 fn sqlite_path(url: &str) -> Option<String> {

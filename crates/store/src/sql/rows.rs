@@ -158,11 +158,6 @@ pub(crate) fn key_from_row(row: &AnyRow) -> R<VapidKeyRow> {
     })
 }
 
-/// `$first, $first+1, …` for `n` values.
-pub(crate) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
-
 /// The `FROM … WHERE` of a target within an app, with its parameters
 /// starting at `$1` (the app's id) and how many there are.
 pub(crate) fn target_sql(target: &Target) -> (String, usize) {
@@ -177,12 +172,15 @@ pub(crate) fn target_sql(target: &Target) -> (String, usize) {
         Target::UserIds(ids) => (
             format!(
                 "FROM subscriptions s WHERE s.app_id = $1 AND s.user_id IN ({})",
-                placeholders(2, ids.len().max(1))
+                super::placeholders(2, ids.len().max(1))
             ),
             1 + ids.len().max(1),
         ),
         Target::SubscriptionIds(ids) => (
-            format!("FROM subscriptions s WHERE s.app_id = $1 AND s.id IN ({})", placeholders(2, ids.len().max(1))),
+            format!(
+                "FROM subscriptions s WHERE s.app_id = $1 AND s.id IN ({})",
+                super::placeholders(2, ids.len().max(1))
+            ),
             1 + ids.len().max(1),
         ),
     }

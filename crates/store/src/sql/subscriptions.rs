@@ -9,7 +9,7 @@ use crate::{AppId, NewSubscription, PageRow, StoreError, StoredSubscription, Tar
 
 pub(super) async fn upsert(store: &SqlStore, new: &NewSubscription, now: i64) -> R<StoredSubscription> {
     let (reply, answer) = tokio::sync::oneshot::channel();
-    store.upserts.send(crate::batch::Upsert { new: new.clone(), now, reply }).await.map_err(|_| StoreError::Closed)?;
+    store.upserts.send(super::batch::Upsert { new: new.clone(), now, reply }).await.map_err(|_| StoreError::Closed)?;
     Ok(answer.await.map_err(|_| StoreError::Closed)??)
 }
 
@@ -18,7 +18,7 @@ pub(super) async fn upsert_all(store: &SqlStore, new: &[NewSubscription], now: i
     // A refused row fails the call; the rows accepted beside it are stored
     // (the CLI's import then writes row by row, which stores those again
     // unchanged and skips the refused ones).
-    Ok(crate::batch::write_all(&store.pool, &items).await?.into_iter().collect::<crate::Result<Vec<_>>>()?)
+    Ok(super::batch::write_all(&store.pool, &items).await?.into_iter().collect::<crate::Result<Vec<_>>>()?)
 }
 
 /// Runs a `DELETE … RETURNING id, endpoint, app_id, created_at`, counts

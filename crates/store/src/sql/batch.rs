@@ -18,8 +18,9 @@ use tocsin_protocol::b64;
 use tocsin_protocol::subscription::SubscriptionJson;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sql::rows::{placeholders, SUB_RETURNING};
-use crate::sql::R as Result;
+use super::placeholders;
+use super::rows::SUB_RETURNING;
+use super::R as Result;
 use crate::{NewSubscription, StoredSubscription};
 
 /// The most upserts one transaction takes.
