@@ -184,3 +184,28 @@ async fn results_wait_for_the_database_and_are_counted_once() -> TestResult {
     assert_eq!(store.claims_while_away(), 0, "a shard was claimed while a page's results waited");
     Ok(())
 }
+
+/// Pages far slower than the lease (25 s a page, lease 3 s) while the
+/// heartbeat cannot reach the database for 12 s, four leases: the claim
+/// is not given up for that (nobody else took the work), so nothing is
+/// aborted and sent again; each subscription is reached once.
+#[tokio::test(start_paused = true)]
+async fn a_heartbeat_that_cannot_reach_the_database_keeps_the_work() -> TestResult {
+    let store = Arc::new(MemoryStore::new());
+    let id = broadcast(store.as_ref(), 40).await?;
+    // Heartbeats every second: the next twelve fail.
+    store.fail_renewals(12);
+    let service = Scripted::new(Duration::from_millis(2500), delivered);
+    let (stop, stopped) = watch::channel(false);
+    let engine = engine(store.clone(), service.clone(), Duration::from_secs(3), 20, 40, EngineMetrics::new())?;
+    let run = tokio::spawn(engine.run(stopped));
+    let m = until_done(store.as_ref(), &id, Duration::from_secs(600)).await?;
+    stop.send(true)?;
+    run.await?;
+    let hits = service.hits();
+    assert_eq!(hits.len(), 40, "every subscription reached");
+    let twice: Vec<_> = hits.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "reached more than once: {twice:?}");
+    assert_eq!((m.counts.targeted, m.counts.delivered), (40, 40), "{m:?}");
+    Ok(())
+}

@@ -31,6 +31,8 @@ struct State {
     tokens: Vec<(String, TokenRow)>,
     renewals: u64,
     refuse_renewals: bool,
+    /// Heartbeats still to fail as with a database that does not answer.
+    renewals_away: u32,
     /// Checkpoints still to fail as a database that is away would
     /// (nothing written), then answers to lose after writing.
     away: u32,
@@ -110,6 +112,12 @@ impl MemoryStore {
     /// claimed the work meanwhile (for tests of what a worker then does).
     pub fn refuse_renewals(&self) {
         self.lock().refuse_renewals = true;
+    }
+
+    /// The next `n` heartbeats of shards fail as with a database that does
+    /// not answer (the claim stays as it is).
+    pub fn fail_renewals(&self, n: u32) {
+        self.lock().renewals_away = n;
     }
 }
 
@@ -657,6 +665,10 @@ impl Store for MemoryStore {
         let mut st = self.lock();
         if st.refuse_renewals {
             return Ok(false);
+        }
+        if st.renewals_away > 0 {
+            st.renewals_away -= 1;
+            return Err(StoreError::Unavailable("the test's database is away".into()));
         }
         let held = match st.shards.get_mut(&(shard.message_id.clone(), shard.shard)) {
             Some(row) if !row.done && row.token.as_deref() == Some(shard.token.as_str()) => {

@@ -150,8 +150,9 @@ pub struct Engine {
     /// even between processes that share a `--node-id`.
     claim_prefix: u64,
     claims: AtomicU64,
-    /// Workers holding results the database has not taken yet (it is away);
-    /// while any does, no new work is claimed.
+    /// Workers holding results the database has not taken yet, or whose
+    /// heartbeats cannot reach it (it is away); while any does, no new work
+    /// is claimed, so this node never takes over its own claims.
     recording: std::sync::atomic::AtomicUsize,
 }
 

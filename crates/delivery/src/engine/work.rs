@@ -136,7 +136,10 @@ impl Engine {
             }
             let (stop, stopped) = watch::channel(false);
             let sending = self.attempt_all(lane, &message, jobs, stopped);
-            let (mut outcome, held) = self.while_held(lane, Held::Shard(shard.clone()), stop, sending).await?;
+            // `_waiting` (heartbeats failing for a database that is away)
+            // lasts until this page's checkpoint is written.
+            let (mut outcome, held, _waiting) =
+                self.while_held(lane, Held::Shard(shard.clone()), stop, sending).await?;
             // A row that cannot be read is not a reason to stop the
             // broadcast for good: it is counted as failed and skipped.
             for (id, error) in unreadable {
@@ -215,7 +218,8 @@ impl Engine {
             let Some(message) = message else { continue };
             let (stop, stopped) = watch::channel(false);
             let sending = self.attempt_all(lane, &message, jobs, stopped);
-            let (mut outcome, held) = self.while_held(lane, Held::Retries(token.clone()), stop, sending).await?;
+            let (mut outcome, held, _waiting) =
+                self.while_held(lane, Held::Retries(token.clone()), stop, sending).await?;
             if !held {
                 self.metrics.claims_lost.inc();
                 tracing::warn!(message = %message_id, "claim of retries lost while in flight");
@@ -308,24 +312,30 @@ impl Engine {
 
     /// Runs `work` while renewing the claim on `held` about every third of
     /// the lease, and returns its output with whether the claim held
-    /// throughout. When the claim is lost (renewal refused, or not renewed
-    /// for a whole lease), `stop` tells `work` to give up what it has not
-    /// finished, and its output then holds only what it had.
+    /// throughout. When the claim is lost (renewal refused, or failing for
+    /// a whole lease for another reason than the database being away),
+    /// `stop` tells `work` to give up what it has not finished, and its
+    /// output then holds only what it had.
     async fn while_held<T>(
         &self,
         lane: &Lane,
         held: Held,
         stop: watch::Sender<bool>,
         work: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<(T, bool), StoreError> {
+    ) -> Result<(T, bool, Option<Recording<'_>>), StoreError> {
         let lease = self.lease_ms();
         let period = Duration::from_millis((lease / 3).max(1) as u64);
         let mut renewed_at = self.now_ms();
+        // Set while heartbeats fail for the database being away: the claim
+        // may run out meanwhile, and this node's own idle workers must not
+        // take it over (nobody else did). Handed to the caller, which keeps
+        // it until the work's results are written.
+        let mut waiting: Option<Recording<'_>> = None;
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tokio::pin!(work);
         loop {
             tokio::select! {
-                done = &mut work => return Ok((done?, true)),
+                done = &mut work => return Ok((done?, true, waiting)),
                 _ = beat.tick() => {
                     let now = self.now_ms();
                     let renewed = match &held {
@@ -338,14 +348,28 @@ impl Engine {
                             lane.db(move |s| async move { s.renew_retries(&token, now, lease).await }).await
                         }
                     };
+                    if matches!(&renewed, Err(e) if e.is_transient()) && waiting.is_none() {
+                        self.recording.fetch_add(1, Ordering::AcqRel);
+                        waiting = Some(Recording(&self.recording));
+                    }
                     let lost = match renewed {
                         Ok(true) => {
                             renewed_at = now;
+                            waiting = None;
                             false
                         }
                         Ok(false) => true,
                         Err(e) if now - renewed_at < lease => {
                             tracing::warn!(error = %e, "heartbeat failed; trying again");
+                            false
+                        }
+                        // The database is away: that says nothing of the
+                        // claim. The work goes on, and its results are
+                        // written under the claim's token when the database
+                        // is back (refused then if another node took it,
+                        // which resends at most this page).
+                        Err(e) if e.is_transient() => {
+                            tracing::warn!(error = %e, "heartbeat failed for a whole lease: the database is away; going on");
                             false
                         }
                         Err(e) => {
@@ -355,7 +379,7 @@ impl Engine {
                     };
                     if lost {
                         let _ = stop.send(true);
-                        return Ok((work.await?, false));
+                        return Ok((work.await?, false, None));
                     }
                 }
             }
