@@ -32,7 +32,7 @@ with tempfile.TemporaryDirectory() as data:
         "TOCSIN_VAPID_SUBJECT": "mailto:fuzz@tocsin-tests.org",
         "TOCSIN_USER_SIGNING_SECRET": "fuzz-signing-secret",
         # The fuzzer calls far faster than a browser; the limits themselves
-        # are tested in crates/cli/tests/adversarial.rs and trust.rs.
+        # are tested in crates/cli/tests/it/adversarial.rs and trust.rs.
         "TOCSIN_RATE_LIMIT_EXEMPT": "127.0.0.0/8",
     })
     env.pop("TOCSIN_CONFIG", None)

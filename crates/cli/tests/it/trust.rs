@@ -3,7 +3,7 @@
 //! (run them with `TOCSIN_TEST_BIN=<old tocsin>`) and passes on this one.
 //! A refused request stores nothing.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

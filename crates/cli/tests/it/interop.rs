@@ -2,7 +2,7 @@
 //! `http_ece`, `cryptography`, `pywebpush` and `py_vapid`; versions pinned in
 //! tests/interop/requirements.txt).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

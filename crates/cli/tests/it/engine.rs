@@ -1,7 +1,7 @@
 //! The delivery engine, against `tocsin dev push-service` and its faults:
 //! broadcasts, retries, crashes (kill -9) and two nodes on one PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

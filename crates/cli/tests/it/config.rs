@@ -4,7 +4,7 @@
 //! file, default), secrets from `TOCSIN_<NAME>_FILE`, `--log-format json`
 //! and the commit in `--version`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Output};

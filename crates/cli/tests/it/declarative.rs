@@ -2,7 +2,7 @@
 //! service decrypts are the standard's JSON; each refusal has its id and
 //! stores nothing; Apple's VAPID subject rules stop the start.
 
-mod common;
+use crate::common;
 
 use common::server::{Backend, Db, Server, TOKEN};
 use common::*;

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use serde_json::Value;
 
 pub mod outage;
+#[macro_use]
 pub mod server;
 
 /// The binary under test: this build's, or `TOCSIN_TEST_BIN` (to run a

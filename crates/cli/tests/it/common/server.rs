@@ -105,6 +105,21 @@ impl Server {
     /// The test server without some of its environment (`unset`), e.g. the
     /// rate-limit exemption of loopback or the user signing secret.
     pub fn start_unsetting(db: &Db, extra: &[&str], cwd: Option<&std::path::Path>, unset: &[&str]) -> Self {
+        Self::start_full(db, extra, cwd, unset, &[])
+    }
+
+    /// The test server with some variables of its own set.
+    pub fn start_with_env(db: &Db, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_full(db, extra, None, &[], env)
+    }
+
+    fn start_full(
+        db: &Db,
+        extra: &[&str],
+        cwd: Option<&std::path::Path>,
+        unset: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = tocsin();
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url])
             .args(extra)
@@ -117,6 +132,9 @@ impl Server {
             .env_remove("TOCSIN_CONFIG");
         for name in unset {
             cmd.env_remove(name);
+        }
+        for (name, value) in env {
+            cmd.env(name, value);
         }
         if let Some(dir) = cwd {
             cmd.current_dir(dir);

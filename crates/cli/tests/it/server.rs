@@ -1,6 +1,6 @@
 //! `tocsin serve` as a real process, on SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use common::server::{with_user, Backend, Db, Server, TOKEN};
 use common::*;

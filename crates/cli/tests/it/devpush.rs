@@ -1,7 +1,7 @@
 //! The dev push service answers like a real one: each defect in a push gets
 //! the status a push service gives it, and nothing is recorded.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -2,7 +2,7 @@
 //! refused with its documented error id, and nothing a refused request
 //! carried is stored.
 
-mod common;
+use crate::common;
 
 use common::server::{call, create_token, minted, post, with_user, Backend, Db, Server, USER_SECRET};
 use common::*;

@@ -2,7 +2,7 @@
 //! and checked; a database migrated by a newer release stops an older
 //! binary at start with a message that names the migration.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! `tocsin vapid generate` and `tocsin send` against `tocsin dev push-service`,
 //! both as real processes.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

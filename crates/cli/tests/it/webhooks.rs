@@ -2,7 +2,7 @@
 //! independent receiver (`tests/interop/webhook_receiver.py`) that verifies
 //! every delivery with the `standardwebhooks` package from PyPI.
 
-mod common;
+use crate::common;
 
 use common::server::{Backend, Db, Server, TOKEN};
 use common::*;

@@ -9,7 +9,7 @@
 //! message twice and the counts are exact; and every subscription the
 //! server answered 2xx for is stored.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -94,11 +94,14 @@ async fn a_postgres_crash_mid_broadcast_answers_503_and_sends_nothing_twice() {
     let pg = PrivatePg::start();
     let db = Db::at(pg.url(), Backend::Postgres);
     let dev = Arc::new(DevPush::start(&[]));
-    // By the environment rather than the flag, so that this test also runs
-    // against a release without --database-timeout (TOCSIN_TEST_BIN).
-    std::env::set_var("TOCSIN_DATABASE_TIMEOUT", "1");
+    // --database-timeout by the environment rather than the flag, so that
+    // this test also runs against a release without it (TOCSIN_TEST_BIN).
     // A lease shorter than the outage: with one node, still nothing twice.
-    let server = Arc::new(Server::start(&db, &["--endpoint-policy", "any", "--lease-seconds", "2"]));
+    let server = Arc::new(Server::start_with_env(
+        &db,
+        &["--endpoint-policy", "any", "--lease-seconds", "2"],
+        &[("TOCSIN_DATABASE_TIMEOUT", "1")],
+    ));
     let key = server.vapid_public_key().await;
     let subs = populate(&dev, &server, &db, n).await;
     let stop = Arc::new(AtomicBool::new(false));

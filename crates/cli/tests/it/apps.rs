@@ -3,7 +3,7 @@
 //! checks every push's VAPID token against the key its subscription was
 //! made with (a push signed with another key is refused with 403).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 
