@@ -247,6 +247,8 @@ test('push services and keys; a rotation from the keys page', async () => {
   assert.equal(await page.locator('#key-rows tr').count(), 1);
   await page.getByRole('button', { name: 'Rotate key' }).click();
   await page.waitForFunction(() => document.getElementById('keys-status').textContent.includes('is current'));
+  // The status is written before the list is read again: wait for the list.
+  await page.waitForFunction(() => document.querySelectorAll('#key-rows tr').length === 2);
   assert.equal(await page.locator('#key-rows tr').count(), 2);
   const { body } = await api(server, 'GET', '/v1/vapid-keys');
   assert.deepEqual(body.items.map((k) => k.current), [false, true]);

@@ -45,7 +45,7 @@ impl Default for BroadcastConfig {
 pub struct Progress {
     /// Recipients finished, whatever their outcome.
     pub done: AtomicU64,
-    /// Delivered.
+    /// Of those, accepted by their push service (201).
     pub delivered: AtomicU64,
     /// Subscription gone (404/410).
     pub gone: AtomicU64,
@@ -105,7 +105,7 @@ pub struct FailureCount {
 pub struct Summary {
     /// Recipients read.
     pub total: u64,
-    /// Delivered.
+    /// Accepted by their push service (201).
     pub delivered: u64,
     /// Subscription gone (404/410).
     pub gone: u64,

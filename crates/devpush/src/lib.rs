@@ -50,9 +50,9 @@ pub enum Error {
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        /// The address.
+        /// The address it could not listen on.
         addr: SocketAddr,
-        /// Why.
+        /// The operating system's reason (in use, not permitted, …).
         source: std::io::Error,
     },
     /// The certificate or TLS configuration could not be made.

@@ -316,7 +316,7 @@ impl Declarative {
         Ok(Declarative { notification: out, app_badge, mutable: mutable.unwrap_or(false), clear_badge_on_click })
     }
 
-    /// The title.
+    /// The notification's title, as shown.
     pub fn title(&self) -> &str {
         self.notification.get("title").and_then(Value::as_str).unwrap_or_default()
     }

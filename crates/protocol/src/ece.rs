@@ -324,7 +324,7 @@ fn aesgcm_keys(
 /// The parsed header of an RFC 8188 `aes128gcm` body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Aes128GcmHeader {
-    /// The salt.
+    /// The random salt the content key and nonce are derived with.
     pub salt: [u8; 16],
     /// The record size.
     pub record_size: u32,

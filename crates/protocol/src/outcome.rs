@@ -24,14 +24,14 @@ pub enum Outcome {
     },
     /// Try again later, no sooner than `after` when the service said so.
     Retry {
-        /// Why.
+        /// What the push service answered (429, 406, 5xx, a timeout, …).
         reason: RetryReason,
         /// The service's `Retry-After`, when it gave one.
         after: Option<Duration>,
     },
     /// A permanent failure for this message.
     Failed {
-        /// Why.
+        /// What the push service answered, or why no request was made.
         reason: FailReason,
     },
 }

@@ -104,7 +104,7 @@ impl Topic {
         }
     }
 
-    /// The topic.
+    /// The topic as sent in the `Topic` header.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -242,7 +242,7 @@ pub struct SubscriptionJson {
     /// Milliseconds since the epoch, or null.
     #[serde(default)]
     pub expiration_time: Option<serde_json::Value>,
-    /// The keys.
+    /// `p256dh` and `auth`, base64url, as the browser gave them.
     #[serde(default)]
     pub keys: Option<KeysJson>,
 }

@@ -299,7 +299,7 @@ impl VapidSigner {
         &self.key
     }
 
-    /// The subject.
+    /// The `sub` claim every token of this signer carries.
     pub fn subject(&self) -> &VapidSubject {
         &self.subject
     }

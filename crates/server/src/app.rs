@@ -37,7 +37,7 @@ const FRESH: Duration = Duration::from_secs(1);
 pub struct App {
     /// Its id, which every store call on its data takes.
     pub id: AppId,
-    /// Its slug.
+    /// Its name in paths (`/apps/{name}/api`): 1 to 40 of `a-z`, `0-9`, `-`.
     pub name: String,
     /// The id of the key new subscriptions are made with.
     pub key_id: i64,

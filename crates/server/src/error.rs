@@ -25,7 +25,7 @@ pub struct ApiError {
 /// The JSON body of every error.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// The error.
+    /// Its stable id and what is wrong.
     pub error: ErrorDetail,
 }
 

@@ -215,7 +215,7 @@ pub const MAX_STREAMS: usize = 64;
 /// so it is one `Arc` ([`AppState`]): a clone is a reference count, not a
 /// copy of every field.
 pub struct Shared {
-    /// The store.
+    /// Where subscriptions, messages, apps and tokens are kept.
     pub store: Arc<dyn Store>,
     /// The sending engine.
     pub engine: Arc<Engine>,

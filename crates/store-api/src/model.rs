@@ -175,11 +175,11 @@ impl PageRow {
 pub struct StoredSubscription {
     /// Row id.
     pub id: i64,
-    /// The subscription.
+    /// The browser's push subscription: endpoint and keys, validated.
     pub subscription: Subscription,
     /// The application's user id.
     pub user_id: Option<String>,
-    /// Topics.
+    /// The topics it follows (`target: {"topic"}` reaches it).
     pub topics: Vec<String>,
     /// The VAPID key it was made for.
     pub vapid_key_id: i64,
@@ -300,14 +300,14 @@ pub struct Counts {
     pub pending_retry: i64,
     /// Shown by the service worker.
     pub shown: i64,
-    /// Clicked.
+    /// Clicked by their users, as the service worker reported.
     pub clicked: i64,
 }
 
 /// A message to store.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
-    /// Its id.
+    /// The message's id in the API (`/v1/messages/{id}`), made by the server.
     pub id: String,
     /// The app whose subscriptions it goes to.
     pub app: AppId,
@@ -320,7 +320,8 @@ pub struct NewMessage {
     pub apple_payload: Option<Vec<u8>>,
     /// Who it goes to.
     pub target: Target,
-    /// Seconds.
+    /// How long push services keep it for an offline browser, in seconds
+    /// (RFC 8030 `TTL`); also how long the engine keeps trying.
     pub ttl: u32,
     /// `very-low`, `low`, `normal`, `high`.
     pub urgency: Option<String>,
@@ -331,14 +332,14 @@ pub struct NewMessage {
     /// Makes a retried request create one message (one per app: the same
     /// key in two apps makes two messages).
     pub idempotency_key: Option<String>,
-    /// ms since the epoch.
+    /// When it was accepted, ms since the epoch.
     pub created_at: i64,
 }
 
 /// A stored message.
 #[derive(Debug, Clone)]
 pub struct Message {
-    /// Its id.
+    /// The message's id in the API (`/v1/messages/{id}`).
     pub id: String,
     /// The app whose subscriptions it goes to.
     pub app_id: AppId,
@@ -351,30 +352,32 @@ pub struct Message {
     pub apple_payload: Option<Vec<u8>>,
     /// Who it goes to.
     pub target: Target,
-    /// Seconds.
+    /// How long push services keep it for an offline browser, in seconds
+    /// (RFC 8030 `TTL`); also how long the engine keeps trying.
     pub ttl: u32,
-    /// Urgency.
+    /// RFC 8030 `Urgency`: `very-low`, `low`, `normal`, `high`.
     pub urgency: Option<String>,
-    /// Topic.
+    /// RFC 8030 `Topic`: a newer message with the same topic replaces one
+    /// a push service still holds.
     pub topic: Option<String>,
-    /// When to send.
+    /// When it is to be sent, ms since the epoch; `None` for at once.
     pub send_at: Option<i64>,
-    /// State.
+    /// Where it is: scheduled, queued, sending, done or cancelled.
     pub state: MessageState,
-    /// ms since the epoch.
+    /// When it was accepted, ms since the epoch.
     pub created_at: i64,
-    /// ms since the epoch.
+    /// When its state or counts last changed, ms since the epoch.
     pub updated_at: i64,
     /// The highest subscription id handled so far.
     pub cursor: i64,
     /// The highest subscription id that is part of this message (fixed when
     /// sending starts).
     pub cursor_end: i64,
-    /// Counters.
+    /// What became of its deliveries so far.
     pub counts: Counts,
 }
 
-/// Totals.
+/// An app's totals for `/v1/stats`, purged messages included.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
@@ -482,7 +485,7 @@ impl Stats {
 pub struct Shard {
     /// The token of the claim that holds it.
     pub token: String,
-    /// The message.
+    /// The message whose audience it is part of.
     pub message_id: String,
     /// The shard's number within the message.
     pub shard: i64,
@@ -497,9 +500,9 @@ pub struct Shard {
 /// A delivery to try again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryItem {
-    /// The message.
+    /// The message to deliver again.
     pub message_id: String,
-    /// The subscription.
+    /// The subscription to deliver it to.
     pub subscription_id: i64,
     /// Attempts made so far.
     pub attempt: i64,
@@ -510,22 +513,22 @@ pub struct RetryItem {
 /// A retry to schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRetry {
-    /// The subscription.
+    /// The subscription to deliver the page's message to again.
     pub subscription_id: i64,
     /// Attempts made so far.
     pub attempt: i64,
     /// When to try again, ms since the epoch.
     pub due_at: i64,
-    /// Why.
+    /// Why the last attempt asked for a retry (`http-503`, `deferred`, …).
     pub reason: String,
 }
 
 /// One delivery that failed for good: the `delivery.failed` event's item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedDelivery {
-    /// The subscription.
+    /// The subscription the delivery was for.
     pub subscription_id: i64,
-    /// Its endpoint.
+    /// That subscription's endpoint, for the event's receiver.
     pub endpoint: String,
     /// The reason label (`payload-too-large`, `retries-exhausted-http-503`, …).
     pub reason: String,
@@ -602,7 +605,8 @@ pub enum TokenScope {
     Read,
     /// Create, read and cancel messages.
     Send,
-    /// Everything.
+    /// Everything: also deleting subscriptions, rotating keys, managing
+    /// webhooks and apps.
     Admin,
 }
 

@@ -113,7 +113,7 @@ pub struct NewEvent {
 pub struct StoredEvent {
     /// Its id: increasing, the SSE stream's `id:`.
     pub id: i64,
-    /// Its app.
+    /// The app it belongs to (only that app's webhooks and streams see it).
     pub app: AppId,
     /// What happened.
     pub kind: EventType,
@@ -171,7 +171,7 @@ pub struct WebhookRow {
 /// A delivery claimed for sending: fixed once, the same on every retry.
 #[derive(Debug, Clone)]
 pub struct WebhookDelivery {
-    /// The webhook.
+    /// The webhook it is for, with its URL and secret.
     pub webhook: WebhookRow,
     /// The `webhook-id` header: the same on every attempt.
     pub id: String,
@@ -192,7 +192,7 @@ pub enum DeliveryResult {
     Delivered,
     /// Try again at `next_at` (ms).
     Retry {
-        /// When.
+        /// When to try it again, ms since the epoch.
         next_at: i64,
         /// What went wrong.
         error: String,

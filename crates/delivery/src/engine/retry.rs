@@ -15,7 +15,7 @@ pub(super) enum Unfinished<'a> {
     Retry { reason: &'a str, after: Option<Duration> },
 }
 
-/// The decision.
+/// What becomes of the delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Next {
     /// Tried again at `due_at` (ms since the epoch), as attempt `attempt`

@@ -27,7 +27,7 @@ pub struct AppView {
     public_key: String,
     /// Its own VAPID subject, if it has one (else the server's).
     vapid_subject: Option<String>,
-    /// Its subscribers.
+    /// How many subscriptions it has.
     subscriptions: i64,
     /// ms since the epoch.
     created_at: i64,
