@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Args;
 
 use crate::serve::DbArgs;
@@ -17,7 +18,10 @@ pub struct BackupArgs {
 }
 
 pub async fn run(args: BackupArgs) -> anyhow::Result<ExitCode> {
-    let store = tocsin_store::SqlStore::connect_with(&args.db.database, args.db.timeout()?).await?;
+    // As it is: a backup copies, it never creates or migrates a database.
+    let store = tocsin_store::SqlStore::connect_as_is(&args.db.database, args.db.timeout()?)
+        .await
+        .with_context(|| format!("opening the database to back up, {}", args.db.database))?;
     let started = std::time::Instant::now();
     store.backup_to(&args.file).await?;
     let size = std::fs::metadata(&args.file).map(|m| m.len()).unwrap_or(0);

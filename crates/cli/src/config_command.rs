@@ -135,7 +135,7 @@ fn redact_url(url: &str) -> String {
 /// an argument that takes one.
 fn toml_value(arg: &Arg, values: &[String]) -> String {
     let one = |v: &String| {
-        if is_switch(arg) || v.parse::<f64>().is_ok_and(f64::is_finite) && !v.contains(':') {
+        if is_switch(arg) || v.parse::<f64>().is_ok_and(f64::is_finite) {
             v.clone()
         } else {
             // A JSON string is a TOML basic string.

@@ -6,6 +6,7 @@ mod backup;
 mod config;
 mod config_command;
 mod dev;
+mod healthcheck;
 mod send;
 mod serve;
 mod subscriptions;
@@ -119,8 +120,8 @@ fn main() -> ExitCode {
         Command::Send(args) => runtime().and_then(|rt| rt.block_on(send::run(*args))),
         Command::Config { command } => Ok(config_command::run(command, &loaded, cmd)),
         Command::Healthcheck { listen, url } => {
-            let url = url.unwrap_or_else(|| health_url(listen));
-            runtime().and_then(|rt| rt.block_on(healthcheck(&url)))
+            let url = url.unwrap_or_else(|| healthcheck::url_of(listen));
+            runtime().and_then(|rt| rt.block_on(healthcheck::run(&url)))
         }
         Command::Dev { command } => runtime().and_then(|rt| rt.block_on(dev::run(command))),
     };
@@ -142,35 +143,6 @@ fn init_logs(format: LogFormat) {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().with_ansi(false).init(),
     }
-}
-
-/// `/healthz` at the address a server listens on; an unspecified address
-/// (all interfaces) is asked on loopback.
-fn health_url(mut listen: std::net::SocketAddr) -> String {
-    if listen.ip().is_unspecified() {
-        listen.set_ip(match listen {
-            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    format!("http://{listen}/healthz")
-}
-
-/// GET the URL: 0 on 200, 1 otherwise (connection refused, timeout, any
-/// other status). For a container's HEALTHCHECK, where there is no curl.
-async fn healthcheck(url: &str) -> anyhow::Result<ExitCode> {
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).no_proxy().build()?;
-    Ok(match client.get(url).send().await {
-        Ok(r) if r.status() == reqwest::StatusCode::OK => ExitCode::SUCCESS,
-        Ok(r) => {
-            eprintln!("{url}: {}", r.status());
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("{url}: {e}");
-            ExitCode::from(1)
-        }
-    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

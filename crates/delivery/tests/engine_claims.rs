@@ -170,17 +170,7 @@ async fn results_wait_for_the_database_and_are_counted_once() -> TestResult {
     // backoff (0.1 s doubling to 2 s), then an answer lost.
     store.go_away(0, 24, 1);
     let service = Scripted::new(Duration::from_millis(50), delivered);
-    let (stop, stopped) = watch::channel(false);
-    let engine = engine(store.clone(), service.clone(), Duration::from_secs(3), 20, 40, EngineMetrics::new())?;
-    let run = tokio::spawn(engine.run(stopped));
-    let m = until_done(store.as_ref(), &id, Duration::from_secs(600)).await?;
-    stop.send(true)?;
-    run.await?;
-    let hits = service.hits();
-    assert_eq!(hits.len(), 200, "every subscription reached");
-    let twice: Vec<_> = hits.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(twice.is_empty(), "reached more than once: {twice:?}");
-    assert_eq!((m.counts.targeted, m.counts.delivered, m.counts.pending_retry), (200, 200, 0), "{m:?}");
+    sent_once_each(&store, &service, &id, 200).await?;
     assert_eq!(store.claims_while_away(), 0, "a shard was claimed while a page's results waited");
     Ok(())
 }
@@ -196,16 +186,24 @@ async fn a_heartbeat_that_cannot_reach_the_database_keeps_the_work() -> TestResu
     // Heartbeats every second: the next twelve fail.
     store.fail_renewals(12);
     let service = Scripted::new(Duration::from_millis(2500), delivered);
+    sent_once_each(&store, &service, &id, 40).await
+}
+
+/// Runs one engine (lease 3 s, pages of 20, shards of 40) until message
+/// `id` is done, and checks that each of its `n` subscriptions was reached
+/// exactly once and counted once.
+async fn sent_once_each(store: &Arc<MemoryStore>, service: &Arc<Scripted>, id: &str, n: usize) -> TestResult {
     let (stop, stopped) = watch::channel(false);
     let engine = engine(store.clone(), service.clone(), Duration::from_secs(3), 20, 40, EngineMetrics::new())?;
     let run = tokio::spawn(engine.run(stopped));
-    let m = until_done(store.as_ref(), &id, Duration::from_secs(600)).await?;
+    let m = until_done(store.as_ref(), id, Duration::from_secs(600)).await?;
     stop.send(true)?;
     run.await?;
     let hits = service.hits();
-    assert_eq!(hits.len(), 40, "every subscription reached");
+    assert_eq!(hits.len(), n, "every subscription reached");
     let twice: Vec<_> = hits.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "reached more than once: {twice:?}");
-    assert_eq!((m.counts.targeted, m.counts.delivered), (40, 40), "{m:?}");
+    let n = n as i64;
+    assert_eq!((m.counts.targeted, m.counts.delivered, m.counts.pending_retry), (n, n, 0), "{m:?}");
     Ok(())
 }

@@ -165,7 +165,15 @@ impl SqlStore {
     /// connection included: past it a call fails with
     /// [`StoreError::Unavailable`] instead of waiting for the database.
     pub async fn connect_with(url: &str, timeout: std::time::Duration) -> Result<Self> {
-        Ok(Self::open(url, timeout).await?)
+        Ok(Self::open(url, timeout, true).await?)
+    }
+
+    /// Opens a database as it is: no file is created and no migration is
+    /// run, whatever release's schema it has. For tools that only copy it
+    /// (`tocsin backup`), which must not migrate a database that a running
+    /// server of another release is using.
+    pub async fn connect_as_is(url: &str, timeout: std::time::Duration) -> Result<Self> {
+        Ok(Self::open(url, timeout, false).await?)
     }
 
     /// Runs one call of the store's, bounded by its timeout. A call cut
@@ -177,7 +185,7 @@ impl SqlStore {
         }
     }
 
-    async fn open(url: &str, timeout: std::time::Duration) -> R<Self> {
+    async fn open(url: &str, timeout: std::time::Duration, migrate: bool) -> R<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -203,14 +211,18 @@ impl SqlStore {
                 Ok(!conn.is_in_transaction())
             })
         });
-        if backend == Backend::Sqlite {
+        if backend == Backend::Sqlite && migrate {
             if let Some(path) = sqlite_path(&url) {
                 if let Some(dir) = std::path::Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
                 }
             }
+        }
+        if backend == Backend::Sqlite {
             if !url.contains("mode=") {
-                url.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+                let mode = if migrate { "mode=rwc" } else { "mode=rw" };
+                url.push_str(if url.contains('?') { "&" } else { "?" });
+                url.push_str(mode);
             }
             options = options.max_connections(4).after_connect(|conn, _| {
                 Box::pin(async move {
@@ -229,8 +241,10 @@ impl SqlStore {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        refuse_newer(&pool, migrator).await?;
-        migrator.run(&pool).await?;
+        if migrate {
+            refuse_newer(&pool, migrator).await?;
+            migrator.run(&pool).await?;
+        }
         let upserts = batch::spawn_writer(pool.clone());
         Ok(Self { pool, backend, upserts, timeout })
     }

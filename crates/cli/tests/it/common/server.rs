@@ -330,3 +330,22 @@ pub async fn received(dev: &super::DevPush) -> (u64, std::collections::HashMap<S
     let counts = v["counts"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect();
     (v["total"].as_u64().unwrap(), counts)
 }
+
+/// Every subscription reached exactly once, and the message's counts exact.
+/// (Subscriptions posted while it started may be in its audience too.)
+pub async fn assert_reached_once(dev: &super::DevPush, subs: &[Value], m: &Value) {
+    let n = subs.len() as i64;
+    let c = &m["counts"];
+    assert_eq!(c["targeted"], c["delivered"], "{m}");
+    assert!(c["targeted"].as_i64().unwrap() >= n, "{m}");
+    for k in ["failed", "gone", "expired", "pendingRetry"] {
+        assert_eq!(c[k], 0, "{k}: {m}");
+    }
+    let (total, counts) = received(dev).await;
+    let twice = counts.values().filter(|c| **c > 1).count();
+    for s in subs {
+        assert!(counts.get(&super::sub_id(s)).copied().unwrap_or(0) >= 1, "a subscription never got the message");
+    }
+    assert_eq!(total, c["delivered"].as_u64().unwrap(), "received as many as counted delivered");
+    assert_eq!(twice, 0, "{twice} subscriptions got the message twice ({total} received for {n})");
+}
