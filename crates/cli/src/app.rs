@@ -2,6 +2,8 @@
 //! command works on.
 
 use std::process::ExitCode;
+use tocsin_store::AppStore;
+use tocsin_store::SubscriptionStore;
 
 use clap::{Args, Subcommand};
 use tocsin_server::app::{create_app, CreateAppError};

@@ -4,6 +4,8 @@
 use std::io::{BufRead, BufReader, IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tocsin_store::AppStore;
+use tocsin_store::SubscriptionStore;
 
 use anyhow::Context as _;
 use clap::Subcommand;

@@ -1,9 +1,11 @@
 //! `tocsin token create|list|revoke`: API tokens and their scopes.
 
 use std::process::ExitCode;
+use tocsin_store::AppStore;
+use tocsin_store::TokenStore;
 
 use clap::Subcommand;
-use tocsin_store::{Store, TokenScope};
+use tocsin_store::TokenScope;
 
 use crate::serve::DbArgs;
 

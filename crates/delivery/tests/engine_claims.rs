@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tocsin_store_api::MessageStore;
 
 use tocsin_delivery::engine::{Clock, EngineMetrics};
 use tocsin_protocol::ece::ReceiverKeys;

@@ -5,12 +5,14 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tocsin_store_api::AppStore;
+use tocsin_store_api::MessageStore;
 
 use tocsin_delivery::engine::EngineMetrics;
 use tocsin_protocol::ece::ReceiverKeys;
 use tocsin_protocol::VapidKey;
 use tocsin_store_api::memory::MemoryStore;
-use tocsin_store_api::{AppId, MessageFormat, NewMessage, Store, Target};
+use tocsin_store_api::{AppId, MessageFormat, NewMessage, Target};
 use tokio::sync::watch;
 
 mod support;

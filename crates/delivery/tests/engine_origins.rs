@@ -5,13 +5,15 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tocsin_store_api::AppStore;
+use tocsin_store_api::MessageStore;
 
 use prometheus_client::registry::Registry;
 use tocsin_delivery::engine::{EngineMetrics, MAX_ORIGIN_LABELS};
 use tocsin_protocol::ece::ReceiverKeys;
 use tocsin_protocol::VapidKey;
 use tocsin_store_api::memory::MemoryStore;
-use tocsin_store_api::{AppId, Store, Target};
+use tocsin_store_api::{AppId, Target};
 use tokio::sync::watch;
 
 mod support;

@@ -297,6 +297,7 @@ impl FromRequestParts<AppState> for InApp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tocsin_store::AppStore;
     use tocsin_store::NewApp;
     use tocsin_store_api::memory::MemoryStore;
 

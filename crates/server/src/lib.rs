@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+use tocsin_store::AppStore;
 pub mod api;
 pub mod app;
 pub mod auth;

@@ -90,7 +90,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// SQLite and PostgreSQL (the integration suite runs against both), and by
 /// [`memory::MemoryStore`] for tests.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    AppStore + SubscriptionStore + MessageStore + WorkStore + TokenStore + StatsStore + Send + Sync + 'static
+{
     /// Whether the store's connections do their I/O on the runtime that
     /// opened them, so that calls from other runtimes should be sent back
     /// to it (PostgreSQL's sockets do; SQLite's connections run on threads
@@ -101,7 +103,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the database answers.
     async fn ping(&self) -> Result<()>;
+}
 
+/// The part of [`Store`] for apps and their VAPID keys, and the server's own secrets.
+#[async_trait]
+pub trait AppStore: Send + Sync {
     /// Every app, by id.
     async fn apps(&self) -> Result<Vec<AppRow>>;
     /// The app with this name.
@@ -109,7 +115,6 @@ pub trait Store: Send + Sync + 'static {
     /// Creates an app with its first VAPID key (current); `None` when the
     /// name is taken.
     async fn create_app(&self, new: &NewApp, public_key: &str, private_key: &str, now: i64) -> Result<Option<AppRow>>;
-
     /// The VAPID key new subscriptions of `app` are made for, if any.
     async fn current_vapid_key(&self, app: AppId) -> Result<Option<VapidKeyRow>>;
     /// Stores a key pair for `app` (or finds it, by public key) and makes
@@ -138,7 +143,15 @@ pub trait Store: Send + Sync + 'static {
     /// for a key that subscriptions still use unless `force`, which deletes
     /// them with it (counted as removed at `now`).
     async fn retire_vapid_key(&self, app: AppId, id: i64, force: bool, now: i64) -> Result<RetireKey>;
+    /// The server secret named `name`: the stored one, or `candidate`,
+    /// stored now, when there is none (the first node to start makes it;
+    /// every node then reads the same).
+    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String>;
+}
 
+/// The part of [`Store`] for subscriptions: stored, proven, replaced, removed, paged.
+#[async_trait]
+pub trait SubscriptionStore: Send + Sync {
     /// Inserts, or updates the row with the same endpoint in the same app
     /// (its expiration time, topics, user, VAPID key; never its keys). An
     /// endpoint stored in another app is a [`StoreError::Conflict`]; one
@@ -147,27 +160,13 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription>;
     /// Stores many subscriptions in one transaction (a bulk import), in
     /// order: a later copy of an endpoint wins. Returns the rows in order,
-    /// or the first refusal (as for [`Store::upsert_subscription`]).
+    /// or the first refusal (as for [`SubscriptionStore::upsert_subscription`]).
     async fn upsert_subscriptions(&self, new: &[NewSubscription], now: i64) -> Result<Vec<StoredSubscription>>;
     /// Deletes by endpoint when the auth secret matches (counted as removed
     /// at `now`); true when a row went.
     async fn delete_subscription_by_endpoint(&self, app: AppId, endpoint: &str, auth: &str, now: i64) -> Result<bool>;
     /// One subscription of `app` by endpoint.
     async fn subscription_by_endpoint(&self, app: AppId, endpoint: &str) -> Result<Option<StoredSubscription>>;
-    /// Counts a `shown` or `clicked` event for a message of `app` (a click
-    /// with the notification's `action`, if one was clicked), once per
-    /// `recipient` (the delivery: `s:<subscription id>`, or `a:<address>`
-    /// when the reporter named no subscription); a repeat counts nothing.
-    /// False when there is no such message.
-    async fn add_event(
-        &self,
-        app: AppId,
-        message_id: &str,
-        recipient: &str,
-        event: Event,
-        action: Option<&str>,
-        now: i64,
-    ) -> Result<bool>;
     /// The browser's new subscription `new_id` replaces its old one
     /// `old_id` (`oldEndpoint`): the new keeps the old one's creation time,
     /// and the old goes without counting as an unsubscription. True when
@@ -194,7 +193,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<PageRow>>;
     /// How many subscriptions of `app` match `target`.
     async fn count_subscriptions(&self, app: AppId, target: &Target) -> Result<i64>;
+}
 
+/// The part of [`Store`] for messages as the API sees them: stored, read, cancelled, purged, and the interactions their notifications report.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Counts a `shown` or `clicked` event for a message of `app` (a click
+    /// with the notification's `action`, if one was clicked), once per
+    /// `recipient` (the delivery: `s:<subscription id>`, or `a:<address>`
+    /// when the reporter named no subscription); a repeat counts nothing.
+    /// False when there is no such message.
+    async fn record_interaction(
+        &self,
+        app: AppId,
+        message_id: &str,
+        recipient: &str,
+        interaction: Interaction,
+        action: Option<&str>,
+        now: i64,
+    ) -> Result<bool>;
     /// Stores a message, unless one with the same idempotency key exists;
     /// returns the stored one and whether it was created now.
     async fn insert_message(&self, new: &NewMessage) -> Result<(Message, bool)>;
@@ -210,6 +227,22 @@ pub trait Store: Send + Sync + 'static {
     /// goes to 0), so no node claims any of it again. A page already in
     /// flight may still record what it sent. Returns the message as it is now.
     async fn cancel_message(&self, app: AppId, id: &str, now: i64) -> Result<Option<Message>>;
+    /// One example of each reason of a message's failures (the first one
+    /// recorded), by reason.
+    async fn message_failure_examples(&self, id: &str) -> Result<Vec<(String, String)>>;
+    /// A message's failures by reason.
+    async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>>;
+    /// Deletes up to `limit` messages that are `done` or `cancelled` and
+    /// were last updated before `before`, with their shards, retries and
+    /// failures; their counts are added to their app's totals that `stats`
+    /// keeps.
+    /// Returns how many went (safe to run on several nodes at once).
+    async fn purge_messages(&self, before: i64, limit: i64) -> Result<u64>;
+}
+
+/// The part of [`Store`] for the delivery engine's work: starting messages, claiming shards and retries under a token, checkpoints.
+#[async_trait]
+pub trait WorkStore: Send + Sync {
     /// Moves a message to `sending` (from `scheduled` or `queued`), counting
     /// its audience (within its app) and fixing its last subscription id, so that
     /// subscriptions added later are not part of it, and splits that id
@@ -262,12 +295,11 @@ pub trait Store: Send + Sync + 'static {
     /// Ids of messages in `sending` (to finish those whose last shard
     /// closed on a node that stopped before it could mark them done).
     async fn sending_message_ids(&self) -> Result<Vec<String>>;
-    /// One example of each reason of a message's failures (the first one
-    /// recorded), by reason.
-    async fn message_failure_examples(&self, id: &str) -> Result<Vec<(String, String)>>;
-    /// A message's failures by reason.
-    async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>>;
+}
 
+/// The part of [`Store`] for API tokens, kept as hashes.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
     /// Stores a token's hash with its name, scope and app (`None`: every app).
     async fn insert_token(&self, name: &str, hash: &str, scope: TokenScope, app: Option<AppId>, now: i64)
         -> Result<()>;
@@ -279,19 +311,11 @@ pub trait Store: Send + Sync + 'static {
     async fn tokens(&self) -> Result<Vec<TokenRow>>;
     /// Revokes (deletes) the tokens named `name`; how many went.
     async fn revoke_token(&self, name: &str) -> Result<u64>;
+}
 
-    /// The server secret named `name`: the stored one, or `candidate`,
-    /// stored now, when there is none (the first node to start makes it;
-    /// every node then reads the same).
-    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String>;
-
-    /// Deletes up to `limit` messages that are `done` or `cancelled` and
-    /// were last updated before `before`, with their shards, retries and
-    /// failures; their counts are added to their app's totals that `stats`
-    /// keeps.
-    /// Returns how many went (safe to run on several nodes at once).
-    async fn purge_messages(&self, before: i64, limit: i64) -> Result<u64>;
-
+/// The part of [`Store`] for totals and daily figures for `/v1/stats` and the dashboard.
+#[async_trait]
+pub trait StatsStore: Send + Sync {
     /// Each UTC day of `app` from `first_day` to `last_day` (days since the
     /// epoch), in order: subscriptions created and removed, and messages
     /// created that day with their counts (purged messages are not in it).

@@ -283,7 +283,10 @@ impl Store for MemoryStore {
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
+}
 
+#[async_trait]
+impl AppStore for MemoryStore {
     async fn apps(&self) -> Result<Vec<AppRow>> {
         Ok(self.lock().apps.clone())
     }
@@ -373,6 +376,13 @@ impl Store for MemoryStore {
         Ok(RetireKey::Retired { removed: n })
     }
 
+    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String> {
+        Ok(self.lock().secrets.entry(name.to_owned()).or_insert_with(|| candidate.to_owned()).clone())
+    }
+}
+
+#[async_trait]
+impl SubscriptionStore for MemoryStore {
     async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription> {
         self.lock().upsert(new, now)
     }
@@ -402,30 +412,6 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    async fn add_event(
-        &self,
-        app: AppId,
-        message_id: &str,
-        recipient: &str,
-        event: Event,
-        _action: Option<&str>,
-        _now: i64,
-    ) -> Result<bool> {
-        let mut st = self.lock();
-        if st.messages.get(message_id).is_none_or(|m| m.app_id != app) {
-            return Ok(false);
-        }
-        if !st.receipts.insert((message_id.to_owned(), recipient.to_owned(), event == Event::Shown)) {
-            return Ok(true);
-        }
-        let Some(m) = st.messages.get_mut(message_id) else { return Ok(false) };
-        match event {
-            Event::Shown => m.counts.shown += 1,
-            Event::Clicked => m.counts.clicked += 1,
-        }
-        Ok(true)
-    }
-
     async fn delete_subscription(&self, app: AppId, id: i64, now: i64) -> Result<bool> {
         let mut st = self.lock();
         if st.subs.get(&id).is_some_and(|s| s.app_id == app) {
@@ -443,46 +429,6 @@ impl Store for MemoryStore {
             new.created_at = old.created_at;
         }
         Ok(st.subs.remove(&old_id).is_some())
-    }
-
-    async fn count_by_host(&self, app: AppId) -> Result<Vec<(String, i64)>> {
-        let st = self.lock();
-        let mut hosts: BTreeMap<String, i64> = BTreeMap::new();
-        for s in st.subs.values().filter(|s| s.app_id == app) {
-            let url = s.subscription.endpoint();
-            let host = match url.port() {
-                Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
-                None => url.host_str().unwrap_or_default().to_owned(),
-            };
-            *hosts.entry(host).or_default() += 1;
-        }
-        Ok(hosts.into_iter().collect())
-    }
-
-    async fn daily_stats(&self, app: AppId, first_day: i64, last_day: i64) -> Result<Vec<DailyStats>> {
-        let st = self.lock();
-        let mut days: BTreeMap<i64, DailyStats> =
-            (first_day..=last_day).map(|day| (day, DailyStats { day, ..DailyStats::default() })).collect();
-        for s in st.subs.values().filter(|s| s.app_id == app) {
-            if let Some(d) = days.get_mut(&s.created_at.div_euclid(DAY_MS)) {
-                d.subscribed += 1;
-            }
-        }
-        for ((a, day), (unsubscribed, removed_created)) in &st.removed {
-            if let Some(d) = days.get_mut(day).filter(|_| *a == app) {
-                d.unsubscribed += unsubscribed;
-                d.subscribed += removed_created;
-            }
-        }
-        for m in st.messages.values().filter(|m| m.app_id == app) {
-            if let Some(d) = days.get_mut(&m.created_at.div_euclid(DAY_MS)) {
-                d.sent += 1;
-                d.delivered += m.counts.delivered;
-                d.shown += m.counts.shown;
-                d.clicked += m.counts.clicked;
-            }
-        }
-        Ok(days.into_values().collect())
     }
 
     async fn app_subscription(&self, app: AppId, id: i64) -> Result<Option<StoredSubscription>> {
@@ -517,6 +463,33 @@ impl Store for MemoryStore {
     async fn count_subscriptions(&self, app: AppId, target: &Target) -> Result<i64> {
         Ok(self.lock().subs.values().filter(|s| s.app_id == app && matches(target, s)).count() as i64)
     }
+}
+
+#[async_trait]
+impl MessageStore for MemoryStore {
+    async fn record_interaction(
+        &self,
+        app: AppId,
+        message_id: &str,
+        recipient: &str,
+        interaction: Interaction,
+        _action: Option<&str>,
+        _now: i64,
+    ) -> Result<bool> {
+        let mut st = self.lock();
+        if st.messages.get(message_id).is_none_or(|m| m.app_id() != app) {
+            return Ok(false);
+        }
+        if !st.receipts.insert((message_id.to_owned(), recipient.to_owned(), interaction == Interaction::Shown)) {
+            return Ok(true);
+        }
+        let Some(m) = st.messages.get_mut(message_id) else { return Ok(false) };
+        match interaction {
+            Interaction::Shown => m.counts.shown += 1,
+            Interaction::Clicked => m.counts.clicked += 1,
+        }
+        Ok(true)
+    }
 
     async fn insert_message(&self, new: &NewMessage) -> Result<(Message, bool)> {
         let mut st = self.lock();
@@ -535,32 +508,22 @@ impl Store for MemoryStore {
             MessageState::Queued
         };
         let m = Message {
-            id: new.id.clone(),
-            app_id: new.app,
-            payload: new.payload.clone(),
-            format: new.format,
-            apple_payload: new.apple_payload.clone(),
-            target: new.target.clone(),
-            ttl: new.ttl,
-            urgency: new.urgency.clone(),
-            topic: new.topic.clone(),
-            send_at: new.send_at,
+            accepted: new.clone(),
             state,
-            created_at: new.created_at,
             updated_at: new.created_at,
             cursor: 0,
             cursor_end: 0,
             counts: Counts::default(),
         };
         if let Some(k) = key {
-            st.idempotency.insert(k, m.id.clone());
+            st.idempotency.insert(k, m.id().to_owned());
         }
-        st.messages.insert(m.id.clone(), m.clone());
+        st.messages.insert(m.id().to_owned(), m.clone());
         Ok((m, true))
     }
 
     async fn app_message(&self, app: AppId, id: &str) -> Result<Option<Message>> {
-        Ok(self.lock().messages.get(id).filter(|m| m.app_id == app).cloned())
+        Ok(self.lock().messages.get(id).filter(|m| m.app_id() == app).cloned())
     }
 
     async fn message(&self, id: &str) -> Result<Option<Message>> {
@@ -569,12 +532,12 @@ impl Store for MemoryStore {
 
     async fn list_messages(&self, app: AppId, before: Option<&str>, limit: i64) -> Result<Vec<Message>> {
         let st = self.lock();
-        let mut all: Vec<&Message> = st.messages.values().filter(|m| m.app_id == app).collect();
-        all.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
-        let bound = before.and_then(|b| st.messages.get(b)).map(|m| (m.created_at, m.id.clone()));
+        let mut all: Vec<&Message> = st.messages.values().filter(|m| m.app_id() == app).collect();
+        all.sort_by(|a, b| (b.accepted.created_at, b.id()).cmp(&(a.accepted.created_at, a.id())));
+        let bound = before.and_then(|b| st.messages.get(b)).map(|m| (m.accepted.created_at, m.id().to_owned()));
         Ok(all
             .into_iter()
-            .filter(|m| bound.as_ref().is_none_or(|(t, id)| (m.created_at, &m.id) < (*t, id)))
+            .filter(|m| bound.as_ref().is_none_or(|(t, id)| (m.accepted.created_at, m.id()) < (*t, id.as_str())))
             .take(limit.max(0) as usize)
             .cloned()
             .collect())
@@ -582,7 +545,7 @@ impl Store for MemoryStore {
 
     async fn cancel_message(&self, app: AppId, id: &str, now: i64) -> Result<Option<Message>> {
         let mut st = self.lock();
-        let Some(m) = st.messages.get_mut(id).filter(|m| m.app_id == app) else { return Ok(None) };
+        let Some(m) = st.messages.get_mut(id).filter(|m| m.app_id() == app) else { return Ok(None) };
         if matches!(m.state, MessageState::Scheduled | MessageState::Queued | MessageState::Sending) {
             m.state = MessageState::Cancelled;
             m.counts.pending_retry = 0;
@@ -598,11 +561,49 @@ impl Store for MemoryStore {
         Ok(st.messages.get(id).cloned())
     }
 
+    async fn message_failure_examples(&self, id: &str) -> Result<Vec<(String, String)>> {
+        let st = self.lock();
+        Ok(st.failure_examples.iter().filter(|((m, _), _)| m == id).map(|((_, r), e)| (r.clone(), e.clone())).collect())
+    }
+
+    async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>> {
+        let st = self.lock();
+        Ok(st.failures.iter().filter(|((m, _), _)| m == id).map(|((_, r), n)| (r.clone(), *n)).collect())
+    }
+
+    async fn purge_messages(&self, before: i64, limit: i64) -> Result<u64> {
+        let mut st = self.lock();
+        let old: Vec<String> = st
+            .messages
+            .values()
+            .filter(|m| matches!(m.state, MessageState::Done | MessageState::Cancelled) && m.updated_at < before)
+            .take(limit.max(0) as usize)
+            .map(|m| m.id().to_owned())
+            .collect();
+        for id in &old {
+            if let Some(m) = st.messages.remove(id) {
+                let purged = st.purged.entry(m.app_id()).or_default();
+                purged.messages += 1;
+                purged.delivered += m.counts.delivered;
+                purged.failed += m.counts.failed;
+                purged.removed += m.counts.gone + m.counts.expired;
+            }
+            st.shards.retain(|(mid, _), _| mid != id);
+            st.retries.retain(|(mid, _), _| mid != id);
+            st.failures.retain(|(mid, _), _| mid != id);
+            st.failure_examples.retain(|(mid, _), _| mid != id);
+        }
+        Ok(old.len() as u64)
+    }
+}
+
+#[async_trait]
+impl WorkStore for MemoryStore {
     async fn start_message(&self, id: &str, target: &Target, shard_size: i64, now: i64) -> Result<bool> {
         let mut st = self.lock();
         let startable =
             st.messages.get(id).is_some_and(|m| matches!(m.state, MessageState::Scheduled | MessageState::Queued));
-        let Some(app) = st.messages.get(id).filter(|_| startable).map(|m| m.app_id) else { return Ok(false) };
+        let Some(app) = st.messages.get(id).filter(|_| startable).map(|m| m.app_id()) else { return Ok(false) };
         let audience: Vec<i64> =
             st.subs.values().filter(|s| s.app_id == app && matches(target, s)).map(|s| s.id).collect();
         let (targeted, last) = (audience.len() as i64, audience.last().copied().unwrap_or(0));
@@ -625,10 +626,10 @@ impl Store for MemoryStore {
             .values()
             .filter(|m| {
                 m.state == MessageState::Queued
-                    || (m.state == MessageState::Scheduled && m.send_at.is_some_and(|t| t <= now))
+                    || (m.state == MessageState::Scheduled && m.accepted.send_at.is_some_and(|t| t <= now))
             })
             .collect();
-        ready.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        ready.sort_by(|a, b| (a.accepted.created_at, a.id()).cmp(&(b.accepted.created_at, b.id())));
         Ok(ready.first().map(|m| (*m).clone()))
     }
 
@@ -638,7 +639,7 @@ impl Store for MemoryStore {
             st.claims_while_away += 1;
         }
         let sending = |st: &State, id: &str| {
-            st.messages.get(id).filter(|m| m.state == MessageState::Sending).map(|m| m.created_at)
+            st.messages.get(id).filter(|m| m.state == MessageState::Sending).map(|m| m.accepted.created_at)
         };
         let mut open: Vec<(i64, (String, i64))> = st
             .shards
@@ -787,19 +788,12 @@ impl Store for MemoryStore {
 
     async fn sending_message_ids(&self) -> Result<Vec<String>> {
         let st = self.lock();
-        Ok(st.messages.values().filter(|m| m.state == MessageState::Sending).map(|m| m.id.clone()).collect())
+        Ok(st.messages.values().filter(|m| m.state == MessageState::Sending).map(|m| m.id().to_owned()).collect())
     }
+}
 
-    async fn message_failure_examples(&self, id: &str) -> Result<Vec<(String, String)>> {
-        let st = self.lock();
-        Ok(st.failure_examples.iter().filter(|((m, _), _)| m == id).map(|((_, r), e)| (r.clone(), e.clone())).collect())
-    }
-
-    async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>> {
-        let st = self.lock();
-        Ok(st.failures.iter().filter(|((m, _), _)| m == id).map(|((_, r), n)| (r.clone(), *n)).collect())
-    }
-
+#[async_trait]
+impl TokenStore for MemoryStore {
     async fn insert_token(
         &self,
         name: &str,
@@ -834,39 +828,53 @@ impl Store for MemoryStore {
         st.tokens.retain(|(_, t)| t.name != name);
         Ok((before - st.tokens.len()) as u64)
     }
+}
 
-    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String> {
-        Ok(self.lock().secrets.entry(name.to_owned()).or_insert_with(|| candidate.to_owned()).clone())
+#[async_trait]
+impl StatsStore for MemoryStore {
+    async fn count_by_host(&self, app: AppId) -> Result<Vec<(String, i64)>> {
+        let st = self.lock();
+        let mut hosts: BTreeMap<String, i64> = BTreeMap::new();
+        for s in st.subs.values().filter(|s| s.app_id == app) {
+            let url = s.subscription.endpoint();
+            let host = match url.port() {
+                Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+                None => url.host_str().unwrap_or_default().to_owned(),
+            };
+            *hosts.entry(host).or_default() += 1;
+        }
+        Ok(hosts.into_iter().collect())
     }
 
-    async fn purge_messages(&self, before: i64, limit: i64) -> Result<u64> {
-        let mut st = self.lock();
-        let old: Vec<String> = st
-            .messages
-            .values()
-            .filter(|m| matches!(m.state, MessageState::Done | MessageState::Cancelled) && m.updated_at < before)
-            .take(limit.max(0) as usize)
-            .map(|m| m.id.clone())
-            .collect();
-        for id in &old {
-            if let Some(m) = st.messages.remove(id) {
-                let purged = st.purged.entry(m.app_id).or_default();
-                purged.messages += 1;
-                purged.delivered += m.counts.delivered;
-                purged.failed += m.counts.failed;
-                purged.removed += m.counts.gone + m.counts.expired;
+    async fn daily_stats(&self, app: AppId, first_day: i64, last_day: i64) -> Result<Vec<DailyStats>> {
+        let st = self.lock();
+        let mut days: BTreeMap<i64, DailyStats> =
+            (first_day..=last_day).map(|day| (day, DailyStats { day, ..DailyStats::default() })).collect();
+        for s in st.subs.values().filter(|s| s.app_id == app) {
+            if let Some(d) = days.get_mut(&s.created_at.div_euclid(DAY_MS)) {
+                d.subscribed += 1;
             }
-            st.shards.retain(|(mid, _), _| mid != id);
-            st.retries.retain(|(mid, _), _| mid != id);
-            st.failures.retain(|(mid, _), _| mid != id);
-            st.failure_examples.retain(|(mid, _), _| mid != id);
         }
-        Ok(old.len() as u64)
+        for ((a, day), (unsubscribed, removed_created)) in &st.removed {
+            if let Some(d) = days.get_mut(day).filter(|_| *a == app) {
+                d.unsubscribed += unsubscribed;
+                d.subscribed += removed_created;
+            }
+        }
+        for m in st.messages.values().filter(|m| m.app_id() == app) {
+            if let Some(d) = days.get_mut(&m.accepted.created_at.div_euclid(DAY_MS)) {
+                d.sent += 1;
+                d.delivered += m.counts.delivered;
+                d.shown += m.counts.shown;
+                d.clicked += m.counts.clicked;
+            }
+        }
+        Ok(days.into_values().collect())
     }
 
     async fn stats(&self, app: AppId) -> Result<Stats> {
         let st = self.lock();
-        let ms = st.messages.values().filter(|m| m.app_id == app);
+        let ms = st.messages.values().filter(|m| m.app_id() == app);
         Ok(Stats {
             subscriptions: st.subs.values().filter(|s| s.app_id == app).count() as i64,
             messages: ms.clone().count() as i64,

@@ -336,36 +336,39 @@ pub struct NewMessage {
     pub created_at: i64,
 }
 
-/// A stored message.
+impl NewMessage {
+    /// A message of `app` to `target`, accepted at `created_at`, with the
+    /// defaults of the API: no payload, classic format, RFC 8030's default
+    /// TTL of four weeks, no urgency, topic, schedule or idempotency key.
+    /// Set other fields with struct update syntax:
+    /// `NewMessage { ttl: 60, ..NewMessage::new(id, app, target, now) }`.
+    pub fn new(id: impl Into<String>, app: AppId, target: Target, created_at: i64) -> Self {
+        Self {
+            id: id.into(),
+            app,
+            payload: None,
+            format: MessageFormat::Classic,
+            apple_payload: None,
+            target,
+            ttl: tocsin_protocol::Ttl::DEFAULT.0,
+            urgency: None,
+            topic: None,
+            send_at: None,
+            idempotency_key: None,
+            created_at,
+        }
+    }
+}
+
+/// A stored message: what was accepted ([`NewMessage`]) and where its
+/// sending is.
 #[derive(Debug, Clone)]
 pub struct Message {
-    /// The message's id in the API (`/v1/messages/{id}`).
-    pub id: String,
-    /// The app whose subscriptions it goes to.
-    pub app_id: AppId,
-    /// The plaintext payload.
-    pub payload: Option<Vec<u8>>,
-    /// What the payload is.
-    pub format: MessageFormat,
-    /// With [`MessageFormat::Auto`]: the declarative payload that
-    /// subscriptions at Apple's push service get instead of `payload`.
-    pub apple_payload: Option<Vec<u8>>,
-    /// Who it goes to.
-    pub target: Target,
-    /// How long push services keep it for an offline browser, in seconds
-    /// (RFC 8030 `TTL`); also how long the engine keeps trying.
-    pub ttl: u32,
-    /// RFC 8030 `Urgency`: `very-low`, `low`, `normal`, `high`.
-    pub urgency: Option<String>,
-    /// RFC 8030 `Topic`: a newer message with the same topic replaces one
-    /// a push service still holds.
-    pub topic: Option<String>,
-    /// When it is to be sent, ms since the epoch; `None` for at once.
-    pub send_at: Option<i64>,
+    /// The message as it was accepted: id, app, payloads, target, headers,
+    /// schedule.
+    pub accepted: NewMessage,
     /// Where it is: scheduled, queued, sending, done or cancelled.
     pub state: MessageState,
-    /// When it was accepted, ms since the epoch.
-    pub created_at: i64,
     /// When its state or counts last changed, ms since the epoch.
     pub updated_at: i64,
     /// The highest subscription id handled so far.
@@ -375,6 +378,18 @@ pub struct Message {
     pub cursor_end: i64,
     /// What became of its deliveries so far.
     pub counts: Counts,
+}
+
+impl Message {
+    /// The message's id in the API (`/v1/messages/{id}`).
+    pub fn id(&self) -> &str {
+        &self.accepted.id
+    }
+
+    /// The app whose subscriptions it goes to.
+    pub fn app_id(&self) -> AppId {
+        self.accepted.app
+    }
 }
 
 /// An app's totals for `/v1/stats`, purged messages included.
@@ -649,7 +664,7 @@ pub struct TokenRow {
 /// What the service worker reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Event {
+pub enum Interaction {
     /// The notification was shown.
     Shown,
     /// The notification was clicked.

@@ -138,27 +138,15 @@ pub struct NewWebhook {
     pub description: Option<String>,
     /// The Standard Webhooks signing secret (`whsec_` and base64).
     pub secret: String,
-    /// ms since the epoch.
+    /// When it was registered, ms since the epoch.
     pub created_at: i64,
 }
 
 /// A registered webhook, with the state of its deliveries.
 #[derive(Debug, Clone)]
 pub struct WebhookRow {
-    /// Its id (`wh_…`).
-    pub id: String,
-    /// Whose events it gets.
-    pub app: AppId,
-    /// Where deliveries are POSTed.
-    pub url: String,
-    /// The types it gets.
-    pub events: Vec<EventType>,
-    /// The operator's note.
-    pub description: Option<String>,
-    /// The signing secret.
-    pub secret: String,
-    /// ms since the epoch.
-    pub created_at: i64,
+    /// What was registered: id, app, URL, event types, note, secret.
+    pub registered: NewWebhook,
     /// Since when its deliveries have been failing for good (retried for
     /// about a day without success); `None` while healthy.
     pub failing_since: Option<i64>,

@@ -1,8 +1,9 @@
 //! Test helpers shared by the store's unit tests.
 
 use tocsin_protocol::Subscription;
+use tocsin_store_api::AppStore;
 
-use crate::{NewSubscription, SqlStore, Store};
+use crate::{NewSubscription, SqlStore};
 
 pub const P256DH: &str = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
 pub const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";

@@ -5,7 +5,9 @@
 use proptest::prelude::*;
 use tocsin_protocol::subscription::MAX_EXPIRATION_MS;
 use tocsin_protocol::Subscription;
-use tocsin_store::{AppId, NewSubscription, PageRow, SqlStore, Store, Target};
+use tocsin_store::AppStore;
+use tocsin_store::SubscriptionStore;
+use tocsin_store::{AppId, NewSubscription, PageRow, SqlStore, Target};
 
 const P256DH: &str = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
 

@@ -182,16 +182,16 @@ impl Dispatcher {
         match &result {
             DeliveryResult::Delivered => self.metrics.delivered.inc(),
             DeliveryResult::Retry { error, .. } => {
-                tracing::info!(webhook = %d.webhook.id, delivery = %d.id, %error, "webhook delivery will be retried");
+                tracing::info!(webhook = %d.webhook.registered.id, delivery = %d.id, %error, "webhook delivery will be retried");
                 self.metrics.retried.inc()
             }
             DeliveryResult::GaveUp { error } => {
-                tracing::warn!(webhook = %d.webhook.id, delivery = %d.id, %error, "webhook delivery given up: the webhook is failing");
+                tracing::warn!(webhook = %d.webhook.registered.id, delivery = %d.id, %error, "webhook delivery given up: the webhook is failing");
                 self.metrics.gave_up.inc()
             }
         };
-        if !self.outbox.finish_delivery(&d.webhook.id, &d.token, &result, now_ms()).await? {
-            tracing::warn!(webhook = %d.webhook.id, "webhook claim lost before its result was recorded");
+        if !self.outbox.finish_delivery(&d.webhook.registered.id, &d.token, &result, now_ms()).await? {
+            tracing::warn!(webhook = %d.webhook.registered.id, "webhook claim lost before its result was recorded");
         }
         Ok(())
     }
@@ -210,13 +210,13 @@ impl Dispatcher {
 
     async fn attempt(&self, d: &WebhookDelivery) -> DeliveryResult {
         let timestamp = now_ms() / 1000;
-        let signature = match sign(&d.webhook.secret, &d.id, timestamp, d.body.as_bytes()) {
+        let signature = match sign(&d.webhook.registered.secret, &d.id, timestamp, d.body.as_bytes()) {
             Ok(s) => s,
             Err(e) => return DeliveryResult::GaveUp { error: e.to_string() },
         };
         let sent = self
             .client
-            .post(&d.webhook.url)
+            .post(&d.webhook.registered.url)
             .header(CONTENT_TYPE, "application/json")
             .header("webhook-id", &d.id)
             .header("webhook-timestamp", timestamp.to_string())
@@ -247,7 +247,7 @@ impl Dispatcher {
             // that is stored and shown to read tokens.
             Err(e) => {
                 let error = tocsin_delivery::client::error_chain(&e.without_url());
-                self.after_failure(d, crate::redact::redact_in(&error, &d.webhook.url), None)
+                self.after_failure(d, crate::redact::redact_in(&error, &d.webhook.registered.url), None)
             }
         }
     }

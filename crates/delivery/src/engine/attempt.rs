@@ -95,22 +95,25 @@ impl Engine {
         mut stop: watch::Receiver<bool>,
     ) -> Result<PageOutcome, StoreError> {
         let now = self.now_ms();
-        let deadline =
-            message.created_at.max(message.send_at.unwrap_or(0)).saturating_add(i64::from(message.ttl) * 1000);
+        let deadline = message
+            .accepted
+            .created_at
+            .max(message.accepted.send_at.unwrap_or(0))
+            .saturating_add(i64::from(message.accepted.ttl) * 1000);
         let options = Arc::new(PushOptions {
-            ttl: Ttl(message.ttl),
-            urgency: message.urgency.as_deref().and_then(|u| u.parse::<Urgency>().ok()),
-            topic: message.topic.as_deref().and_then(|t| Topic::new(t).ok()),
+            ttl: Ttl(message.accepted.ttl),
+            urgency: message.accepted.urgency.as_deref().and_then(|u| u.parse::<Urgency>().ok()),
+            topic: message.accepted.topic.as_deref().and_then(|t| Topic::new(t).ok()),
             ..PushOptions::default()
         });
-        let payload = message.payload.clone().map(Bytes::from);
+        let payload = message.accepted.payload.clone().map(Bytes::from);
         // `auto`: Apple's push service gets the declarative message, which
         // Safari shows without a service worker; every other the classic one.
-        let apple_payload = match message.format {
-            MessageFormat::Auto => message.apple_payload.clone().map(Bytes::from),
+        let apple_payload = match message.accepted.format {
+            MessageFormat::Auto => message.accepted.apple_payload.clone().map(Bytes::from),
             MessageFormat::Classic | MessageFormat::Declarative => None,
         };
-        let ttl = Duration::from_secs(u64::from(message.ttl));
+        let ttl = Duration::from_secs(u64::from(message.accepted.ttl));
         let mut outcome = PageOutcome::default();
         let mut tasks = tokio::task::JoinSet::new();
         for job in jobs {

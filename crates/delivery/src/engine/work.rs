@@ -43,12 +43,12 @@ impl Engine {
         }
         let now = self.now_ms();
         if let Some(m) = lane.db(move |s| async move { s.next_startable_message(now).await }).await? {
-            let (id, target, shard_size) = (m.id.clone(), m.target.clone(), self.config.shard_size);
+            let (id, target, shard_size) = (m.id().to_owned(), m.accepted.target.clone(), self.config.shard_size);
             let started = lane.db(move |s| async move { s.start_message(&id, &target, shard_size, now).await });
             if started.await? {
-                tracing::info!(message = %m.id, node = %self.config.node_id, "message sending");
+                tracing::info!(message = %m.id(), node = %self.config.node_id, "message sending");
                 self.wake.notify_waiters();
-                self.finish_if_complete(lane, &m.id).await?;
+                self.finish_if_complete(lane, m.id()).await?;
             }
             return Ok(true);
         }
@@ -82,7 +82,7 @@ impl Engine {
         });
         if let Some(m) = finished.await? {
             let c = m.counts;
-            tracing::info!(message = %m.id, targeted = c.targeted, delivered = c.delivered, failed = c.failed,
+            tracing::info!(message = %m.id(), targeted = c.targeted, delivered = c.delivered, failed = c.failed,
                 gone = c.gone, expired = c.expired, "message done");
         }
         Ok(())
@@ -111,7 +111,7 @@ impl Engine {
                 .patiently(lane, "reading a page", || {
                     let m = message.clone();
                     move |s: Arc<dyn Store>| async move {
-                        s.page_subscriptions(m.app_id, &m.target, cursor, Some(end_at), page_size).await
+                        s.page_subscriptions(m.app_id(), &m.accepted.target, cursor, Some(end_at), page_size).await
                     }
                 })
                 .await?;
@@ -121,7 +121,7 @@ impl Engine {
                 let (sh, now, lease) = (shard.clone(), self.now_ms(), self.lease_ms());
                 if !lane.db(move |s| async move { s.renew_shard(&sh, now, lease).await }).await? {
                     self.metrics.claims_lost.inc();
-                    tracing::warn!(message = %message.id, shard = shard.shard, "claim lost while the database was away");
+                    tracing::warn!(message = %message.id(), shard = shard.shard, "claim lost while the database was away");
                     return Ok(());
                 }
             }
@@ -143,7 +143,7 @@ impl Engine {
             // A row that cannot be read is not a reason to stop the
             // broadcast for good: it is counted as failed and skipped.
             for (id, error) in unreadable {
-                tracing::error!(message = %message.id, subscription = id, %error, "subscription row cannot be read: skipped");
+                tracing::error!(message = %message.id(), subscription = id, %error, "subscription row cannot be read: skipped");
                 self.metrics.count("failed", "unreadable");
                 let failure = FailedDelivery {
                     subscription_id: id,
@@ -174,17 +174,17 @@ impl Engine {
             match state {
                 None => {
                     self.metrics.claims_lost.inc();
-                    tracing::warn!(message = %message.id, shard = shard.shard,
+                    tracing::warn!(message = %message.id(), shard = shard.shard,
                         "claim lost before the checkpoint; the page is not recorded (its new owner sends it)");
                     return Ok(());
                 }
                 Some(MessageState::Cancelled) => {
-                    tracing::info!(message = %message.id, "message cancelled while sending");
+                    tracing::info!(message = %message.id(), "message cancelled while sending");
                     return Ok(());
                 }
-                Some(_) if done => return self.finish_if_complete(lane, &message.id).await,
+                Some(_) if done => return self.finish_if_complete(lane, message.id()).await,
                 Some(_) if stopping => {
-                    tracing::info!(message = %message.id, shard = shard.shard, cursor, "stopping at a checkpoint");
+                    tracing::info!(message = %message.id(), shard = shard.shard, cursor, "stopping at a checkpoint");
                     return Ok(());
                 }
                 Some(_) => {}

@@ -149,17 +149,8 @@ pub async fn subscribe_all(
 /// test's clock), kept a day.
 pub fn message(id: &str, target: tocsin_store_api::Target, payload: &[u8]) -> tocsin_store_api::NewMessage {
     tocsin_store_api::NewMessage {
-        id: id.into(),
-        app: tocsin_store_api::AppId::DEFAULT,
         payload: Some(payload.to_vec()),
-        format: tocsin_store_api::MessageFormat::Classic,
-        apple_payload: None,
-        target,
         ttl: 86_400,
-        urgency: None,
-        topic: None,
-        send_at: None,
-        idempotency_key: None,
-        created_at: Clock::tokio().now_ms(),
+        ..tocsin_store_api::NewMessage::new(id, tocsin_store_api::AppId::DEFAULT, target, Clock::tokio().now_ms())
     }
 }

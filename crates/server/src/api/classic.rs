@@ -212,32 +212,24 @@ pub(crate) async fn push_all(
         }
     };
     let new = NewMessage {
-        id,
-        app: app.id,
         payload: payloads.payload,
         format: payloads.format,
         apple_payload: payloads.apple_payload,
-        target: Target::All(true),
-        ttl: tocsin_protocol::Ttl::DEFAULT.0,
-        urgency: None,
-        topic: None,
-        send_at: None,
-        idempotency_key: None,
-        created_at: now_ms(),
+        ..NewMessage::new(id, app.id, Target::All(true), now_ms())
     };
     let (message, _) = st.store.insert_message(&new).await.map_err(|e| {
         ApiError::storage("unable-to-send-messages", "Failed to send the push message: it could not be stored", &e)
     })?;
-    tracing::info!(message = %message.id, state = message.state.as_str(), "message stored");
+    tracing::info!(message = %message.id(), state = message.state.as_str(), "message stored");
     st.metrics.message_accepted(&app.metric_label);
     st.engine.wake();
     if matches!(q.wait.as_deref(), Some("true" | "1" | "")) {
         let (m, finished) = wait_for(&st, &message).await?;
         let status = if finished { StatusCode::OK } else { StatusCode::ACCEPTED };
-        let body = json!({"data": {"success": true, "messageId": m.id, "counts": CountsView::from(m.counts)}});
+        let body = json!({"data": {"success": true, "messageId": m.id(), "counts": CountsView::from(m.counts)}});
         return Ok((status, Json(body)).into_response());
     }
-    Ok(Json(json!({"data": {"success": true, "messageId": message.id}})).into_response())
+    Ok(Json(json!({"data": {"success": true, "messageId": message.id()}})).into_response())
 }
 
 /// Waits until the message is done or cancelled (`true`), or the wait
@@ -245,7 +237,7 @@ pub(crate) async fn push_all(
 pub(crate) async fn wait_for(st: &AppState, message: &Message) -> Result<(Message, bool), ApiError> {
     let deadline = tokio::time::Instant::now() + st.wait_timeout;
     loop {
-        match st.store.app_message(message.app_id, &message.id).await {
+        match st.store.app_message(message.app_id(), message.id()).await {
             Ok(Some(m)) if matches!(m.state, MessageState::Done | MessageState::Cancelled) => return Ok((m, true)),
             Ok(Some(m)) if tokio::time::Instant::now() >= deadline => return Ok((m, false)),
             Ok(_) => tokio::time::sleep(Duration::from_millis(25)).await,
@@ -289,30 +281,22 @@ pub(crate) async fn test_notification(
         payload["app"] = Value::from(app.name.as_str());
     }
     let new = NewMessage {
-        id,
-        app: app.id,
         payload: Some(payload.to_string().into_bytes()),
-        format: MessageFormat::Classic,
-        apple_payload: None,
-        target: Target::SubscriptionIds(vec![sub.id]),
         ttl: 3600,
         urgency: Some("high".into()),
-        topic: None,
-        send_at: None,
-        idempotency_key: None,
-        created_at: now_ms(),
+        ..NewMessage::new(id, app.id, Target::SubscriptionIds(vec![sub.id]), now_ms())
     };
     let (message, _) = st.store.insert_message(&new).await.map_err(storage)?;
-    tracing::info!(message = %message.id, state = message.state.as_str(), "message stored");
+    tracing::info!(message = %message.id(), state = message.state.as_str(), "message stored");
     st.engine.wake();
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": message.id, "state": message.state.as_str()}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": message.id(), "state": message.state.as_str()}))).into_response())
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventBody {
     #[serde(rename = "type")]
-    kind: tocsin_store::Event,
+    kind: tocsin_store::Interaction,
     #[serde(rename = "messageId")]
     message_id: String,
     /// The token the message's payload carried.
@@ -379,7 +363,7 @@ pub(crate) async fn post_event(
     };
     let found = st
         .store
-        .add_event(app.id, &ev.message_id, &recipient, ev.kind, ev.action.as_deref(), now_ms())
+        .record_interaction(app.id, &ev.message_id, &recipient, ev.kind, ev.action.as_deref(), now_ms())
         .await
         .map_err(|e| ApiError::storage("unable-to-save-event", "the event could not be saved", &e))?;
     if !found {

@@ -140,19 +140,17 @@ pub(crate) async fn create_message(
                 .to_owned(),
         ),
     };
+    let now = now_ms();
     let new = NewMessage {
-        id,
-        app: token.app.id,
         payload: payloads.payload,
         format: payloads.format,
         apple_payload: payloads.apple_payload,
-        target,
         ttl: req.ttl.unwrap_or(tocsin_protocol::Ttl::DEFAULT.0),
         urgency: req.urgency,
         topic: req.topic,
-        send_at: parse_send_at(&req.send_at, now_ms())?,
+        send_at: parse_send_at(&req.send_at, now)?,
         idempotency_key,
-        created_at: now_ms(),
+        ..NewMessage::new(id, token.app.id, target, now)
     };
     let (message, created) = st
         .store
@@ -160,11 +158,11 @@ pub(crate) async fn create_message(
         .await
         .map_err(|e| ApiError::storage("unable-to-store-message", "the message could not be stored", &e))?;
     if created {
-        tracing::info!(message = %message.id, state = message.state.as_str(), "message stored");
+        tracing::info!(message = %message.id(), state = message.state.as_str(), "message stored");
         st.metrics.message_accepted(&token.app.metric_label);
         st.engine.wake();
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": message.id, "state": message.state.as_str()}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": message.id(), "state": message.state.as_str()}))).into_response())
 }
 
 /// One message with its counts, and its failures by reason.
@@ -221,7 +219,7 @@ pub(crate) async fn list_messages(
         .list_messages(token.app.id, q.cursor.as_deref(), n)
         .await
         .map_err(|e| ApiError::storage("database-unavailable", "cannot list messages", &e))?;
-    let next = (items.len() as i64 == n).then(|| items.last().map(|m| m.id.clone())).flatten();
+    let next = (items.len() as i64 == n).then(|| items.last().map(|m| m.id().to_owned())).flatten();
     let items: Vec<MessageView> = items.into_iter().map(Into::into).collect();
     Ok(Json(json!({"items": items, "nextCursor": next})))
 }

@@ -81,11 +81,11 @@ pub struct MessageView {
 impl From<Message> for MessageView {
     fn from(m: Message) -> Self {
         Self {
-            id: m.id,
+            id: m.accepted.id,
             state: m.state.as_str().to_owned(),
-            format: m.format.as_str(),
-            created_at: rfc3339(m.created_at),
-            send_at: m.send_at.map(rfc3339),
+            format: m.accepted.format.as_str(),
+            created_at: rfc3339(m.accepted.created_at),
+            send_at: m.accepted.send_at.map(rfc3339),
             counts: m.counts.into(),
             failed_by_reason: None,
             failure_examples: None,

@@ -61,14 +61,14 @@ pub struct WebhookView {
 impl From<WebhookRow> for WebhookView {
     fn from(w: WebhookRow) -> Self {
         Self {
-            id: w.id,
-            url: tocsin_webhooks::redact_url(&w.url),
-            events: w.events.iter().map(|e| e.as_str()).collect(),
-            description: w.description,
-            created_at: rfc3339(w.created_at),
+            id: w.registered.id,
+            url: tocsin_webhooks::redact_url(&w.registered.url),
+            events: w.registered.events.iter().map(|e| e.as_str()).collect(),
+            description: w.registered.description,
+            created_at: rfc3339(w.registered.created_at),
             failing: w.failing_since.is_some(),
             failing_since: w.failing_since.map(rfc3339),
-            last_error: w.last_error.map(|e| tocsin_webhooks::redact::redact_in(&e, &w.url)),
+            last_error: w.last_error.map(|e| tocsin_webhooks::redact::redact_in(&e, &w.registered.url)),
             pending: w.pending,
         }
     }
@@ -143,7 +143,7 @@ pub(crate) async fn create_webhook(
         created_at: now_ms(),
     };
     let row = st.outbox.create_webhook(&new).await.map_err(db)?;
-    tracing::info!(webhook = %row.id, app = %token.app.name, "webhook registered");
+    tracing::info!(webhook = %row.registered.id, app = %token.app.name, "webhook registered");
     let view = WebhookView::from(row);
     Ok((
         StatusCode::CREATED,

@@ -369,7 +369,8 @@ async fn replace_topics(
 mod tests {
     use super::*;
     use crate::testutil::{new, on_both_backends, TestResult};
-    use crate::{Store, Target};
+    use crate::Target;
+    use tocsin_store_api::SubscriptionStore;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_upserts_are_grouped_and_each_caller_gets_its_row() -> TestResult {

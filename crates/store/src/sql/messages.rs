@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::rows::{bind_target, msg_from_row, target_sql, MSG_COLUMNS};
 use super::{SqlStore, R};
-use crate::{shard_ranges, AppId, Event, EventType, Message, MessageState, NewEvent, NewMessage, Target};
+use crate::{shard_ranges, AppId, EventType, Interaction, Message, MessageState, NewEvent, NewMessage, Target};
 
 /// The stored form of an idempotency key: its app's id and the key, so
 /// that the same key in two apps makes two messages.
@@ -212,9 +212,9 @@ pub(super) async fn try_finish(store: &SqlStore, id: &str, now: i64) -> R<bool> 
     let m = msg_from_row(&row)?;
     let c = m.counts;
     let event = NewEvent {
-        app: m.app_id,
+        app: m.app_id(),
         kind: EventType::MessageDone,
-        data: serde_json::json!({"messageId": m.id, "counts": {"targeted": c.targeted, "delivered": c.delivered,
+        data: serde_json::json!({"messageId": m.id(), "counts": {"targeted": c.targeted, "delivered": c.delivered,
             "failed": c.failed, "gone": c.gone, "expired": c.expired, "shown": c.shown, "clicked": c.clicked}}),
     };
     super::events::emit(&mut tx, &[event], now).await?;
@@ -247,22 +247,22 @@ pub(super) async fn failures(store: &SqlStore, id: &str) -> R<Vec<(String, i64)>
     rows.iter().map(|r| Ok((r.try_get("reason")?, r.try_get("count")?))).collect()
 }
 
-pub(super) async fn add_event(
+pub(super) async fn record_interaction(
     store: &SqlStore,
     app: AppId,
     message_id: &str,
     recipient: &str,
-    event: Event,
+    interaction: Interaction,
     action: Option<&str>,
     now: i64,
 ) -> R<bool> {
-    let (sql, kind, label) = match event {
-        Event::Shown => (
+    let (sql, kind, label) = match interaction {
+        Interaction::Shown => (
             "UPDATE messages SET shown = shown + 1 WHERE id = $1 AND app_id = $2",
             EventType::NotificationShown,
             "shown",
         ),
-        Event::Clicked => (
+        Interaction::Clicked => (
             "UPDATE messages SET clicked = clicked + 1 WHERE id = $1 AND app_id = $2",
             EventType::NotificationClicked,
             "clicked",
@@ -290,9 +290,9 @@ pub(super) async fn add_event(
         return Ok(found.is_some());
     }
     sqlx::query(sql).bind(message_id).bind(app.0).execute(&mut *tx).await?;
-    let data = match event {
-        Event::Shown => serde_json::json!({"messageId": message_id}),
-        Event::Clicked => serde_json::json!({"messageId": message_id, "action": action}),
+    let data = match interaction {
+        Interaction::Shown => serde_json::json!({"messageId": message_id}),
+        Interaction::Clicked => serde_json::json!({"messageId": message_id, "action": action}),
     };
     super::events::emit(&mut tx, &[NewEvent { app, kind, data }], now).await?;
     tx.commit().await?;

@@ -323,7 +323,10 @@ impl Store for SqlStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl AppStore for SqlStore {
     async fn apps(&self) -> Result<Vec<AppRow>> {
         self.bounded(admin::apps(self)).await
     }
@@ -370,6 +373,13 @@ impl Store for SqlStore {
         self.bounded(admin::retire_vapid_key(self, app, id, force, now)).await
     }
 
+    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String> {
+        self.bounded(admin::server_secret(self, name, candidate)).await
+    }
+}
+
+#[async_trait]
+impl SubscriptionStore for SqlStore {
     async fn upsert_subscription(&self, new: &NewSubscription, now: i64) -> Result<StoredSubscription> {
         self.bounded(subscriptions::upsert(self, new, now)).await
     }
@@ -386,32 +396,12 @@ impl Store for SqlStore {
         self.bounded(subscriptions::by_endpoint(self, app, endpoint)).await
     }
 
-    async fn add_event(
-        &self,
-        app: AppId,
-        message_id: &str,
-        recipient: &str,
-        event: Event,
-        action: Option<&str>,
-        now: i64,
-    ) -> Result<bool> {
-        self.bounded(messages::add_event(self, app, message_id, recipient, event, action, now)).await
-    }
-
     async fn delete_subscription(&self, app: AppId, id: i64, now: i64) -> Result<bool> {
         self.bounded(subscriptions::delete(self, app, id, now)).await
     }
 
     async fn replace_subscription(&self, app: AppId, old_id: i64, new_id: i64, now: i64) -> Result<bool> {
         self.bounded(subscriptions::replace(self, app, old_id, new_id, now)).await
-    }
-
-    async fn count_by_host(&self, app: AppId) -> Result<Vec<(String, i64)>> {
-        self.bounded(admin::count_by_host(self, app)).await
-    }
-
-    async fn daily_stats(&self, app: AppId, first_day: i64, last_day: i64) -> Result<Vec<DailyStats>> {
-        self.bounded(admin::daily(self, app, first_day, last_day)).await
     }
 
     async fn app_subscription(&self, app: AppId, id: i64) -> Result<Option<StoredSubscription>> {
@@ -436,6 +426,21 @@ impl Store for SqlStore {
     async fn count_subscriptions(&self, app: AppId, target: &Target) -> Result<i64> {
         self.bounded(subscriptions::count(self, app, target)).await
     }
+}
+
+#[async_trait]
+impl MessageStore for SqlStore {
+    async fn record_interaction(
+        &self,
+        app: AppId,
+        message_id: &str,
+        recipient: &str,
+        interaction: Interaction,
+        action: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        self.bounded(messages::record_interaction(self, app, message_id, recipient, interaction, action, now)).await
+    }
 
     async fn insert_message(&self, new: &NewMessage) -> Result<(Message, bool)> {
         self.bounded(messages::insert(self, new)).await
@@ -457,6 +462,21 @@ impl Store for SqlStore {
         self.bounded(messages::cancel(self, app, id, now)).await
     }
 
+    async fn message_failure_examples(&self, id: &str) -> Result<Vec<(String, String)>> {
+        self.bounded(messages::failure_examples(self, id)).await
+    }
+
+    async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>> {
+        self.bounded(messages::failures(self, id)).await
+    }
+
+    async fn purge_messages(&self, before: i64, limit: i64) -> Result<u64> {
+        self.bounded(messages::purge(self, before, limit)).await
+    }
+}
+
+#[async_trait]
+impl WorkStore for SqlStore {
     async fn start_message(&self, id: &str, target: &Target, shard_size: i64, now: i64) -> Result<bool> {
         self.bounded(messages::start(self, id, target, shard_size, now)).await
     }
@@ -509,15 +529,10 @@ impl Store for SqlStore {
     async fn sending_message_ids(&self) -> Result<Vec<String>> {
         self.bounded(messages::sending_ids(self)).await
     }
+}
 
-    async fn message_failure_examples(&self, id: &str) -> Result<Vec<(String, String)>> {
-        self.bounded(messages::failure_examples(self, id)).await
-    }
-
-    async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>> {
-        self.bounded(messages::failures(self, id)).await
-    }
-
+#[async_trait]
+impl TokenStore for SqlStore {
     async fn insert_token(
         &self,
         name: &str,
@@ -544,13 +559,16 @@ impl Store for SqlStore {
     async fn revoke_token(&self, name: &str) -> Result<u64> {
         self.bounded(admin::revoke_token(self, name)).await
     }
+}
 
-    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String> {
-        self.bounded(admin::server_secret(self, name, candidate)).await
+#[async_trait]
+impl StatsStore for SqlStore {
+    async fn count_by_host(&self, app: AppId) -> Result<Vec<(String, i64)>> {
+        self.bounded(admin::count_by_host(self, app)).await
     }
 
-    async fn purge_messages(&self, before: i64, limit: i64) -> Result<u64> {
-        self.bounded(messages::purge(self, before, limit)).await
+    async fn daily_stats(&self, app: AppId, first_day: i64, last_day: i64) -> Result<Vec<DailyStats>> {
+        self.bounded(admin::daily(self, app, first_day, last_day)).await
     }
 
     async fn stats(&self, app: AppId) -> Result<Stats> {

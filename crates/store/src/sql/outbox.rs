@@ -25,13 +25,15 @@ fn types_column(events: &[EventType]) -> String {
 fn webhook_from_row(row: &AnyRow) -> R<WebhookRow> {
     let events: String = row.try_get("events")?;
     Ok(WebhookRow {
-        id: row.try_get("id")?,
-        app: AppId(row.try_get("app_id")?),
-        url: row.try_get("url")?,
-        events: events.split(',').filter(|s| !s.is_empty()).filter_map(EventType::parse).collect(),
-        description: row.try_get("description")?,
-        secret: row.try_get("secret")?,
-        created_at: row.try_get("created_at")?,
+        registered: NewWebhook {
+            id: row.try_get("id")?,
+            app: AppId(row.try_get("app_id")?),
+            url: row.try_get("url")?,
+            events: events.split(',').filter(|s| !s.is_empty()).filter_map(EventType::parse).collect(),
+            description: row.try_get("description")?,
+            secret: row.try_get("secret")?,
+            created_at: row.try_get("created_at")?,
+        },
         failing_since: row.try_get("failing_since")?,
         last_error: row.try_get("last_error")?,
         pending: row.try_get("pending")?,

@@ -9,7 +9,8 @@ use tocsin_protocol::Subscription;
 
 use super::R;
 use crate::{
-    AppId, Counts, Message, MessageFormat, MessageState, StoreError, StoredSubscription, Target, VapidKeyRow, DAY_MS,
+    AppId, Counts, Message, MessageFormat, MessageState, NewMessage, StoreError, StoredSubscription, Target,
+    VapidKeyRow, DAY_MS,
 };
 
 /// A query of the `Any` driver.
@@ -22,7 +23,7 @@ pub(crate) const SUB_RETURNING: &str =
     "id, endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at, app_id";
 pub(crate) const MSG_COLUMNS: &str =
     "id, payload, format, apple_payload, target, ttl, urgency, topic, send_at, state, created_at, updated_at, cursor, cursor_end, \
-     targeted, delivered, failed, gone, expired, pending_retry, shown, clicked, app_id";
+     targeted, delivered, failed, gone, expired, pending_retry, shown, clicked, app_id, idempotency_key";
 
 /// A page of subscriptions as one row holding a JSON array, on SQLite.
 ///
@@ -107,9 +108,13 @@ impl SubRow {
 
 pub(crate) fn msg_from_row(row: &AnyRow) -> R<Message> {
     let target: String = row.try_get("target")?;
-    Ok(Message {
+    let app = AppId(row.try_get("app_id")?);
+    // Stored with its app's id in front (`messages::scoped_key`).
+    let scoped: Option<String> = row.try_get("idempotency_key")?;
+    let prefix = format!("{}:", app.0);
+    let accepted = NewMessage {
         id: row.try_get("id")?,
-        app_id: AppId(row.try_get("app_id")?),
+        app,
         payload: row.try_get("payload")?,
         format: {
             let f: String = row.try_get("format")?;
@@ -121,8 +126,12 @@ pub(crate) fn msg_from_row(row: &AnyRow) -> R<Message> {
         urgency: row.try_get("urgency")?,
         topic: row.try_get("topic")?,
         send_at: row.try_get("send_at")?,
-        state: message_state(row)?,
+        idempotency_key: scoped.map(|k| k.strip_prefix(&prefix).map(str::to_owned).unwrap_or(k)),
         created_at: row.try_get("created_at")?,
+    };
+    Ok(Message {
+        accepted,
+        state: message_state(row)?,
         updated_at: row.try_get("updated_at")?,
         cursor: row.try_get("cursor")?,
         cursor_end: row.try_get("cursor_end")?,

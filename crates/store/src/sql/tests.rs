@@ -20,20 +20,7 @@ async fn claimed_broadcast(
         .collect::<std::result::Result<_, _>>()?;
     let ids = store.upsert_subscriptions(&subs, 1).await?.into_iter().map(|s| s.id).collect();
     let target = Target::All(true);
-    let message = NewMessage {
-        id: "m1".into(),
-        app: crate::AppId::DEFAULT,
-        payload: None,
-        format: MessageFormat::Classic,
-        apple_payload: None,
-        target: target.clone(),
-        ttl: 60,
-        urgency: None,
-        topic: None,
-        send_at: None,
-        idempotency_key: None,
-        created_at: 1,
-    };
+    let message = message_in(crate::AppId::DEFAULT, "m1", target.clone(), None);
     store.insert_message(&message).await?;
     assert!(store.start_message("m1", &target, 1000, 2).await?);
     let shard = store.claim_shard(&claim("a", "t-a"), 3, 60_000).await?.ok_or("no shard to claim")?;
@@ -236,20 +223,8 @@ async fn purging_keeps_the_totals_and_unfinished_messages() -> TestResult {
         let done = ShardProgress { from: shard.cursor, cursor: shard.end_at, done: true, lease_ms: 60_000 };
         store.checkpoint_shard(&shard, &done, &page, 5).await?;
         assert!(store.try_finish_message("m1", 6).await?);
-        let pending = NewMessage {
-            id: "m2".into(),
-            app: crate::AppId::DEFAULT,
-            payload: None,
-            format: MessageFormat::Classic,
-            apple_payload: None,
-            target: Target::All(true),
-            ttl: 60,
-            urgency: None,
-            topic: None,
-            send_at: Some(10_000),
-            idempotency_key: None,
-            created_at: 1,
-        };
+        let pending =
+            NewMessage { send_at: Some(10_000), ..message_in(crate::AppId::DEFAULT, "m2", Target::All(true), None) };
         store.insert_message(&pending).await?;
         let before = store.stats(crate::AppId::DEFAULT).await?;
         assert_eq!(store.purge_messages(6, 100).await?, 0, "updated at 6: not before the cut");
@@ -270,20 +245,7 @@ async fn purging_keeps_the_totals_and_unfinished_messages() -> TestResult {
 }
 
 fn message_in(app: AppId, id: &str, target: Target, key: Option<&str>) -> NewMessage {
-    NewMessage {
-        id: id.into(),
-        app,
-        payload: None,
-        format: MessageFormat::Classic,
-        apple_payload: None,
-        target,
-        ttl: 60,
-        urgency: None,
-        topic: None,
-        send_at: None,
-        idempotency_key: key.map(str::to_owned),
-        created_at: 1,
-    }
+    NewMessage { ttl: 60, idempotency_key: key.map(str::to_owned), ..NewMessage::new(id, app, target, 1) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,24 +288,24 @@ async fn an_app_sees_only_its_own_rows() -> TestResult {
         let (ma, _) = store.insert_message(&message_in(AppId::DEFAULT, "ma", Target::All(true), Some("k"))).await?;
         let (mb, created) = store.insert_message(&message_in(b.id, "mb", Target::All(true), Some("k"))).await?;
         assert!(created, "the same idempotency key in another app is another message");
-        assert_eq!((ma.app_id, mb.app_id), (AppId::DEFAULT, b.id));
+        assert_eq!((ma.app_id(), mb.app_id()), (AppId::DEFAULT, b.id));
         assert!(store.app_message(b.id, "ma").await?.is_none());
         assert!(store.cancel_message(b.id, "ma", 2).await?.is_none());
         assert_eq!(store.app_message(AppId::DEFAULT, "ma").await?.map(|m| m.state), Some(MessageState::Queued));
-        assert!(!store.add_event(b.id, "ma", "s:1", Event::Shown, None, 1).await?);
+        assert!(!store.record_interaction(b.id, "ma", "s:1", Interaction::Shown, None, 1).await?);
         // Once per delivery: the same recipient again counts nothing, another
         // recipient or the other kind counts.
-        for (recipient, kind) in
-            [("s:1", Event::Shown), ("s:1", Event::Shown), ("s:2", Event::Shown), ("s:1", Event::Clicked)]
-        {
-            assert!(store.add_event(AppId::DEFAULT, "ma", recipient, kind, None, 1).await?);
+        for (recipient, kind) in [
+            ("s:1", Interaction::Shown),
+            ("s:1", Interaction::Shown),
+            ("s:2", Interaction::Shown),
+            ("s:1", Interaction::Clicked),
+        ] {
+            assert!(store.record_interaction(AppId::DEFAULT, "ma", recipient, kind, None, 1).await?);
         }
         let counts = store.app_message(AppId::DEFAULT, "ma").await?.ok_or("ma")?.counts;
         assert_eq!((counts.shown, counts.clicked), (2, 1));
-        assert_eq!(
-            store.list_messages(b.id, None, 10).await?.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-            ["mb"]
-        );
+        assert_eq!(store.list_messages(b.id, None, 10).await?.iter().map(|m| m.id()).collect::<Vec<_>>(), ["mb"]);
         assert!(store.start_message("mb", &Target::All(true), 100, 2).await?);
         assert_eq!(store.message("mb").await?.map(|m| m.counts.targeted), Some(1), "its audience is its app's");
         assert_eq!(store.stats(b.id).await?.subscriptions, 1);
@@ -453,7 +415,7 @@ async fn migrates_into_default(url: &str, old: &sqlx::migrate::Migrator) -> Test
     assert_eq!(sub.map(|s| s.app_id), Some(AppId::DEFAULT));
     let (m, created) =
         store.insert_message(&message_in(AppId::DEFAULT, "m-new", Target::All(true), Some("key-1"))).await?;
-    assert_eq!((m.id.as_str(), created), ("m-old", false), "the idempotency key still finds its message");
+    assert_eq!((m.id(), created), ("m-old", false), "the idempotency key still finds its message");
     assert_eq!(store.token("hash").await?.map(|t| t.app), Some(None), "an old token works for every app");
     let stats = store.stats(AppId::DEFAULT).await?;
     assert_eq!((stats.subscriptions, stats.messages, stats.delivered), (1, 6, 8), "purged totals are default's");
@@ -575,12 +537,13 @@ async fn outbox_deliveries_are_claimed_fixed_and_recorded_by_their_token() -> Te
             .ok_or("app")?;
         store.create_webhook(&hook("wh_shop", shop, vec![EventType::MessageCreated])).await?;
         store.insert_message(&message_in(AppId::DEFAULT, "m-1", Target::All(true), None)).await?;
-        let pending = |list: Vec<WebhookRow>| list.into_iter().map(|w| (w.id, w.pending)).collect::<Vec<_>>();
+        let pending =
+            |list: Vec<WebhookRow>| list.into_iter().map(|w| (w.registered.id, w.pending)).collect::<Vec<_>>();
         assert_eq!(pending(store.webhooks(AppId::DEFAULT).await?), [("wh_a".into(), 1), ("wh_b".into(), 0)]);
         assert_eq!(pending(store.webhooks(shop).await?), [("wh_shop".into(), 0)], "another app's event");
 
         let d = store.claim_delivery("a", "t1", 100, 30_000, 10).await?.ok_or("a delivery")?;
-        assert_eq!(d.webhook.id, "wh_a");
+        assert_eq!(d.webhook.registered.id, "wh_a");
         let body: serde_json::Value = serde_json::from_str(&d.body)?;
         assert_eq!((body["type"].as_str(), body["data"]["messageId"].as_str()), (Some("message.created"), Some("m-1")));
         assert!(store.claim_delivery("b", "t2", 101, 30_000, 10).await?.is_none(), "its lease holds");
@@ -664,7 +627,7 @@ async fn repairs_out_of_range_values(url: &str, old: &sqlx::migrate::Migrator) -
     let expirations: Vec<Option<u64>> = readable(page).iter().map(|s| s.subscription.expiration_time()).collect();
     assert_eq!(expirations, [None, None, Some(253_402_300_799_999)]);
     let m = store.app_message(AppId::DEFAULT, "m-far").await?.ok_or("m-far")?;
-    assert_eq!(m.send_at, Some(253_402_300_799_999));
+    assert_eq!(m.accepted.send_at, Some(253_402_300_799_999));
     store.close().await;
     Ok(())
 }
