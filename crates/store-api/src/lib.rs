@@ -300,7 +300,8 @@ pub trait WorkStore: Send + Sync {
 /// The part of [`Store`] for API tokens, kept as hashes.
 #[async_trait]
 pub trait TokenStore: Send + Sync {
-    /// Stores a token's hash with its name, scope and app (`None`: every app).
+    /// Stores a token's hash with its name, scope and app (`None`: every
+    /// app). An app that does not exist is a [`StoreError::Conflict`].
     async fn insert_token(&self, name: &str, hash: &str, scope: TokenScope, app: Option<AppId>, now: i64)
         -> Result<()>;
     /// The token with this hash, if it exists (was not revoked).

@@ -803,7 +803,11 @@ impl TokenStore for MemoryStore {
         now: i64,
     ) -> Result<()> {
         let row = TokenRow { name: name.to_owned(), scope, app, created_at: now, last_used_at: None };
-        self.lock().tokens.push((hash.to_owned(), row));
+        let mut st = self.lock();
+        if let Some(a) = app.filter(|a| !st.apps.iter().any(|r| r.id == *a)) {
+            return Err(StoreError::Conflict(format!("there is no app {}", a.0)));
+        }
+        st.tokens.push((hash.to_owned(), row));
         Ok(())
     }
 

@@ -14,6 +14,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(test)]
+mod contract;
 mod sql;
 #[cfg(test)]
 mod testutil;

@@ -1,15 +1,26 @@
 //! Test helpers shared by the store's unit tests.
 
 use tocsin_protocol::Subscription;
-use tocsin_store_api::AppStore;
 
-use crate::{NewSubscription, SqlStore};
+use crate::{AppStore, NewSubscription, SqlStore, Store};
 
 pub const P256DH: &str = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
 pub const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
 
 /// What a test returns: an error fails it with its message.
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Runs `test` on every store: a fresh [`MemoryStore`], then as
+/// [`on_both_backends`] does, each with a current VAPID key. The name of
+/// the store that failed is in the error.
+///
+/// [`MemoryStore`]: tocsin_store_api::memory::MemoryStore
+pub async fn on_every_store(test: impl AsyncFn(&dyn Store, i64) -> TestResult) -> TestResult {
+    let memory = tocsin_store_api::memory::MemoryStore::new();
+    let key = memory.make_vapid_key_current(crate::AppId::DEFAULT, "pub", "priv", 1).await?;
+    test(&memory, key.id).await.map_err(|e| format!("on the in-memory store: {e}"))?;
+    on_both_backends(async |store, key| test(store, key).await).await
+}
 
 /// Runs `test` on a fresh SQLite file and on a fresh PostgreSQL database
 /// (the scripts start PostgreSQL on 127.0.0.1:5432; a test that cannot

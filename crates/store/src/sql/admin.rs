@@ -231,14 +231,23 @@ pub(super) async fn insert_token(
     app: Option<AppId>,
     now: i64,
 ) -> R<()> {
-    sqlx::query("INSERT INTO admin_tokens (name, token_hash, scope, created_at, app_id) VALUES ($1, $2, $3, $4, $5)")
-        .bind(name)
-        .bind(hash)
-        .bind(scope.as_str())
-        .bind(now)
-        .bind(app.map(|a| a.0))
-        .execute(&store.pool)
-        .await?;
+    // The app is checked in the statement: PostgreSQL's foreign key would
+    // refuse an unknown one, but SQLite's column (added by migration 0007)
+    // has none, and both must answer the same.
+    let inserted = sqlx::query(
+        "INSERT INTO admin_tokens (name, token_hash, scope, created_at, app_id) SELECT $1, $2, $3, $4, $5 \
+         WHERE CAST($5 AS BIGINT) IS NULL OR EXISTS (SELECT 1 FROM apps WHERE id = $5)",
+    )
+    .bind(name)
+    .bind(hash)
+    .bind(scope.as_str())
+    .bind(now)
+    .bind(app.map(|a| a.0))
+    .execute(&store.pool)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(StoreError::Conflict(format!("there is no app {}", app.map_or(0, |a| a.0))).into());
+    }
     Ok(())
 }
 
