@@ -6,7 +6,7 @@ use tocsin_store::AppStore;
 use tocsin_store::SubscriptionStore;
 
 use clap::{Args, Subcommand};
-use tocsin_server::app::{create_app, CreateAppError};
+use tocsin_ops::apps::{create_app, CreateAppError};
 use tocsin_store::{AppRow, NewApp, Store, Target, DEFAULT_APP};
 
 use crate::serve::DbArgs;
@@ -71,7 +71,7 @@ pub async fn app(command: AppCommand) -> anyhow::Result<ExitCode> {
             allow_apple_rejected_subject,
             db,
         } => {
-            let (store, _) = tocsin_server::open_store(&db.database, db.timeout()?, None).await?;
+            let store = crate::store::open(&db).await?;
             let new = NewApp { name, vapid_subject, user_signing_secret, cors_origins: cors_origin };
             if allow_apple_rejected_subject {
                 eprintln!("warning: --allow-apple-rejected-subject: Safari subscribers of this app may get nothing");
@@ -95,7 +95,7 @@ pub async fn app(command: AppCommand) -> anyhow::Result<ExitCode> {
             }
         }
         AppCommand::List { json, db } => {
-            let (store, _) = tocsin_server::open_store(&db.database, db.timeout()?, None).await?;
+            let store = crate::store::open(&db).await?;
             if !json {
                 println!("{:<40} {:<14} PUBLIC KEY", "APP", "SUBSCRIPTIONS");
             }

@@ -9,6 +9,7 @@ mod dev;
 mod healthcheck;
 mod send;
 mod serve;
+mod store;
 mod subscriptions;
 mod token;
 mod vapid;

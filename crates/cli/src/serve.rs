@@ -188,7 +188,10 @@ pub struct ServeArgs {
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = server_config(&args)?;
-    tocsin_server::run(config, |addr| {
+    let _owner = crate::store::sqlite_owner_lock(&config.database_url)?;
+    let store =
+        crate::store::open_with(&config.database_url, config.database_timeout, config.vapid_keys.as_ref()).await?;
+    tocsin_server::run(config, crate::store::for_server(store), |addr| {
         // The first line is for scripts: the address, port included.
         println!("listening on http://{addr}");
     })

@@ -59,13 +59,13 @@ fn now_ms() -> i64 {
 pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<ExitCode> {
     match command {
         SubscriptionsCommand::Count { app, db } => {
-            let (store, _) = tocsin_server::open_store(&db.database, db.timeout()?, None).await?;
+            let store = crate::store::open(&db).await?;
             let app = app.resolve(&store).await?;
             println!("{}", store.count_subscriptions(app.id, &Target::All(true)).await?);
             Ok(ExitCode::SUCCESS)
         }
         SubscriptionsCommand::Export { app, db } => {
-            let (store, _) = tocsin_server::open_store(&db.database, db.timeout()?, None).await?;
+            let store = crate::store::open(&db).await?;
             let app = app.resolve(&store).await?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut after = 0;
@@ -91,7 +91,7 @@ pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<Exit
             Ok(ExitCode::SUCCESS)
         }
         SubscriptionsCommand::Import { file, vapid_private_key, app, db } => {
-            let (store, _) = tocsin_server::open_store(&db.database, db.timeout()?, None).await?;
+            let store = crate::store::open(&db).await?;
             let app = app.resolve(&store).await?;
             let key_id = match vapid_private_key {
                 // The old server's key: kept beside the app's own, for these

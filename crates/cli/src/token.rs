@@ -64,7 +64,7 @@ fn when(ms: Option<i64>) -> String {
 pub async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
         TokenCommand::Create { name, scope, app, db } => {
-            let (store, _) = tocsin_server::open_store(&db.database, db.timeout()?, None).await?;
+            let store = crate::store::open(&db).await?;
             let app = match app {
                 Some(name) => match store.app(&name).await? {
                     Some(a) => Some(a),
@@ -75,19 +75,22 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 },
                 None => None,
             };
-            if store.tokens().await?.iter().any(|t| t.name == name) {
-                eprintln!("a token named {name:?} exists already; revoke it or choose another name");
-                return Ok(ExitCode::from(2));
-            }
-            let token = tocsin_server::auth::new_token().map_err(|_| anyhow::anyhow!("no randomness available"))?;
-            let hash = tocsin_server::auth::hash_token(&token);
-            store.insert_token(&name, &hash, scope, app.as_ref().map(|a| a.id), now_ms()).await?;
+            let made =
+                tocsin_ops::tokens::create_token(&store, &name, scope, app.as_ref().map(|a| a.id), now_ms()).await;
+            let token = match made {
+                Ok(token) => token,
+                Err(e @ tocsin_ops::tokens::CreateTokenError::NameTaken(_)) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+                Err(e) => return Err(e.into()),
+            };
             println!("{token}");
             let of = app.map_or_else(|| "every app".to_owned(), |a| format!("app {}", a.name));
             eprintln!("{} token {name:?} created for {of}; it is shown once: keep it", scope.as_str());
         }
         TokenCommand::List { json, db } => {
-            let (store, _) = tocsin_server::open_store(&db.database, db.timeout()?, None).await?;
+            let store = crate::store::open(&db).await?;
             let tokens = store.tokens().await?;
             let apps = store.apps().await?;
             // A token's app by name; `None` for a token of every app.
@@ -116,7 +119,7 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             }
         }
         TokenCommand::Revoke { name, db } => {
-            let (store, _) = tocsin_server::open_store(&db.database, db.timeout()?, None).await?;
+            let store = crate::store::open(&db).await?;
             if store.revoke_token(&name).await? == 0 {
                 eprintln!("no token named {name:?}");
                 return Ok(ExitCode::from(1));

@@ -29,10 +29,10 @@ pub enum VapidCommand {
 pub async fn run(command: VapidCommand) -> anyhow::Result<ExitCode> {
     match command {
         VapidCommand::Rotate { app, db } => {
-            let (store, _) = tocsin_server::open_store(&db.database, db.timeout()?, None).await?;
+            let store = crate::store::open(&db).await?;
             let app = app.resolve(&store).await?;
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
-            let key = tocsin_server::app::rotate_key(&store, app.id, now).await?;
+            let key = tocsin_ops::apps::rotate_key(&store, app.id, now).await?;
             println!("{}", serde_json::json!({"app": app.name, "id": key.id, "publicKey": key.public_key}));
             eprintln!("a running server answers with the new key within a second");
             Ok(ExitCode::SUCCESS)

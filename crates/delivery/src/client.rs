@@ -168,20 +168,7 @@ impl reqwest::dns::Resolve for FilteringResolver {
     }
 }
 
-/// An error and its sources, joined by `: `.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        source = inner.source();
-    }
-    s
-}
+pub use tocsin_protocol::error_text::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -25,6 +25,7 @@
 pub mod b64;
 pub mod declarative;
 pub mod ece;
+pub mod error_text;
 pub mod outcome;
 pub mod push_service;
 pub mod request;

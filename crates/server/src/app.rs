@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use tocsin_store::{valid_app_name, AppId, AppRow, Store, StoreError, DEFAULT_APP};
+use tocsin_store_api::{valid_app_name, AppId, AppRow, Store, StoreError, DEFAULT_APP};
 
 use crate::error::ApiError;
 use crate::proof::UserIds;
@@ -179,72 +179,6 @@ impl Apps {
     }
 }
 
-/// Why an app could not be created.
-#[derive(Debug, thiserror::Error)]
-pub enum CreateAppError {
-    /// The name is not a slug.
-    #[error("an app's name is 1 to 40 of a-z, 0-9 and -")]
-    Name,
-    /// The name is taken.
-    #[error("an app named {0:?} exists")]
-    Exists(String),
-    /// The VAPID subject is not `mailto:` or `https:`.
-    #[error(transparent)]
-    Subject(#[from] tocsin_protocol::VapidError),
-    /// A CORS origin is not a valid header value.
-    #[error("invalid CORS origin {0:?}")]
-    Origin(String),
-    /// A VAPID subject Apple's push service refuses (the text says why).
-    #[error("{0}")]
-    AppleSubject(String),
-    /// No randomness for the key pair.
-    #[error("cannot make a key pair: {0}")]
-    Key(String),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Creates an app with a new VAPID key pair (`tocsin app create` and
-/// `POST /v1/apps`); returns it with its public key (base64url). A subject
-/// Apple's push service refuses is refused too, unless `any_subject`
-/// (development: `--endpoint-policy any`, `--allow-apple-rejected-subject`).
-pub async fn create_app(
-    store: &dyn Store,
-    new: &tocsin_store::NewApp,
-    any_subject: bool,
-    now: i64,
-) -> Result<(AppRow, String), CreateAppError> {
-    if !valid_app_name(&new.name) {
-        return Err(CreateAppError::Name);
-    }
-    if let Some(s) = &new.vapid_subject {
-        let subject = tocsin_protocol::VapidSubject::new(s)?;
-        match subject.apple_rejects() {
-            Some(why) if !any_subject => return Err(CreateAppError::AppleSubject(why)),
-            Some(why) => tracing::warn!("{why}"),
-            None => {}
-        }
-    }
-    if let Some(o) = new.cors_origins.iter().flatten().find(|o| axum::http::HeaderValue::from_str(o).is_err()) {
-        return Err(CreateAppError::Origin(o.clone()));
-    }
-    let key = tocsin_protocol::VapidKey::generate().map_err(|e| CreateAppError::Key(e.to_string()))?;
-    let row = store
-        .create_app(new, &key.public_key_base64url(), &key.private_key_base64url(), now)
-        .await?
-        .ok_or_else(|| CreateAppError::Exists(new.name.clone()))?;
-    Ok((row, key.public_key_base64url()))
-}
-
-/// Makes a new key pair the app's current one (`tocsin vapid rotate` and
-/// `POST /v1/apps/{app}/vapid-keys`). Its older keys stay, and so do the
-/// subscriptions made with them.
-pub async fn rotate_key(store: &dyn Store, app: AppId, now: i64) -> Result<tocsin_store::VapidKeyRow, CreateAppError> {
-    let key = tocsin_protocol::VapidKey::generate().map_err(|e| CreateAppError::Key(e.to_string()))?;
-    Ok(store.make_vapid_key_current(app, &key.public_key_base64url(), &key.private_key_base64url(), now).await?)
-}
-
 /// The name of the app a request path names: `/apps/{app}/…` or
 /// `/v1/apps/{app}/…`, else `default` (for the CORS layer, which runs
 /// before routing).
@@ -297,9 +231,9 @@ impl FromRequestParts<AppState> for InApp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tocsin_store::AppStore;
-    use tocsin_store::NewApp;
     use tocsin_store_api::memory::MemoryStore;
+    use tocsin_store_api::AppStore;
+    use tocsin_store_api::NewApp;
 
     #[tokio::test(start_paused = true)]
     async fn names_it_does_not_know_are_read_at_most_once_a_second() -> Result<(), StoreError> {

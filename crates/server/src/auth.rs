@@ -14,11 +14,10 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use aws_lc_rs::digest;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use tocsin_store::{AppId, TokenScope};
+use tocsin_store_api::{AppId, TokenScope};
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -108,17 +107,7 @@ pub type Reader = Authorized<ReadScope>;
 /// Any token.
 pub type MessageReader = Authorized<MessageReadScope>;
 
-/// A new token: `tsn_` and 32 random bytes, base64url.
-pub fn new_token() -> Result<String, aws_lc_rs::error::Unspecified> {
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes)?;
-    Ok(format!("tsn_{}", tocsin_protocol::b64::encode(bytes)))
-}
-
-/// The stored form of a token: lower-case hex SHA-256.
-pub fn hash_token(token: &str) -> String {
-    digest::digest(&digest::SHA256, token.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use tocsin_ops::tokens::{hash_token, new_token};
 
 fn rate_limited(wait: std::time::Duration) -> ApiError {
     crate::limits::rate_limited(wait, "too many failed authentications from this address")

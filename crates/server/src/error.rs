@@ -64,8 +64,8 @@ impl ApiError {
     /// client. A database that is away answers 503 `database-unavailable`
     /// and a full disk 503 `storage-full`, both with `Retry-After`: nothing
     /// was written, and the same request may succeed soon.
-    pub fn storage(id: &'static str, message: &str, cause: &tocsin_store::StoreError) -> Self {
-        use tocsin_store::StoreError;
+    pub fn storage(id: &'static str, message: &str, cause: &tocsin_store_api::StoreError) -> Self {
+        use tocsin_store_api::StoreError;
         match cause {
             StoreError::Unavailable(why) => {
                 tracing::warn!(error = %why, "{message}: the database is unavailable");

@@ -12,7 +12,6 @@
 
 #![warn(missing_docs)]
 
-use tocsin_store::AppStore;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -32,8 +31,8 @@ use std::time::Duration;
 use tocsin_delivery::engine::{Clock, Engine, EngineConfig};
 use tocsin_delivery::fanout::BroadcastConfig;
 use tocsin_delivery::ClientConfig;
-use tocsin_protocol::{VapidKey, VapidSubject};
-use tocsin_store::{SqlStore, Store};
+use tocsin_protocol::VapidSubject;
+use tocsin_store_api::Store;
 use tokio::sync::watch;
 
 pub use policy::EndpointPolicy;
@@ -113,7 +112,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: DEFAULT_DATABASE.to_owned(),
-            database_timeout: tocsin_store::DEFAULT_TIMEOUT,
+            database_timeout: tocsin_store_api::DEFAULT_TIMEOUT,
             vapid_keys: None,
             vapid_subject: None,
             public_url: None,
@@ -235,7 +234,7 @@ pub struct Shared {
     /// Signs message ids for `POST /api/events`.
     pub event_tokens: Arc<proof::EventTokens>,
     /// The outbox and the webhooks (the same database as `store`).
-    pub outbox: Arc<dyn tocsin_store::Outbox>,
+    pub outbox: Arc<dyn tocsin_store_api::Outbox>,
     /// Sends webhook deliveries.
     pub webhooks: Arc<tocsin_webhooks::Dispatcher>,
     /// Event streams this node serves, shared fairly among tokens and apps.
@@ -255,7 +254,7 @@ pub type AppState = Arc<Shared>;
 pub enum StartError {
     /// The database could not be opened or migrated.
     #[error(transparent)]
-    Store(#[from] tocsin_store::StoreError),
+    Store(#[from] tocsin_store_api::StoreError),
     /// A configured key or subject is invalid.
     #[error(transparent)]
     Vapid(#[from] tocsin_protocol::VapidError),
@@ -265,9 +264,6 @@ pub enum StartError {
     /// The address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
-    /// The SQLite database is owned by another process.
-    #[error("cannot own the database ({0}): {1}")]
-    Owner(String, String),
     /// A flag's value is invalid.
     #[error("{0}")]
     Config(String),
@@ -278,49 +274,6 @@ pub enum StartError {
 
 /// The development default subject, used (with a warning) when none is set.
 pub const DEV_SUBJECT: &str = "mailto:tocsin-dev@example.com";
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Opens the store and makes sure the default app has a current VAPID key:
-/// the configured one, else the stored one, else a new one. Returns the
-/// store and key row.
-pub async fn open_store(
-    database_url: &str,
-    timeout: Duration,
-    vapid_keys: Option<&(Option<String>, String)>,
-) -> Result<(SqlStore, tocsin_store::VapidKeyRow), StartError> {
-    let store = SqlStore::connect_with(database_url, timeout).await?;
-    let app = tocsin_store::AppId::DEFAULT;
-    let row = match (vapid_keys, store.current_vapid_key(app).await?) {
-        (Some((public, private)), current) => {
-            let key = VapidKey::from_base64url(public.as_deref(), private)?;
-            match current {
-                Some(c) if c.public_key == key.public_key_base64url() => c,
-                _ => {
-                    store
-                        .make_vapid_key_current(
-                            app,
-                            &key.public_key_base64url(),
-                            &key.private_key_base64url(),
-                            now_ms(),
-                        )
-                        .await?
-                }
-            }
-        }
-        (None, Some(current)) => current,
-        (None, None) => {
-            let key = VapidKey::generate()?;
-            tracing::info!(public_key = %key.public_key_base64url(), "generated a VAPID key pair and stored it");
-            store
-                .make_vapid_key_current(app, &key.public_key_base64url(), &key.private_key_base64url(), now_ms())
-                .await?
-        }
-    };
-    Ok((store, row))
-}
 
 /// Checks the settings as far as can be done without the database (`tocsin
 /// config check`, and the first thing [`run`] does).
@@ -403,15 +356,21 @@ fn validate(config: &ServerConfig) -> Result<Validated, StartError> {
     Ok(Validated { subject, limits, uncapped, public_url })
 }
 
+/// What the server keeps its data in: opened by the caller (the binary is
+/// where a backend is chosen; this crate knows the traits only), with the
+/// default app's VAPID key set up (`tocsin_ops::apps::ensure_default_key`).
+pub struct Stores {
+    /// Subscriptions, messages, apps, tokens and the engine's work.
+    pub store: Arc<dyn Store>,
+    /// Events and webhooks.
+    pub outbox: Arc<dyn tocsin_store_api::Outbox>,
+}
+
 /// Runs the server until SIGINT or SIGTERM; then stops accepting, lets the
 /// engine reach a checkpoint, and returns. `ready` receives the bound address.
-pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
+pub async fn run(config: ServerConfig, stores: Stores, ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
     let Validated { subject, limits, uncapped, public_url } = validate(&config)?;
-    let _owner = sqlite_owner_lock(&config.database_url)?;
-    let (store, _) = open_store(&config.database_url, config.database_timeout, config.vapid_keys.as_ref()).await?;
-    let sql = Arc::new(store);
-    let store: Arc<dyn Store> = sql.clone();
-    let outbox: Arc<dyn tocsin_store::Outbox> = sql;
+    let Stores { store, outbox } = stores;
     let event_key = if let Some(key) = config.event_token_key.clone().filter(|k| !k.is_empty()) {
         key
     } else {
@@ -549,35 +508,6 @@ pub async fn run(config: ServerConfig, ready: impl FnOnce(SocketAddr)) -> Result
     // A webhook delivery in flight is sent again by whoever claims it next.
     let _ = tokio::time::timeout(deadline, webhooks_task).await;
     Ok(())
-}
-
-/// SQLite belongs to one process: a second `tocsin serve` on the same file
-/// is refused with a clear message. The lock is released when the process
-/// ends, however it ends.
-fn sqlite_owner_lock(url: &str) -> Result<Option<std::fs::File>, StartError> {
-    let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else { return Ok(None) };
-    let path = path.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        return Ok(None);
-    }
-    let lock_path = format!("{path}.lock");
-    if let Some(dir) = std::path::Path::new(&lock_path).parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| StartError::Owner(lock_path.clone(), e.to_string()))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| StartError::Owner(lock_path.clone(), e.to_string()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Owner(
-            lock_path,
-            "another tocsin serve owns this SQLite database; stop it, or use PostgreSQL to run several".into(),
-        )),
-        Err(std::fs::TryLockError::Error(e)) => Err(StartError::Owner(lock_path, e.to_string())),
-    }
 }
 
 async fn shutdown_signal() {

@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tocsin_store::Stats;
+use tocsin_store_api::Stats;
 
 /// Each app's stored totals, by name.
 /// Each app's stored totals, by name, and the webhooks' (failing, waiting events).
@@ -74,9 +74,9 @@ impl Metrics {
     /// The text exposition, with the store's totals (cached) as gauges.
     pub async fn render(
         &self,
-        store: &dyn tocsin_store::Store,
-        outbox: &dyn tocsin_store::Outbox,
-    ) -> tocsin_store::Result<String> {
+        store: &dyn tocsin_store_api::Store,
+        outbox: &dyn tocsin_store_api::Outbox,
+    ) -> tocsin_store_api::Result<String> {
         let stats = {
             // One scrape at a time refreshes; the others wait and reuse it.
             let mut cached = self.totals.lock().await;

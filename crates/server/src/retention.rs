@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tocsin_store::Store;
+use tocsin_store_api::Store;
 use tokio::sync::watch;
 
 /// Messages deleted per statement.
@@ -14,7 +14,7 @@ const BATCH: i64 = 1000;
 
 /// Deletes events older than `keep` from the outbox (and what is still
 /// queued of them for webhooks), now and then every minute, until `stop`.
-pub async fn run_events(outbox: Arc<dyn tocsin_store::Outbox>, keep: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run_events(outbox: Arc<dyn tocsin_store_api::Outbox>, keep: Duration, mut stop: watch::Receiver<bool>) {
     let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());

@@ -83,6 +83,10 @@ impl StoreError {
     }
 }
 
+/// How long one store call may take by default, waiting for a connection
+/// included, before it fails as [`StoreError::Unavailable`].
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Result of a store call.
 pub type Result<T> = std::result::Result<T, StoreError>;
 

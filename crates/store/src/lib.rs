@@ -20,5 +20,5 @@ mod sql;
 #[cfg(test)]
 mod testutil;
 
-pub use sql::{Backend, BackupError, SqlStore, DEFAULT_TIMEOUT};
+pub use sql::{Backend, BackupError, SqlStore};
 pub use tocsin_store_api::*;

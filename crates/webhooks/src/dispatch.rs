@@ -246,7 +246,7 @@ impl Dispatcher {
             // The URL may carry the receiver's password: never in the error
             // that is stored and shown to read tokens.
             Err(e) => {
-                let error = tocsin_delivery::client::error_chain(&e.without_url());
+                let error = tocsin_protocol::error_text::error_chain(&e.without_url());
                 self.after_failure(d, crate::redact::redact_in(&error, &d.webhook.registered.url), None)
             }
         }

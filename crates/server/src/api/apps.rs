@@ -2,7 +2,6 @@
 //! (`/v1/apps/{app}/vapid-keys`: list, rotate, retire).
 
 use super::*;
-use crate::app::{create_app, rotate_key, CreateAppError};
 use crate::auth::{Admin, AdminScope, AnyToken, MessageReadScope, ReadScope, Reader, ServerWide};
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
@@ -14,7 +13,8 @@ use axum::Json;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tocsin_store::{NewApp, RetireKey, StoreError, Target, VapidKeyInfo};
+use tocsin_ops::apps::{create_app, rotate_key, CreateAppError};
+use tocsin_store_api::{NewApp, RetireKey, StoreError, Target, VapidKeyInfo};
 use utoipa::ToSchema;
 
 /// An app as `GET /v1/apps` lists it.

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tocsin_protocol::{b64, Subscription};
-use tocsin_store::{Message, MessageFormat, MessageState, NewMessage, NewSubscription, Target};
+use tocsin_store_api::{Message, MessageFormat, MessageState, NewMessage, NewSubscription, Target};
 
 /// The app's current VAPID public key (`/apps/{app}/api/vapid-public-key`
 /// for another app than `default`).
@@ -96,7 +96,7 @@ pub(crate) async fn post_subscription(
         .await
         .map_err(|reason| ApiError::bad_request("endpoint-not-allowed", reason))?;
     let (vapid_key_id, keep_stored_key) = key_of(&st, &app, named_key.as_ref()).await?;
-    let save_failed = |e: tocsin_store::StoreError| {
+    let save_failed = |e: tocsin_store_api::StoreError| {
         ApiError::storage("unable-to-save-subscription", "Subscription received but failed to save it", &e)
     };
     // pushsubscriptionchange: the new subscription replaces the old one and
@@ -124,11 +124,11 @@ pub(crate) async fn post_subscription(
     }
     let new = NewSubscription { subscription, user_id, topics, vapid_key_id, keep_stored_key, app: app.id };
     let stored = st.store.upsert_subscription(&new, now_ms()).await.map_err(|e| match e {
-        tocsin_store::StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "endpoint-in-other-app", m),
+        tocsin_store_api::StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "endpoint-in-other-app", m),
         // A stored endpoint posted with other keys: the caller would take
         // over the subscription (its user, topics and messages) with a
         // secret of its own choosing.
-        tocsin_store::StoreError::NotProven => ApiError::new(
+        tocsin_store_api::StoreError::NotProven => ApiError::new(
             StatusCode::FORBIDDEN,
             "subscription-not-proven",
             "this endpoint is stored with other keys: re-posting a subscription needs its own keys.auth \
@@ -261,8 +261,9 @@ pub(crate) async fn test_notification(
 ) -> Result<Response, ApiError> {
     let map = json_object(&body(raw)?)?;
     let (endpoint, auth) = endpoint_and_auth(&map)?;
-    let storage =
-        |e: tocsin_store::StoreError| ApiError::storage("unable-to-send-messages", "the test could not be stored", &e);
+    let storage = |e: tocsin_store_api::StoreError| {
+        ApiError::storage("unable-to-send-messages", "the test could not be stored", &e)
+    };
     let sub = st.store.subscription_by_endpoint(app.id, &endpoint).await.map_err(storage)?;
     let Some(sub) = sub.filter(|s| s.subscription.auth().matches_base64(&auth)) else {
         return Err(ApiError::not_found(
@@ -296,7 +297,7 @@ pub(crate) async fn test_notification(
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventBody {
     #[serde(rename = "type")]
-    kind: tocsin_store::Interaction,
+    kind: tocsin_store_api::Interaction,
     #[serde(rename = "messageId")]
     message_id: String,
     /// The token the message's payload carried.

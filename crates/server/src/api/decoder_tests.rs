@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::http::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use tocsin_store::{MessageFormat, Target};
+use tocsin_store_api::{MessageFormat, Target};
 
 use super::messages::{parse_send_at, parse_target};
 use super::payload::{build, Stamp};

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 use tocsin_protocol::{b64, ContentEncoding};
-pub(crate) use tocsin_store::MAX_ENDPOINT_LEN;
+pub(crate) use tocsin_store_api::MAX_ENDPOINT_LEN;
 
 /// Reads the body, turning an over-limit body into a 413 in the API's shape
 /// (bodies are bounded before handlers run, in [`super::body_limit`]; this

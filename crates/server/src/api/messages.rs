@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::UNIX_EPOCH;
 use tocsin_protocol::{Topic, Urgency};
-use tocsin_store::{MessageState, NewMessage, Target};
+use tocsin_store_api::{MessageState, NewMessage, Target};
 use utoipa::ToSchema;
 
 /// A message to send, for `POST /v1/messages`.
@@ -72,7 +72,7 @@ pub(crate) fn parse_target(v: &Value) -> Result<Target, ApiError> {
 
 /// The furthest ahead a message may be scheduled: a year (366 days, so
 /// that "this date next year" always fits).
-pub(crate) const MAX_SCHEDULE_AHEAD_MS: i64 = 366 * tocsin_store::DAY_MS;
+pub(crate) const MAX_SCHEDULE_AHEAD_MS: i64 = 366 * tocsin_store_api::DAY_MS;
 
 /// `sendAt`: an RFC 3339 time or milliseconds since the epoch, at most
 /// [`MAX_SCHEDULE_AHEAD_MS`] after `now` (a time in the past sends now).
@@ -175,7 +175,7 @@ pub(crate) async fn get_message(
     IdParam(id): IdParam,
 ) -> Result<Json<MessageView>, ApiError> {
     let storage =
-        |e: tocsin_store::StoreError| ApiError::storage("database-unavailable", "cannot read the message", &e);
+        |e: tocsin_store_api::StoreError| ApiError::storage("database-unavailable", "cannot read the message", &e);
     let Some(m) = st.store.app_message(token.app.id, &id).await.map_err(storage)? else {
         return Err(ApiError::not_found("message-not-found", format!("no message {id}")));
     };

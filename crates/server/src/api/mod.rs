@@ -142,7 +142,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         let apps = apps.clone();
         let name = crate::app::app_in_path(parts.uri.path()).to_owned();
         async move {
-            if !tocsin_store::valid_app_name(&name) {
+            if !tocsin_store_api::valid_app_name(&name) {
                 return false;
             }
             matches!(apps.get(&name).await, Ok(Some(app)) if app.allows_origin(origin.as_bytes()))

@@ -15,14 +15,14 @@ use utoipa::OpenApi;
 /// The app's totals, and its subscriptions by push service.
 #[utoipa::path(get, path = "/v1/stats", security(("token" = ["read", "admin"])), responses((status = 200, description = "{\"subscriptions\",\"messages\",\"messagesPending\",\"delivered\",\"failed\",\"removed\",\"subscriptionsByPushService\":{\"fcm\",\"mozilla\",\"apple\",\"wns\",\"other\"}}")))]
 pub(crate) async fn stats(token: Reader, State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let db = |e: tocsin_store::StoreError| ApiError::storage("database-unavailable", "cannot read stats", &e);
+    let db = |e: tocsin_store_api::StoreError| ApiError::storage("database-unavailable", "cannot read stats", &e);
     let stats = st.store.stats(token.app.id).await.map_err(db)?;
     let mut by_service: std::collections::BTreeMap<&str, i64> =
         PushService::ALL.iter().map(|p| (p.as_str(), 0)).collect();
     for (host, n) in st.store.count_by_host(token.app.id).await.map_err(db)? {
         *by_service.entry(PushService::of_host(&host).as_str()).or_default() += n;
     }
-    let mut body = serde_json::to_value(stats).map_err(|e| db(tocsin_store::StoreError::Corrupt(e.to_string())))?;
+    let mut body = serde_json::to_value(stats).map_err(|e| db(tocsin_store_api::StoreError::Corrupt(e.to_string())))?;
     body["subscriptionsByPushService"] = json!(by_service);
     Ok(Json(body))
 }
@@ -52,7 +52,7 @@ pub(crate) async fn daily(
         Some(d) if (1..=366).contains(&d) => d,
         Some(_) => return Err(ApiError::bad_request("invalid-days", "days must be between 1 and 366")),
     };
-    let today = now_ms().div_euclid(tocsin_store::DAY_MS);
+    let today = now_ms().div_euclid(tocsin_store_api::DAY_MS);
     let rows = st
         .store
         .daily_stats(token.app.id, today - days + 1, today)
@@ -61,7 +61,7 @@ pub(crate) async fn daily(
     let items: Vec<Value> = rows
         .into_iter()
         .map(|d| {
-            json!({"date": tocsin_store::day_to_date(d.day), "subscribed": d.subscribed, "unsubscribed": d.unsubscribed,
+            json!({"date": tocsin_store_api::day_to_date(d.day), "subscribed": d.subscribed, "unsubscribed": d.unsubscribed,
                 "sent": d.sent, "delivered": d.delivered, "shown": d.shown, "clicked": d.clicked})
         })
         .collect();

@@ -5,7 +5,7 @@ use super::input::{check_payload, with_message_id};
 use crate::error::ApiError;
 use serde_json::Value;
 use tocsin_protocol::Declarative;
-use tocsin_store::MessageFormat;
+use tocsin_store_api::MessageFormat;
 use url::Url;
 
 /// What a message stores: its format, the payload every subscription gets,

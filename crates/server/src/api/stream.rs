@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tocsin_store::{AppId, StoredEvent};
+use tocsin_store_api::{AppId, StoredEvent};
 
 /// How often a stream looks for new events.
 const POLL: Duration = Duration::from_millis(250);
@@ -127,7 +127,7 @@ struct Cursor {
 /// One event as an SSE message: `id`, `event` (its type) and `data`, the
 /// same JSON as a webhook delivery of that one event.
 fn sse(e: &StoredEvent) -> Event {
-    let body = tocsin_store::delivery_body(std::slice::from_ref(e)).unwrap_or_default();
+    let body = tocsin_store_api::delivery_body(std::slice::from_ref(e)).unwrap_or_default();
     Event::default().id(e.id.to_string()).event(e.kind.as_str()).data(body)
 }
 

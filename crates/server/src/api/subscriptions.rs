@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
-use tocsin_store::PageRow;
-use tocsin_store::Target;
+use tocsin_store_api::PageRow;
+use tocsin_store_api::Target;
 
 /// Subscriptions by id, with cursor paging; filter by `topic` or `userId`.
 #[utoipa::path(get, path = "/v1/subscriptions", security(("token" = ["read", "admin"])),

@@ -5,7 +5,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::time::{Duration, UNIX_EPOCH};
-use tocsin_store::{Counts, Message, StoredSubscription};
+use tocsin_store_api::{Counts, Message, StoredSubscription};
 use utoipa::ToSchema;
 
 /// `{"data":{"success":true}}`.

@@ -13,7 +13,7 @@ use axum::Json;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tocsin_store::{EventType, NewWebhook, WebhookRow};
+use tocsin_store_api::{EventType, NewWebhook, WebhookRow};
 use utoipa::ToSchema;
 
 /// Longest webhook URL.
@@ -74,7 +74,7 @@ impl From<WebhookRow> for WebhookView {
     }
 }
 
-fn db(e: tocsin_store::StoreError) -> ApiError {
+fn db(e: tocsin_store_api::StoreError) -> ApiError {
     ApiError::storage("database-unavailable", "the webhooks could not be read or written", &e)
 }
 

@@ -57,9 +57,6 @@ pub enum BackupError {
     Store(StoreError),
 }
 
-/// How long a store call waits by default (`--database-timeout`).
-pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// An error inside this crate: sqlx's own, or one of the interface's.
 /// [`StoreError`] lives in a crate without sqlx, so it cannot have a
 /// `From<sqlx::Error>`; this type gives `?` that conversion here.
