@@ -25,7 +25,7 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use tocsin_store_api::{valid_app_name, AppId, AppRow, Store, StoreError, DEFAULT_APP};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorId};
 use crate::proof::UserIds;
 use crate::AppState;
 
@@ -191,7 +191,7 @@ pub fn app_in_path(path: &str) -> &str {
 }
 
 fn no_such_app(name: &str) -> ApiError {
-    ApiError::not_found("app-not-found", format!("no app named {name:?}"))
+    ApiError::new(ErrorId::AppNotFound, format!("no app named {name:?}"))
 }
 
 /// The app the request's path names, resolved once per request.
@@ -211,7 +211,7 @@ pub(crate) async fn resolve(parts: &mut Parts, st: &AppState) -> Result<Arc<App>
         .apps
         .get(&name)
         .await
-        .map_err(|e| ApiError::storage("database-unavailable", "cannot read the app", &e))?
+        .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot read the app", &e))?
         .ok_or_else(|| no_such_app(&name))?;
     parts.extensions.insert(app.clone());
     Ok(app)

@@ -16,11 +16,10 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use tocsin_store_api::{AppId, TokenScope};
 
 use crate::app::App;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorId};
 use crate::AppState;
 
 /// The shortest `TOCSIN_ADMIN_TOKEN` accepted at start.
@@ -150,7 +149,7 @@ pub async fn token_scope(parts: &Parts, state: &AppState) -> Result<(TokenScope,
         .store
         .token(&hash)
         .await
-        .map_err(|e| ApiError::storage("database-unavailable", "cannot check the token", &e))?
+        .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot check the token", &e))?
         .ok_or_else(failed)?;
     let now = now_ms();
     if row.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY_MS) {
@@ -171,8 +170,7 @@ async fn allowed<R: Requirement>(parts: &Parts, state: &AppState) -> Result<(Opt
         Ok((app, scope))
     } else {
         Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "insufficient-scope",
+            ErrorId::InsufficientScope,
             format!("a {} token may not do this; it needs one of: {}", scope.as_str(), R::SCOPES.join(", ")),
         ))
     }
@@ -187,7 +185,7 @@ impl<R: Requirement> FromRequestParts<AppState> for Authorized<R> {
         // The app boundary for tokens: one made for another app learns
         // nothing of this one, not even that it exists.
         if token_app.is_some_and(|t| t != app.id) {
-            return Err(ApiError::not_found("app-not-found", format!("no app named {:?}", app.name)));
+            return Err(ApiError::new(ErrorId::AppNotFound, format!("no app named {:?}", app.name)));
         }
         Ok(Self { app, _scope: PhantomData })
     }
@@ -200,8 +198,7 @@ impl<R: Requirement> FromRequestParts<AppState> for ServerWide<R> {
         match allowed::<R>(parts, state).await?.0 {
             None => Ok(Self(PhantomData)),
             Some(_) => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "server-token-required",
+                ErrorId::ServerTokenRequired,
                 "this is not one app's: it needs a token made without --app",
             )),
         }

@@ -14,10 +14,10 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use ipnet::IpNet;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorId};
 
 /// The most addresses tracked; past it, buckets that are full again (idle
 /// callers) are dropped, and if that is not enough, the least recently
@@ -113,8 +113,7 @@ impl RateLimiter {
 /// 429 `rate-limited` saying `what`, with `Retry-After` (whole seconds, at least 1).
 pub fn rate_limited(wait: Duration, what: &str) -> ApiError {
     let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", format!("{what}; try again in {seconds} s"))
-        .with_retry_after(seconds)
+    ApiError::new(ErrorId::RateLimited, format!("{what}; try again in {seconds} s")).with_retry_after(seconds)
 }
 
 /// Which forwarding header names the client, behind a trusted proxy

@@ -21,6 +21,15 @@ pub struct AppLabel {
     pub app: String,
 }
 
+/// The label of `tocsin_http_errors_total`: which error of the catalogue.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    /// Its id, as clients see it.
+    pub id: &'static str,
+    /// Its status (an id may be answered with two).
+    pub status: u16,
+}
+
 /// How long stored totals are reused between scrapes: counting whole
 /// tables on every scrape would let anyone who can scrape load the database.
 pub const TOTALS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -33,6 +42,9 @@ pub struct Metrics {
     subscriptions_saved: Family<AppLabel, Counter>,
     /// Messages accepted through the API, by app.
     messages_accepted: Family<AppLabel, Counter>,
+    /// Error answers, by error (no app label: an error may come before the
+    /// app is known, and ids are a fixed set).
+    errors: Family<ErrorLabel, Counter>,
     engine: tocsin_delivery::engine::EngineMetrics,
     webhooks: tocsin_webhooks::WebhookMetrics,
     node: String,
@@ -49,6 +61,7 @@ impl Metrics {
         Self {
             subscriptions_saved: Family::default(),
             messages_accepted: Family::default(),
+            errors: Family::default(),
             engine,
             webhooks,
             node,
@@ -69,6 +82,11 @@ impl Metrics {
     /// Counts a message accepted in the app of `label`.
     pub fn message_accepted(&self, label: &AppLabel) {
         self.messages_accepted.get_or_create(label).inc();
+    }
+
+    /// Counts an error answer.
+    pub fn error_answered(&self, id: crate::error::ErrorId) {
+        self.errors.get_or_create(&ErrorLabel { id: id.as_str(), status: id.status().as_u16() }).inc();
     }
 
     /// The text exposition, with the store's totals (cached) as gauges.
@@ -104,6 +122,7 @@ impl Metrics {
             self.subscriptions_saved.clone(),
         );
         registry.register("messages_accepted", "Messages accepted through the API", self.messages_accepted.clone());
+        registry.register("http_errors", "Error answers, by the catalogue's id and status", self.errors.clone());
         let gauge = |v: fn(&Stats) -> i64| {
             let family: Family<AppLabel, Gauge> = Family::default();
             for (app, s) in stats {

@@ -17,8 +17,7 @@
 use aws_lc_rs::hmac;
 use serde_json::Value;
 
-use crate::error::ApiError;
-use axum::http::StatusCode;
+use crate::error::{ApiError, ErrorId};
 
 /// How `userId` in a public subscription is treated.
 pub enum UserIds {
@@ -46,8 +45,7 @@ impl UserIds {
         match self {
             Self::Trusted => Ok(()),
             Self::Off => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "user-ids-not-enabled",
+                ErrorId::UserIdsNotEnabled,
                 "this server does not accept user ids from browsers: its operator has set no \
                  --user-signing-secret",
             )),
@@ -56,8 +54,7 @@ impl UserIds {
                 match tag {
                     Some(tag) if hmac::verify(key, user_id.as_bytes(), &tag).is_ok() => Ok(()),
                     _ => Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "invalid-user-signature",
+                        ErrorId::InvalidUserSignature,
                         "userSignature must be the hex HMAC-SHA256 of userId under the server's signing secret, \
                          computed by the site's backend",
                     )),

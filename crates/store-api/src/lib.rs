@@ -18,11 +18,13 @@
 
 #![warn(missing_docs)]
 
+pub mod event;
 #[cfg(feature = "memory")]
 pub mod memory;
 pub mod model;
 pub mod outbox;
 
+pub use event::{Event, NewEvent};
 pub use model::*;
 pub use outbox::*;
 

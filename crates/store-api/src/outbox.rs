@@ -97,17 +97,6 @@ impl EventType {
     }
 }
 
-/// An event to write, inside the transaction of what caused it.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    /// The app it happened in.
-    pub app: AppId,
-    /// What happened.
-    pub kind: EventType,
-    /// About what (one item of `data.items` for a batched type).
-    pub data: Value,
-}
-
 /// A stored event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {

@@ -3,14 +3,12 @@
 
 use super::*;
 use crate::auth::{Admin, AdminScope, AnyToken, MessageReadScope, ReadScope, Reader, ServerWide};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorId};
 use crate::AppState;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tocsin_ops::apps::{create_app, rotate_key, CreateAppError};
@@ -79,7 +77,7 @@ impl From<VapidKeyInfo> for VapidKeyView {
 }
 
 fn db(e: StoreError) -> ApiError {
-    ApiError::storage("database-unavailable", "cannot read or write apps", &e)
+    ApiError::storage(ErrorId::StorageFailed, "cannot read or write apps", &e)
 }
 
 /// What the request's token may do: its scope, and the app it is for
@@ -125,12 +123,8 @@ pub(crate) async fn list_apps(token: AnyToken<ReadScope>, State(st): State<AppSt
 pub(crate) async fn post_app(
     _token: ServerWide<AdminScope>,
     State(st): State<AppState>,
-    raw: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<AppRequest>,
 ) -> Result<Response, ApiError> {
-    let bytes = body(raw)?;
-    json_object(&bytes)?;
-    let req: AppRequest =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid-app", e.to_string()))?;
     let new = NewApp {
         name: req.name,
         vapid_subject: req.vapid_subject,
@@ -139,16 +133,16 @@ pub(crate) async fn post_app(
     };
     let any_subject = matches!(st.policy, crate::EndpointPolicy::Any);
     let (app, key) = create_app(st.store.as_ref(), &new, any_subject, now_ms()).await.map_err(|e| match e {
-        CreateAppError::Name => ApiError::bad_request("invalid-app-name", e.to_string()),
-        CreateAppError::Exists(_) => ApiError::new(StatusCode::CONFLICT, "app-exists", e.to_string()),
+        CreateAppError::Name => ApiError::new(ErrorId::InvalidAppName, e.to_string()),
+        CreateAppError::Exists(_) => ApiError::new(ErrorId::AppExists, e.to_string()),
         CreateAppError::Subject(_) | CreateAppError::AppleSubject(_) => {
-            ApiError::bad_request("invalid-vapid-subject", e.to_string())
+            ApiError::new(ErrorId::InvalidVapidSubject, e.to_string())
         }
-        CreateAppError::Origin(_) => ApiError::bad_request("invalid-cors-origin", e.to_string()),
+        CreateAppError::Origin(_) => ApiError::new(ErrorId::InvalidCorsOrigin, e.to_string()),
         CreateAppError::Store(ref cause) => {
-            ApiError::storage("unable-to-create-app", "the app could not be created", cause)
+            ApiError::storage(ErrorId::UnableToCreateApp, "the app could not be created", cause)
         }
-        CreateAppError::Key(_) => ApiError::internal("unable-to-create-app", "the app could not be created", &e),
+        CreateAppError::Key(_) => ApiError::internal(ErrorId::UnableToCreateApp, "the app could not be created", &e),
     })?;
     // This node knows it at once (others within a second).
     st.apps.load(&app.name).await.map_err(db)?;
@@ -174,9 +168,9 @@ pub(crate) async fn rotate(token: Admin, State(st): State<AppState>) -> Result<R
     let now = now_ms();
     let key = rotate_key(st.store.as_ref(), token.app.id, now).await.map_err(|e| match e {
         CreateAppError::Store(ref cause) => {
-            ApiError::storage("unable-to-rotate", "the key could not be rotated", cause)
+            ApiError::storage(ErrorId::UnableToRotate, "the key could not be rotated", cause)
         }
-        _ => ApiError::internal("unable-to-rotate", "the key could not be rotated", &e),
+        _ => ApiError::internal(ErrorId::UnableToRotate, "the key could not be rotated", &e),
     })?;
     // This node answers with the new key at once; others within a second.
     st.apps.load(&token.app.name).await.map_err(db)?;
@@ -206,7 +200,7 @@ pub(crate) async fn retire(
     IdParam(id): IdParam,
     Q(q): Q<ForceQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let not_found = || ApiError::not_found("key-not-found", format!("the app has no key {id}"));
+    let not_found = || ApiError::new(ErrorId::KeyNotFound, format!("the app has no key {id}"));
     let key_id: i64 = id.parse().map_err(|_| not_found())?;
     let force = matches!(q.force.as_deref(), Some("true" | "1"));
     match st.store.retire_vapid_key(token.app.id, key_id, force, now_ms()).await.map_err(db)? {
@@ -215,15 +209,16 @@ pub(crate) async fn retire(
             Ok(Json(json!({"id": key_id, "removedSubscriptions": removed})))
         }
         RetireKey::NotFound => Err(not_found()),
-        RetireKey::Current => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "key-is-current",
-            "the current key cannot be retired: rotate first",
-        )),
+        RetireKey::Current => {
+            Err(ApiError::new(ErrorId::KeyIsCurrent, "the current key cannot be retired: rotate first"))
+        }
         RetireKey::InUse(n) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "key-in-use",
+            ErrorId::KeyInUse,
             format!("{n} subscriptions still use this key; retire it with ?force=true to delete them"),
         )),
     }
+}
+
+impl ApiBody for AppRequest {
+    const INVALID: ErrorId = ErrorId::InvalidApp;
 }

@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use futures_util::{Stream, StreamExt};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorId};
 
 /// The most of an over-limit body read and discarded before answering.
 pub const DRAIN_MAX: usize = 16 * 1024 * 1024;
@@ -33,12 +33,8 @@ pub const DRAIN_TIME: Duration = Duration::from_secs(5);
 pub async fn guard(State((size, time)): State<(usize, Duration)>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(time, limit(size, request, next)).await {
         Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request-timeout",
-            format!("the request took longer than {} s", time.as_secs()),
-        )
-        .into_response(),
+        Err(_) => ApiError::new(ErrorId::RequestTimeout, format!("the request took longer than {} s", time.as_secs()))
+            .into_response(),
     }
 }
 
@@ -63,9 +59,7 @@ async fn limit(limit: usize, request: Request, next: Next) -> Response {
         match chunk {
             Ok(chunk) if buf.len() + chunk.len() > limit => return too_large(limit, drain(stream).await),
             Ok(chunk) => buf.extend_from_slice(&chunk),
-            Err(e) => {
-                return ApiError::bad_request("invalid-body", format!("cannot read the body: {e}")).into_response()
-            }
+            Err(e) => return ApiError::new(ErrorId::InvalidBody, format!("cannot read the body: {e}")).into_response(),
         }
     }
     next.run(Request::from_parts(parts, Body::from(buf.freeze()))).await
@@ -90,12 +84,9 @@ async fn drain(mut stream: impl Stream<Item = Result<bytes::Bytes, axum::Error>>
 }
 
 fn too_large(limit: usize, drained: bool) -> Response {
-    let mut response = ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body-too-large",
-        format!("request body is larger than the server accepts ({limit} bytes)"),
-    )
-    .into_response();
+    let mut response =
+        ApiError::new(ErrorId::BodyTooLarge, format!("request body is larger than the server accepts ({limit} bytes)"))
+            .into_response();
     if !drained {
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

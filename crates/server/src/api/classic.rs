@@ -5,7 +5,7 @@
 use super::*;
 use crate::app::InApp;
 use crate::auth::Sender;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorId};
 use crate::limits::PublicLimit;
 use crate::AppState;
 use axum::extract::rejection::BytesRejection;
@@ -38,15 +38,15 @@ async fn key_of(st: &AppState, app: &crate::app::App, named: Option<&Value>) -> 
         None | Some(Value::Null) => return Ok((app.key_id, true)),
         Some(Value::String(k)) if *k == app.public_key => return Ok((app.key_id, false)),
         Some(Value::String(k)) => k,
-        Some(_) => return Err(ApiError::bad_request("unknown-vapid-key", "applicationServerKey must be a string")),
+        Some(_) => return Err(ApiError::new(ErrorId::UnknownVapidKey, "applicationServerKey must be a string")),
     };
     let key = st
         .store
         .vapid_key_id(app.id, named)
         .await
-        .map_err(|e| ApiError::storage("unable-to-save-subscription", "cannot read the app's keys", &e))?;
+        .map_err(|e| ApiError::storage(ErrorId::UnableToSaveSubscription, "cannot read the app's keys", &e))?;
     key.map(|k| (k, false)).ok_or_else(|| {
-        ApiError::bad_request("unknown-vapid-key", "applicationServerKey is not one of this app's VAPID keys")
+        ApiError::new(ErrorId::UnknownVapidKey, "applicationServerKey is not one of this app's VAPID keys")
     })
 }
 
@@ -68,18 +68,15 @@ pub(crate) async fn post_subscription(
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(
             url::Url::parse(s)
-                .map_err(|_| ApiError::bad_request("invalid-old-endpoint", "oldEndpoint is not a URL"))?
+                .map_err(|_| ApiError::new(ErrorId::InvalidOldEndpoint, "oldEndpoint is not a URL"))?
                 .to_string(),
         )
         .filter(|e| e.len() <= MAX_ENDPOINT_LEN)
         .map(Some)
         .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid-old-endpoint",
-                format!("oldEndpoint is longer than {MAX_ENDPOINT_LEN} bytes"),
-            )
+            ApiError::new(ErrorId::InvalidOldEndpoint, format!("oldEndpoint is longer than {MAX_ENDPOINT_LEN} bytes"))
         })?,
-        Some(_) => return Err(ApiError::bad_request("invalid-old-endpoint", "oldEndpoint must be a string")),
+        Some(_) => return Err(ApiError::new(ErrorId::InvalidOldEndpoint, "oldEndpoint must be a string")),
     };
     // The old subscription's auth secret: the proof that it is the caller's.
     let old_auth =
@@ -88,16 +85,16 @@ pub(crate) async fn post_subscription(
         app.user_ids.check(id, map.get("userSignature"))?;
     }
     let named_key = map.get("applicationServerKey").cloned();
-    let subscription =
-        Subscription::from_value(Value::Object(map)).map_err(|e| ApiError::bad_request(e.id(), e.to_string()))?;
+    let subscription = Subscription::from_value(Value::Object(map))
+        .map_err(|e| ApiError::new(ErrorId::of_protocol(e.id()), e.to_string()))?;
     check_endpoint_len(subscription.endpoint().as_str())?;
     st.policy
         .check(subscription.endpoint())
         .await
-        .map_err(|reason| ApiError::bad_request("endpoint-not-allowed", reason))?;
+        .map_err(|reason| ApiError::new(ErrorId::EndpointNotAllowed, reason))?;
     let (vapid_key_id, keep_stored_key) = key_of(&st, &app, named_key.as_ref()).await?;
     let save_failed = |e: tocsin_store_api::StoreError| {
-        ApiError::storage("unable-to-save-subscription", "Subscription received but failed to save it", &e)
+        ApiError::storage(ErrorId::UnableToSaveSubscription, "Subscription received but failed to save it", &e)
     };
     // pushsubscriptionchange: the new subscription replaces the old one and
     // inherits its user and topics, if the caller proves the old one is
@@ -112,8 +109,7 @@ pub(crate) async fn post_subscription(
         let proven = old_auth.as_deref().is_some_and(|a| old.subscription.auth().matches(a));
         if !proven {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "old-subscription-not-proven",
+                ErrorId::OldSubscriptionNotProven,
                 "oldEndpoint names a stored subscription; replacing it needs its auth secret in oldKeys.auth",
             ));
         }
@@ -124,13 +120,12 @@ pub(crate) async fn post_subscription(
     }
     let new = NewSubscription { subscription, user_id, topics, vapid_key_id, keep_stored_key, app: app.id };
     let stored = st.store.upsert_subscription(&new, now_ms()).await.map_err(|e| match e {
-        tocsin_store_api::StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "endpoint-in-other-app", m),
+        tocsin_store_api::StoreError::Conflict(m) => ApiError::new(ErrorId::EndpointInOtherApp, m),
         // A stored endpoint posted with other keys: the caller would take
         // over the subscription (its user, topics and messages) with a
         // secret of its own choosing.
         tocsin_store_api::StoreError::NotProven => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "subscription-not-proven",
+            ErrorId::SubscriptionNotProven,
             "this endpoint is stored with other keys: re-posting a subscription needs its own keys.auth \
              (a browser that renews its keys gets a new endpoint)",
         ),
@@ -155,15 +150,14 @@ pub(crate) async fn delete_subscription(
 ) -> Result<Json<Value>, ApiError> {
     let map = json_object(&body(raw)?)?;
     let (endpoint, auth) = endpoint_and_auth(&map)?;
-    let deleted = st
-        .store
-        .delete_subscription_by_endpoint(app.id, &endpoint, &auth, now_ms())
-        .await
-        .map_err(|e| ApiError::storage("unable-to-delete-subscription", "failed to delete the subscription", &e))?;
+    let deleted =
+        st.store.delete_subscription_by_endpoint(app.id, &endpoint, &auth, now_ms()).await.map_err(|e| {
+            ApiError::storage(ErrorId::UnableToDeleteSubscription, "failed to delete the subscription", &e)
+        })?;
     if deleted {
         Ok(success())
     } else {
-        Err(ApiError::not_found("subscription-not-found", "no subscription with this endpoint and auth secret"))
+        Err(ApiError::new(ErrorId::SubscriptionNotFound, "no subscription with this endpoint and auth secret"))
     }
 }
 
@@ -205,7 +199,7 @@ pub(crate) async fn push_all(
         }
         format => {
             let message: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                ApiError::bad_request("declarative-invalid-field", format!("a declarative message is JSON: {e}"))
+                ApiError::new(ErrorId::DeclarativeInvalidField, format!("a declarative message is JSON: {e}"))
             })?;
             let stamp = payload::Stamp { id: &id, event_token: &token, app: app.payload_name() };
             payload::build(format, Some(message), &stamp, st.public_url.as_ref())?
@@ -218,7 +212,7 @@ pub(crate) async fn push_all(
         ..NewMessage::new(id, app.id, Target::All(true), now_ms())
     };
     let (message, _) = st.store.insert_message(&new).await.map_err(|e| {
-        ApiError::storage("unable-to-send-messages", "Failed to send the push message: it could not be stored", &e)
+        ApiError::storage(ErrorId::UnableToSendMessages, "Failed to send the push message: it could not be stored", &e)
     })?;
     tracing::info!(message = %message.id(), state = message.state.as_str(), "message stored");
     st.metrics.message_accepted(&app.metric_label);
@@ -242,7 +236,7 @@ pub(crate) async fn wait_for(st: &AppState, message: &Message) -> Result<(Messag
             Ok(Some(m)) if tokio::time::Instant::now() >= deadline => return Ok((m, false)),
             Ok(_) => tokio::time::sleep(Duration::from_millis(25)).await,
             Err(e) => {
-                return Err(ApiError::storage("unable-to-send-messages", "Failed to send the push message", &e));
+                return Err(ApiError::storage(ErrorId::UnableToSendMessages, "Failed to send the push message", &e));
             }
         }
     }
@@ -262,14 +256,11 @@ pub(crate) async fn test_notification(
     let map = json_object(&body(raw)?)?;
     let (endpoint, auth) = endpoint_and_auth(&map)?;
     let storage = |e: tocsin_store_api::StoreError| {
-        ApiError::storage("unable-to-send-messages", "the test could not be stored", &e)
+        ApiError::storage(ErrorId::UnableToSendMessages, "the test could not be stored", &e)
     };
     let sub = st.store.subscription_by_endpoint(app.id, &endpoint).await.map_err(storage)?;
     let Some(sub) = sub.filter(|s| s.subscription.auth().matches_base64(&auth)) else {
-        return Err(ApiError::not_found(
-            "subscription-not-found",
-            "no subscription with this endpoint and auth secret",
-        ));
+        return Err(ApiError::new(ErrorId::SubscriptionNotFound, "no subscription with this endpoint and auth secret"));
     };
     st.limits
         .tests
@@ -330,14 +321,13 @@ pub(crate) async fn post_event(
     let bytes = body(raw)?;
     let map = json_object(&bytes)?;
     let ev: EventBody =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid-event", e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::new(ErrorId::InvalidEvent, e.to_string()))?;
     if ev.action.as_deref().is_some_and(|a| a.is_empty() || a.len() > 64) {
-        return Err(ApiError::bad_request("invalid-event", "action must be 1 to 64 characters"));
+        return Err(ApiError::new(ErrorId::InvalidEvent, "action must be 1 to 64 characters"));
     }
     if !st.event_tokens.check(&ev.message_id, ev.event_token.as_deref()) {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "invalid-event-token",
+            ErrorId::InvalidEventToken,
             "eventToken must be the one the message's payload carried",
         ));
     }
@@ -350,12 +340,11 @@ pub(crate) async fn post_event(
                 .store
                 .subscription_by_endpoint(app.id, &endpoint)
                 .await
-                .map_err(|e| ApiError::storage("unable-to-save-event", "the event could not be saved", &e))?
+                .map_err(|e| ApiError::storage(ErrorId::UnableToSaveEvent, "the event could not be saved", &e))?
                 .filter(|s| s.subscription.auth().matches_base64(&auth))
                 .ok_or_else(|| {
                     ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "subscription-not-proven",
+                        ErrorId::SubscriptionNotProven,
                         "endpoint and keys.auth must be a stored subscription of this app",
                     )
                 })?;
@@ -366,9 +355,9 @@ pub(crate) async fn post_event(
         .store
         .record_interaction(app.id, &ev.message_id, &recipient, ev.kind, ev.action.as_deref(), now_ms())
         .await
-        .map_err(|e| ApiError::storage("unable-to-save-event", "the event could not be saved", &e))?;
+        .map_err(|e| ApiError::storage(ErrorId::UnableToSaveEvent, "the event could not be saved", &e))?;
     if !found {
-        return Err(ApiError::not_found("message-not-found", format!("no message {}", ev.message_id)));
+        return Err(ApiError::new(ErrorId::MessageNotFound, format!("no message {}", ev.message_id)));
     }
     Ok((StatusCode::ACCEPTED, success()).into_response())
 }

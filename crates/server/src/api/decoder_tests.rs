@@ -109,7 +109,7 @@ proptest! {
         let base = url::Url::parse("https://site.example/").ok();
         match build(format, Some(v), &STAMP, base.as_ref()) {
             Err(e) => prop_assert!(
-                e.id.starts_with("declarative-") || e.id == "payload-too-large" || e.id == "missing-payload",
+                e.id.as_str().starts_with("declarative-") || e.id == "payload-too-large" || e.id == "missing-payload",
                 "{}", e.id
             ),
             Ok(p) => {

@@ -1,7 +1,7 @@
 //! Reading requests: bodies, JSON objects, queries, ids, payloads, and
 //! the fields with bounds (`userId`, `topics`, `endpoint`).
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorId};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::Query;
 use axum::http::StatusCode;
@@ -17,13 +17,9 @@ pub(crate) use tocsin_store_api::MAX_ENDPOINT_LEN;
 pub(crate) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "request body is larger than the server accepts",
-            )
+            ApiError::new(ErrorId::BodyTooLarge, "request body is larger than the server accepts")
         } else {
-            ApiError::bad_request("invalid-body", e.body_text())
+            ApiError::new(ErrorId::InvalidBody, e.body_text())
         }
     })
 }
@@ -31,8 +27,31 @@ pub(crate) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiErro
 pub(crate) fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::bad_request("invalid-json", "body must be a JSON object")),
-        Err(e) => Err(ApiError::bad_request("invalid-json", format!("body is not valid JSON: {e}"))),
+        Ok(_) => Err(ApiError::new(ErrorId::InvalidJson, "body must be a JSON object")),
+        Err(e) => Err(ApiError::new(ErrorId::InvalidJson, format!("body is not valid JSON: {e}"))),
+    }
+}
+
+/// A request body the API takes as a JSON object of type `T`, with the
+/// error a malformed one gets.
+pub(crate) trait ApiBody: serde::de::DeserializeOwned {
+    /// The error of a body that is a JSON object but not a `T` (a field of
+    /// the wrong type, an unknown one).
+    const INVALID: ErrorId;
+}
+
+/// The body as a `T`, every refusal in the API's shape: `body-too-large`,
+/// `invalid-body`, `invalid-json` (not JSON, or not an object), then
+/// `T::INVALID` with serde's words.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<T: ApiBody, S: Send + Sync> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = body(Bytes::from_request(req, state).await)?;
+        json_object(&bytes)?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| ApiError::new(T::INVALID, e.to_string()))
     }
 }
 
@@ -46,14 +65,13 @@ impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> axum::extract::FromR
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| Q(v))
-            .map_err(|e| ApiError::bad_request("invalid-query", e.body_text()))
+            .map_err(|e| ApiError::new(ErrorId::InvalidQuery, e.body_text()))
     }
 }
 
 pub(crate) fn new_id() -> Result<String, ApiError> {
     let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes)
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no-randomness", "cannot make an id"))?;
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::new(ErrorId::NoRandomness, "cannot make an id"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -84,8 +102,8 @@ pub(crate) fn with_message_id(payload: Vec<u8>, id: &str, event_token: &str, app
 pub(crate) fn check_payload(payload: &[u8]) -> Result<(), ApiError> {
     let max = ContentEncoding::Aes128Gcm.max_plaintext();
     if payload.len() > max {
-        return Err(ApiError::bad_request(
-            "payload-too-large",
+        return Err(ApiError::new(
+            ErrorId::PayloadTooLarge,
             format!("payload is {} bytes; at most {max} fit one push message", payload.len()),
         ));
     }
@@ -99,14 +117,14 @@ pub(crate) fn user_id_field(map: &serde_json::Map<String, Value>) -> Result<Opti
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Ok(Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        _ => Err(ApiError::bad_request("invalid-user-id", "userId must be a string of 1 to 256 characters")),
+        _ => Err(ApiError::new(ErrorId::InvalidUserId, "userId must be a string of 1 to 256 characters")),
     }
 }
 
 pub(crate) fn topics_field(map: &serde_json::Map<String, Value>) -> Result<Option<Vec<String>>, ApiError> {
     let bad = || {
-        ApiError::bad_request(
-            "invalid-topics",
+        ApiError::new(
+            ErrorId::InvalidTopics,
             format!(
                 "topics must be an array of at most {MAX_TOPICS} names of 1 to 64 letters, digits, '.', '_' or '-'"
             ),
@@ -138,8 +156,8 @@ pub(crate) fn topics_field(map: &serde_json::Map<String, Value>) -> Result<Optio
 /// the URL is stored): 400 `invalid-endpoint`.
 pub(crate) fn check_endpoint_len(endpoint: &str) -> Result<(), ApiError> {
     if endpoint.len() > MAX_ENDPOINT_LEN {
-        return Err(ApiError::bad_request(
-            "invalid-endpoint",
+        return Err(ApiError::new(
+            ErrorId::InvalidEndpoint,
             format!("endpoint is {} bytes; at most {MAX_ENDPOINT_LEN} are accepted", endpoint.len()),
         ));
     }
@@ -149,9 +167,9 @@ pub(crate) fn check_endpoint_len(endpoint: &str) -> Result<(), ApiError> {
 pub(crate) fn endpoint_and_auth(map: &serde_json::Map<String, Value>) -> Result<(String, String), ApiError> {
     let endpoint = match map.get("endpoint") {
         Some(Value::String(s)) if !s.is_empty() => url::Url::parse(s)
-            .map_err(|_| ApiError::bad_request("invalid-endpoint", "endpoint is not a URL"))?
+            .map_err(|_| ApiError::new(ErrorId::InvalidEndpoint, "endpoint is not a URL"))?
             .to_string(),
-        _ => return Err(ApiError::bad_request("no-endpoint", "Subscription must have an endpoint")),
+        _ => return Err(ApiError::new(ErrorId::NoEndpoint, "Subscription must have an endpoint")),
     };
     check_endpoint_len(&endpoint)?;
     let auth = map
@@ -161,7 +179,7 @@ pub(crate) fn endpoint_and_auth(map: &serde_json::Map<String, Value>) -> Result<
         .and_then(|a| b64::decode(a).ok())
         .filter(|a| a.len() == 16)
         .ok_or_else(|| {
-            ApiError::bad_request("invalid-auth", "keys.auth must be the subscription's 16-byte auth secret")
+            ApiError::new(ErrorId::InvalidAuth, "keys.auth must be the subscription's 16-byte auth secret")
         })?;
     Ok((endpoint, b64::encode(auth)))
 }
@@ -182,7 +200,7 @@ pub(crate) fn limit(q: &PageQuery) -> Result<i64, ApiError> {
     match q.limit {
         None => Ok(100),
         Some(l) if (1..=1000).contains(&l) => Ok(l),
-        Some(_) => Err(ApiError::bad_request("invalid-limit", "limit must be between 1 and 1000")),
+        Some(_) => Err(ApiError::new(ErrorId::InvalidLimit, "limit must be between 1 and 1000")),
     }
 }
 
@@ -197,8 +215,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdParam {
         let axum::extract::Path(mut params) =
             axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
                 .await
-                .map_err(|e| ApiError::bad_request("invalid-path", e.body_text()))?;
-        params.remove("id").map(IdParam).ok_or_else(|| ApiError::bad_request("invalid-path", "no id in the path"))
+                .map_err(|e| ApiError::new(ErrorId::InvalidPath, e.body_text()))?;
+        params.remove("id").map(IdParam).ok_or_else(|| ApiError::new(ErrorId::InvalidPath, "no id in the path"))
     }
 }
 

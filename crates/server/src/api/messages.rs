@@ -2,14 +2,12 @@
 
 use super::*;
 use crate::auth::{MessageReader, Sender};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorId};
 use crate::AppState;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::UNIX_EPOCH;
@@ -52,7 +50,7 @@ pub struct MessageRequest {
 }
 
 pub(crate) fn parse_target(v: &Value) -> Result<Target, ApiError> {
-    let bad = |m: &str| ApiError::bad_request("invalid-target", m.to_owned());
+    let bad = |m: &str| ApiError::new(ErrorId::InvalidTarget, m.to_owned());
     let target: Target = serde_json::from_value(v.clone()).map_err(|_| {
         bad("target must be one of {\"all\":true}, {\"topic\":\"…\"}, {\"userIds\":[…]}, {\"subscriptionIds\":[…]}")
     })?;
@@ -78,8 +76,8 @@ pub(crate) const MAX_SCHEDULE_AHEAD_MS: i64 = 366 * tocsin_store_api::DAY_MS;
 /// [`MAX_SCHEDULE_AHEAD_MS`] after `now` (a time in the past sends now).
 pub(crate) fn parse_send_at(v: &Option<Value>, now: i64) -> Result<Option<i64>, ApiError> {
     let bad = || {
-        ApiError::bad_request(
-            "invalid-send-at",
+        ApiError::new(
+            ErrorId::InvalidSendAt,
             "sendAt must be an RFC 3339 time or milliseconds since the epoch, at most a year (366 days) ahead",
         )
     };
@@ -107,12 +105,8 @@ pub(crate) async fn create_message(
     token: Sender,
     State(st): State<AppState>,
     headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<MessageRequest>,
 ) -> Result<Response, ApiError> {
-    let bytes = body(raw)?;
-    json_object(&bytes)?;
-    let req: MessageRequest =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid-message", e.to_string()))?;
     let target = parse_target(&req.target)?;
     let id = new_id()?;
     let format = payload::parse_format(req.format.as_deref())?;
@@ -120,10 +114,10 @@ pub(crate) async fn create_message(
     let stamp = payload::Stamp { id: &id, event_token: &event_token, app: token.app.payload_name() };
     let payloads = payload::build(format, req.payload, &stamp, st.public_url.as_ref())?;
     if let Some(u) = &req.urgency {
-        u.parse::<Urgency>().map_err(|e| ApiError::bad_request("invalid-urgency", e.to_string()))?;
+        u.parse::<Urgency>().map_err(|e| ApiError::new(ErrorId::InvalidUrgency, e.to_string()))?;
     }
     if let Some(t) = &req.topic {
-        Topic::new(t).map_err(|e| ApiError::bad_request("invalid-topic", e.to_string()))?;
+        Topic::new(t).map_err(|e| ApiError::new(ErrorId::InvalidTopic, e.to_string()))?;
     }
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
@@ -132,10 +126,7 @@ pub(crate) async fn create_message(
                 .ok()
                 .filter(|k| !k.is_empty() && k.len() <= 255)
                 .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid-idempotency-key",
-                        "Idempotency-Key must be 1 to 255 visible characters",
-                    )
+                    ApiError::new(ErrorId::InvalidIdempotencyKey, "Idempotency-Key must be 1 to 255 visible characters")
                 })?
                 .to_owned(),
         ),
@@ -156,7 +147,7 @@ pub(crate) async fn create_message(
         .store
         .insert_message(&new)
         .await
-        .map_err(|e| ApiError::storage("unable-to-store-message", "the message could not be stored", &e))?;
+        .map_err(|e| ApiError::storage(ErrorId::UnableToStoreMessage, "the message could not be stored", &e))?;
     if created {
         tracing::info!(message = %message.id(), state = message.state.as_str(), "message stored");
         st.metrics.message_accepted(&token.app.metric_label);
@@ -175,9 +166,9 @@ pub(crate) async fn get_message(
     IdParam(id): IdParam,
 ) -> Result<Json<MessageView>, ApiError> {
     let storage =
-        |e: tocsin_store_api::StoreError| ApiError::storage("database-unavailable", "cannot read the message", &e);
+        |e: tocsin_store_api::StoreError| ApiError::storage(ErrorId::StorageFailed, "cannot read the message", &e);
     let Some(m) = st.store.app_message(token.app.id, &id).await.map_err(storage)? else {
-        return Err(ApiError::not_found("message-not-found", format!("no message {id}")));
+        return Err(ApiError::new(ErrorId::MessageNotFound, format!("no message {id}")));
     };
     let mut view = MessageView::from(m);
     view.failed_by_reason = Some(st.store.message_failures(&id).await.map_err(storage)?.into_iter().collect());
@@ -196,11 +187,11 @@ pub(crate) async fn cancel_message(
 ) -> Result<Json<MessageView>, ApiError> {
     match st.store.cancel_message(token.app.id, &id, now_ms()).await {
         Ok(Some(m)) if m.state == MessageState::Done => {
-            Err(ApiError::new(StatusCode::CONFLICT, "message-already-done", "the message was already sent"))
+            Err(ApiError::new(ErrorId::MessageAlreadyDone, "the message was already sent"))
         }
         Ok(Some(m)) => Ok(Json(m.into())),
-        Ok(None) => Err(ApiError::not_found("message-not-found", format!("no message {id}"))),
-        Err(e) => Err(ApiError::storage("database-unavailable", "cannot cancel the message", &e)),
+        Ok(None) => Err(ApiError::new(ErrorId::MessageNotFound, format!("no message {id}"))),
+        Err(e) => Err(ApiError::storage(ErrorId::StorageFailed, "cannot cancel the message", &e)),
     }
 }
 
@@ -218,8 +209,12 @@ pub(crate) async fn list_messages(
         .store
         .list_messages(token.app.id, q.cursor.as_deref(), n)
         .await
-        .map_err(|e| ApiError::storage("database-unavailable", "cannot list messages", &e))?;
+        .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot list messages", &e))?;
     let next = (items.len() as i64 == n).then(|| items.last().map(|m| m.id().to_owned())).flatten();
     let items: Vec<MessageView> = items.into_iter().map(Into::into).collect();
     Ok(Json(json!({"items": items, "nextCursor": next})))
+}
+
+impl ApiBody for MessageRequest {
+    const INVALID: ErrorId = ErrorId::InvalidMessage;
 }

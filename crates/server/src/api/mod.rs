@@ -26,10 +26,10 @@ pub mod webhooks;
 #[cfg(test)]
 mod decoder_tests;
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorId};
 use crate::{AppState, ServerConfig};
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method};
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -53,9 +53,46 @@ use utoipa::OpenApi;
     ),
     components(schemas(ErrorBody, views::SuccessBody, views::PublicKeyBody, messages::MessageRequest, views::MessageView, views::CountsView, views::SubscriptionView,
         apps::AppView, apps::AppRequest, apps::VapidKeyView, webhooks::WebhookRequest, webhooks::WebhookView)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ErrorAnswers)
 )]
 pub struct ApiDoc;
+
+/// Every operation's error answers have the one error schema: a `default`
+/// answer (any status not listed: `{"error":{"id","message"}}`, the id one
+/// of the catalogue's, which the schema enumerates), and the 503 any route
+/// that reads the database may answer while it is away or full.
+struct ErrorAnswers;
+
+impl utoipa::Modify for ErrorAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let reads_database = !matches!(path.as_str(), "/healthz" | "/metrics");
+            for op in
+                [&mut item.get, &mut item.post, &mut item.delete, &mut item.put, &mut item.patch].into_iter().flatten()
+            {
+                let answers = &mut op.responses.responses;
+                answers.entry("default".into()).or_insert_with(|| {
+                    error("any other error of the catalogue (README, Errors): 400s for bad input, 401/403 for tokens, 408, 413, 429 with Retry-After").into()
+                });
+                if reads_database {
+                    answers.entry("503".into()).or_insert_with(|| {
+                        error("database-unavailable or storage-full, with Retry-After: nothing was changed").into()
+                    });
+                }
+            }
+        }
+    }
+}
 
 struct BearerAuth;
 
@@ -128,12 +165,13 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .merge(crate::web::routes())
-        .fallback(|| async { ApiError::not_found("not-found", "no such route") })
+        .fallback(|| async { ApiError::new(ErrorId::NotFound, "no such route") })
         .method_not_allowed_fallback(|method: Method| async move {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", format!("{method} is not allowed here"))
+            ApiError::new(ErrorId::MethodNotAllowed, format!("{method} is not allowed here"))
         })
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(axum::middleware::from_fn_with_state((config.body_limit, config.request_timeout), body_limit::guard))
+        .layer(axum::middleware::map_response_with_state(state.metrics.clone(), count_errors))
         .with_state(state);
     // CORS per app: the origins of the app the path names (its own, or the
     // server's `--cors-origin`). This layer runs before routing, so it reads
@@ -155,6 +193,18 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
             .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION]),
     )
     .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Counts each error answer by its id (`ApiError` puts the id in the
+/// response's extensions), whichever layer or handler made it.
+async fn count_errors(
+    axum::extract::State(metrics): axum::extract::State<std::sync::Arc<crate::metrics::Metrics>>,
+    response: axum::response::Response,
+) -> axum::response::Response {
+    if let Some(id) = response.extensions().get::<ErrorId>() {
+        metrics.error_answered(*id);
+    }
+    response
 }
 
 fn now_ms() -> i64 {

@@ -2,10 +2,9 @@
 
 use super::*;
 use crate::auth::{ReadScope, Reader, ServerWide};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorId};
 use crate::AppState;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -15,7 +14,7 @@ use utoipa::OpenApi;
 /// The app's totals, and its subscriptions by push service.
 #[utoipa::path(get, path = "/v1/stats", security(("token" = ["read", "admin"])), responses((status = 200, description = "{\"subscriptions\",\"messages\",\"messagesPending\",\"delivered\",\"failed\",\"removed\",\"subscriptionsByPushService\":{\"fcm\",\"mozilla\",\"apple\",\"wns\",\"other\"}}")))]
 pub(crate) async fn stats(token: Reader, State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let db = |e: tocsin_store_api::StoreError| ApiError::storage("database-unavailable", "cannot read stats", &e);
+    let db = |e: tocsin_store_api::StoreError| ApiError::storage(ErrorId::StorageFailed, "cannot read stats", &e);
     let stats = st.store.stats(token.app.id).await.map_err(db)?;
     let mut by_service: std::collections::BTreeMap<&str, i64> =
         PushService::ALL.iter().map(|p| (p.as_str(), 0)).collect();
@@ -50,14 +49,14 @@ pub(crate) async fn daily(
     let days = match q.days {
         None => 30,
         Some(d) if (1..=366).contains(&d) => d,
-        Some(_) => return Err(ApiError::bad_request("invalid-days", "days must be between 1 and 366")),
+        Some(_) => return Err(ApiError::new(ErrorId::InvalidDays, "days must be between 1 and 366")),
     };
     let today = now_ms().div_euclid(tocsin_store_api::DAY_MS);
     let rows = st
         .store
         .daily_stats(token.app.id, today - days + 1, today)
         .await
-        .map_err(|e| ApiError::storage("database-unavailable", "cannot read daily stats", &e))?;
+        .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot read daily stats", &e))?;
     let items: Vec<Value> = rows
         .into_iter()
         .map(|d| {
@@ -91,7 +90,7 @@ pub(crate) async fn healthz() -> Json<Value> {
 pub(crate) async fn readyz(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     st.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database-unavailable", "the database does not answer")
+        ApiError::new(ErrorId::DatabaseUnavailable, "the database does not answer")
             .with_retry_after(crate::error::RETRY_AFTER_SECONDS)
     })?;
     Ok(Json(json!({"status": "ok"})))
@@ -116,7 +115,7 @@ pub(crate) async fn open_metrics(State(st): State<AppState>) -> Result<Response,
         .metrics
         .render(st.store.as_ref(), st.outbox.as_ref())
         .await
-        .map_err(|e| ApiError::storage("database-unavailable", "cannot read stats", &e))?;
+        .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot read stats", &e))?;
     Ok(([(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response())
 }
 

@@ -2,7 +2,7 @@
 //! `auto`): what `POST /v1/messages` and `POST /api/push` store.
 
 use super::input::{check_payload, with_message_id};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorId};
 use serde_json::Value;
 use tocsin_protocol::Declarative;
 use tocsin_store_api::MessageFormat;
@@ -32,7 +32,7 @@ pub(crate) fn parse_format(s: Option<&str>) -> Result<MessageFormat, ApiError> {
     match s {
         None => Ok(MessageFormat::Classic),
         Some(f) => MessageFormat::parse(f).ok_or_else(|| {
-            ApiError::bad_request("invalid-format", "format must be \"classic\", \"declarative\" or \"auto\"")
+            ApiError::new(ErrorId::InvalidFormat, "format must be \"classic\", \"declarative\" or \"auto\"")
         }),
     }
 }
@@ -53,8 +53,9 @@ pub(crate) fn build(
     stamp: &Stamp<'_>,
     public_url: Option<&Url>,
 ) -> Result<Payloads, ApiError> {
-    let declarative =
-        |v: &Value| Declarative::parse(v, public_url).map_err(|e| ApiError::bad_request(e.id(), e.to_string()));
+    let declarative = |v: &Value| {
+        Declarative::parse(v, public_url).map_err(|e| ApiError::new(ErrorId::of_protocol(e.id()), e.to_string()))
+    };
     let out = match (format, payload) {
         (MessageFormat::Classic, None | Some(Value::Null)) => Payloads { format, payload: None, apple_payload: None },
         (MessageFormat::Classic, Some(Value::String(s))) => {
@@ -84,8 +85,8 @@ pub(crate) fn build(
 }
 
 fn missing() -> ApiError {
-    ApiError::bad_request(
-        "declarative-missing-title",
+    ApiError::new(
+        ErrorId::DeclarativeMissingTitle,
         "a declarative message needs a payload: {\"web_push\":8030,\"notification\":{\"title\",\"navigate\",…}}",
     )
 }
@@ -98,7 +99,7 @@ mod tests {
     const STAMP: Stamp<'static> = Stamp { id: "m1", event_token: "t1", app: Some("shop") };
 
     fn id_of(format: MessageFormat, payload: Value) -> String {
-        build(format, Some(payload), &STAMP, None).expect_err("refused").id.to_owned()
+        build(format, Some(payload), &STAMP, None).expect_err("refused").id.to_string()
     }
 
     #[test]

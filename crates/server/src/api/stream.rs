@@ -10,10 +10,10 @@
 
 use super::*;
 use crate::auth::Reader;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorId};
 use crate::AppState;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use std::collections::{HashMap, VecDeque};
@@ -65,25 +65,19 @@ impl StreamSlots {
     fn take(self: &Arc<Self>, token: &str, app: AppId) -> Result<Slot, ApiError> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         if held.total >= self.max {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too-many-streams",
-                "this node serves no more event streams now",
-            )
-            .with_retry_after(5));
+            return Err(ApiError::new(ErrorId::NodeStreamsFull, "this node serves no more event streams now")
+                .with_retry_after(5));
         }
         if held.by_token.get(token).copied().unwrap_or(0) >= PER_TOKEN {
             return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too-many-streams",
+                ErrorId::TooManyStreams,
                 format!("a token may hold {PER_TOKEN} event streams open on a node"),
             )
             .with_retry_after(5));
         }
         if held.by_app.get(&app).copied().unwrap_or(0) >= (self.max / 2).max(1) {
             return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too-many-streams",
+                ErrorId::TooManyStreams,
                 "this app holds half of this node's event streams already",
             )
             .with_retry_after(5));
@@ -137,7 +131,7 @@ pub(crate) fn last_event_id(value: &[u8]) -> Result<i64, ApiError> {
         .ok()
         .and_then(|s| s.trim().parse::<i64>().ok())
         .filter(|n| *n >= 0)
-        .ok_or_else(|| ApiError::bad_request("invalid-last-event-id", "Last-Event-ID must be an event id (a number)"))
+        .ok_or_else(|| ApiError::new(ErrorId::InvalidLastEventId, "Last-Event-ID must be an event id (a number)"))
 }
 
 /// The app's events as they happen (server-sent events).
@@ -159,7 +153,7 @@ pub(crate) async fn events_stream(
             .outbox
             .last_event_id(app)
             .await
-            .map_err(|e| ApiError::storage("database-unavailable", "cannot read the events", &e))?,
+            .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot read the events", &e))?,
     };
     // The token's hash: what the slot is counted by, and what is checked
     // again while the stream is open (`Reader` has checked it once).

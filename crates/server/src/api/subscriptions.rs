@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::auth::{Admin, Reader};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorId};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,12 +25,12 @@ pub(crate) async fn list_subscriptions(
     let after = match &q.cursor {
         None => 0,
         Some(c) => {
-            c.parse::<i64>().map_err(|_| ApiError::bad_request("invalid-cursor", "cursor is not one this API gave"))?
+            c.parse::<i64>().map_err(|_| ApiError::new(ErrorId::InvalidCursor, "cursor is not one this API gave"))?
         }
     };
     let target = match (&q.topic, &q.user_id) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("invalid-filter", "filter by topic or by userId, not both"));
+            return Err(ApiError::new(ErrorId::InvalidFilter, "filter by topic or by userId, not both"));
         }
         (Some(t), None) => Target::Topic(t.clone()),
         (None, Some(u)) => Target::UserIds(vec![u.clone()]),
@@ -40,7 +40,7 @@ pub(crate) async fn list_subscriptions(
         .store
         .page_subscriptions(token.app.id, &target, after, None, n)
         .await
-        .map_err(|e| ApiError::storage("database-unavailable", "cannot list subscriptions", &e))?;
+        .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot list subscriptions", &e))?;
     let next = (items.len() as i64 == n).then(|| items.last().map(|s| s.id().to_string())).flatten();
     // A row that cannot be read is left out (the engine counts it as
     // failed, `unreadable`); the cursor still moves past it.
@@ -49,7 +49,7 @@ pub(crate) async fn list_subscriptions(
 }
 
 pub(crate) fn sub_id(id: &str) -> Result<i64, ApiError> {
-    id.parse().map_err(|_| ApiError::not_found("subscription-not-found", format!("no subscription {id}")))
+    id.parse().map_err(|_| ApiError::new(ErrorId::SubscriptionNotFound, format!("no subscription {id}")))
 }
 
 /// One subscription.
@@ -63,8 +63,8 @@ pub(crate) async fn get_subscription(
 ) -> Result<Json<SubscriptionView>, ApiError> {
     match st.store.app_subscription(token.app.id, sub_id(&id)?).await {
         Ok(Some(s)) => Ok(Json(s.into())),
-        Ok(None) => Err(ApiError::not_found("subscription-not-found", format!("no subscription {id}"))),
-        Err(e) => Err(ApiError::storage("database-unavailable", "cannot read the subscription", &e)),
+        Ok(None) => Err(ApiError::new(ErrorId::SubscriptionNotFound, format!("no subscription {id}"))),
+        Err(e) => Err(ApiError::storage(ErrorId::StorageFailed, "cannot read the subscription", &e)),
     }
 }
 
@@ -79,7 +79,7 @@ pub(crate) async fn remove_subscription(
 ) -> Result<StatusCode, ApiError> {
     match st.store.delete_subscription(token.app.id, sub_id(&id)?, now_ms()).await {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
-        Ok(false) => Err(ApiError::not_found("subscription-not-found", format!("no subscription {id}"))),
-        Err(e) => Err(ApiError::storage("database-unavailable", "cannot delete the subscription", &e)),
+        Ok(false) => Err(ApiError::new(ErrorId::SubscriptionNotFound, format!("no subscription {id}"))),
+        Err(e) => Err(ApiError::storage(ErrorId::StorageFailed, "cannot delete the subscription", &e)),
     }
 }

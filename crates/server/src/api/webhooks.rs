@@ -3,14 +3,12 @@
 
 use super::*;
 use crate::auth::{Admin, Reader};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorId};
 use crate::AppState;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tocsin_store_api::{EventType, NewWebhook, WebhookRow};
@@ -75,7 +73,7 @@ impl From<WebhookRow> for WebhookView {
 }
 
 fn db(e: tocsin_store_api::StoreError) -> ApiError {
-    ApiError::storage("database-unavailable", "the webhooks could not be read or written", &e)
+    ApiError::storage(ErrorId::StorageFailed, "the webhooks could not be read or written", &e)
 }
 
 /// Registers a webhook; the answer holds its signing secret, shown once.
@@ -85,12 +83,8 @@ fn db(e: tocsin_store_api::StoreError) -> ApiError {
 pub(crate) async fn create_webhook(
     token: Admin,
     State(st): State<AppState>,
-    raw: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<WebhookRequest>,
 ) -> Result<Response, ApiError> {
-    let bytes = body(raw)?;
-    json_object(&bytes)?;
-    let req: WebhookRequest =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid-webhook", e.to_string()))?;
     let mut events = Vec::new();
     for name in &req.events {
         match EventType::parse(name).filter(|t| *t != EventType::WebhookTest) {
@@ -98,24 +92,24 @@ pub(crate) async fn create_webhook(
             Some(_) => {}
             None => {
                 let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
-                return Err(ApiError::bad_request(
-                    "invalid-events",
+                return Err(ApiError::new(
+                    ErrorId::InvalidEvents,
                     format!("unknown event type {name:?}; known: {}", known.join(", ")),
                 ));
             }
         }
     }
     if events.is_empty() {
-        return Err(ApiError::bad_request("invalid-events", "events must name at least one event type"));
+        return Err(ApiError::new(ErrorId::InvalidEvents, "events must name at least one event type"));
     }
     let description = req.description.filter(|d| !d.is_empty());
     if description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION) {
-        return Err(ApiError::bad_request(
-            "invalid-webhook",
+        return Err(ApiError::new(
+            ErrorId::InvalidWebhook,
             format!("description is longer than {MAX_DESCRIPTION} characters"),
         ));
     }
-    let bad_url = |m: String| ApiError::bad_request("invalid-webhook-url", m);
+    let bad_url = |m: String| ApiError::new(ErrorId::InvalidWebhookUrl, m);
     if req.url.len() > MAX_URL {
         return Err(bad_url(format!("url is longer than {MAX_URL} bytes")));
     }
@@ -125,14 +119,10 @@ pub(crate) async fn create_webhook(
     }
     st.policy.for_webhooks().check(&url).await.map_err(|why| bad_url(format!("url is not allowed: {why}")))?;
     if st.outbox.webhooks(token.app.id).await.map_err(db)?.len() >= MAX_WEBHOOKS {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "too-many-webhooks",
-            format!("an app has at most {MAX_WEBHOOKS} webhooks"),
-        ));
+        return Err(ApiError::new(ErrorId::TooManyWebhooks, format!("an app has at most {MAX_WEBHOOKS} webhooks")));
     }
     let secret = tocsin_webhooks::new_secret()
-        .map_err(|_| ApiError::internal("unable-to-create-webhook", "no randomness", &"rand"))?;
+        .map_err(|_| ApiError::internal(ErrorId::UnableToCreateWebhook, "no randomness", &"rand"))?;
     let new = NewWebhook {
         id: format!("wh_{}", new_id()?),
         app: token.app.id,
@@ -177,7 +167,7 @@ pub(crate) async fn delete_webhook(
     if st.outbox.delete_webhook(token.app.id, &id).await.map_err(db)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found("webhook-not-found", format!("no webhook {id}")))
+        Err(ApiError::new(ErrorId::WebhookNotFound, format!("no webhook {id}")))
     }
 }
 
@@ -195,6 +185,10 @@ pub(crate) async fn test_webhook(
             st.webhooks.wake();
             Ok((StatusCode::ACCEPTED, Json(json!({ "eventId": event }))).into_response())
         }
-        None => Err(ApiError::not_found("webhook-not-found", format!("no webhook {id}"))),
+        None => Err(ApiError::new(ErrorId::WebhookNotFound, format!("no webhook {id}"))),
     }
+}
+
+impl ApiBody for WebhookRequest {
+    const INVALID: ErrorId = ErrorId::InvalidWebhook;
 }

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::rows::{bind_target, msg_from_row, target_sql, MSG_COLUMNS};
 use super::{SqlStore, R};
-use crate::{shard_ranges, AppId, EventType, Interaction, Message, MessageState, NewEvent, NewMessage, Target};
+use crate::{event, shard_ranges, AppId, Event, Interaction, Message, MessageState, NewEvent, NewMessage, Target};
 
 /// The stored form of an idempotency key: its app's id and the key, so
 /// that the same key in two apps makes two messages.
@@ -50,13 +50,17 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
     .await?;
     let created = inserted.rows_affected() > 0;
     if created {
-        let event = NewEvent {
-            app: new.app,
-            kind: EventType::MessageCreated,
-            data: serde_json::json!({"messageId": new.id, "state": state.as_str(), "format": new.format.as_str(),
-                "target": new.target, "sendAt": new.send_at.map(crate::rfc3339_ms),
-                "createdAt": crate::rfc3339_ms(new.created_at)}),
-        };
+        let event = NewEvent::new(
+            new.app,
+            Event::MessageCreated(event::MessageCreated {
+                message_id: new.id.clone(),
+                state: state.as_str().to_owned(),
+                format: new.format.as_str().to_owned(),
+                target: new.target.clone(),
+                send_at: new.send_at.map(crate::rfc3339_ms),
+                created_at: crate::rfc3339_ms(new.created_at),
+            }),
+        );
         super::events::emit(&mut tx, &[event], new.created_at).await?;
     }
     tx.commit().await?;
@@ -127,11 +131,13 @@ pub(super) async fn cancel(store: &SqlStore, app: AppId, id: &str, now: i64) -> 
     .execute(&mut *tx)
     .await?;
     if r.rows_affected() > 0 {
-        let event = NewEvent {
+        let event = NewEvent::new(
             app,
-            kind: EventType::MessageCancelled,
-            data: serde_json::json!({"messageId": id, "cancelledAt": crate::rfc3339_ms(now)}),
-        };
+            Event::MessageCancelled(event::MessageCancelled {
+                message_id: id.to_owned(),
+                cancelled_at: crate::rfc3339_ms(now),
+            }),
+        );
         super::events::emit(&mut tx, &[event], now).await?;
         // Release the work: nothing of it is claimed again. A page in flight
         // keeps its token, so what it already sent is still counted.
@@ -210,13 +216,10 @@ pub(super) async fn try_finish(store: &SqlStore, id: &str, now: i64) -> R<bool> 
     .await?;
     let Some(row) = row else { return Ok(false) };
     let m = msg_from_row(&row)?;
-    let c = m.counts;
-    let event = NewEvent {
-        app: m.app_id(),
-        kind: EventType::MessageDone,
-        data: serde_json::json!({"messageId": m.id(), "counts": {"targeted": c.targeted, "delivered": c.delivered,
-            "failed": c.failed, "gone": c.gone, "expired": c.expired, "shown": c.shown, "clicked": c.clicked}}),
-    };
+    let event = NewEvent::new(
+        m.app_id(),
+        Event::MessageDone(event::MessageDone { message_id: m.id().to_owned(), counts: m.counts.into() }),
+    );
     super::events::emit(&mut tx, &[event], now).await?;
     tx.commit().await?;
     Ok(true)
@@ -256,17 +259,9 @@ pub(super) async fn record_interaction(
     action: Option<&str>,
     now: i64,
 ) -> R<bool> {
-    let (sql, kind, label) = match interaction {
-        Interaction::Shown => (
-            "UPDATE messages SET shown = shown + 1 WHERE id = $1 AND app_id = $2",
-            EventType::NotificationShown,
-            "shown",
-        ),
-        Interaction::Clicked => (
-            "UPDATE messages SET clicked = clicked + 1 WHERE id = $1 AND app_id = $2",
-            EventType::NotificationClicked,
-            "clicked",
-        ),
+    let (sql, label) = match interaction {
+        Interaction::Shown => ("UPDATE messages SET shown = shown + 1 WHERE id = $1 AND app_id = $2", "shown"),
+        Interaction::Clicked => ("UPDATE messages SET clicked = clicked + 1 WHERE id = $1 AND app_id = $2", "clicked"),
     };
     let mut tx = store.write_tx().await?;
     // The receipt first: a replay of the same delivery's report finds it
@@ -290,11 +285,14 @@ pub(super) async fn record_interaction(
         return Ok(found.is_some());
     }
     sqlx::query(sql).bind(message_id).bind(app.0).execute(&mut *tx).await?;
-    let data = match interaction {
-        Interaction::Shown => serde_json::json!({"messageId": message_id}),
-        Interaction::Clicked => serde_json::json!({"messageId": message_id, "action": action}),
+    let message_id = message_id.to_owned();
+    let event = match interaction {
+        Interaction::Shown => Event::NotificationShown(event::NotificationShown { message_id }),
+        Interaction::Clicked => {
+            Event::NotificationClicked(event::NotificationClicked { message_id, action: action.map(str::to_owned) })
+        }
     };
-    super::events::emit(&mut tx, &[NewEvent { app, kind, data }], now).await?;
+    super::events::emit(&mut tx, &[NewEvent::new(app, event)], now).await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -163,7 +163,11 @@ async fn test_webhook(store: &SqlStore, app: AppId, id: &str, now: i64) -> R<Opt
     let mut tx = store.write_tx().await?;
     // The event is written only if the app has the webhook (a write first:
     // SQLite takes its write lock at once).
-    let data = serde_json::json!({"webhookId": id, "message": "a test event, sent by POST /v1/webhooks/{id}/test"});
+    let data = crate::Event::WebhookTest(crate::event::WebhookTested {
+        webhook_id: id.to_owned(),
+        message: "a test event, sent by POST /v1/webhooks/{id}/test".to_owned(),
+    })
+    .data();
     let event = sqlx::query(
         "INSERT INTO events (app_id, type, data, created_at) SELECT $1, $2, $3, $4 \
          WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = $5 AND app_id = $1) RETURNING id",

@@ -229,12 +229,14 @@ pub(crate) async fn count_removed(
 ) -> R<()> {
     let mut events = Vec::with_capacity(removed.len());
     for row in removed {
-        events.push(crate::NewEvent {
-            app: AppId(row.try_get("app_id")?),
-            kind: crate::EventType::SubscriptionRemoved,
-            data: serde_json::json!({"subscriptionId": row.try_get::<i64, _>("id")?,
-                "endpoint": row.try_get::<String, _>("endpoint")?, "reason": reason}),
-        });
+        events.push(crate::NewEvent::new(
+            AppId(row.try_get("app_id")?),
+            crate::Event::SubscriptionRemoved(crate::event::SubscriptionRemoved {
+                subscription_id: row.try_get("id")?,
+                endpoint: row.try_get("endpoint")?,
+                reason: reason.to_owned(),
+            }),
+        ));
     }
     super::events::emit(tx, &events, now).await?;
     // (app, day) → (unsubscribed, removed_created)

@@ -88,12 +88,15 @@ pub(super) async fn replace(store: &SqlStore, app: AppId, old_id: i64, new_id: i
     let Some(old) = old else { return Ok(false) };
     let new =
         sqlx::query("SELECT endpoint FROM subscriptions WHERE id = $1").bind(new_id).fetch_optional(&mut *tx).await?;
-    let event = crate::NewEvent {
+    let event = crate::NewEvent::new(
         app,
-        kind: crate::EventType::SubscriptionUpdated,
-        data: serde_json::json!({"subscriptionId": new_id, "endpoint": new.map(|r| r.try_get::<String, _>("endpoint")).transpose()?,
-            "oldSubscriptionId": old_id, "oldEndpoint": old.try_get::<String, _>("endpoint")?}),
-    };
+        crate::Event::SubscriptionUpdated(crate::event::SubscriptionUpdated {
+            subscription_id: new_id,
+            endpoint: new.map(|r| r.try_get::<String, _>("endpoint")).transpose()?,
+            old_subscription_id: old_id,
+            old_endpoint: old.try_get::<String, _>("endpoint")?,
+        }),
+    );
     super::events::emit(&mut tx, &[event], now).await?;
     tx.commit().await?;
     Ok(true)

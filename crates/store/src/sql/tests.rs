@@ -3,7 +3,7 @@
 //! `contract.rs`.
 
 use crate::contract::{message_in, readable};
-use crate::testutil::{on_both_backends, TestResult};
+use crate::testutil::{new, on_both_backends, TestResult};
 use crate::*;
 
 /// A database as the release before apps left it (migrations 0001–0006)
@@ -196,4 +196,54 @@ async fn out_of_range_values_of_an_older_release_are_repaired() -> TestResult {
         repairs_out_of_range_values(&url, &super::POSTGRES_MIGRATIONS).await.map_err(|e| format!("on PostgreSQL: {e}"));
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&admin).await?;
     Ok(outcome?)
+}
+
+/// Every event the SQL stores write is the one definition's (`Event`):
+/// read back, each `data` parses as its type's payload, and the one the
+/// database writes itself (the `subscription.created` trigger of each
+/// backend) equals what `Event::SubscriptionCreated` serializes for the
+/// stored row.
+#[tokio::test]
+async fn every_event_written_is_of_the_event_enum() -> TestResult {
+    on_both_backends(async |store, key| {
+        let sub = store
+            .upsert_subscription(&new("https://push.example.net/e1", Some("u1"), Some(&["news"]), key)?, 2)
+            .await?;
+        let plain = store.upsert_subscription(&new("https://push.example.net/e2", None, None, key)?, 2).await?;
+        store.insert_message(&message_in(AppId::DEFAULT, "m-e", Target::All(true), None)).await?;
+        store.record_interaction(AppId::DEFAULT, "m-e", "s:1", Interaction::Clicked, Some("open"), 3).await?;
+        store.cancel_message(AppId::DEFAULT, "m-e", 4).await?;
+        store.delete_subscription(AppId::DEFAULT, plain.id, 5).await?;
+        let events = store.events_after(AppId::DEFAULT, 0, i64::MAX, 100).await?;
+        let kinds: Vec<EventType> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventType::SubscriptionCreated,
+                EventType::SubscriptionCreated,
+                EventType::MessageCreated,
+                EventType::NotificationClicked,
+                EventType::MessageCancelled,
+                EventType::SubscriptionRemoved,
+            ]
+        );
+        for e in &events {
+            let parsed =
+                Event::parse(e.kind, &e.data).ok_or_else(|| format!("{:?} is not its payload: {}", e.kind, e.data))?;
+            assert_eq!(parsed.data(), e.data, "serialized as the enum does");
+        }
+        let expected = |s: &StoredSubscription| {
+            Event::SubscriptionCreated(event::SubscriptionCreated {
+                subscription_id: s.id,
+                endpoint: s.subscription.endpoint().to_string(),
+                user_id: s.user_id.clone(),
+                topics: s.topics.clone(),
+            })
+            .data()
+        };
+        assert_eq!(events[0].data, expected(&sub), "the trigger writes the enum's JSON");
+        assert_eq!(events[1].data, expected(&plain));
+        Ok(())
+    })
+    .await
 }

@@ -7,7 +7,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::rows::{message_state, AnyQuery};
 use super::{Backend, SqlStore, R};
-use crate::{AppId, Claim, EventType, MessageState, NewEvent, NewRetry, PageOutcome, RetryItem, Shard, ShardProgress};
+use crate::{AppId, Claim, Event, MessageState, NewEvent, NewRetry, PageOutcome, RetryItem, Shard, ShardProgress};
 
 pub(super) async fn claim_shard(store: &SqlStore, claim: &Claim, now: i64, lease_ms: i64) -> R<Option<Shard>> {
     let lock = match store.backend {
@@ -251,11 +251,17 @@ async fn apply_outcome(
         let events: Vec<NewEvent> = outcome
             .failures
             .iter()
-            .map(|f| NewEvent {
-                app: AppId(app),
-                kind: EventType::DeliveryFailed,
-                data: serde_json::json!({"messageId": message_id, "subscriptionId": f.subscription_id,
-                    "endpoint": f.endpoint, "reason": f.reason, "status": f.status}),
+            .map(|f| {
+                NewEvent::new(
+                    AppId(app),
+                    Event::DeliveryFailed(crate::event::DeliveryFailed {
+                        message_id: message_id.to_owned(),
+                        subscription_id: f.subscription_id,
+                        endpoint: f.endpoint.clone(),
+                        reason: f.reason.clone(),
+                        status: f.status,
+                    }),
+                )
             })
             .collect();
         super::events::emit(tx, &events, now).await?;

@@ -1,4 +1,9 @@
-//! The one error shape of the whole API: `{"error":{"id":"…","message":"…"}}`.
+//! The one error shape of the whole API: `{"error":{"id":"…","message":"…"}}`,
+//! with the id from the one catalogue of errors ([`ErrorId`]).
+
+mod catalogue;
+
+pub use catalogue::ErrorId;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -9,13 +14,12 @@ use utoipa::ToSchema;
 /// The `Retry-After` of a 503 for a database that is away or full.
 pub const RETRY_AFTER_SECONDS: u64 = 5;
 
-/// An API error: a status, a stable id and a message that says what is wrong.
+/// An API error: an error of the catalogue (its id and status) and a
+/// message that says what is wrong with this request.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable, documented identifier.
-    pub id: &'static str,
+    /// Which error: its stable id and its status.
+    pub id: ErrorId,
     /// Human-readable explanation.
     pub message: String,
     /// Seconds for a `Retry-After` header (429).
@@ -32,16 +36,21 @@ pub struct ErrorBody {
 /// The inside of [`ErrorBody`].
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable identifier, e.g. `no-endpoint`.
-    pub id: String,
+    /// Stable identifier, e.g. `no-endpoint`: one of the catalogue's.
+    pub id: ErrorId,
     /// What is wrong.
     pub message: String,
 }
 
 impl ApiError {
-    /// A new error.
-    pub fn new(status: StatusCode, id: &'static str, message: impl Into<String>) -> Self {
-        Self { status, id, message: message.into(), retry_after: None }
+    /// An error of the catalogue with what is wrong with this request.
+    pub fn new(id: ErrorId, message: impl Into<String>) -> Self {
+        Self { id, message: message.into(), retry_after: None }
+    }
+
+    /// Its HTTP status: the catalogue's for its id.
+    pub fn status(&self) -> StatusCode {
+        self.id.status()
     }
 
     /// The same with a `Retry-After` of `seconds`.
@@ -50,28 +59,17 @@ impl ApiError {
         self
     }
 
-    /// 400 with an id.
-    pub fn bad_request(id: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, id, message)
-    }
-
-    /// 404.
-    pub fn not_found(id: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, id, message)
-    }
-
     /// 500 for a storage failure; the cause goes to the log, not the
     /// client. A database that is away answers 503 `database-unavailable`
     /// and a full disk 503 `storage-full`, both with `Retry-After`: nothing
     /// was written, and the same request may succeed soon.
-    pub fn storage(id: &'static str, message: &str, cause: &tocsin_store_api::StoreError) -> Self {
+    pub fn storage(id: ErrorId, message: &str, cause: &tocsin_store_api::StoreError) -> Self {
         use tocsin_store_api::StoreError;
         match cause {
             StoreError::Unavailable(why) => {
                 tracing::warn!(error = %why, "{message}: the database is unavailable");
                 Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database-unavailable",
+                    ErrorId::DatabaseUnavailable,
                     format!("{message}: the database is not answering; nothing was changed, try again"),
                 )
                 .with_retry_after(RETRY_AFTER_SECONDS)
@@ -79,41 +77,39 @@ impl ApiError {
             StoreError::StorageFull => {
                 tracing::error!("{message}: the database's disk is full");
                 Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage-full",
+                    ErrorId::StorageFull,
                     format!("{message}: the server's storage is full; nothing was changed, try again later"),
                 )
                 .with_retry_after(RETRY_AFTER_SECONDS)
             }
             _ => {
                 tracing::error!(error = %cause, "{message}");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, id, message)
+                Self::new(id, message)
             }
         }
     }
 
     /// 500 for a failure that is not the database's (no randomness, a key
     /// that cannot be made); the cause goes to the log, not the client.
-    pub fn internal(id: &'static str, message: &str, cause: &dyn std::fmt::Display) -> Self {
+    pub fn internal(id: ErrorId, message: &str, cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "{message}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, id, message)
+        Self::new(id, message)
     }
 
     /// 401 for a missing or unknown admin token.
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this endpoint needs an API token: Authorization: Bearer <token>",
-        )
+        Self::new(ErrorId::Unauthorized, "this endpoint needs an API token: Authorization: Bearer <token>")
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { id: self.id.to_owned(), message: self.message } };
-        let mut resp = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        let status = self.status();
+        let body = ErrorBody { error: ErrorDetail { id: self.id, message: self.message } };
+        let mut resp = (status, Json(body)).into_response();
+        // For the metrics layer, which counts answers by error.
+        resp.extensions_mut().insert(self.id);
+        if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
         }
         if let Some(seconds) = self.retry_after {
