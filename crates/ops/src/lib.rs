@@ -7,7 +7,9 @@
 #![warn(missing_docs)]
 
 pub mod apps;
+pub mod subscriptions;
 pub mod tokens;
+pub mod webhooks;
 
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {

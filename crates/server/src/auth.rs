@@ -141,8 +141,12 @@ pub async fn token_scope(parts: &Parts, state: &AppState) -> Result<(TokenScope,
     };
     let token = bearer(&parts.headers).ok_or_else(failed)?;
     let hash = hash_token(token);
-    // Hashes are compared, not tokens: timing reveals nothing of a token.
-    if state.admin_token_hash.as_deref() == Some(hash.as_str()) {
+    // Hashes are compared, not tokens, and in constant time.
+    if state
+        .admin_token_hash
+        .as_deref()
+        .is_some_and(|h| tocsin_protocol::subscription::same_secret(h.as_bytes(), hash.as_bytes()))
+    {
         return Ok((TokenScope::Admin, None));
     }
     let row = state

@@ -1,14 +1,20 @@
 //! `tocsin serve`: the HTTP API.
 //!
 //! - the classic contract, byte for byte: `GET /api/vapid-public-key`,
-//!   `POST`/`DELETE /api/subscription`, `POST /api/push` (admin);
-//! - the versioned API (admin): `/v1/messages`, `/v1/subscriptions`,
-//!   `/v1/stats`;
+//!   `POST`/`DELETE /api/subscription`, `POST /api/events` (public, each
+//!   proven by a secret), `POST /api/push` (a `send` token);
+//! - the versioned API, each operation with the token scopes it takes
+//!   (`auth.rs`; the OpenAPI description lists them): `/v1/messages`,
+//!   `/v1/subscriptions`, `/v1/apps`, `/v1/webhooks`, `/v1/stats`, the
+//!   event stream;
 //! - `/healthz`, `/readyz`, `/metrics` (Prometheus), `/openapi.json`
 //!   (generated from the handlers' annotations).
 //!
-//! Handlers are thin: they parse into validated types, call the store, wake
-//! the engine. Every error is `{"error":{"id","message"}}` ([`error`]).
+//! Handlers extract and check the request, call the store or an operation
+//! of `tocsin-ops` (the rules the CLI shares), wake the engine, and shape
+//! the answer. Every error is `{"error":{"id","message"}}` with an id of
+//! the one catalogue ([`error::ErrorId`]). This crate sees storage through
+//! the traits of `tocsin-store-api` only: the binary opens the store.
 
 #![warn(missing_docs)]
 
@@ -21,7 +27,7 @@ pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod proof;
-pub mod retention;
+pub mod purge;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -356,28 +362,20 @@ fn validate(config: &ServerConfig) -> Result<Validated, StartError> {
     Ok(Validated { subject, limits, uncapped, public_url })
 }
 
-/// What the server keeps its data in: opened by the caller (the binary is
-/// where a backend is chosen; this crate knows the traits only), with the
-/// default app's VAPID key set up (`tocsin_ops::apps::ensure_default_key`).
-pub struct Stores {
-    /// Subscriptions, messages, apps, tokens and the engine's work.
-    pub store: Arc<dyn Store>,
-    /// Events and webhooks.
-    pub outbox: Arc<dyn tocsin_store_api::Outbox>,
+/// The workers of a node: the delivery engine and the webhook dispatcher,
+/// with their HTTP clients (both guarded by the endpoint policy's address
+/// filter) and metrics.
+struct Workers {
+    node_id: String,
+    engine: Arc<Engine>,
+    engine_metrics: tocsin_delivery::engine::EngineMetrics,
+    dispatcher: Arc<tocsin_webhooks::Dispatcher>,
+    webhook_metrics: tocsin_webhooks::WebhookMetrics,
 }
 
-/// Runs the server until SIGINT or SIGTERM; then stops accepting, lets the
-/// engine reach a checkpoint, and returns. `ready` receives the bound address.
-pub async fn run(config: ServerConfig, stores: Stores, ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
-    let Validated { subject, limits, uncapped, public_url } = validate(&config)?;
-    let Stores { store, outbox } = stores;
-    let event_key = if let Some(key) = config.event_token_key.clone().filter(|k| !k.is_empty()) {
-        key
-    } else {
-        let mut b = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut b).map_err(|_| StartError::Config("no randomness available".into()))?;
-        store.server_secret("event-token-key", &tocsin_protocol::b64::encode(b)).await?
-    };
+/// Builds the node's workers from the settings (nothing runs yet).
+fn workers(config: &ServerConfig, subject: VapidSubject, stores: &Stores) -> Result<Workers, StartError> {
+    let (store, outbox) = (&stores.store, &stores.outbox);
     let settings = &config.engine;
     let node_id = match &settings.node_id {
         Some(n) => n.clone(),
@@ -446,6 +444,33 @@ pub async fn run(config: ServerConfig, stores: Stores, ready: impl FnOnce(Socket
         Arc::new(config.endpoint_policy.clone()),
         engine_metrics.clone(),
     )?;
+    Ok(Workers { node_id, engine, engine_metrics, dispatcher, webhook_metrics })
+}
+
+/// What the server keeps its data in: opened by the caller (the binary is
+/// where a backend is chosen; this crate knows the traits only), with the
+/// default app's VAPID key set up (`tocsin_ops::apps::ensure_default_key`).
+pub struct Stores {
+    /// Subscriptions, messages, apps, tokens and the engine's work.
+    pub store: Arc<dyn Store>,
+    /// Events and webhooks.
+    pub outbox: Arc<dyn tocsin_store_api::Outbox>,
+}
+
+/// Runs the server until SIGINT or SIGTERM; then stops accepting, lets the
+/// engine reach a checkpoint, and returns. `ready` receives the bound address.
+pub async fn run(config: ServerConfig, stores: Stores, ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
+    let Validated { subject, limits, uncapped, public_url } = validate(&config)?;
+    let Stores { store, outbox } = stores;
+    let event_key = if let Some(key) = config.event_token_key.clone().filter(|k| !k.is_empty()) {
+        key
+    } else {
+        let mut b = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut b).map_err(|_| StartError::Config("no randomness available".into()))?;
+        store.server_secret("event-token-key", &tocsin_protocol::b64::encode(b)).await?
+    };
+    let Workers { node_id, engine, engine_metrics, dispatcher, webhook_metrics } =
+        workers(&config, subject, &Stores { store: store.clone(), outbox: outbox.clone() })?;
     tracing::info!(node = %node_id, "delivery engine ready");
     let store_for_retention = store.clone();
     let state: AppState = Arc::new(Shared {
@@ -480,9 +505,9 @@ pub async fn run(config: ServerConfig, stores: Stores, ready: impl FnOnce(Socket
 
     let (stop_tx, stop_rx) = watch::channel(false);
     if let Some(keep) = config.retention {
-        tokio::spawn(retention::run(store_for_retention, keep, stop_rx.clone()));
+        tokio::spawn(purge::run(store_for_retention, keep, stop_rx.clone()));
     }
-    tokio::spawn(retention::run_events(outbox, config.event_retention, stop_rx.clone()));
+    tokio::spawn(purge::run_events(outbox, config.event_retention, stop_rx.clone()));
     let webhooks_task = tokio::spawn(dispatcher.run(stop_rx.clone()));
     let engine_task = tokio::spawn(engine.run(stop_rx));
     if let (Some(addr), Some(router)) = (config.metrics_listen, metrics_only) {

@@ -1,6 +1,6 @@
 //! The classic contract (`/api/…`), which browsers call: the VAPID key,
 //! subscribing and unsubscribing, test notifications, events, and
-//! `POST /api/push` (admin).
+//! `POST /api/push` (a `send` token).
 
 use super::*;
 use crate::app::InApp;
@@ -17,37 +17,15 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
+use tocsin_ops::subscriptions::{subscribe, Subscribe, SubscribeError, SubscribingApp};
 use tocsin_protocol::{b64, Subscription};
-use tocsin_store_api::{Message, MessageFormat, MessageState, NewMessage, NewSubscription, Target};
+use tocsin_store_api::{Message, MessageFormat, MessageState, NewMessage, Target};
 
 /// The app's current VAPID public key (`/apps/{app}/api/vapid-public-key`
 /// for another app than `default`).
 #[utoipa::path(get, path = "/api/vapid-public-key", responses((status = 200, body = PublicKeyBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn vapid_public_key(InApp(app): InApp) -> Json<PublicKeyBody> {
     Json(PublicKeyBody { public_key: app.public_key.clone() })
-}
-
-/// The id of the app's key that a browser subscribed with, and whether a
-/// stored copy of the same subscription keeps its own: the key it names in
-/// `applicationServerKey` (tocsin.js sends it; a key the app does not have
-/// is refused), else the current one, unless the row is already stored with
-/// the same keys (a client re-posting it after a rotation has not moved to
-/// the new key: the store keeps the row's key then).
-async fn key_of(st: &AppState, app: &crate::app::App, named: Option<&Value>) -> Result<(i64, bool), ApiError> {
-    let named = match named {
-        None | Some(Value::Null) => return Ok((app.key_id, true)),
-        Some(Value::String(k)) if *k == app.public_key => return Ok((app.key_id, false)),
-        Some(Value::String(k)) => k,
-        Some(_) => return Err(ApiError::new(ErrorId::UnknownVapidKey, "applicationServerKey must be a string")),
-    };
-    let key = st
-        .store
-        .vapid_key_id(app.id, named)
-        .await
-        .map_err(|e| ApiError::storage(ErrorId::UnableToSaveSubscription, "cannot read the app's keys", &e))?;
-    key.map(|k| (k, false)).ok_or_else(|| {
-        ApiError::new(ErrorId::UnknownVapidKey, "applicationServerKey is not one of this app's VAPID keys")
-    })
 }
 
 /// Stores a browser's subscription (upsert by endpoint).
@@ -62,8 +40,8 @@ pub(crate) async fn post_subscription(
 ) -> Result<Json<Value>, ApiError> {
     let bytes = body(raw)?;
     let map = json_object(&bytes)?;
-    let mut user_id = user_id_field(&map)?;
-    let mut topics = topics_field(&map)?;
+    let user_id = user_id_field(&map)?;
+    let topics = topics_field(&map)?;
     let old_endpoint = match map.get("oldEndpoint") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(
@@ -84,7 +62,11 @@ pub(crate) async fn post_subscription(
     if let Some(id) = &user_id {
         app.user_ids.check(id, map.get("userSignature"))?;
     }
-    let named_key = map.get("applicationServerKey").cloned();
+    let named_key = match map.get("applicationServerKey") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(ApiError::new(ErrorId::UnknownVapidKey, "applicationServerKey must be a string")),
+    };
     let subscription = Subscription::from_value(Value::Object(map))
         .map_err(|e| ApiError::new(ErrorId::of_protocol(e.id()), e.to_string()))?;
     check_endpoint_len(subscription.endpoint().as_str())?;
@@ -92,48 +74,17 @@ pub(crate) async fn post_subscription(
         .check(subscription.endpoint())
         .await
         .map_err(|reason| ApiError::new(ErrorId::EndpointNotAllowed, reason))?;
-    let (vapid_key_id, keep_stored_key) = key_of(&st, &app, named_key.as_ref()).await?;
-    let save_failed = |e: tocsin_store_api::StoreError| {
-        ApiError::storage(ErrorId::UnableToSaveSubscription, "Subscription received but failed to save it", &e)
-    };
-    // pushsubscriptionchange: the new subscription replaces the old one and
-    // inherits its user and topics, if the caller proves the old one is
-    // theirs with its auth secret (`oldKeys.auth`).
-    let replaced = match &old_endpoint {
-        Some(old) if old != subscription.endpoint().as_str() => {
-            st.store.subscription_by_endpoint(app.id, old).await.map_err(save_failed)?
+    let to = SubscribingApp { id: app.id, key_id: app.key_id, public_key: &app.public_key };
+    let req = Subscribe { subscription, user_id, topics, named_key, replaces: old_endpoint.map(|e| (e, old_auth)) };
+    subscribe(st.store.as_ref(), to, req, now_ms()).await.map_err(|e| match e {
+        SubscribeError::UnknownKey => ApiError::new(ErrorId::UnknownVapidKey, e.to_string()),
+        SubscribeError::OldNotProven => ApiError::new(ErrorId::OldSubscriptionNotProven, e.to_string()),
+        SubscribeError::InOtherApp(m) => ApiError::new(ErrorId::EndpointInOtherApp, m),
+        SubscribeError::NotProven => ApiError::new(ErrorId::SubscriptionNotProven, e.to_string()),
+        SubscribeError::Store(e) => {
+            ApiError::storage(ErrorId::UnableToSaveSubscription, "Subscription received but failed to save it", &e)
         }
-        _ => None,
-    };
-    if let Some(old) = &replaced {
-        let proven = old_auth.as_deref().is_some_and(|a| old.subscription.auth().matches(a));
-        if !proven {
-            return Err(ApiError::new(
-                ErrorId::OldSubscriptionNotProven,
-                "oldEndpoint names a stored subscription; replacing it needs its auth secret in oldKeys.auth",
-            ));
-        }
-    }
-    if let Some(old) = &replaced {
-        user_id = user_id.or_else(|| old.user_id.clone());
-        topics = topics.or_else(|| Some(old.topics.clone()));
-    }
-    let new = NewSubscription { subscription, user_id, topics, vapid_key_id, keep_stored_key, app: app.id };
-    let stored = st.store.upsert_subscription(&new, now_ms()).await.map_err(|e| match e {
-        tocsin_store_api::StoreError::Conflict(m) => ApiError::new(ErrorId::EndpointInOtherApp, m),
-        // A stored endpoint posted with other keys: the caller would take
-        // over the subscription (its user, topics and messages) with a
-        // secret of its own choosing.
-        tocsin_store_api::StoreError::NotProven => ApiError::new(
-            ErrorId::SubscriptionNotProven,
-            "this endpoint is stored with other keys: re-posting a subscription needs its own keys.auth \
-             (a browser that renews its keys gets a new endpoint)",
-        ),
-        e => save_failed(e),
     })?;
-    if let Some(old) = replaced {
-        st.store.replace_subscription(app.id, old.id, stored.id, now_ms()).await.map_err(save_failed)?;
-    }
     st.metrics.subscription_saved(&app.metric_label);
     Ok(success())
 }

@@ -1,4 +1,5 @@
-//! `/v1/messages` (admin): create, read, list, cancel.
+//! `/v1/messages`: create and cancel (`send` or `admin`), read and list
+//! (any scope: a `send` token reads what it sent).
 
 use super::*;
 use crate::auth::{MessageReader, Sender};

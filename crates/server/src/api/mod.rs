@@ -12,12 +12,12 @@
 //! [`crate::app`].
 
 pub mod apps;
-pub mod body_limit;
 pub mod classic;
 pub mod input;
 pub mod messages;
-pub mod ops;
+pub mod monitoring;
 pub mod payload;
+pub mod request_bounds;
 pub mod stream;
 pub mod subscriptions;
 pub mod views;
@@ -47,9 +47,9 @@ use utoipa::OpenApi;
         classic::vapid_public_key, classic::post_subscription, classic::delete_subscription, classic::push_all, classic::test_notification, classic::post_event,
         messages::create_message, messages::get_message, messages::cancel_message, messages::list_messages,
         apps::whoami, apps::list_apps, apps::post_app, apps::list_keys, apps::rotate, apps::retire,
-        subscriptions::list_subscriptions, subscriptions::get_subscription, subscriptions::remove_subscription, ops::stats, ops::daily, ops::push_services,
+        subscriptions::list_subscriptions, subscriptions::get_subscription, subscriptions::remove_subscription, monitoring::stats, monitoring::daily, monitoring::push_services,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::delete_webhook, webhooks::test_webhook, stream::events_stream,
-        ops::healthz, ops::readyz, ops::metrics
+        monitoring::healthz, monitoring::readyz, monitoring::metrics
     ),
     components(schemas(ErrorBody, views::SuccessBody, views::PublicKeyBody, messages::MessageRequest, views::MessageView, views::CountsView, views::SubscriptionView,
         apps::AppView, apps::AppRequest, apps::VapidKeyView, webhooks::WebhookRequest, webhooks::WebhookView)),
@@ -117,7 +117,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// `/metrics` alone, without a token: for `--metrics-listen`.
 pub fn metrics_router(state: AppState) -> Router {
-    Router::new().route("/metrics", get(ops::open_metrics)).with_state(state)
+    Router::new().route("/metrics", get(monitoring::open_metrics)).with_state(state)
 }
 
 /// An app's browser routes, under `/api` (default) and `/apps/{app}/api`.
@@ -139,8 +139,8 @@ fn app_routes() -> Router<AppState> {
         .route("/messages/{id}", get(messages::get_message).delete(messages::cancel_message))
         .route("/subscriptions", get(subscriptions::list_subscriptions))
         .route("/subscriptions/{id}", get(subscriptions::get_subscription).delete(subscriptions::remove_subscription))
-        .route("/stats", get(ops::stats))
-        .route("/stats/daily", get(ops::daily))
+        .route("/stats", get(monitoring::stats))
+        .route("/stats/daily", get(monitoring::daily))
         .route("/vapid-keys", get(apps::list_keys).post(apps::rotate))
         .route("/vapid-keys/{id}", axum::routing::delete(apps::retire))
         .route("/webhooks", get(webhooks::list_webhooks).post(webhooks::create_webhook))
@@ -158,19 +158,19 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .nest("/v1", app_routes())
         .nest("/v1/apps/{app}", app_routes())
         .route("/v1/apps", get(apps::list_apps).post(apps::post_app))
-        .route("/v1/push-services", get(ops::push_services))
+        .route("/v1/push-services", get(monitoring::push_services))
         .route("/v1/token", get(apps::whoami))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+        .route("/healthz", get(monitoring::healthz))
+        .route("/readyz", get(monitoring::readyz))
+        .route("/metrics", get(monitoring::metrics))
+        .route("/openapi.json", get(monitoring::openapi))
         .merge(crate::web::routes())
         .fallback(|| async { ApiError::new(ErrorId::NotFound, "no such route") })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::new(ErrorId::MethodNotAllowed, format!("{method} is not allowed here"))
         })
         .layer(DefaultBodyLimit::max(config.body_limit))
-        .layer(axum::middleware::from_fn_with_state((config.body_limit, config.request_timeout), body_limit::guard))
+        .layer(axum::middleware::from_fn_with_state((config.body_limit, config.request_timeout), request_bounds::guard))
         .layer(axum::middleware::map_response_with_state(state.metrics.clone(), count_errors))
         .with_state(state);
     // CORS per app: the origins of the app the path names (its own, or the

@@ -1,4 +1,5 @@
-//! `/v1/subscriptions` (admin): list, read, delete.
+//! `/v1/subscriptions`: list and read (a `read` or `admin` token), delete
+//! (`admin`).
 
 use super::*;
 use crate::auth::{Admin, Reader};

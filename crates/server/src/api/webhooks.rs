@@ -11,15 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tocsin_store_api::{EventType, NewWebhook, WebhookRow};
+use tocsin_store_api::WebhookRow;
 use utoipa::ToSchema;
 
-/// Longest webhook URL.
-const MAX_URL: usize = 2048;
-/// Longest description.
-const MAX_DESCRIPTION: usize = 256;
-/// Most webhooks per app.
-pub(crate) const MAX_WEBHOOKS: usize = 20;
+use tocsin_ops::webhooks::{register, Registration, WebhookError};
 
 /// A webhook to register.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -72,6 +67,16 @@ impl From<WebhookRow> for WebhookView {
     }
 }
 
+fn refusal(e: WebhookError) -> ApiError {
+    match e {
+        WebhookError::Events(m) => ApiError::new(ErrorId::InvalidEvents, m),
+        WebhookError::Description => ApiError::new(ErrorId::InvalidWebhook, e.to_string()),
+        WebhookError::Url(m) => ApiError::new(ErrorId::InvalidWebhookUrl, m),
+        WebhookError::TooMany => ApiError::new(ErrorId::TooManyWebhooks, e.to_string()),
+        WebhookError::Store(e) => db(e),
+    }
+}
+
 fn db(e: tocsin_store_api::StoreError) -> ApiError {
     ApiError::storage(ErrorId::StorageFailed, "the webhooks could not be read or written", &e)
 }
@@ -85,54 +90,18 @@ pub(crate) async fn create_webhook(
     State(st): State<AppState>,
     JsonBody(req): JsonBody<WebhookRequest>,
 ) -> Result<Response, ApiError> {
-    let mut events = Vec::new();
-    for name in &req.events {
-        match EventType::parse(name).filter(|t| *t != EventType::WebhookTest) {
-            Some(t) if !events.contains(&t) => events.push(t),
-            Some(_) => {}
-            None => {
-                let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
-                return Err(ApiError::new(
-                    ErrorId::InvalidEvents,
-                    format!("unknown event type {name:?}; known: {}", known.join(", ")),
-                ));
-            }
-        }
-    }
-    if events.is_empty() {
-        return Err(ApiError::new(ErrorId::InvalidEvents, "events must name at least one event type"));
-    }
-    let description = req.description.filter(|d| !d.is_empty());
-    if description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION) {
-        return Err(ApiError::new(
-            ErrorId::InvalidWebhook,
-            format!("description is longer than {MAX_DESCRIPTION} characters"),
-        ));
-    }
-    let bad_url = |m: String| ApiError::new(ErrorId::InvalidWebhookUrl, m);
-    if req.url.len() > MAX_URL {
-        return Err(bad_url(format!("url is longer than {MAX_URL} bytes")));
-    }
-    let url = url::Url::parse(&req.url).map_err(|e| bad_url(format!("url is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(bad_url("url must be https:".into()));
-    }
-    st.policy.for_webhooks().check(&url).await.map_err(|why| bad_url(format!("url is not allowed: {why}")))?;
-    if st.outbox.webhooks(token.app.id).await.map_err(db)?.len() >= MAX_WEBHOOKS {
-        return Err(ApiError::new(ErrorId::TooManyWebhooks, format!("an app has at most {MAX_WEBHOOKS} webhooks")));
-    }
+    let registration = Registration::parse(&req.url, &req.events, req.description).map_err(refusal)?;
+    st.policy
+        .for_webhooks()
+        .check(&registration.url)
+        .await
+        .map_err(|why| ApiError::new(ErrorId::InvalidWebhookUrl, format!("url is not allowed: {why}")))?;
     let secret = tocsin_webhooks::new_secret()
         .map_err(|_| ApiError::internal(ErrorId::UnableToCreateWebhook, "no randomness", &"rand"))?;
-    let new = NewWebhook {
-        id: format!("wh_{}", new_id()?),
-        app: token.app.id,
-        url: url.to_string(),
-        events,
-        description,
-        secret: secret.clone(),
-        created_at: now_ms(),
-    };
-    let row = st.outbox.create_webhook(&new).await.map_err(db)?;
+    let id = format!("wh_{}", new_id()?);
+    let row = register(st.outbox.as_ref(), token.app.id, registration, id, secret.clone(), now_ms())
+        .await
+        .map_err(refusal)?;
     tracing::info!(webhook = %row.registered.id, app = %token.app.name, "webhook registered");
     let view = WebhookView::from(row);
     Ok((

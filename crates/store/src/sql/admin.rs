@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::rows::{key_from_row, KEY_COLUMNS};
+use super::mapping::{key_from_row, KEY_COLUMNS};
 use super::{SqlStore, R};
 use crate::{
     AppId, AppRow, DailyStats, NewApp, RetireKey, Stats, StoreError, TokenRow, TokenScope, VapidKeyInfo, VapidKeyRow,
@@ -15,7 +15,7 @@ fn app_from_row(row: &sqlx::any::AnyRow) -> R<AppRow> {
         name: row.try_get("name")?,
         vapid_subject: row.try_get("vapid_subject")?,
         user_signing_secret: row.try_get("user_signing_secret")?,
-        cors_origins: origins.map(|o| serde_json::from_str(&o)).transpose().map_err(super::rows::corrupt)?,
+        cors_origins: origins.map(|o| serde_json::from_str(&o)).transpose().map_err(super::mapping::corrupt)?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -42,7 +42,7 @@ pub(super) async fn create_app(
     private_key: &str,
     now: i64,
 ) -> R<Option<AppRow>> {
-    let origins = new.cors_origins.as_ref().map(serde_json::to_string).transpose().map_err(super::rows::corrupt)?;
+    let origins = new.cors_origins.as_ref().map(serde_json::to_string).transpose().map_err(super::mapping::corrupt)?;
     let mut tx = store.write_tx().await?;
     let row = sqlx::query(&format!(
         "INSERT INTO apps (name, vapid_subject, user_signing_secret, cors_origins, created_at) \
@@ -217,7 +217,7 @@ pub(super) async fn retire_vapid_key(store: &SqlStore, app: AppId, id: i64, forc
             .bind(id)
             .fetch_all(&mut *tx)
             .await?;
-    super::rows::count_removed(&mut tx, &removed, "key-retired", now).await?;
+    super::removals::count_removed(&mut tx, &removed, "key-retired", now).await?;
     sqlx::query("DELETE FROM vapid_keys WHERE id = $1").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(RetireKey::Retired { removed: n })
@@ -255,7 +255,7 @@ fn token_from_row(row: &sqlx::any::AnyRow) -> R<TokenRow> {
     let scope: String = row.try_get("scope")?;
     Ok(TokenRow {
         name: row.try_get("name")?,
-        scope: TokenScope::parse(&scope).ok_or_else(|| super::rows::corrupt(format!("token scope {scope:?}")))?,
+        scope: TokenScope::parse(&scope).ok_or_else(|| super::mapping::corrupt(format!("token scope {scope:?}")))?,
         app: row.try_get::<Option<i64>, _>("app_id")?.map(AppId),
         created_at: row.try_get("created_at")?,
         last_used_at: row.try_get("last_used_at")?,

@@ -18,8 +18,8 @@ use tocsin_protocol::b64;
 use tocsin_protocol::subscription::SubscriptionJson;
 use tokio::sync::{mpsc, oneshot};
 
+use super::mapping::SUB_RETURNING;
 use super::placeholders;
-use super::rows::SUB_RETURNING;
 use super::R as Result;
 use crate::{NewSubscription, StoredSubscription};
 

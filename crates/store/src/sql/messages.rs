@@ -3,7 +3,8 @@
 
 use sqlx::Row;
 
-use super::rows::{bind_target, msg_from_row, target_sql, MSG_COLUMNS};
+use super::mapping::{msg_from_row, MSG_COLUMNS};
+use super::target::{bind_target, target_sql};
 use super::{SqlStore, R};
 use crate::{event, shard_ranges, AppId, Event, Interaction, Message, MessageState, NewEvent, NewMessage, Target};
 
@@ -26,7 +27,7 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
     }
     let state =
         if new.send_at.is_some_and(|t| t > new.created_at) { MessageState::Scheduled } else { MessageState::Queued };
-    let target = serde_json::to_string(&new.target).map_err(super::rows::corrupt)?;
+    let target = serde_json::to_string(&new.target).map_err(super::mapping::corrupt)?;
     let mut tx = store.write_tx().await?;
     let inserted = sqlx::query(
         "INSERT INTO messages (id, payload, target, ttl, urgency, topic, send_at, state, idempotency_key, created_at, updated_at, app_id, \

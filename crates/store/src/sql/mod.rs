@@ -8,10 +8,12 @@
 mod admin;
 pub(crate) mod batch;
 mod events;
+pub(crate) mod mapping;
 mod messages;
 mod outbox;
-pub(crate) mod rows;
+mod removals;
 mod subscriptions;
+mod target;
 #[cfg(test)]
 mod tests;
 mod work;

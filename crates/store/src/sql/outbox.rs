@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::rows::corrupt;
+use super::mapping::corrupt;
 use super::{Backend, SqlStore, R};
 use crate::{
     delivery_body, next_delivery, AppId, DeliveryResult, EventType, NewWebhook, Outbox, Result, StoredEvent,

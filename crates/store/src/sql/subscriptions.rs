@@ -3,7 +3,8 @@
 
 use sqlx::Row;
 
-use super::rows::{bind_target, corrupt, sub_from_row, target_sql, SubRow, PAGE_SQLITE, SUB_COLUMNS};
+use super::mapping::{corrupt, sub_from_row, SubRow, PAGE_SQLITE, SUB_COLUMNS};
+use super::target::{bind_target, target_sql};
 use super::{Backend, SqlStore, R};
 use crate::{AppId, NewSubscription, PageRow, StoreError, StoredSubscription, Target};
 
@@ -24,10 +25,10 @@ pub(super) async fn upsert_all(store: &SqlStore, new: &[NewSubscription], now: i
 /// Runs a `DELETE … RETURNING id, endpoint, app_id, created_at`, counts
 /// what it removed in `daily_counts` and writes its events (with
 /// `reason`), in one transaction; true when a row went.
-async fn delete_counted(store: &SqlStore, q: super::rows::AnyQuery<'_>, reason: &str, now: i64) -> R<bool> {
+async fn delete_counted(store: &SqlStore, q: super::mapping::AnyQuery<'_>, reason: &str, now: i64) -> R<bool> {
     let mut tx = store.write_tx().await?;
     let removed = q.fetch_all(&mut *tx).await?;
-    super::rows::count_removed(&mut tx, &removed, reason, now).await?;
+    super::removals::count_removed(&mut tx, &removed, reason, now).await?;
     tx.commit().await?;
     Ok(!removed.is_empty())
 }

@@ -5,7 +5,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::rows::{message_state, AnyQuery};
+use super::mapping::{message_state, AnyQuery};
 use super::{Backend, SqlStore, R};
 use crate::{AppId, Claim, Event, MessageState, NewEvent, NewRetry, PageOutcome, RetryItem, Shard, ShardProgress};
 
@@ -240,7 +240,7 @@ async fn apply_outcome(
                 .await?;
             removed.extend(row);
         }
-        super::rows::count_removed(tx, &removed, reason, now).await?;
+        super::removals::count_removed(tx, &removed, reason, now).await?;
     }
     if !outcome.failures.is_empty() {
         let app: i64 = sqlx::query("SELECT app_id FROM messages WHERE id = $1")

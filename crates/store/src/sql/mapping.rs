@@ -1,5 +1,6 @@
-//! Turning rows back into values, and the SQL shared by several queries:
-//! column lists and the `FROM … WHERE` of a [`Target`].
+//! Turning rows back into values: the column lists each query selects, and
+//! the functions that read them (a row that cannot be read is
+//! [`StoreError::Corrupt`]).
 
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
@@ -9,8 +10,7 @@ use tocsin_protocol::Subscription;
 
 use super::R;
 use crate::{
-    AppId, Counts, Message, MessageFormat, MessageState, NewMessage, StoreError, StoredSubscription, Target,
-    VapidKeyRow, DAY_MS,
+    AppId, Counts, Message, MessageFormat, MessageState, NewMessage, StoreError, StoredSubscription, VapidKeyRow,
 };
 
 /// A query of the `Any` driver.
@@ -165,99 +165,4 @@ pub(crate) fn key_from_row(row: &AnyRow) -> R<VapidKeyRow> {
         private_key: row.try_get("private_key")?,
         subject: row.try_get("vapid_subject")?,
     })
-}
-
-/// The `FROM … WHERE` of a target within an app, with its parameters
-/// starting at `$1` (the app's id) and how many there are.
-pub(crate) fn target_sql(target: &Target) -> (String, usize) {
-    match target {
-        Target::All(_) => ("FROM subscriptions s WHERE s.app_id = $1".into(), 1),
-        Target::Topic(_) => (
-            "FROM subscriptions s JOIN subscription_topics t ON t.subscription_id = s.id \
-             WHERE s.app_id = $1 AND t.topic = $2"
-                .into(),
-            2,
-        ),
-        Target::UserIds(ids) => (
-            format!(
-                "FROM subscriptions s WHERE s.app_id = $1 AND s.user_id IN ({})",
-                super::placeholders(2, ids.len().max(1))
-            ),
-            1 + ids.len().max(1),
-        ),
-        Target::SubscriptionIds(ids) => (
-            format!(
-                "FROM subscriptions s WHERE s.app_id = $1 AND s.id IN ({})",
-                super::placeholders(2, ids.len().max(1))
-            ),
-            1 + ids.len().max(1),
-        ),
-    }
-}
-
-/// Binds the parameters of [`target_sql`].
-pub(crate) fn bind_target<'q>(mut q: AnyQuery<'q>, app: AppId, target: &'q Target) -> AnyQuery<'q> {
-    q = q.bind(app.0);
-    match target {
-        Target::All(_) => {}
-        Target::Topic(t) => q = q.bind(t.as_str()),
-        Target::UserIds(ids) if ids.is_empty() => q = q.bind(""),
-        Target::UserIds(ids) => {
-            for id in ids {
-                q = q.bind(id.as_str());
-            }
-        }
-        Target::SubscriptionIds(ids) if ids.is_empty() => q = q.bind(-1i64),
-        Target::SubscriptionIds(ids) => {
-            for id in ids {
-                q = q.bind(*id);
-            }
-        }
-    }
-    q
-}
-
-/// Counts removed subscriptions in `daily_counts`, inside the transaction
-/// that removed them: `removed` holds each one's `(app_id, created_at)`
-/// (from `DELETE … RETURNING id, endpoint, app_id, created_at`), `now` is when,
-/// and writes their `subscription.removed` events, each with `reason`.
-pub(crate) async fn count_removed(
-    tx: &mut sqlx::Transaction<'_, Any>,
-    removed: &[AnyRow],
-    reason: &str,
-    now: i64,
-) -> R<()> {
-    let mut events = Vec::with_capacity(removed.len());
-    for row in removed {
-        events.push(crate::NewEvent::new(
-            AppId(row.try_get("app_id")?),
-            crate::Event::SubscriptionRemoved(crate::event::SubscriptionRemoved {
-                subscription_id: row.try_get("id")?,
-                endpoint: row.try_get("endpoint")?,
-                reason: reason.to_owned(),
-            }),
-        ));
-    }
-    super::events::emit(tx, &events, now).await?;
-    // (app, day) → (unsubscribed, removed_created)
-    let mut per_day: std::collections::BTreeMap<(i64, i64), (i64, i64)> = std::collections::BTreeMap::new();
-    for row in removed {
-        let (app, created): (i64, i64) = (row.try_get("app_id")?, row.try_get("created_at")?);
-        per_day.entry((app, now.div_euclid(DAY_MS))).or_default().0 += 1;
-        per_day.entry((app, created.div_euclid(DAY_MS))).or_default().1 += 1;
-    }
-    for ((app, day), (unsubscribed, removed_created)) in per_day {
-        sqlx::query(
-            "INSERT INTO daily_counts (app_id, day, unsubscribed, removed_created) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (app_id, day) DO UPDATE SET unsubscribed = daily_counts.unsubscribed + excluded.unsubscribed, \
-             removed_created = daily_counts.removed_created + excluded.removed_created",
-        )
-        .bind(app)
-        .bind(day)
-        .bind(unsubscribed)
-        .bind(removed_created)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
 }
