@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use tocsin_store_api::{valid_app_name, AppId, AppRow, Store, StoreError, DEFAULT_APP};
+use tocsin_store_api::{valid_app_name, AppId, AppRow, AppStore, StoreError, DEFAULT_APP};
 
 use crate::error::{ApiError, ErrorId};
 use crate::proof::UserIds;
@@ -85,7 +85,7 @@ pub struct Fallback {
 
 /// Every app, cached by name.
 pub struct Apps {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AppStore>,
     fallback: Fallback,
     server_user_ids: Arc<UserIds>,
     cache: RwLock<HashMap<String, Arc<App>>>,
@@ -98,7 +98,7 @@ pub struct Apps {
 
 impl Apps {
     /// The registry over `store`.
-    pub fn new(store: Arc<dyn Store>, fallback: Fallback) -> Self {
+    pub fn new(store: Arc<dyn AppStore>, fallback: Fallback) -> Self {
         let server_user_ids =
             Arc::new(UserIds::new(fallback.user_signing_secret.as_deref(), fallback.trust_client_user_ids));
         Self { store, fallback, server_user_ids, cache: RwLock::default(), last_miss: std::sync::Mutex::new(None) }

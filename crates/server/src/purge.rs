@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tocsin_store_api::Store;
+use tocsin_store_api::MessageStore;
 use tokio::sync::watch;
 
 /// Messages deleted per statement.
@@ -32,7 +32,7 @@ pub async fn run_events(outbox: Arc<dyn tocsin_store_api::Outbox>, keep: Duratio
 
 /// Purges now, then every quarter of the retention (at least every second,
 /// at most every hour), until `stop`.
-pub async fn run(store: Arc<dyn Store>, keep: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(store: Arc<dyn MessageStore>, keep: Duration, mut stop: watch::Receiver<bool>) {
     let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     loop {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());

@@ -1,11 +1,15 @@
-//! Tocsin's storage interface: the [`Store`] trait, the values it keeps
-//! ([`model`]) and its error, with no database in it.
+//! Tocsin's storage interface: the [`Store`] trait and its role traits
+//! (one per concern: [`AppStore`], [`SubscriptionStore`], [`MessageStore`],
+//! [`WorkStore`], [`TokenStore`], [`StatsStore`]), the values it keeps
+//! ([`model`]), the outbox's events ([`event`], [`Outbox`]) and its error,
+//! with no database in it.
 //!
 //! The SQL implementation is `tocsin-store` (SQLite and PostgreSQL through
 //! sqlx); this crate exists so that the code above the store (the delivery
-//! engine, the HTTP API) depends on the interface only, and can be tested
-//! against [`memory::MemoryStore`] (feature `memory`) with tokio's paused
-//! clock.
+//! engine, the operations, the HTTP API) depends on the interface only, and
+//! can be tested against `memory::MemoryStore` (feature `memory`) with
+//! tokio's paused clock. `tocsin-store`'s contract suite holds all three
+//! stores to the same behaviour.
 //!
 //! # Claims
 //! Work that several workers or nodes may take (a shard of a broadcast, a
@@ -92,9 +96,10 @@ pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Result of a store call.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Everything Tocsin keeps. Implemented by `tocsin_store::SqlStore` for
-/// SQLite and PostgreSQL (the integration suite runs against both), and by
-/// [`memory::MemoryStore`] for tests.
+/// Everything Tocsin keeps: the sum of the role traits. Implemented by
+/// `tocsin_store::SqlStore` for SQLite and PostgreSQL, and by
+/// `memory::MemoryStore` for tests (the contract suite in `tocsin-store`
+/// runs on all three). Code that needs one concern takes its role trait.
 #[async_trait]
 pub trait Store:
     AppStore + SubscriptionStore + MessageStore + WorkStore + TokenStore + StatsStore + Send + Sync + 'static

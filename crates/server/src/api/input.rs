@@ -12,7 +12,7 @@ use tocsin_protocol::{b64, ContentEncoding};
 pub(crate) use tocsin_store_api::MAX_ENDPOINT_LEN;
 
 /// Reads the body, turning an over-limit body into a 413 in the API's shape
-/// (bodies are bounded before handlers run, in [`super::body_limit`]; this
+/// (bodies are bounded before handlers run, in [`super::request_bounds`]; this
 /// is the handler's own check behind it).
 pub(crate) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {

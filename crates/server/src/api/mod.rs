@@ -1,10 +1,11 @@
 //! The routes and their handlers, one room per part of the API:
 //! [`classic`] (`/api/…`, what browsers call), [`messages`] and
 //! [`subscriptions`] (`/v1`, with a token), [`apps`] (apps and their VAPID
-//! keys), [`ops`] (stats, health, metrics, OpenAPI); [`input`] reads
-//! requests, [`payload`] turns a message's payload into what is stored by
-//! its format (classic, declarative, auto), [`views`] shapes answers, and [`body_limit`] bounds request
-//! bodies before any handler runs.
+//! keys), [`webhooks`], [`stream`] (the event stream), [`monitoring`]
+//! (stats, health, metrics, OpenAPI); [`input`] reads requests,
+//! [`payload`] turns a message's payload into what is stored by its format
+//! (classic, declarative, auto), [`views`] shapes answers, and
+//! [`request_bounds`] bounds request bodies before any handler runs.
 //!
 //! Each app's routes are mounted twice: without a prefix for `default`
 //! (`/api/…`, `/v1/…`) and under `/apps/{app}/api/…` and `/v1/apps/{app}/…`;

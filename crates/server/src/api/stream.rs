@@ -3,7 +3,7 @@
 //! (`--event-retention-hours`).
 //!
 //! A stream outlives the request that checked its token, so it checks the
-//! token again every [`RECHECK`] and ends once it is revoked; it ends anyway
+//! token again every `RECHECK` (5 s) and ends once it is revoked; it ends anyway
 //! after `--stream-max-seconds` (the client resumes with `Last-Event-ID`).
 //! A node's slots are shared: at most [`PER_TOKEN`] per token, and no app
 //! more than half of them.
