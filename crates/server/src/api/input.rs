@@ -55,6 +55,21 @@ impl<T: ApiBody, S: Send + Sync> axum::extract::FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// The `Idempotency-Key` header, if the request has one: 1 to 255 visible
+/// characters, else 400 `invalid-idempotency-key`.
+pub(crate) struct IdempotencyKey(pub(crate) Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(v) = parts.headers.get("idempotency-key") else { return Ok(Self(None)) };
+        v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).map(|k| Self(Some(k.to_owned()))).ok_or_else(|| {
+            ApiError::new(ErrorId::InvalidIdempotencyKey, "Idempotency-Key must be 1 to 255 visible characters")
+        })
+    }
+}
+
 /// `Query` whose rejection is an [`ApiError`] (axum's own is plain text).
 pub(crate) struct Q<T>(pub(crate) T);
 

@@ -6,7 +6,7 @@ use crate::auth::{MessageReader, Sender};
 use crate::error::{ApiError, ErrorBody, ErrorId};
 use crate::AppState;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -105,7 +105,7 @@ pub(crate) fn parse_send_at(v: &Option<Value>, now: i64) -> Result<Option<i64>, 
 pub(crate) async fn create_message(
     token: Sender,
     State(st): State<AppState>,
-    headers: HeaderMap,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     JsonBody(req): JsonBody<MessageRequest>,
 ) -> Result<Response, ApiError> {
     let target = parse_target(&req.target)?;
@@ -120,18 +120,6 @@ pub(crate) async fn create_message(
     if let Some(t) = &req.topic {
         Topic::new(t).map_err(|e| ApiError::new(ErrorId::InvalidTopic, e.to_string()))?;
     }
-    let idempotency_key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 255)
-                .ok_or_else(|| {
-                    ApiError::new(ErrorId::InvalidIdempotencyKey, "Idempotency-Key must be 1 to 255 visible characters")
-                })?
-                .to_owned(),
-        ),
-    };
     let now = now_ms();
     let new = NewMessage {
         payload: payloads.payload,
