@@ -30,6 +30,17 @@ pub struct ErrorLabel {
     pub status: u16,
 }
 
+/// Error answers, by error: counted where an error is answered
+/// (`ApiError::into_response`), so no layer runs on every request for it;
+/// one process is one server. No app label: an error may come before the
+/// app is known, and the ids are a fixed set.
+static ERRORS: std::sync::LazyLock<Family<ErrorLabel, Counter>> = std::sync::LazyLock::new(Family::default);
+
+/// Counts an error answer.
+pub fn error_answered(id: crate::error::ErrorId) {
+    ERRORS.get_or_create(&ErrorLabel { id: id.as_str(), status: id.status().as_u16() }).inc();
+}
+
 /// How long stored totals are reused between scrapes: counting whole
 /// tables on every scrape would let anyone who can scrape load the database.
 pub const TOTALS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -42,9 +53,6 @@ pub struct Metrics {
     subscriptions_saved: Family<AppLabel, Counter>,
     /// Messages accepted through the API, by app.
     messages_accepted: Family<AppLabel, Counter>,
-    /// Error answers, by error (no app label: an error may come before the
-    /// app is known, and ids are a fixed set).
-    errors: Family<ErrorLabel, Counter>,
     engine: tocsin_delivery::engine::EngineMetrics,
     webhooks: tocsin_webhooks::WebhookMetrics,
     node: String,
@@ -61,7 +69,6 @@ impl Metrics {
         Self {
             subscriptions_saved: Family::default(),
             messages_accepted: Family::default(),
-            errors: Family::default(),
             engine,
             webhooks,
             node,
@@ -82,11 +89,6 @@ impl Metrics {
     /// Counts a message accepted in the app of `label`.
     pub fn message_accepted(&self, label: &AppLabel) {
         self.messages_accepted.get_or_create(label).inc();
-    }
-
-    /// Counts an error answer.
-    pub fn error_answered(&self, id: crate::error::ErrorId) {
-        self.errors.get_or_create(&ErrorLabel { id: id.as_str(), status: id.status().as_u16() }).inc();
     }
 
     /// The text exposition, with the store's totals (cached) as gauges.
@@ -122,7 +124,7 @@ impl Metrics {
             self.subscriptions_saved.clone(),
         );
         registry.register("messages_accepted", "Messages accepted through the API", self.messages_accepted.clone());
-        registry.register("http_errors", "Error answers, by the catalogue's id and status", self.errors.clone());
+        registry.register("http_errors", "Error answers, by the catalogue's id and status", ERRORS.clone());
         let gauge = |v: fn(&Stats) -> i64| {
             let family: Family<AppLabel, Gauge> = Family::default();
             for (app, s) in stats {

@@ -606,6 +606,10 @@ async fn tokens_policy_openapi_and_health() {
     let text = server.http.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("tocsin_subscriptions{app=\"default\"} 3"), "{text}");
     assert!(text.contains("tocsin_subscriptions_saved_total{app=\"default\"} 3"), "{text}");
+    // Error answers are counted by the catalogue's id and status: the 401
+    // above, the refused endpoint.
+    assert!(text.contains("tocsin_http_errors_total{id=\"unauthorized\",status=\"401\"} 1"), "{text}");
+    assert!(text.contains("tocsin_http_errors_total{id=\"endpoint-not-allowed\",status=\"400\"} 1"), "{text}");
     let (s, doc) = server.get("/openapi.json").await;
     assert_eq!(s, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
@@ -635,6 +639,27 @@ async fn tokens_policy_openapi_and_health() {
         assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
     assert!(doc["components"]["schemas"].get("ErrorBody").is_some());
+    // Every error answer has the error schema: each operation's default, and
+    // the 503 of a database that is away on every route that reads it.
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let answers = op["responses"].as_object().unwrap();
+            for (status, answer) in answers.iter().filter(|(s, _)| !s.starts_with('2')) {
+                assert_eq!(
+                    answer["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}"
+                );
+            }
+            assert!(answers.contains_key("default"), "{method} {path}");
+            assert_eq!(
+                answers.contains_key("503"),
+                !matches!(path.as_str(), "/healthz" | "/metrics"),
+                "{method} {path}"
+            );
+        }
+    }
+    let ids = doc["components"]["schemas"]["ErrorId"]["enum"].as_array().expect("the ids are enumerated");
+    assert!(ids.contains(&json!("database-unavailable")) && ids.contains(&json!("invalid-send-at")), "{ids:?}");
 }
 
 #[tokio::test]

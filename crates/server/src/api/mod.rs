@@ -172,7 +172,6 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         })
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(axum::middleware::from_fn_with_state((config.body_limit, config.request_timeout), request_bounds::guard))
-        .layer(axum::middleware::map_response_with_state(state.metrics.clone(), count_errors))
         .with_state(state);
     // CORS per app: the origins of the app the path names (its own, or the
     // server's `--cors-origin`). This layer runs before routing, so it reads
@@ -194,18 +193,6 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
             .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION]),
     )
     .layer(tower_http::trace::TraceLayer::new_for_http())
-}
-
-/// Counts each error answer by its id (`ApiError` puts the id in the
-/// response's extensions), whichever layer or handler made it.
-async fn count_errors(
-    axum::extract::State(metrics): axum::extract::State<std::sync::Arc<crate::metrics::Metrics>>,
-    response: axum::response::Response,
-) -> axum::response::Response {
-    if let Some(id) = response.extensions().get::<ErrorId>() {
-        metrics.error_answered(*id);
-    }
-    response
 }
 
 fn now_ms() -> i64 {

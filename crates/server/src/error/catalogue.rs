@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 macro_rules! catalogue {
     ($( $(#[$doc:meta])* $variant:ident = $id:literal, $status:ident, $meaning:literal; )*) => {
         /// An error the API answers with; see the module's documentation.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
         pub enum ErrorId {
             $( $(#[$doc])* #[doc = $meaning] #[serde(rename = $id)] $variant, )*
         }
@@ -144,6 +144,31 @@ impl ErrorId {
     /// id may be answered with two statuses.
     pub fn metric_label(self) -> String {
         format!("{} {}", self.status().as_u16(), self.as_str())
+    }
+}
+
+/// In OpenAPI: a string, one of the catalogue's ids (written by hand: the
+/// derive does not see the ids through the macro).
+impl utoipa::PartialSchema for ErrorId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let mut ids: Vec<&'static str> = Vec::new();
+        for id in Self::ALL.iter().map(|e| e.as_str()) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A stable error id: the README's table of errors says what each means."))
+            .enum_values(Some(ids))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ErrorId {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ErrorId".into()
     }
 }
 

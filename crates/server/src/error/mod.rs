@@ -107,8 +107,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = ErrorBody { error: ErrorDetail { id: self.id, message: self.message } };
         let mut resp = (status, Json(body)).into_response();
-        // For the metrics layer, which counts answers by error.
-        resp.extensions_mut().insert(self.id);
+        crate::metrics::error_answered(self.id);
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
         }
