@@ -36,7 +36,7 @@ pub enum AppCommand {
         #[arg(long)]
         vapid_subject: Option<String>,
         /// The secret its site's backend signs user ids with; the server's when absent.
-        #[arg(long, env = "TOCSIN_APP_USER_SIGNING_SECRET", hide_env_values = true)]
+        #[arg(long, env = "TOCSIN_APP_USER_SIGNING_SECRET", hide_env_values = true, allow_hyphen_values = true)]
         user_signing_secret: Option<String>,
         /// Origins its browser routes answer with CORS headers (comma-separated, `*` for any); the server's when absent.
         #[arg(long, value_delimiter = ',')]

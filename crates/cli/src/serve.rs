@@ -45,7 +45,7 @@ pub struct ServeArgs {
     db: DbArgs,
     /// An admin token accepted besides the stored ones (at least 32 characters); `tocsin token create` makes
     /// scoped ones. Prefer TOCSIN_ADMIN_TOKEN or TOCSIN_ADMIN_TOKEN_FILE to this flag, which `ps` shows.
-    #[arg(long, env = "TOCSIN_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "TOCSIN_ADMIN_TOKEN", hide_env_values = true, allow_hyphen_values = true)]
     admin_token: Option<String>,
     /// VAPID public key, base64url (optional: derived from the private key).
     #[arg(long, env = "TOCSIN_VAPID_PUBLIC_KEY", requires = "vapid_private_key", allow_hyphen_values = true)]
@@ -73,7 +73,7 @@ pub struct ServeArgs {
     body_limit: usize,
     /// The secret your site's backend signs user ids with: a subscription with userId must carry userSignature,
     /// the hex HMAC-SHA256 of the userId under this secret. Without it, user ids from browsers are refused.
-    #[arg(long, env = "TOCSIN_USER_SIGNING_SECRET", hide_env_values = true)]
+    #[arg(long, env = "TOCSIN_USER_SIGNING_SECRET", hide_env_values = true, allow_hyphen_values = true)]
     user_signing_secret: Option<String>,
     /// Accept user ids from browsers without a signature: anyone can then claim to be anyone. Development only.
     #[arg(long, env = "TOCSIN_TRUST_CLIENT_USER_IDS")]
@@ -130,7 +130,7 @@ pub struct ServeArgs {
     shutdown_timeout: f64,
     /// The key that signs each message's eventToken (events are counted only with it); by default one is made on
     /// first start and kept in the database, shared by every node.
-    #[arg(long, env = "TOCSIN_EVENT_TOKEN_KEY", hide_env_values = true)]
+    #[arg(long, env = "TOCSIN_EVENT_TOKEN_KEY", hide_env_values = true, allow_hyphen_values = true)]
     event_token_key: Option<String>,
     /// Days finished (done or cancelled) messages are kept, with their shards, retries and failures; /v1/stats totals
     /// survive the purge. 0 keeps them forever.

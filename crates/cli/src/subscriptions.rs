@@ -29,7 +29,7 @@ pub enum SubscriptionsCommand {
         /// stored as a non-current key of the app and used for them, so
         /// that nobody has to subscribe again. Without it they are taken as
         /// made with the app's current key.
-        #[arg(long, env = "TOCSIN_IMPORT_VAPID_PRIVATE_KEY", hide_env_values = true)]
+        #[arg(long, env = "TOCSIN_IMPORT_VAPID_PRIVATE_KEY", hide_env_values = true, allow_hyphen_values = true)]
         vapid_private_key: Option<String>,
         #[command(flatten)]
         app: AppArg,
@@ -215,4 +215,19 @@ fn parse_import_line(line: &str) -> anyhow::Result<ImportLine> {
         anyhow::bail!("endpoint is {len} bytes; at most {} are accepted", tocsin_store::MAX_ENDPOINT_LEN);
     }
     Ok((subscription, user_id, topics))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    /// A base64url key starts with `-` one time in 64: it is still the
+    /// flag's value, not a flag of its own (CI once drew such a key).
+    #[test]
+    fn a_private_key_may_start_with_a_hyphen() {
+        let key = "-3L6u8krGLLpcW0DvKcf_SWgFg8N85wI2QRj-AyArVM";
+        let parsed =
+            crate::Cli::try_parse_from(["tocsin", "subscriptions", "import", "--vapid-private-key", key, "subs.json"]);
+        assert!(parsed.is_ok(), "{:?}", parsed.err().map(|e| e.to_string()));
+    }
 }
