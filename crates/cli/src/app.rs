@@ -57,9 +57,7 @@ pub enum AppCommand {
     },
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+use tocsin_ops::now_ms;
 
 pub async fn app(command: AppCommand) -> anyhow::Result<ExitCode> {
     match command {

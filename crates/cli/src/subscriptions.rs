@@ -52,9 +52,7 @@ pub enum SubscriptionsCommand {
     },
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+use tocsin_ops::now_ms;
 
 pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<ExitCode> {
     match command {

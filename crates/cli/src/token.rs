@@ -46,9 +46,7 @@ fn parse_scope(s: &str) -> Result<TokenScope, String> {
     TokenScope::parse(s).ok_or_else(|| format!("scope must be admin, send or read, got {s:?}"))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+use tocsin_ops::now_ms;
 
 fn when(ms: Option<i64>) -> String {
     ms.map_or_else(

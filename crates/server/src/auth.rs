@@ -112,9 +112,7 @@ fn rate_limited(wait: std::time::Duration) -> ApiError {
     crate::limits::rate_limited(wait, "too many failed authentications from this address")
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+use tocsin_ops::now_ms;
 
 /// The bearer token of a request, if it has one of a plausible length.
 pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {

@@ -461,16 +461,15 @@ pub struct Stores {
 /// engine reach a checkpoint, and returns. `ready` receives the bound address.
 pub async fn run(config: ServerConfig, stores: Stores, ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
     let Validated { subject, limits, uncapped, public_url } = validate(&config)?;
-    let Stores { store, outbox } = stores;
     let event_key = if let Some(key) = config.event_token_key.clone().filter(|k| !k.is_empty()) {
         key
     } else {
         let mut b = [0u8; 32];
         aws_lc_rs::rand::fill(&mut b).map_err(|_| StartError::Config("no randomness available".into()))?;
-        store.server_secret("event-token-key", &tocsin_protocol::b64::encode(b)).await?
+        stores.store.server_secret("event-token-key", &tocsin_protocol::b64::encode(b)).await?
     };
-    let Workers { node_id, engine, engine_metrics, dispatcher, webhook_metrics } =
-        workers(&config, subject, &Stores { store: store.clone(), outbox: outbox.clone() })?;
+    let Workers { node_id, engine, engine_metrics, dispatcher, webhook_metrics } = workers(&config, subject, &stores)?;
+    let Stores { store, outbox } = stores;
     tracing::info!(node = %node_id, "delivery engine ready");
     let store_for_retention = store.clone();
     let state: AppState = Arc::new(Shared {

@@ -34,7 +34,6 @@ use axum::http::{HeaderValue, Method};
 
 use axum::routing::{get, post};
 use axum::Router;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::OpenApi;
 
@@ -195,9 +194,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
     .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+use tocsin_ops::now_ms;
 
 use input::*;
 use views::*;

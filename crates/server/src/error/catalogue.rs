@@ -1,7 +1,7 @@
 //! Every error the API answers, in one enum: its stable id (the `id` of
 //! `{"error":{"id","message"}}`), its HTTP status, what it means (the
 //! README's error table and the OpenAPI description are checked against
-//! these), and its label in `tocsin_http_errors_total`. A handler can make
+//! these); `tocsin_http_errors_total` counts each by id and status. A handler can make
 //! no other: [`super::ApiError`] takes an [`ErrorId`].
 
 use axum::http::StatusCode;
@@ -138,12 +138,6 @@ impl ErrorId {
             .copied()
             .find(|e| e.as_str() == id && e.status() == StatusCode::BAD_REQUEST)
             .unwrap_or(Self::InvalidBody)
-    }
-
-    /// Its label in `tocsin_http_errors_total`: its id and status, since an
-    /// id may be answered with two statuses.
-    pub fn metric_label(self) -> String {
-        format!("{} {}", self.status().as_u16(), self.as_str())
     }
 }
 
