@@ -1,0 +1,20 @@
+//! Who a message reaches, in the site's own terms, and what each one reads.
+//!
+//! - [`tags`]: the attributes a site gives a subscription (`plan = "pro"`,
+//!   `age = 31`, `vip = true`), checked where they enter;
+//! - [`locale`]: a subscription's `language` (BCP 47) and `timeZone` (IANA);
+//! - [`expr`]: the segment expression language (`plan == "pro" &&
+//!   !has(optout)`), parsed into a typed tree, printed back, and evaluated
+//!   against one subscriber (the SQL stores compile the same tree to SQL).
+//!
+//! No I/O: values in, values out.
+
+#![warn(missing_docs)]
+
+pub mod expr;
+pub mod locale;
+pub mod tags;
+
+pub use expr::{Expr, ParseError};
+pub use locale::{Language, TimeZoneName};
+pub use tags::{TagError, TagKey, TagPatch, TagValue, Tags};
