@@ -231,6 +231,17 @@ impl TagPatch {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// A change that sets every tag of `tags` (and removes none).
+    pub fn setting(tags: &Tags) -> Self {
+        Self(tags.0.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect())
+    }
+
+    /// This change followed by `later` (whose entries win).
+    pub fn and_then(mut self, later: &TagPatch) -> Self {
+        self.0.extend(later.0.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self
+    }
 }
 
 impl<'de> Deserialize<'de> for TagPatch {

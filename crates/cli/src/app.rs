@@ -41,6 +41,9 @@ pub enum AppCommand {
         /// Origins its browser routes answer with CORS headers (comma-separated, `*` for any); the server's when absent.
         #[arg(long, value_delimiter = ',')]
         cors_origin: Option<Vec<String>>,
+        /// Whether browsers may set this app's subscriptions' tags (true or false); the server's --client-tags when absent.
+        #[arg(long, action = clap::ArgAction::Set)]
+        client_tags: Option<bool>,
         /// Accept a VAPID subject Apple's push service refuses (localhost, .test, example.com, …): development only.
         #[arg(long)]
         allow_apple_rejected_subject: bool,
@@ -66,11 +69,12 @@ pub async fn app(command: AppCommand) -> anyhow::Result<ExitCode> {
             vapid_subject,
             user_signing_secret,
             cors_origin,
+            client_tags,
             allow_apple_rejected_subject,
             db,
         } => {
             let store = crate::store::open(&db).await?;
-            let new = NewApp { name, vapid_subject, user_signing_secret, cors_origins: cors_origin };
+            let new = NewApp { name, vapid_subject, user_signing_secret, cors_origins: cors_origin, client_tags };
             if allow_apple_rejected_subject {
                 eprintln!("warning: --allow-apple-rejected-subject: Safari subscribers of this app may get nothing");
             }

@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// Origins allowed to call the API from a browser (CORS), comma-separated; * for any.
     #[arg(long, env = "TOCSIN_CORS_ORIGIN", value_delimiter = ',')]
     cors_origin: Vec<String>,
+    /// Whether browsers may set their subscriptions' tags (Tocsin.subscribe({tags}), setTags): false leaves tags
+    /// to your backend (PATCH /v1/subscriptions/{id}/tags). Apps made with their own setting keep it.
+    #[arg(long, env = "TOCSIN_CLIENT_TAGS", default_value_t = d().client_tags, action = clap::ArgAction::Set)]
+    client_tags: bool,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "TOCSIN_BODY_LIMIT", default_value_t = d().body_limit)]
     body_limit: usize,
@@ -216,6 +220,7 @@ pub fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
         admin_token: args.admin_token.clone(),
         endpoint_policy: policy,
         cors_origins: args.cors_origin.clone(),
+        client_tags: args.client_tags,
         body_limit: args.body_limit,
         user_signing_secret: args.user_signing_secret.clone(),
         trust_client_user_ids: args.trust_client_user_ids,

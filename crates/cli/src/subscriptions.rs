@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tocsin_store::tocsin_audience::{Language, TagPatch, Tags, TimeZoneName};
 use tocsin_store::AppStore;
 use tocsin_store::SubscriptionStore;
 
@@ -81,6 +82,9 @@ pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<Exit
                     let mut v: Value = serde_json::from_str(&s.subscription.to_json())?;
                     v["userId"] = json!(s.user_id);
                     v["topics"] = json!(s.topics);
+                    v["tags"] = s.tags.to_json();
+                    v["language"] = json!(s.language);
+                    v["timeZone"] = json!(s.time_zone);
                     writeln!(out, "{v}")?;
                 }
                 after = last;
@@ -132,11 +136,14 @@ pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<Exit
                     continue;
                 }
                 match parse_import_line(&line) {
-                    Ok((subscription, user_id, topics)) => {
+                    Ok(ImportLine { subscription, user_id, topics, tags, language, time_zone }) => {
                         batch.push(NewSubscription {
                             subscription,
                             user_id,
                             topics,
+                            tags,
+                            language,
+                            time_zone,
                             vapid_key_id: key_id,
                             keep_stored_key: false,
                             app: app.id,
@@ -192,7 +199,16 @@ async fn write(store: &dyn Store, batch: &[NewSubscription]) -> anyhow::Result<(
     }
 }
 
-type ImportLine = (tocsin_protocol::Subscription, Option<String>, Option<Vec<String>>);
+/// One line of an import: a subscription as `export` writes it.
+struct ImportLine {
+    subscription: tocsin_protocol::Subscription,
+    user_id: Option<String>,
+    topics: Option<Vec<String>>,
+    /// Set on the stored row (merged into the tags it has, if it exists).
+    tags: Option<TagPatch>,
+    language: Option<Language>,
+    time_zone: Option<TimeZoneName>,
+}
 
 fn parse_import_line(line: &str) -> anyhow::Result<ImportLine> {
     let v: Value = serde_json::from_str(line)?;
@@ -207,12 +223,19 @@ fn parse_import_line(line: &str) -> anyhow::Result<ImportLine> {
             Some(serde_json::from_value::<Vec<String>>(t.clone()).context("topics must be an array of strings")?)
         }
     };
+    let tags = match v.get("tags") {
+        None | Some(Value::Null) => None,
+        Some(t) => Some(TagPatch::setting(&Tags::from_json(t)?)),
+    };
+    let text = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+    let language = text("language").map(|l| Language::new(&l)).transpose()?;
+    let time_zone = text("timeZone").map(|z| TimeZoneName::new(&z)).transpose()?;
     let subscription = tocsin_protocol::Subscription::from_value(v)?;
     let len = subscription.endpoint().as_str().len();
     if len > tocsin_store::MAX_ENDPOINT_LEN {
         anyhow::bail!("endpoint is {len} bytes; at most {} are accepted", tocsin_store::MAX_ENDPOINT_LEN);
     }
-    Ok((subscription, user_id, topics))
+    Ok(ImportLine { subscription, user_id, topics, tags, language, time_zone })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! (the subscription itself, a signed user id, the endpoint policy).
 
 use tocsin_protocol::Subscription;
+use tocsin_store_api::tocsin_audience::{Language, TagPatch, TimeZoneName};
 use tocsin_store_api::{AppId, AppStore, NewSubscription, StoreError, StoredSubscription, SubscriptionStore};
 
 /// The app a browser subscribes to, as the caller knows it.
@@ -31,6 +32,13 @@ pub struct Subscribe {
     /// The subscription it replaces: its endpoint, and the auth secret that
     /// proves it is the caller's (`oldEndpoint`, `oldKeys.auth`).
     pub replaces: Option<(String, Option<Vec<u8>>)>,
+    /// Changes to its tags (the caller has checked that its app takes
+    /// tags from browsers).
+    pub tags: Option<TagPatch>,
+    /// Its browser's language.
+    pub language: Option<Language>,
+    /// Its browser's time zone.
+    pub time_zone: Option<TimeZoneName>,
 }
 
 /// Why a subscription was not stored.
@@ -53,6 +61,9 @@ pub enum SubscribeError {
          (a browser that renews its keys gets a new endpoint)"
     )]
     NotProven,
+    /// The change would leave the subscription with more than 50 tags.
+    #[error("a subscription carries at most 50 tags")]
+    TooManyTags,
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
@@ -63,6 +74,7 @@ impl From<StoreError> for SubscribeError {
         match e {
             StoreError::Conflict(m) => Self::InOtherApp(m),
             StoreError::NotProven => Self::NotProven,
+            StoreError::TooManyTags => Self::TooManyTags,
             e => Self::Store(e),
         }
     }
@@ -90,7 +102,8 @@ pub async fn subscribe<S: SubscriptionStore + AppStore + ?Sized>(
         }
         _ => None,
     };
-    let (mut user_id, mut topics) = (req.user_id, req.topics);
+    let (mut user_id, mut topics, mut tags) = (req.user_id, req.topics, req.tags);
+    let (mut language, mut time_zone) = (req.language, req.time_zone);
     if let Some(old) = &replaced {
         let auth = req.replaces.as_ref().and_then(|(_, auth)| auth.as_deref());
         if !auth.is_some_and(|a| old.subscription.auth().matches(a)) {
@@ -98,9 +111,29 @@ pub async fn subscribe<S: SubscriptionStore + AppStore + ?Sized>(
         }
         user_id = user_id.or_else(|| old.user_id.clone());
         topics = topics.or_else(|| Some(old.topics.clone()));
+        // The new subscription is the same reader: it keeps the old one's
+        // tags (the post's changes on top), language and time zone.
+        if !old.tags.is_empty() {
+            let inherited = TagPatch::setting(&old.tags);
+            tags = Some(match tags {
+                Some(change) => inherited.and_then(&change),
+                None => inherited,
+            });
+        }
+        language = language.or_else(|| old.language.as_deref().and_then(|l| Language::new(l).ok()));
+        time_zone = time_zone.or_else(|| old.time_zone.as_deref().and_then(|z| TimeZoneName::new(z).ok()));
     }
-    let new =
-        NewSubscription { subscription: req.subscription, user_id, topics, vapid_key_id, keep_stored_key, app: app.id };
+    let new = NewSubscription {
+        subscription: req.subscription,
+        user_id,
+        topics,
+        tags,
+        language,
+        time_zone,
+        vapid_key_id,
+        keep_stored_key,
+        app: app.id,
+    };
     let stored = store.upsert_subscription(&new, now).await?;
     if let Some(old) = replaced {
         store.replace_subscription(app.id, old.id, stored.id, now).await?;
@@ -123,6 +156,9 @@ mod tests {
             topics: None,
             named_key: None,
             replaces: None,
+            tags: None,
+            language: None,
+            time_zone: None,
         }
     }
 
@@ -155,5 +191,31 @@ mod tests {
         assert!(matches!(subscribe(&store, app, named, 4).await, Err(SubscribeError::UnknownKey)));
         let taken = posted("https://push.example.net/new", old_auth);
         assert!(matches!(subscribe(&store, app, taken, 5).await, Err(SubscribeError::NotProven)));
+    }
+
+    #[tokio::test]
+    async fn a_replacement_keeps_the_old_ones_tags_language_and_time_zone() {
+        let store = MemoryStore::new();
+        let key = store.make_vapid_key_current(AppId::DEFAULT, "pub", "priv", 1).await.expect("key");
+        let app = SubscribingApp { id: AppId::DEFAULT, key_id: key.id, public_key: "pub" };
+        let old_auth = "BTBZMqHH6r4Tts7J_aSIgg";
+        let patch = |v| TagPatch::from_json(&v).expect("tags");
+        let old = Subscribe {
+            tags: Some(patch(serde_json::json!({"plan": "pro", "city": "Lyon"}))),
+            language: Some(Language::new("fr-FR").expect("language")),
+            time_zone: Some(TimeZoneName::new("Europe/Paris").expect("zone")),
+            ..posted("https://push.example.net/old", old_auth)
+        };
+        subscribe(&store, app, old, 1).await.expect("stored");
+        let proof = tocsin_protocol::b64::decode(old_auth).expect("base64");
+        let new = Subscribe {
+            replaces: Some(("https://push.example.net/old".into(), Some(proof))),
+            tags: Some(patch(serde_json::json!({"city": null, "vip": true}))),
+            ..posted("https://push.example.net/new", "AAAAAAAAAAAAAAAAAAAAAA")
+        };
+        let new = subscribe(&store, app, new, 2).await.expect("replaced");
+        assert_eq!(new.tags.to_json(), serde_json::json!({"plan": "pro", "vip": true}), "inherited, then changed");
+        assert_eq!(new.language.as_deref(), Some("fr-FR"));
+        assert_eq!(new.time_zone.as_deref(), Some("Europe/Paris"));
     }
 }

@@ -47,6 +47,8 @@ pub struct App {
     pub user_ids: Arc<UserIds>,
     /// Origins its routes answer with CORS headers (`*` for any).
     pub cors_origins: Arc<Vec<String>>,
+    /// Whether browsers may set their subscriptions' tags.
+    pub client_tags: bool,
     /// Its label in `/metrics`, made once rather than per request.
     pub metric_label: crate::metrics::AppLabel,
     loaded: Instant,
@@ -81,6 +83,8 @@ pub struct Fallback {
     pub trust_client_user_ids: bool,
     /// `--cors-origin`.
     pub cors_origins: Vec<String>,
+    /// `--client-tags`.
+    pub client_tags: bool,
 }
 
 /// Every app, cached by name.
@@ -172,6 +176,7 @@ impl Apps {
             public_key,
             user_ids,
             cors_origins: Arc::new(row.cors_origins.unwrap_or_else(|| self.fallback.cors_origins.clone())),
+            client_tags: row.client_tags.unwrap_or(self.fallback.client_tags),
             metric_label,
             loaded: Instant::now(),
             reloading: std::sync::atomic::AtomicBool::new(false),
@@ -239,7 +244,12 @@ mod tests {
     async fn names_it_does_not_know_are_read_at_most_once_a_second() -> Result<(), StoreError> {
         let store = Arc::new(MemoryStore::new());
         store.make_vapid_key_current(AppId::DEFAULT, "pub-1", "priv-1", 0).await?;
-        let fallback = Fallback { user_signing_secret: None, trust_client_user_ids: false, cors_origins: Vec::new() };
+        let fallback = Fallback {
+            user_signing_secret: None,
+            trust_client_user_ids: false,
+            cors_origins: Vec::new(),
+            client_tags: true,
+        };
         let apps = Apps::new(store.clone(), fallback);
         apps.load_all().await?;
         assert_eq!(apps.get("default").await?.map(|a| a.public_key.clone()), Some("pub-1".into()));

@@ -66,6 +66,9 @@ pub struct ServerConfig {
     pub endpoint_policy: EndpointPolicy,
     /// Origins allowed by CORS (`*` for any); none means no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Whether browsers may set their subscriptions' tags (apps may say
+    /// otherwise for themselves).
+    pub client_tags: bool,
     /// The largest request body accepted, in bytes.
     pub body_limit: usize,
     /// The secret a site's backend signs user ids with (`userSignature`).
@@ -125,6 +128,7 @@ impl Default for ServerConfig {
             admin_token: None,
             endpoint_policy: EndpointPolicy::Public,
             cors_origins: Vec::new(),
+            client_tags: true,
             body_limit: 64 * 1024,
             user_signing_secret: None,
             trust_client_user_ids: false,
@@ -481,6 +485,7 @@ pub async fn run(config: ServerConfig, stores: Stores, ready: impl FnOnce(Socket
                 user_signing_secret: config.user_signing_secret.clone(),
                 trust_client_user_ids: config.trust_client_user_ids,
                 cors_origins: config.cors_origins.clone(),
+                client_tags: config.client_tags,
             },
         )),
         policy: config.endpoint_policy.clone(),

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{AppId, EventType, Target};
+use tocsin_audience::Tags;
 
 /// `message.created`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,20 +97,57 @@ pub struct SubscriptionCreated {
     pub user_id: Option<String>,
     /// Its topics.
     pub topics: Vec<String>,
+    /// Its tags (`null` for none; absent from events older than tags).
+    #[serde(default)]
+    pub tags: Option<Tags>,
+    /// Its browser's language.
+    #[serde(default)]
+    pub language: Option<String>,
+    /// Its browser's time zone.
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
-/// `subscription.updated`: a browser's new subscription replaced its old one.
+/// `subscription.updated`: a browser's new subscription replaced its old
+/// one (`oldSubscriptionId`, `oldEndpoint`), or its tags, language or time
+/// zone changed. Carries its attributes as they are now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionUpdated {
-    /// The new subscription's id.
+    /// The (new) subscription's id.
     pub subscription_id: i64,
-    /// The new endpoint.
+    /// Its endpoint.
     pub endpoint: Option<String>,
-    /// The id of the one it replaced (gone now).
-    pub old_subscription_id: i64,
-    /// The old endpoint.
-    pub old_endpoint: String,
+    /// The id of the one it replaced (gone now), when it replaced one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_subscription_id: Option<i64>,
+    /// The old endpoint, when it replaced one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_endpoint: Option<String>,
+    /// Its tags.
+    #[serde(default)]
+    pub tags: Tags,
+    /// Its browser's language.
+    #[serde(default)]
+    pub language: Option<String>,
+    /// Its browser's time zone.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+}
+
+impl SubscriptionUpdated {
+    /// The event of a subscription whose attributes changed.
+    pub fn attributes_of(s: &crate::StoredSubscription) -> Self {
+        Self {
+            subscription_id: s.id,
+            endpoint: Some(s.subscription.endpoint().as_str().to_owned()),
+            old_subscription_id: None,
+            old_endpoint: None,
+            tags: s.tags.clone(),
+            language: s.language.clone(),
+            time_zone: s.time_zone.clone(),
+        }
+    }
 }
 
 /// One item of `subscription.removed`.

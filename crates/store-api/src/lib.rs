@@ -31,6 +31,7 @@ pub mod outbox;
 pub use event::{Event, NewEvent};
 pub use model::*;
 pub use outbox::*;
+pub use tocsin_audience;
 
 use async_trait::async_trait;
 
@@ -75,6 +76,10 @@ pub enum StoreError {
     /// does not know the named migration and refuses to run on it.
     #[error("the database was migrated by a newer release (migration {0} is unknown to this one): upgrade tocsin")]
     TooNew(i64),
+    /// A change of tags would leave the subscription with more than 50;
+    /// nothing was written (400 `invalid-tags`).
+    #[error("a subscription carries at most 50 tags")]
+    TooManyTags,
     /// The database URL is not `sqlite:` or `postgres:`.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     Url(String),
@@ -102,7 +107,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// runs on all three). Code that needs one concern takes its role trait.
 #[async_trait]
 pub trait Store:
-    AppStore + SubscriptionStore + MessageStore + WorkStore + TokenStore + StatsStore + Send + Sync + 'static
+    AppStore + SubscriptionStore + SegmentStore + MessageStore + WorkStore + TokenStore + StatsStore + Send + Sync + 'static
 {
     /// Whether the store's connections do their I/O on the runtime that
     /// opened them, so that calls from other runtimes should be sent back
@@ -204,6 +209,32 @@ pub trait SubscriptionStore: Send + Sync {
     ) -> Result<Vec<PageRow>>;
     /// How many subscriptions of `app` match `target`.
     async fn count_subscriptions(&self, app: AppId, target: &Target) -> Result<i64>;
+    /// Applies a change of tags (a backend's `PATCH …/tags`) to one
+    /// subscription of `app`, or to every subscription of a user, in one
+    /// transaction, writing a `subscription.updated` event for each one
+    /// whose tags changed. A change that would leave any of them with more
+    /// than 50 tags writes nothing ([`TagsPatched::TooMany`]).
+    async fn patch_tags(
+        &self,
+        app: AppId,
+        of: &TagsOf,
+        patch: &tocsin_audience::TagPatch,
+        now: i64,
+    ) -> Result<TagsPatched>;
+}
+
+/// The part of [`Store`] for an app's named segments.
+#[async_trait]
+pub trait SegmentStore: Send + Sync {
+    /// Stores a segment; `false` when the app has one of that name.
+    async fn create_segment(&self, app: AppId, segment: &SegmentRow) -> Result<bool>;
+    /// The app's segments, by name.
+    async fn segments(&self, app: AppId) -> Result<Vec<SegmentRow>>;
+    /// One segment of the app.
+    async fn segment(&self, app: AppId, name: &str) -> Result<Option<SegmentRow>>;
+    /// Deletes a segment; true when it existed. Messages aimed at it that
+    /// are not sent yet then reach no one.
+    async fn delete_segment(&self, app: AppId, name: &str) -> Result<bool>;
 }
 
 /// The part of [`Store`] for messages as the API sees them: stored, read, cancelled, purged, and the interactions their notifications report.

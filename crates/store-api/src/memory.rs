@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use tocsin_audience::{TagError, TagPatch, Tags};
 
 use crate::*;
 
@@ -47,6 +48,7 @@ struct State {
     removed: BTreeMap<(AppId, i64), (i64, i64)>,
     /// (message, recipient, shown?) counted, as `event_receipts`.
     receipts: std::collections::HashSet<(String, String, bool)>,
+    segments: BTreeMap<(AppId, String), SegmentRow>,
 }
 
 #[derive(Debug)]
@@ -78,6 +80,7 @@ impl MemoryStore {
             vapid_subject: None,
             user_signing_secret: None,
             cors_origins: None,
+            client_tags: None,
             created_at: 0,
         });
         store
@@ -121,12 +124,45 @@ impl MemoryStore {
     }
 }
 
-fn matches(target: &Target, s: &StoredSubscription) -> bool {
-    match target {
-        Target::All(_) => true,
-        Target::Topic(t) => s.topics.contains(t),
-        Target::UserIds(ids) => s.user_id.as_ref().is_some_and(|u| ids.contains(u)),
-        Target::SubscriptionIds(ids) => ids.contains(&s.id),
+/// Milliseconds since the epoch, by the wall clock: what ages in segment
+/// expressions are measured from (as the SQL stores do).
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl State {
+    /// The expression a target names, if it is one: a segment is looked
+    /// up now (a deleted one matches no one).
+    fn condition(&self, app: AppId, target: &Target) -> Option<Option<tocsin_audience::Expr>> {
+        match target {
+            Target::Where(c) => Some(Some(c.expr().clone())),
+            Target::Segment(name) => {
+                Some(self.segments.get(&(app, name.clone())).map(|seg| seg.condition.expr().clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The ids of `app`'s subscriptions that `target` reaches, in order.
+    fn audience<'a>(
+        &'a self,
+        app: AppId,
+        target: &'a Target,
+        from: impl Iterator<Item = &'a StoredSubscription> + 'a,
+    ) -> impl Iterator<Item = &'a StoredSubscription> + 'a {
+        let condition = self.condition(app, target);
+        let now = wall_clock_ms();
+        from.filter(move |s| {
+            s.app_id == app
+                && match (target, &condition) {
+                    (Target::All(_), _) => true,
+                    (Target::Topic(t), _) => s.topics.contains(t),
+                    (Target::UserIds(ids), _) => s.user_id.as_ref().is_some_and(|u| ids.contains(u)),
+                    (Target::SubscriptionIds(ids), _) => ids.contains(&s.id),
+                    (_, Some(Some(expr))) => expr.matches(&s.as_subscriber(), now),
+                    (_, _) => false,
+                }
+        })
     }
 }
 
@@ -172,20 +208,38 @@ impl State {
                 if let Some(t) = &new.topics {
                     row.topics = t.clone();
                 }
+                if let Some(patch) = &new.tags {
+                    row.tags = patch.apply(&row.tags).map_err(|_| StoreError::TooManyTags)?;
+                }
+                if let Some(l) = &new.language {
+                    row.language = Some(l.as_str().to_owned());
+                }
+                if let Some(z) = &new.time_zone {
+                    row.time_zone = Some(z.as_str().to_owned());
+                }
                 row.updated_at = now;
+                row.last_seen_at = now;
                 row.clone()
             }
             None => {
+                let tags = match &new.tags {
+                    Some(patch) => patch.apply(&Tags::default()).map_err(|_| StoreError::TooManyTags)?,
+                    None => Tags::default(),
+                };
                 self.next_sub += 1;
                 let row = StoredSubscription {
                     id: self.next_sub,
                     subscription: new.subscription.clone(),
                     user_id: new.user_id.clone(),
                     topics: new.topics.clone().unwrap_or_default(),
+                    tags,
+                    language: new.language.as_ref().map(|l| l.as_str().to_owned()),
+                    time_zone: new.time_zone.as_ref().map(|z| z.as_str().to_owned()),
                     vapid_key_id: new.vapid_key_id,
                     app_id: new.app,
                     created_at: now,
                     updated_at: now,
+                    last_seen_at: now,
                 };
                 self.subs.insert(row.id, row.clone());
                 row
@@ -306,6 +360,7 @@ impl AppStore for MemoryStore {
             vapid_subject: new.vapid_subject.clone(),
             user_signing_secret: new.user_signing_secret.clone(),
             cors_origins: new.cors_origins.clone(),
+            client_tags: new.client_tags,
             created_at: now,
         };
         st.apps.push(app.clone());
@@ -449,19 +504,78 @@ impl SubscriptionStore for MemoryStore {
     ) -> Result<Vec<PageRow>> {
         let st = self.lock();
         let upto = upto.unwrap_or(i64::MAX);
-        Ok(st
-            .subs
-            .range(after.saturating_add(1)..)
-            .map(|(_, s)| s)
-            .take_while(|s| s.id <= upto)
-            .filter(|s| s.app_id == app && matches(target, s))
-            .take(limit.max(0) as usize)
-            .map(|s| PageRow::Sub(s.clone()))
-            .collect())
+        let range = st.subs.range(after.saturating_add(1)..).map(|(_, s)| s).take_while(|s| s.id <= upto);
+        Ok(st.audience(app, target, range).take(limit.max(0) as usize).map(|s| PageRow::Sub(s.clone())).collect())
     }
 
     async fn count_subscriptions(&self, app: AppId, target: &Target) -> Result<i64> {
-        Ok(self.lock().subs.values().filter(|s| s.app_id == app && matches(target, s)).count() as i64)
+        let st = self.lock();
+        Ok(st.audience(app, target, st.subs.values()).count() as i64)
+    }
+
+    async fn patch_tags(&self, app: AppId, of: &TagsOf, patch: &TagPatch, now: i64) -> Result<TagsPatched> {
+        let mut st = self.lock();
+        let ids: Vec<i64> = st
+            .subs
+            .values()
+            .filter(|s| {
+                s.app_id == app
+                    && match of {
+                        TagsOf::Subscription(id) => s.id == *id,
+                        TagsOf::User(u) => s.user_id.as_deref() == Some(u.as_str()),
+                    }
+            })
+            .map(|s| s.id)
+            .collect();
+        let mut changed = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let Some(s) = st.subs.get(id) else { continue };
+            match patch.apply(&s.tags) {
+                Ok(tags) => changed.push((*id, tags)),
+                Err(e) => {
+                    let tags = match e {
+                        TagError::TooMany(n) => n,
+                        _ => tocsin_audience::tags::MAX_TAGS + 1,
+                    };
+                    return Ok(TagsPatched::TooMany { subscription_id: *id, tags });
+                }
+            }
+        }
+        let mut rows = Vec::with_capacity(changed.len());
+        for (id, tags) in changed {
+            if let Some(s) = st.subs.get_mut(&id) {
+                if s.tags != tags {
+                    s.tags = tags;
+                    s.updated_at = now;
+                }
+                rows.push(s.clone());
+            }
+        }
+        Ok(TagsPatched::Done(rows))
+    }
+}
+
+#[async_trait]
+impl SegmentStore for MemoryStore {
+    async fn create_segment(&self, app: AppId, segment: &SegmentRow) -> Result<bool> {
+        let mut st = self.lock();
+        if st.segments.contains_key(&(app, segment.name.clone())) {
+            return Ok(false);
+        }
+        st.segments.insert((app, segment.name.clone()), segment.clone());
+        Ok(true)
+    }
+
+    async fn segments(&self, app: AppId) -> Result<Vec<SegmentRow>> {
+        Ok(self.lock().segments.iter().filter(|((a, _), _)| *a == app).map(|(_, s)| s.clone()).collect())
+    }
+
+    async fn segment(&self, app: AppId, name: &str) -> Result<Option<SegmentRow>> {
+        Ok(self.lock().segments.get(&(app, name.to_owned())).cloned())
+    }
+
+    async fn delete_segment(&self, app: AppId, name: &str) -> Result<bool> {
+        Ok(self.lock().segments.remove(&(app, name.to_owned())).is_some())
     }
 }
 
@@ -604,8 +718,7 @@ impl WorkStore for MemoryStore {
         let startable =
             st.messages.get(id).is_some_and(|m| matches!(m.state, MessageState::Scheduled | MessageState::Queued));
         let Some(app) = st.messages.get(id).filter(|_| startable).map(|m| m.app_id()) else { return Ok(false) };
-        let audience: Vec<i64> =
-            st.subs.values().filter(|s| s.app_id == app && matches(target, s)).map(|s| s.id).collect();
+        let audience: Vec<i64> = st.audience(app, target, st.subs.values()).map(|s| s.id).collect();
         let (targeted, last) = (audience.len() as i64, audience.last().copied().unwrap_or(0));
         let m = st.message_mut(id)?;
         m.state = MessageState::Sending;

@@ -1,6 +1,7 @@
 //! The values the store keeps and returns.
 
 use serde::{Deserialize, Serialize};
+use tocsin_audience::{Language, TagPatch, Tags, TimeZoneName};
 use tocsin_protocol::Subscription;
 
 /// Which app a key, subscription, message or token belongs to.
@@ -42,6 +43,8 @@ pub struct AppRow {
     pub user_signing_secret: Option<String>,
     /// Origins its browser routes answer with CORS headers.
     pub cors_origins: Option<Vec<String>>,
+    /// Whether browsers may set their subscriptions' tags (`client-tags`).
+    pub client_tags: Option<bool>,
     /// ms since the epoch.
     pub created_at: i64,
 }
@@ -57,6 +60,9 @@ pub struct NewApp {
     pub user_signing_secret: Option<String>,
     /// Origins its browser routes answer with CORS headers.
     pub cors_origins: Option<Vec<String>>,
+    /// Whether browsers may set their subscriptions' tags (`client-tags`);
+    /// the server's setting when `None`.
+    pub client_tags: Option<bool>,
 }
 
 /// A stored VAPID key pair.
@@ -120,6 +126,13 @@ pub struct NewSubscription {
     pub user_id: Option<String>,
     /// Topics; `None` keeps the stored ones.
     pub topics: Option<Vec<String>>,
+    /// Changes to its tags (merged into the stored ones: `null` removes a
+    /// key); `None` changes none.
+    pub tags: Option<TagPatch>,
+    /// Its browser's language; `None` keeps the stored one.
+    pub language: Option<Language>,
+    /// Its browser's time zone; `None` keeps the stored one.
+    pub time_zone: Option<TimeZoneName>,
     /// The VAPID key it was made for (a key of `app`).
     pub vapid_key_id: i64,
     /// When the caller did not say which key the subscription was made
@@ -181,6 +194,13 @@ pub struct StoredSubscription {
     pub user_id: Option<String>,
     /// The topics it follows (`target: {"topic"}` reaches it).
     pub topics: Vec<String>,
+    /// The site's attributes of it (`plan = "pro"`), which segments and
+    /// templates read.
+    pub tags: Tags,
+    /// Its browser's language (BCP 47, canonical case), as last reported.
+    pub language: Option<String>,
+    /// Its browser's IANA time zone, as last reported.
+    pub time_zone: Option<String>,
     /// The VAPID key it was made for.
     pub vapid_key_id: i64,
     /// The app it belongs to.
@@ -189,11 +209,39 @@ pub struct StoredSubscription {
     pub created_at: i64,
     /// Milliseconds since the epoch.
     pub updated_at: i64,
+    /// When its browser last posted it (subscribe, `sync()`, `setTags`),
+    /// ms since the epoch (`lastSeenAt` of segments).
+    pub last_seen_at: i64,
+}
+
+impl StoredSubscription {
+    /// What a segment expression reads of it.
+    pub fn as_subscriber(&self) -> tocsin_audience::expr::Subscriber<'_> {
+        tocsin_audience::expr::Subscriber {
+            tags: &self.tags,
+            language: self.language.as_deref(),
+            time_zone: self.time_zone.as_deref(),
+            push_service: push_service_of(self.subscription.endpoint().as_str()),
+            user_id: self.user_id.as_deref(),
+            topics: &self.topics,
+            created_at: self.created_at,
+            last_seen_at: self.last_seen_at,
+        }
+    }
+}
+
+/// The name of an endpoint's push service (`fcm`, `mozilla`, `apple`,
+/// `wns`, `other`), as stored beside it for segments.
+pub fn push_service_of(endpoint: &str) -> &'static str {
+    let host = url::Url::parse(endpoint).ok().and_then(|u| u.host_str().map(str::to_owned));
+    tocsin_protocol::push_service::PushService::of_host(host.as_deref().unwrap_or("")).as_str()
 }
 
 /// Who a message goes to. JSON: `{"all":true}`, `{"topic":"news"}`,
-/// `{"userIds":[…]}`, `{"subscriptionIds":[…]}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `{"userIds":[…]}`, `{"subscriptionIds":[…]}`, `{"segment":"vips"}`,
+/// `{"where":"plan == \"pro\""}`. A segment's or an expression's
+/// audience is evaluated as the message is sent, not when it is accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Target {
     /// Every subscription.
@@ -204,6 +252,101 @@ pub enum Target {
     UserIds(Vec<String>),
     /// These subscriptions.
     SubscriptionIds(Vec<i64>),
+    /// The subscriptions the app's named segment matches when the message
+    /// is sent (none, if the segment is gone by then).
+    Segment(String),
+    /// The subscriptions this expression matches when the message is sent.
+    Where(Condition),
+}
+
+/// A segment expression, kept with its text: serialized as the text it
+/// prints (canonical), read by parsing.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    expr: tocsin_audience::Expr,
+    text: String,
+}
+
+impl Condition {
+    /// Parses an expression.
+    pub fn parse(text: &str) -> Result<Self, tocsin_audience::ParseError> {
+        Ok(Self::from(tocsin_audience::Expr::parse(text)?))
+    }
+
+    /// The parsed tree.
+    pub fn expr(&self) -> &tocsin_audience::Expr {
+        &self.expr
+    }
+
+    /// The expression as it prints.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl From<tocsin_audience::Expr> for Condition {
+    fn from(expr: tocsin_audience::Expr) -> Self {
+        Self { text: expr.to_string(), expr }
+    }
+}
+
+impl PartialEq for Condition {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Serialize for Condition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.text.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Condition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Condition::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A named segment of an app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentRow {
+    /// Its name, unique in its app (`[a-z0-9_-]{1,64}`).
+    pub name: String,
+    /// Who it matches.
+    pub condition: Condition,
+    /// ms since the epoch.
+    pub created_at: i64,
+}
+
+/// Whether `name` is a segment's name: 1–64 of `[a-z0-9_-]`.
+pub fn valid_segment_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Whose tags a backend's change applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagsOf {
+    /// One subscription.
+    Subscription(i64),
+    /// Every subscription of this user.
+    User(String),
+}
+
+/// What a change of tags came to.
+#[derive(Debug, Clone)]
+pub enum TagsPatched {
+    /// Applied to these subscriptions (none: no such subscription or user).
+    Done(Vec<StoredSubscription>),
+    /// Refused, nothing written: this subscription would carry more than
+    /// 50 tags.
+    TooMany {
+        /// The subscription.
+        subscription_id: i64,
+        /// How many it would carry.
+        tags: usize,
+    },
 }
 
 /// A message's life.

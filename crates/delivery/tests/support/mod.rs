@@ -137,6 +137,9 @@ pub async fn subscribe_all(
                 subscription: tocsin_protocol::Subscription::new(e.parse()?, receiver.public_key(), receiver.auth())?,
                 user_id: None,
                 topics: None,
+                tags: None,
+                language: None,
+                time_zone: None,
                 vapid_key_id: key,
                 keep_stored_key: false,
             })

@@ -46,6 +46,9 @@ pub struct AppRequest {
     /// Origins its browser routes answer with CORS headers; the server's when absent.
     #[serde(default)]
     cors_origins: Option<Vec<String>>,
+    /// Whether browsers may set its subscriptions' tags; the server's `--client-tags` when absent.
+    #[serde(default)]
+    client_tags: Option<bool>,
 }
 
 /// A VAPID key of an app.
@@ -130,6 +133,7 @@ pub(crate) async fn post_app(
         vapid_subject: req.vapid_subject,
         user_signing_secret: req.user_signing_secret.filter(|s| !s.is_empty()),
         cors_origins: req.cors_origins,
+        client_tags: req.client_tags,
     };
     let any_subject = matches!(st.policy, crate::EndpointPolicy::Any);
     let (app, key) = create_app(st.store.as_ref(), &new, any_subject, now_ms()).await.map_err(|e| match e {

@@ -42,6 +42,14 @@ pub(crate) async fn post_subscription(
     let map = json_object(&bytes)?;
     let user_id = user_id_field(&map)?;
     let topics = topics_field(&map)?;
+    let tags = tags_field(&map)?;
+    if tags.is_some() && !app.client_tags {
+        return Err(ApiError::new(
+            ErrorId::ClientTagsDisabled,
+            "this app takes tags only from its backend (PATCH /v1/subscriptions/{id}/tags)",
+        ));
+    }
+    let (language, time_zone) = (language_field(&map)?, time_zone_field(&map)?);
     let old_endpoint = match map.get("oldEndpoint") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(
@@ -75,12 +83,22 @@ pub(crate) async fn post_subscription(
         .await
         .map_err(|reason| ApiError::new(ErrorId::EndpointNotAllowed, reason))?;
     let to = SubscribingApp { id: app.id, key_id: app.key_id, public_key: &app.public_key };
-    let req = Subscribe { subscription, user_id, topics, named_key, replaces: old_endpoint.map(|e| (e, old_auth)) };
+    let req = Subscribe {
+        subscription,
+        user_id,
+        topics,
+        named_key,
+        replaces: old_endpoint.map(|e| (e, old_auth)),
+        tags,
+        language,
+        time_zone,
+    };
     subscribe(st.store.as_ref(), to, req, now_ms()).await.map_err(|e| match e {
         SubscribeError::UnknownKey => ApiError::new(ErrorId::UnknownVapidKey, e.to_string()),
         SubscribeError::OldNotProven => ApiError::new(ErrorId::OldSubscriptionNotProven, e.to_string()),
         SubscribeError::InOtherApp(m) => ApiError::new(ErrorId::EndpointInOtherApp, m),
         SubscribeError::NotProven => ApiError::new(ErrorId::SubscriptionNotProven, e.to_string()),
+        SubscribeError::TooManyTags => ApiError::new(ErrorId::InvalidTags, e.to_string()),
         SubscribeError::Store(e) => {
             ApiError::storage(ErrorId::UnableToSaveSubscription, "Subscription received but failed to save it", &e)
         }

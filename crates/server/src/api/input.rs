@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 use tocsin_protocol::{b64, ContentEncoding};
+use tocsin_store_api::tocsin_audience::{Language, TagPatch, TimeZoneName};
 pub(crate) use tocsin_store_api::MAX_ENDPOINT_LEN;
 
 /// Reads the body, turning an over-limit body into a 413 in the API's shape
@@ -232,6 +233,37 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdParam {
                 .await
                 .map_err(|e| ApiError::new(ErrorId::InvalidPath, e.body_text()))?;
         params.remove("id").map(IdParam).ok_or_else(|| ApiError::new(ErrorId::InvalidPath, "no id in the path"))
+    }
+}
+
+/// `tags` of a body: a change to a subscription's tags (`null` removes a
+/// key), when present.
+pub(crate) fn tags_field(map: &serde_json::Map<String, Value>) -> Result<Option<TagPatch>, ApiError> {
+    match map.get("tags") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => TagPatch::from_json(v).map(Some).map_err(|e| ApiError::new(ErrorId::InvalidTags, e.to_string())),
+    }
+}
+
+/// `language` of a body (BCP 47), when present.
+pub(crate) fn language_field(map: &serde_json::Map<String, Value>) -> Result<Option<Language>, ApiError> {
+    match map.get("language") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            Language::new(s).map(Some).map_err(|e| ApiError::new(ErrorId::InvalidLanguage, e.to_string()))
+        }
+        Some(_) => Err(ApiError::new(ErrorId::InvalidLanguage, "language must be a string")),
+    }
+}
+
+/// `timeZone` of a body (an IANA name), when present.
+pub(crate) fn time_zone_field(map: &serde_json::Map<String, Value>) -> Result<Option<TimeZoneName>, ApiError> {
+    match map.get("timeZone") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            TimeZoneName::new(s).map(Some).map_err(|e| ApiError::new(ErrorId::InvalidTimeZone, e.to_string()))
+        }
+        Some(_) => Err(ApiError::new(ErrorId::InvalidTimeZone, "timeZone must be a string")),
     }
 }
 

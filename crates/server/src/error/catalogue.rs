@@ -79,6 +79,10 @@ catalogue! {
     InvalidAuth = "invalid-auth", BAD_REQUEST, "`keys.auth` is not a 16-byte secret (base64url).";
     InvalidExpirationTime = "invalid-expiration-time", BAD_REQUEST, "`expirationTime` is not a time in ms up to the year 9999.";
     InvalidTopics = "invalid-topics", BAD_REQUEST, "`topics` is not an array of short topic names.";
+    InvalidTags = "invalid-tags", BAD_REQUEST, "`tags` is not an object of at most 50 keys (1 to 64 of `a-z 0-9 _ . : -`) to a string of at most 256 characters, a number or a boolean (`null` removes a key in a change); the message names the key.";
+    InvalidLanguage = "invalid-language", BAD_REQUEST, "`language` is not a BCP 47 language tag such as `en` or `pt-BR`.";
+    InvalidTimeZone = "invalid-time-zone", BAD_REQUEST, "`timeZone` is not an IANA time zone name such as `Europe/Paris`.";
+    ClientTagsDisabled = "client-tags-disabled", FORBIDDEN, "This app takes tags only from its backend (`client-tags = false`).";
     InvalidUserId = "invalid-user-id", BAD_REQUEST, "`userId` is empty or too long.";
     InvalidOldEndpoint = "invalid-old-endpoint", BAD_REQUEST, "`oldEndpoint` is malformed or too long.";
     SubscriptionNotProven = "subscription-not-proven", FORBIDDEN, "The endpoint is stored with other keys: only the holder of its `keys.auth` may change it.";
@@ -90,7 +94,7 @@ catalogue! {
     UnableToDeleteSubscription = "unable-to-delete-subscription", INTERNAL_SERVER_ERROR, "The subscription could not be deleted.";
     // Messages.
     InvalidMessage = "invalid-message", BAD_REQUEST, "The message is malformed (a field's type, an unknown field).";
-    InvalidTarget = "invalid-target", BAD_REQUEST, "`target` is not one of `all`, `topic`, `userIds`, `subscriptionIds`, or is too large.";
+    InvalidTarget = "invalid-target", BAD_REQUEST, "`target` is not one of `all`, `topic`, `userIds`, `subscriptionIds`, `segment`, `where`, or is too large.";
     InvalidSendAt = "invalid-send-at", BAD_REQUEST, "`sendAt` is not RFC 3339 or ms since the epoch, or is more than a year ahead.";
     InvalidUrgency = "invalid-urgency", BAD_REQUEST, "`urgency` is not `very-low`, `low`, `normal` or `high`.";
     InvalidTopic = "invalid-topic", BAD_REQUEST, "`topic` is not at most 32 characters of the URL-safe base64 alphabet.";
@@ -106,6 +110,11 @@ catalogue! {
     UnableToStoreMessage = "unable-to-store-message", INTERNAL_SERVER_ERROR, "The message could not be stored.";
     UnableToSendMessages = "unable-to-send-messages", INTERNAL_SERVER_ERROR, "The classic `/api/push` (or a test notification) could not be stored.";
     NoRandomness = "no-randomness", INTERNAL_SERVER_ERROR, "The server could not make a random id or key.";
+    // Segments and audiences.
+    InvalidSegment = "invalid-segment", BAD_REQUEST, "The segment expression does not parse (the message gives the column), or is over 2,000 characters or 32 levels deep.";
+    InvalidSegmentName = "invalid-segment-name", BAD_REQUEST, "A segment's name is 1 to 64 of a-z, 0-9, _ and -.";
+    SegmentExists = "segment-exists", CONFLICT, "The app has a segment of this name.";
+    SegmentNotFound = "segment-not-found", NOT_FOUND, "The app has no segment of this name.";
     // Interactions reported by service workers.
     InvalidEvent = "invalid-event", BAD_REQUEST, "The report is not `shown` or `clicked` with a `messageId`.";
     InvalidEventToken = "invalid-event-token", FORBIDDEN, "`eventToken` is not the one the message carried.";

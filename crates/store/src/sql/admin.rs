@@ -16,11 +16,12 @@ fn app_from_row(row: &sqlx::any::AnyRow) -> R<AppRow> {
         vapid_subject: row.try_get("vapid_subject")?,
         user_signing_secret: row.try_get("user_signing_secret")?,
         cors_origins: origins.map(|o| serde_json::from_str(&o)).transpose().map_err(super::mapping::corrupt)?,
+        client_tags: row.try_get::<Option<i64>, _>("client_tags")?.map(|v| v != 0),
         created_at: row.try_get("created_at")?,
     })
 }
 
-const APP_COLUMNS: &str = "id, name, vapid_subject, user_signing_secret, cors_origins, created_at";
+const APP_COLUMNS: &str = "id, name, vapid_subject, user_signing_secret, cors_origins, client_tags, created_at";
 
 pub(super) async fn apps(store: &SqlStore) -> R<Vec<AppRow>> {
     let rows = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps ORDER BY id")).fetch_all(&store.pool).await?;
@@ -45,14 +46,15 @@ pub(super) async fn create_app(
     let origins = new.cors_origins.as_ref().map(serde_json::to_string).transpose().map_err(super::mapping::corrupt)?;
     let mut tx = store.write_tx().await?;
     let row = sqlx::query(&format!(
-        "INSERT INTO apps (name, vapid_subject, user_signing_secret, cors_origins, created_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING {APP_COLUMNS}"
+        "INSERT INTO apps (name, vapid_subject, user_signing_secret, cors_origins, created_at, client_tags) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING RETURNING {APP_COLUMNS}"
     ))
     .bind(new.name.as_str())
     .bind(new.vapid_subject.as_deref())
     .bind(new.user_signing_secret.as_deref())
     .bind(origins)
     .bind(now)
+    .bind(new.client_tags.map(i64::from))
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else { return Ok(None) };

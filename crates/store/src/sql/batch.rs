@@ -22,6 +22,7 @@ use super::mapping::SUB_RETURNING;
 use super::placeholders;
 use super::R as Result;
 use crate::{NewSubscription, StoredSubscription};
+use tocsin_audience::Tags;
 
 /// The most upserts one transaction takes.
 const MAX_BATCH: usize = 512;
@@ -129,7 +130,14 @@ pub(crate) async fn write_all(
     // round, which keeps "last request wins" (a later copy is judged
     // against the row the earlier one stored).
     let mut rounds: Vec<(HashSet<&str>, Vec<usize>)> = Vec::new();
+    let mut rows: Vec<Option<crate::Result<StoredSubscription>>> = (0..items.len()).map(|_| None).collect();
     for (i, item) in items.iter().enumerate() {
+        // Tags that would be too many even on a new row are refused here
+        // (on a stored row, once its tags are read).
+        if item.0.tags.as_ref().is_some_and(|p| p.apply(&Tags::default()).is_err()) {
+            rows[i] = Some(Err(crate::StoreError::TooManyTags));
+            continue;
+        }
         let endpoint = item.0.subscription.endpoint().as_str();
         match rounds.iter_mut().find(|(seen, _)| !seen.contains(endpoint)) {
             Some((seen, members)) => {
@@ -139,7 +147,9 @@ pub(crate) async fn write_all(
             None => rounds.push((HashSet::from([endpoint]), vec![i])),
         }
     }
-    let mut rows: Vec<Option<crate::Result<StoredSubscription>>> = (0..items.len()).map(|_| None).collect();
+    // Each stored row's tags once the post's change is merged in, by item.
+    let mut merged: Vec<Option<String>> = vec![None; items.len()];
+    let mut events = Vec::new();
     for (_, members) in &rounds {
         for chunk in members.chunks(CHUNK) {
             let returned = insert_chunk(&mut tx, items, chunk).await?;
@@ -164,16 +174,36 @@ pub(crate) async fn write_all(
                     continue;
                 }
                 let id: i64 = row.try_get("id")?;
+                let stored_tags: Option<String> = row.try_get("tags")?;
+                merged[i] = match &new.tags {
+                    None => stored_tags.clone(),
+                    Some(patch) => {
+                        let current = Tags::from_stored(stored_tags.as_deref())
+                            .map_err(|e| crate::StoreError::Corrupt(e.to_string()))?;
+                        match patch.apply(&current) {
+                            Ok(tags) => tags.to_stored(),
+                            Err(_) => {
+                                rows[i] = Some(Err(crate::StoreError::TooManyTags));
+                                continue;
+                            }
+                        }
+                    }
+                };
                 // Inserted now, the row is what was posted; a stored row,
                 // proven, takes the post's changes.
-                if is_as_posted(row, new, items[i].1)? {
+                if is_as_posted(row, new, items[i].1, &merged[i])? {
                     inserted.push((id, i));
                     rows[i] = Some(Ok(returned_row(row, new)?));
                 } else {
                     stored.push((id, i));
                 }
             }
-            let updated = update_chunk(&mut tx, items, &stored).await?;
+            let before: HashMap<i64, Attributes> = stored
+                .iter()
+                .filter_map(|&(id, i)| by_endpoint.get(items[i].0.subscription.endpoint().as_str()).map(|r| (id, r)))
+                .map(|(id, r)| Ok((id, attributes(r)?)))
+                .collect::<Result<_>>()?;
+            let updated = update_chunk(&mut tx, items, &stored, &merged).await?;
             if updated.len() != stored.len() {
                 // A proven row changed between the insert and the update
                 // (another node re-keyed it): nothing of this batch is
@@ -183,7 +213,14 @@ pub(crate) async fn write_all(
             for row in updated {
                 let id: i64 = row.try_get("id")?;
                 if let Some(&(_, i)) = stored.iter().find(|(s, _)| *s == id) {
-                    rows[i] = Some(Ok(returned_row(&row, items[i].0)?));
+                    let sub = returned_row(&row, items[i].0)?;
+                    if before.get(&id) != Some(&attributes(&row)?) {
+                        events.push(crate::NewEvent::new(
+                            sub.app_id,
+                            crate::Event::SubscriptionUpdated(crate::event::SubscriptionUpdated::attributes_of(&sub)),
+                        ));
+                    }
+                    rows[i] = Some(Ok(sub));
                 }
             }
             let with_topics: Vec<(i64, usize)> =
@@ -192,7 +229,9 @@ pub(crate) async fn write_all(
         }
     }
     // Their `subscription.created` events are written by the database (the
-    // trigger `subscriptions_created`, migration 0011), in this transaction.
+    // trigger `subscriptions_created`, migration 0011), in this transaction;
+    // `subscription.updated` for stored rows whose attributes changed.
+    super::events::emit(&mut tx, &events, items[0].1).await?;
     tx.commit().await?;
     // Every item has its row or its refusal by now.
     rows.into_iter()
@@ -210,11 +249,24 @@ fn returned_row(row: &AnyRow, new: &NewSubscription) -> Result<StoredSubscriptio
         subscription: new.subscription.clone(),
         user_id: row.try_get("user_id")?,
         topics: serde_json::from_str(&topics).map_err(|e| crate::StoreError::Corrupt(e.to_string()))?,
+        tags: Tags::from_stored(row.try_get::<Option<String>, _>("tags")?.as_deref())
+            .map_err(|e| crate::StoreError::Corrupt(e.to_string()))?,
+        language: row.try_get("language")?,
+        time_zone: row.try_get("time_zone")?,
         vapid_key_id: row.try_get("vapid_key_id")?,
         app_id: crate::AppId(row.try_get("app_id")?),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
     })
+}
+
+/// What a `subscription.updated` event tells of a row: its tags (as
+/// stored), language and time zone.
+type Attributes = (Option<String>, Option<String>, Option<String>);
+
+fn attributes(row: &AnyRow) -> Result<Attributes> {
+    Ok((row.try_get("tags")?, row.try_get("language")?, row.try_get("time_zone")?))
 }
 
 /// Inserts a chunk of items; an endpoint already stored in the same app is
@@ -225,12 +277,18 @@ async fn insert_chunk(
     items: &[(&NewSubscription, i64)],
     chunk: &[usize],
 ) -> Result<Vec<AnyRow>> {
-    // Nine parameters a row; created_at and updated_at share the eighth.
-    let values: Vec<String> =
-        (0..chunk.len()).map(|r| format!("({}, ${}, ${})", placeholders(r * 9 + 1, 8), r * 9 + 8, r * 9 + 9)).collect();
+    // Thirteen parameters a row; created_at, updated_at and last_seen_at
+    // share the eighth.
+    let values: Vec<String> = (0..chunk.len())
+        .map(|r| {
+            let b = r * 13;
+            format!("({}, ${}, ${}, {})", placeholders(b + 1, 8), b + 8, b + 8, placeholders(b + 9, 5))
+        })
+        .collect();
     let sql = format!(
         "INSERT INTO subscriptions \
-           (endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at, app_id) \
+           (endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at, \
+            last_seen_at, app_id, tags, language, time_zone, push_service) \
          VALUES {} \
          ON CONFLICT (endpoint) DO UPDATE SET updated_at = subscriptions.updated_at \
          WHERE subscriptions.app_id = excluded.app_id \
@@ -251,20 +309,33 @@ async fn insert_chunk(
             .bind(topics_json(new))
             .bind(new.vapid_key_id)
             .bind(now)
-            .bind(new.app.0);
+            .bind(new.app.0)
+            .bind(new.tags.as_ref().and_then(|p| p.apply(&Tags::default()).ok()).and_then(|t| t.to_stored()))
+            .bind(new.language.as_ref().map(|l| l.as_str().to_owned()))
+            .bind(new.time_zone.as_ref().map(|z| z.as_str().to_owned()))
+            .bind(crate::push_service_of(new.subscription.endpoint().as_str()));
     }
     Ok(q.fetch_all(&mut **tx).await?)
 }
 
 /// Whether a returned row already is what `new`, posted at `now`, makes of
 /// it (a row just inserted is): then no update is needed.
-fn is_as_posted(row: &AnyRow, new: &NewSubscription, now: i64) -> Result<bool> {
+fn is_as_posted(row: &AnyRow, new: &NewSubscription, now: i64, tags: &Option<String>) -> Result<bool> {
     // Cheapest first, and nothing read that the post leaves as it is.
     Ok(row.try_get::<i64, _>("updated_at")? == now
+        && row.try_get::<i64, _>("last_seen_at")? == now
         && row.try_get::<Option<i64>, _>("expiration_time")? == new.subscription.expiration_time().map(|t| t as i64)
         && (new.keep_stored_key || row.try_get::<i64, _>("vapid_key_id")? == new.vapid_key_id)
         && (new.user_id.is_none() || row.try_get::<Option<String>, _>("user_id")? == new.user_id)
-        && (new.topics.is_none() || row.try_get::<String, _>("topics")? == topics_json(new)))
+        && (new.topics.is_none() || row.try_get::<String, _>("topics")? == topics_json(new))
+        && (new.tags.is_none() || row.try_get::<Option<String>, _>("tags")? == *tags)
+        && new
+            .language
+            .as_ref()
+            .is_none_or(|l| row.try_get::<Option<String>, _>("language").ok().flatten().as_deref() == Some(l.as_str()))
+        && new.time_zone.as_ref().is_none_or(|z| {
+            row.try_get::<Option<String>, _>("time_zone").ok().flatten().as_deref() == Some(z.as_str())
+        }))
 }
 
 /// Whether the stored keys (base64url text) are the posted subscription's,
@@ -294,21 +365,28 @@ async fn update_chunk(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     items: &[(&NewSubscription, i64)],
     stored: &[(i64, usize)],
+    merged: &[Option<String>],
 ) -> Result<Vec<AnyRow>> {
     if stored.is_empty() {
         return Ok(Vec::new());
     }
-    // Ten parameters a row: id, p256dh, auth, expiration, user, whether
-    // topics were given, topics, key, whether to keep the stored key, now.
-    // (`VALUES` columns are `column1`… on both backends.)
-    let values: Vec<String> = (0..stored.len()).map(|r| format!("({})", placeholders(r * 10 + 1, 10))).collect();
+    // Thirteen parameters a row: id, p256dh, auth, expiration, user,
+    // whether topics were given, topics, key, whether to keep the stored
+    // key, now, tags (merged: the stored ones when the post changed none),
+    // language, time zone. (`VALUES` columns are `column1`… on both
+    // backends.)
+    let values: Vec<String> = (0..stored.len()).map(|r| format!("({})", placeholders(r * 13 + 1, 13))).collect();
     let sql = format!(
         "UPDATE subscriptions SET \
            expiration_time = v.column4, \
            user_id = COALESCE(v.column5, subscriptions.user_id), \
            topics = CASE WHEN v.column6 = 1 THEN v.column7 ELSE subscriptions.topics END, \
            vapid_key_id = CASE WHEN v.column9 = 1 THEN subscriptions.vapid_key_id ELSE v.column8 END, \
-           updated_at = v.column10 \
+           updated_at = v.column10, \
+           last_seen_at = v.column10, \
+           tags = v.column11, \
+           language = COALESCE(v.column12, subscriptions.language), \
+           time_zone = COALESCE(v.column13, subscriptions.time_zone) \
          FROM (VALUES {}) AS v \
          WHERE subscriptions.id = v.column1 AND subscriptions.p256dh = v.column2 AND subscriptions.auth = v.column3 \
          RETURNING {}",
@@ -330,7 +408,10 @@ async fn update_chunk(
             .bind(topics_json(new))
             .bind(new.vapid_key_id)
             .bind(i64::from(new.keep_stored_key))
-            .bind(now);
+            .bind(now)
+            .bind(merged[i].clone())
+            .bind(new.language.as_ref().map(|l| l.as_str().to_owned()))
+            .bind(new.time_zone.as_ref().map(|z| z.as_str().to_owned()));
     }
     Ok(q.fetch_all(&mut **tx).await?)
 }

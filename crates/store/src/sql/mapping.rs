@@ -16,11 +16,11 @@ use crate::{
 /// A query of the `Any` driver.
 pub(crate) type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
 
-pub(crate) const SUB_COLUMNS: &str =
-    "s.id, s.endpoint, s.p256dh, s.auth, s.expiration_time, s.user_id, s.topics, s.vapid_key_id, s.created_at, s.updated_at, s.app_id";
+pub(crate) const SUB_COLUMNS: &str = "s.id, s.endpoint, s.p256dh, s.auth, s.expiration_time, s.user_id, s.topics, \
+     s.vapid_key_id, s.created_at, s.updated_at, s.app_id, s.tags, s.language, s.time_zone, s.last_seen_at";
 /// [`SUB_COLUMNS`] for a `RETURNING` clause, which takes no table alias.
-pub(crate) const SUB_RETURNING: &str =
-    "id, endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, created_at, updated_at, app_id";
+pub(crate) const SUB_RETURNING: &str = "id, endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, \
+     created_at, updated_at, app_id, tags, language, time_zone, last_seen_at";
 pub(crate) const MSG_COLUMNS: &str =
     "id, payload, format, apple_payload, target, ttl, urgency, topic, send_at, state, created_at, updated_at, cursor, cursor_end, \
      targeted, delivered, failed, gone, expired, pending_retry, shown, clicked, app_id, idempotency_key";
@@ -33,7 +33,7 @@ pub(crate) const MSG_COLUMNS: &str =
 /// or two per delivery (about 0.8 per delivery measured, 5–8 % of the
 /// CPU of a broadcast); one row per page makes it two per page.
 pub(crate) const PAGE_SQLITE: &str = "json_group_array(json_array(id, endpoint, p256dh, auth, expiration_time, \
-     user_id, topics, vapid_key_id, created_at, updated_at, app_id))";
+     user_id, topics, vapid_key_id, created_at, updated_at, app_id, tags, language, time_zone, last_seen_at))";
 
 pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -52,6 +52,10 @@ pub(crate) fn sub_from_row(row: &AnyRow) -> R<StoredSubscription> {
         row.try_get("created_at")?,
         row.try_get("updated_at")?,
         row.try_get("app_id")?,
+        row.try_get("tags")?,
+        row.try_get("language")?,
+        row.try_get("time_zone")?,
+        row.try_get("last_seen_at")?,
     )
     .into_stored()
 }
@@ -71,6 +75,10 @@ pub(crate) struct SubRow(
     i64,
     i64,
     i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
 );
 
 impl SubRow {
@@ -87,6 +95,10 @@ impl SubRow {
             created_at,
             updated_at,
             app_id,
+            tags,
+            language,
+            time_zone,
+            last_seen_at,
         ) = self;
         let raw = SubscriptionJson {
             endpoint: Some(endpoint),
@@ -98,10 +110,14 @@ impl SubRow {
             subscription: Subscription::try_from(raw).map_err(corrupt)?,
             user_id,
             topics: serde_json::from_str(&topics).map_err(corrupt)?,
+            tags: tocsin_audience::Tags::from_stored(tags.as_deref()).map_err(corrupt)?,
+            language,
+            time_zone,
             vapid_key_id,
             app_id: AppId(app_id),
             created_at,
             updated_at,
+            last_seen_at,
         })
     }
 }

@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use super::mapping::{msg_from_row, MSG_COLUMNS};
-use super::target::{bind_target, target_sql};
+use super::target::target_sql;
 use super::{SqlStore, R};
 use crate::{event, shard_ranges, AppId, Event, Interaction, Message, MessageState, NewEvent, NewMessage, Target};
 
@@ -168,9 +168,9 @@ pub(super) async fn start(store: &SqlStore, id: &str, target: &Target, shard_siz
     };
     // The audience is the message's own app's subscriptions.
     let app = AppId(started.try_get("app_id")?);
-    let (from, _) = target_sql(target);
-    let sql = format!("SELECT COUNT(*) AS n, CAST(COALESCE(MAX(s.id), 0) AS BIGINT) AS last {from}");
-    let row = bind_target(sqlx::query(&sql), app, target).fetch_one(&mut *tx).await?;
+    let t = target_sql(&mut tx, store.backend, app, target, super::wall_clock_ms()).await?;
+    let sql = format!("SELECT COUNT(*) AS n, CAST(COALESCE(MAX(s.id), 0) AS BIGINT) AS last {}", t.from);
+    let row = t.bind(sqlx::query(&sql)).fetch_one(&mut *tx).await?;
     let (targeted, last): (i64, i64) = (row.try_get("n")?, row.try_get("last")?);
     sqlx::query("UPDATE messages SET targeted = $1, cursor_end = $2 WHERE id = $3")
         .bind(targeted)

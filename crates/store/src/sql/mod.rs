@@ -7,11 +7,13 @@
 
 mod admin;
 pub(crate) mod batch;
+mod condition;
 mod events;
 pub(crate) mod mapping;
 mod messages;
 mod outbox;
 mod removals;
+mod segments;
 mod subscriptions;
 mod target;
 #[cfg(test)]
@@ -298,6 +300,12 @@ async fn refuse_newer(pool: &AnyPool, migrator: &sqlx::migrate::Migrator) -> R<(
 }
 
 /// `$first, $first+1, …` for `n` values.
+/// Milliseconds since the epoch by the wall clock: what ages in segment
+/// expressions are measured from when an audience is read.
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
@@ -424,6 +432,35 @@ impl SubscriptionStore for SqlStore {
 
     async fn count_subscriptions(&self, app: AppId, target: &Target) -> Result<i64> {
         self.bounded(subscriptions::count(self, app, target)).await
+    }
+
+    async fn patch_tags(
+        &self,
+        app: AppId,
+        of: &TagsOf,
+        patch: &tocsin_audience::TagPatch,
+        now: i64,
+    ) -> Result<TagsPatched> {
+        self.bounded(subscriptions::patch_tags(self, app, of, patch, now)).await
+    }
+}
+
+#[async_trait]
+impl SegmentStore for SqlStore {
+    async fn create_segment(&self, app: AppId, segment: &SegmentRow) -> Result<bool> {
+        self.bounded(segments::create(self, app, segment)).await
+    }
+
+    async fn segments(&self, app: AppId) -> Result<Vec<SegmentRow>> {
+        self.bounded(segments::list(self, app)).await
+    }
+
+    async fn segment(&self, app: AppId, name: &str) -> Result<Option<SegmentRow>> {
+        self.bounded(segments::get(self, app, name)).await
+    }
+
+    async fn delete_segment(&self, app: AppId, name: &str) -> Result<bool> {
+        self.bounded(segments::delete(self, app, name)).await
     }
 }
 

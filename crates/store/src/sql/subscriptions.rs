@@ -4,9 +4,10 @@
 use sqlx::Row;
 
 use super::mapping::{corrupt, sub_from_row, SubRow, PAGE_SQLITE, SUB_COLUMNS};
-use super::target::{bind_target, target_sql};
+use super::target::target_sql;
 use super::{Backend, SqlStore, R};
-use crate::{AppId, NewSubscription, PageRow, StoreError, StoredSubscription, Target};
+use crate::{AppId, NewSubscription, PageRow, StoreError, StoredSubscription, TagsOf, TagsPatched, Target};
+use tocsin_audience::TagPatch;
 
 pub(super) async fn upsert(store: &SqlStore, new: &NewSubscription, now: i64) -> R<StoredSubscription> {
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -87,15 +88,28 @@ pub(super) async fn replace(store: &SqlStore, app: AppId, old_id: i64, new_id: i
         .fetch_optional(&mut *tx)
         .await?;
     let Some(old) = old else { return Ok(false) };
-    let new =
-        sqlx::query("SELECT endpoint FROM subscriptions WHERE id = $1").bind(new_id).fetch_optional(&mut *tx).await?;
+    let new = sqlx::query(&format!("SELECT {SUB_COLUMNS} FROM subscriptions s WHERE s.id = $1"))
+        .bind(new_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let new = new.as_ref().map(sub_from_row).transpose()?;
     let event = crate::NewEvent::new(
         app,
         crate::Event::SubscriptionUpdated(crate::event::SubscriptionUpdated {
-            subscription_id: new_id,
-            endpoint: new.map(|r| r.try_get::<String, _>("endpoint")).transpose()?,
-            old_subscription_id: old_id,
-            old_endpoint: old.try_get::<String, _>("endpoint")?,
+            old_subscription_id: Some(old_id),
+            old_endpoint: Some(old.try_get::<String, _>("endpoint")?),
+            ..match &new {
+                Some(new) => crate::event::SubscriptionUpdated::attributes_of(new),
+                None => crate::event::SubscriptionUpdated {
+                    subscription_id: new_id,
+                    endpoint: None,
+                    old_subscription_id: None,
+                    old_endpoint: None,
+                    tags: Default::default(),
+                    language: None,
+                    time_zone: None,
+                },
+            }
         }),
     );
     super::events::emit(&mut tx, &[event], now).await?;
@@ -142,23 +156,25 @@ pub(super) async fn page(
     upto: Option<i64>,
     limit: i64,
 ) -> R<Vec<PageRow>> {
-    let (from, n) = target_sql(target);
+    let mut conn = store.pool.acquire().await?;
+    let t = target_sql(&mut conn, store.backend, app, target, super::wall_clock_ms()).await?;
+    let n = t.next();
     let page = format!(
-        "SELECT {SUB_COLUMNS} {from} AND s.id > ${} AND s.id <= ${} ORDER BY s.id LIMIT ${}",
+        "SELECT {SUB_COLUMNS} {} AND s.id > ${n} AND s.id <= ${} ORDER BY s.id LIMIT ${}",
+        t.from,
         n + 1,
-        n + 2,
-        n + 3
+        n + 2
     );
     let sql = match store.backend {
         Backend::Sqlite => format!("SELECT {PAGE_SQLITE} AS page FROM ({page}) p"),
         Backend::Postgres => page,
     };
-    let q = bind_target(sqlx::query(&sql), app, target).bind(after).bind(upto.unwrap_or(i64::MAX)).bind(limit);
+    let q = t.bind(sqlx::query(&sql)).bind(after).bind(upto.unwrap_or(i64::MAX)).bind(limit);
     if store.backend == Backend::Postgres {
-        let rows = q.fetch_all(&store.pool).await?;
+        let rows = q.fetch_all(&mut *conn).await?;
         return rows.iter().map(|row| Ok(page_row(row.try_get("id")?, sub_from_row(row)))).collect();
     }
-    let json: String = q.fetch_one(&store.pool).await?.try_get("page")?;
+    let json: String = q.fetch_one(&mut *conn).await?.try_get("page")?;
     let mut subs: Vec<PageRow> = match serde_json::from_str::<Vec<SubRow>>(&json) {
         Ok(rows) => rows.into_iter().map(|r| page_row(r.0, r.into_stored())).collect(),
         // Some element is not even of the row's shape: read them one by
@@ -189,8 +205,89 @@ fn page_row(id: i64, read: R<StoredSubscription>) -> PageRow {
 }
 
 pub(super) async fn count(store: &SqlStore, app: AppId, target: &Target) -> R<i64> {
-    let (from, _) = target_sql(target);
-    let sql = format!("SELECT COUNT(*) AS n {from}");
-    let row = bind_target(sqlx::query(&sql), app, target).fetch_one(&store.pool).await?;
+    let mut conn = store.pool.acquire().await?;
+    let t = target_sql(&mut conn, store.backend, app, target, super::wall_clock_ms()).await?;
+    let sql = format!("SELECT COUNT(*) AS n {}", t.from);
+    let row = t.bind(sqlx::query(&sql)).fetch_one(&mut *conn).await?;
     Ok(row.try_get("n")?)
+}
+
+/// A backend's change of tags: read the rows, merge in Rust (the 50-tag
+/// bound is checked on the result), write each changed row back naming
+/// the tags it read, so that a change another writer made meanwhile is
+/// not overwritten (then the whole change is tried again, up to three
+/// times), and write their `subscription.updated` events, in one
+/// transaction.
+pub(super) async fn patch_tags(
+    store: &SqlStore,
+    app: AppId,
+    of: &TagsOf,
+    patch: &TagPatch,
+    now: i64,
+) -> R<TagsPatched> {
+    for _ in 0..3 {
+        if let Some(done) = try_patch_tags(store, app, of, patch, now).await? {
+            return Ok(done);
+        }
+    }
+    Err(StoreError::Conflict("the tags were changed by another writer meanwhile; try again".into()).into())
+}
+
+async fn try_patch_tags(
+    store: &SqlStore,
+    app: AppId,
+    of: &TagsOf,
+    patch: &TagPatch,
+    now: i64,
+) -> R<Option<TagsPatched>> {
+    let mut tx = store.write_tx().await?;
+    let sql = |filter: &str| {
+        format!("SELECT {SUB_COLUMNS} FROM subscriptions s WHERE s.app_id = $1 AND {filter} ORDER BY s.id")
+    };
+    let rows = match of {
+        TagsOf::Subscription(id) => sqlx::query(&sql("s.id = $2")).bind(app.0).bind(*id).fetch_all(&mut *tx).await?,
+        TagsOf::User(user) => {
+            sqlx::query(&sql("s.user_id = $2")).bind(app.0).bind(user.as_str()).fetch_all(&mut *tx).await?
+        }
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    let mut events = Vec::new();
+    for row in &rows {
+        let mut sub = sub_from_row(row)?;
+        let stored: Option<String> = row.try_get("tags")?;
+        let tags = match patch.apply(&sub.tags) {
+            Ok(tags) => tags,
+            Err(e) => {
+                let tags = match e {
+                    tocsin_audience::TagError::TooMany(n) => n,
+                    _ => tocsin_audience::tags::MAX_TAGS + 1,
+                };
+                return Ok(Some(TagsPatched::TooMany { subscription_id: sub.id, tags }));
+            }
+        };
+        if tags != sub.tags {
+            let written = sqlx::query(
+                "UPDATE subscriptions SET tags = $1, updated_at = $2 WHERE id = $3 AND tags IS NOT DISTINCT FROM $4",
+            )
+            .bind(tags.to_stored())
+            .bind(now)
+            .bind(sub.id)
+            .bind(stored)
+            .execute(&mut *tx)
+            .await?;
+            if written.rows_affected() != 1 {
+                return Ok(None);
+            }
+            sub.tags = tags;
+            sub.updated_at = now;
+            events.push(crate::NewEvent::new(
+                app,
+                crate::Event::SubscriptionUpdated(crate::event::SubscriptionUpdated::attributes_of(&sub)),
+            ));
+        }
+        out.push(sub);
+    }
+    super::events::emit(&mut tx, &events, now).await?;
+    tx.commit().await?;
+    Ok(Some(TagsPatched::Done(out)))
 }

@@ -1,55 +1,109 @@
 //! The SQL of a message's [`Target`]: which subscriptions of an app it
-//! names, shared by counting an audience and paging through it.
+//! names, shared by counting an audience, starting a message and paging
+//! through it.
 
+use sqlx::Row;
+
+use super::condition::condition_sql;
 use super::mapping::AnyQuery;
+use super::{Backend, R};
 use crate::{AppId, Target};
 
-/// The `FROM … WHERE` of a target within an app, with its parameters
-/// starting at `$1` (the app's id) and how many there are.
-pub(crate) fn target_sql(target: &Target) -> (String, usize) {
-    match target {
-        Target::All(_) => ("FROM subscriptions s WHERE s.app_id = $1".into(), 1),
-        Target::Topic(_) => (
-            "FROM subscriptions s JOIN subscription_topics t ON t.subscription_id = s.id \
-             WHERE s.app_id = $1 AND t.topic = $2"
-                .into(),
-            2,
-        ),
-        Target::UserIds(ids) => (
-            format!(
-                "FROM subscriptions s WHERE s.app_id = $1 AND s.user_id IN ({})",
-                super::placeholders(2, ids.len().max(1))
-            ),
-            1 + ids.len().max(1),
-        ),
-        Target::SubscriptionIds(ids) => (
-            format!(
-                "FROM subscriptions s WHERE s.app_id = $1 AND s.id IN ({})",
-                super::placeholders(2, ids.len().max(1))
-            ),
-            1 + ids.len().max(1),
-        ),
+/// A value bound to a placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Bind {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// A target's `FROM … WHERE` within an app, and the values of its
+/// placeholders `$1`… in order (`$1` is always the app's id).
+#[derive(Debug)]
+pub(crate) struct TargetSql {
+    pub from: String,
+    pub binds: Vec<Bind>,
+}
+
+impl TargetSql {
+    /// The number of the next placeholder after the target's own.
+    pub fn next(&self) -> usize {
+        self.binds.len() + 1
+    }
+
+    /// Binds the target's values to `q`.
+    pub fn bind<'q>(&'q self, mut q: AnyQuery<'q>) -> AnyQuery<'q> {
+        for b in &self.binds {
+            q = match b {
+                Bind::Int(i) => q.bind(*i),
+                Bind::Float(f) => q.bind(*f),
+                Bind::Text(s) => q.bind(s.as_str()),
+            };
+        }
+        q
     }
 }
 
-/// Binds the parameters of [`target_sql`].
-pub(crate) fn bind_target<'q>(mut q: AnyQuery<'q>, app: AppId, target: &'q Target) -> AnyQuery<'q> {
-    q = q.bind(app.0);
-    match target {
-        Target::All(_) => {}
-        Target::Topic(t) => q = q.bind(t.as_str()),
-        Target::UserIds(ids) if ids.is_empty() => q = q.bind(""),
+/// The SQL of `target` within `app`. A segment is looked up through `conn`
+/// now, so that its audience is the one it has when the message is sent;
+/// a segment that is gone matches no one. Ages in expressions are
+/// measured from `now` (ms since the epoch).
+pub(crate) async fn target_sql(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    app: AppId,
+    target: &Target,
+    now: i64,
+) -> R<TargetSql> {
+    let mut binds = vec![Bind::Int(app.0)];
+    let from = match target {
+        Target::All(_) => "FROM subscriptions s WHERE s.app_id = $1".into(),
+        Target::Topic(t) => {
+            binds.push(Bind::Text(t.clone()));
+            "FROM subscriptions s JOIN subscription_topics t ON t.subscription_id = s.id \
+             WHERE s.app_id = $1 AND t.topic = $2"
+                .into()
+        }
         Target::UserIds(ids) => {
-            for id in ids {
-                q = q.bind(id.as_str());
+            binds.extend(ids.iter().map(|u| Bind::Text(u.clone())));
+            if ids.is_empty() {
+                binds.push(Bind::Text(String::new()));
             }
+            format!(
+                "FROM subscriptions s WHERE s.app_id = $1 AND s.user_id IN ({})",
+                super::placeholders(2, binds.len() - 1)
+            )
         }
-        Target::SubscriptionIds(ids) if ids.is_empty() => q = q.bind(-1i64),
         Target::SubscriptionIds(ids) => {
-            for id in ids {
-                q = q.bind(*id);
+            binds.extend(ids.iter().map(|i| Bind::Int(*i)));
+            if ids.is_empty() {
+                binds.push(Bind::Int(-1));
+            }
+            format!(
+                "FROM subscriptions s WHERE s.app_id = $1 AND s.id IN ({})",
+                super::placeholders(2, binds.len() - 1)
+            )
+        }
+        Target::Where(c) => {
+            let sql = condition_sql(c.expr(), backend, now, &mut binds);
+            format!("FROM subscriptions s WHERE s.app_id = $1 AND {sql}")
+        }
+        Target::Segment(name) => {
+            let row = sqlx::query("SELECT expression FROM segments WHERE app_id = $1 AND name = $2")
+                .bind(app.0)
+                .bind(name.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+            match row {
+                Some(row) => {
+                    let text: String = row.try_get("expression")?;
+                    let c = crate::Condition::parse(&text).map_err(super::mapping::corrupt)?;
+                    let sql = condition_sql(c.expr(), backend, now, &mut binds);
+                    format!("FROM subscriptions s WHERE s.app_id = $1 AND {sql}")
+                }
+                None => "FROM subscriptions s WHERE s.app_id = $1 AND 1 = 0".into(),
             }
         }
-    }
-    q
+    };
+    Ok(TargetSql { from, binds })
 }

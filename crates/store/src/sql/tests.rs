@@ -5,6 +5,7 @@
 use crate::contract::{message_in, readable};
 use crate::testutil::{new, on_both_backends, TestResult};
 use crate::*;
+use tocsin_audience::{Language, TagPatch, TimeZoneName};
 
 /// A database as the release before apps left it (migrations 0001–0006)
 /// with a key, a subscription, a message with an idempotency key, a token
@@ -206,10 +207,16 @@ async fn out_of_range_values_of_an_older_release_are_repaired() -> TestResult {
 #[tokio::test]
 async fn every_event_written_is_of_the_event_enum() -> TestResult {
     on_both_backends(async |store, key| {
-        let sub = store
-            .upsert_subscription(&new("https://push.example.net/e1", Some("u1"), Some(&["news"]), key)?, 2)
-            .await?;
+        let mut tagged = new("https://push.example.net/e1", Some("u1"), Some(&["news"]), key)?;
+        tagged.tags = Some(TagPatch::from_json(&serde_json::json!({"plan": "pro", "n": 3, "vip": true}))?);
+        tagged.language = Some(Language::new("pt-BR")?);
+        tagged.time_zone = Some(TimeZoneName::new("America/Sao_Paulo")?);
+        let sub = store.upsert_subscription(&tagged, 2).await?;
         let plain = store.upsert_subscription(&new("https://push.example.net/e2", None, None, key)?, 2).await?;
+        // Posted again with a change of tags: `subscription.updated`.
+        tagged.tags = Some(TagPatch::from_json(&serde_json::json!({"vip": null}))?);
+        let changed = store.upsert_subscription(&tagged, 3).await?;
+        assert_eq!(changed.tags.to_json(), serde_json::json!({"plan": "pro", "n": 3}));
         store.insert_message(&message_in(AppId::DEFAULT, "m-e", Target::All(true), None)).await?;
         store.record_interaction(AppId::DEFAULT, "m-e", "s:1", Interaction::Clicked, Some("open"), 3).await?;
         store.cancel_message(AppId::DEFAULT, "m-e", 4).await?;
@@ -221,6 +228,7 @@ async fn every_event_written_is_of_the_event_enum() -> TestResult {
             [
                 EventType::SubscriptionCreated,
                 EventType::SubscriptionCreated,
+                EventType::SubscriptionUpdated,
                 EventType::MessageCreated,
                 EventType::NotificationClicked,
                 EventType::MessageCancelled,
@@ -238,11 +246,16 @@ async fn every_event_written_is_of_the_event_enum() -> TestResult {
                 endpoint: s.subscription.endpoint().to_string(),
                 user_id: s.user_id.clone(),
                 topics: s.topics.clone(),
+                tags: (!s.tags.is_empty()).then(|| s.tags.clone()),
+                language: s.language.clone(),
+                time_zone: s.time_zone.clone(),
             })
             .data()
         };
         assert_eq!(events[0].data, expected(&sub), "the trigger writes the enum's JSON");
         assert_eq!(events[1].data, expected(&plain));
+        let updated = Event::SubscriptionUpdated(event::SubscriptionUpdated::attributes_of(&changed)).data();
+        assert_eq!(events[2].data, updated);
         Ok(())
     })
     .await
