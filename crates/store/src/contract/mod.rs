@@ -7,6 +7,8 @@
 //! the outbox, which the in-memory store does not keep) are in
 //! `sql/tests.rs`.
 
+mod audience;
+
 use crate::testutil::{new, on_every_store, TestResult, AUTH};
 use crate::*;
 
