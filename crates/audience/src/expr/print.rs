@@ -98,9 +98,11 @@ impl fmt::Display for LiteralText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Literal::String(s) => f.write_str(&quoted(s)),
-            // `Debug` is the shortest text that reads back as the same
-            // float, with an exponent for the very large and small
-            // (`1e300`), where `Display` would write 300 digits.
+            // Whole numbers as integers (`18`, not `18.0`); others by
+            // `Debug`, the shortest text that reads back as the same float,
+            // with an exponent for the very large and small (`1e300`),
+            // where `Display` would write 300 digits.
+            Literal::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => write!(f, "{}", *n as i64),
             Literal::Number(n) => write!(f, "{n:?}"),
             Literal::Bool(b) => write!(f, "{b}"),
         }
@@ -117,10 +119,10 @@ mod tests {
     #[test]
     fn prints_with_the_parentheses_precedence_needs() {
         for (text, printed) in [
-            ("a == 1 || b == 2 && c == 3", "a == 1.0 || b == 2.0 && c == 3.0"),
-            ("(a == 1 || b == 2) && c == 3", "(a == 1.0 || b == 2.0) && c == 3.0"),
-            ("a == 1 && (b == 2 && c == 3)", "a == 1.0 && (b == 2.0 && c == 3.0)"),
-            ("!(a == 1 && has(b))", "!(a == 1.0 && has(b))"),
+            ("a == 1 || b == 2 && c == 3", "a == 1 || b == 2 && c == 3"),
+            ("(a == 1 || b == 2) && c == 3", "(a == 1 || b == 2) && c == 3"),
+            ("a == 1 && (b == 2 && c == 3)", "a == 1 && (b == 2 && c == 3)"),
+            ("!(a == 1 && has(b))", "!(a == 1 && has(b))"),
             ("!!topic(\"x\")", "!!topic(\"x\")"),
             (r#"tag("language") == "x""#, r#"tag("language") == "x""#),
             (r#"language in ["pt-br", "en"]"#, r#"language in ["pt-BR", "en"]"#),

@@ -9,6 +9,7 @@ mod common;
 
 mod adversarial;
 mod apps;
+mod audience;
 mod backup;
 mod config;
 mod declarative;

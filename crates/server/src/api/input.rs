@@ -210,6 +210,9 @@ pub(crate) struct PageQuery {
     pub(crate) topic: Option<String>,
     #[serde(default, rename = "userId")]
     pub(crate) user_id: Option<String>,
+    /// A segment expression (`GET /v1/subscriptions?where=…`).
+    #[serde(default, rename = "where")]
+    pub(crate) condition: Option<String>,
 }
 
 pub(crate) fn limit(q: &PageQuery) -> Result<i64, ApiError> {

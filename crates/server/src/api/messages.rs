@@ -52,8 +52,20 @@ pub struct MessageRequest {
 
 pub(crate) fn parse_target(v: &Value) -> Result<Target, ApiError> {
     let bad = |m: &str| ApiError::new(ErrorId::InvalidTarget, m.to_owned());
+    // An expression's own errors name their column (`invalid-segment`).
+    match v.as_object().filter(|o| o.len() == 1).and_then(|o| o.iter().next()) {
+        Some((k, Value::String(text))) if k == "where" => return Ok(Target::Where(super::audience::condition(text)?)),
+        Some((k, Value::String(name))) if k == "segment" => {
+            return match tocsin_store_api::valid_segment_name(name) {
+                true => Ok(Target::Segment(name.clone())),
+                false => Err(bad("segment must be a segment's name: 1 to 64 of a-z, 0-9, _ and -")),
+            };
+        }
+        _ => {}
+    }
     let target: Target = serde_json::from_value(v.clone()).map_err(|_| {
-        bad("target must be one of {\"all\":true}, {\"topic\":\"…\"}, {\"userIds\":[…]}, {\"subscriptionIds\":[…]}")
+        bad("target must be one of {\"all\":true}, {\"topic\":\"…\"}, {\"userIds\":[…]}, {\"subscriptionIds\":[…]}, \
+             {\"segment\":\"…\"}, {\"where\":\"…\"}")
     })?;
     match &target {
         Target::All(false) => return Err(bad("{\"all\":false} targets nobody")),
@@ -109,6 +121,18 @@ pub(crate) async fn create_message(
     JsonBody(req): JsonBody<MessageRequest>,
 ) -> Result<Response, ApiError> {
     let target = parse_target(&req.target)?;
+    // A segment is read again when the message is sent; one that does not
+    // exist now is a mistake to say at once.
+    if let Target::Segment(name) = &target {
+        let found = st
+            .store
+            .segment(token.app.id, name)
+            .await
+            .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot read the segment", &e))?;
+        if found.is_none() {
+            return Err(ApiError::new(ErrorId::SegmentNotFound, format!("the app has no segment {name:?}")));
+        }
+    }
     let id = new_id()?;
     let format = payload::parse_format(req.format.as_deref())?;
     let event_token = st.event_tokens.token(&id);

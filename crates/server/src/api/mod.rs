@@ -1,6 +1,7 @@
 //! The routes and their handlers, one room per part of the API:
 //! [`classic`] (`/api/…`, what browsers call), [`messages`] and
-//! [`subscriptions`] (`/v1`, with a token), [`apps`] (apps and their VAPID
+//! [`subscriptions`] (`/v1`, with a token), [`audience`] (tags from the
+//! backend, segments, audience counts), [`apps`] (apps and their VAPID
 //! keys), [`webhooks`], [`stream`] (the event stream), [`monitoring`]
 //! (stats, health, metrics, OpenAPI); [`input`] reads requests,
 //! [`payload`] turns a message's payload into what is stored by its format
@@ -13,6 +14,7 @@
 //! [`crate::app`].
 
 pub mod apps;
+pub mod audience;
 pub mod classic;
 pub mod input;
 pub mod messages;
@@ -47,12 +49,15 @@ use utoipa::OpenApi;
         classic::vapid_public_key, classic::post_subscription, classic::delete_subscription, classic::push_all, classic::test_notification, classic::post_event,
         messages::create_message, messages::get_message, messages::cancel_message, messages::list_messages,
         apps::whoami, apps::list_apps, apps::post_app, apps::list_keys, apps::rotate, apps::retire,
-        subscriptions::list_subscriptions, subscriptions::get_subscription, subscriptions::remove_subscription, monitoring::stats, monitoring::daily, monitoring::push_services,
+        subscriptions::list_subscriptions, subscriptions::get_subscription, subscriptions::remove_subscription,
+        audience::patch_subscription_tags, audience::patch_user_tags, audience::create_segment, audience::list_segments,
+        audience::get_segment, audience::delete_segment, audience::count_audience, monitoring::stats, monitoring::daily, monitoring::push_services,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::delete_webhook, webhooks::test_webhook, stream::events_stream,
         monitoring::healthz, monitoring::readyz, monitoring::metrics
     ),
     components(schemas(ErrorBody, views::SuccessBody, views::PublicKeyBody, messages::MessageRequest, views::MessageView, views::CountsView, views::SubscriptionView,
-        apps::AppView, apps::AppRequest, apps::VapidKeyView, webhooks::WebhookRequest, webhooks::WebhookView)),
+        apps::AppView, apps::AppRequest, apps::VapidKeyView, webhooks::WebhookRequest, webhooks::WebhookView,
+        audience::SegmentRequest, audience::SegmentView, audience::CountRequest)),
     modifiers(&BearerAuth, &ErrorAnswers)
 )]
 pub struct ApiDoc;
@@ -139,6 +144,11 @@ fn app_routes() -> Router<AppState> {
         .route("/messages/{id}", get(messages::get_message).delete(messages::cancel_message))
         .route("/subscriptions", get(subscriptions::list_subscriptions))
         .route("/subscriptions/{id}", get(subscriptions::get_subscription).delete(subscriptions::remove_subscription))
+        .route("/subscriptions/{id}/tags", axum::routing::patch(audience::patch_subscription_tags))
+        .route("/users/{id}/tags", axum::routing::patch(audience::patch_user_tags))
+        .route("/segments", get(audience::list_segments).post(audience::create_segment))
+        .route("/segments/{id}", get(audience::get_segment).delete(audience::delete_segment))
+        .route("/audience/count", post(audience::count_audience))
         .route("/stats", get(monitoring::stats))
         .route("/stats/daily", get(monitoring::daily))
         .route("/vapid-keys", get(apps::list_keys).post(apps::rotate))
@@ -188,7 +198,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
     app.layer(
         CorsLayer::new()
             .allow_origin(origin)
-            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::PATCH])
             .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION]),
     )
     .layer(tower_http::trace::TraceLayer::new_for_http())

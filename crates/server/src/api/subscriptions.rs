@@ -12,10 +12,11 @@ use serde_json::{json, Value};
 use tocsin_store_api::PageRow;
 use tocsin_store_api::Target;
 
-/// Subscriptions by id, with cursor paging; filter by `topic` or `userId`.
+/// Subscriptions by id, with cursor paging; filter by `topic`, `userId`
+/// or a segment expression (`where`).
 #[utoipa::path(get, path = "/v1/subscriptions", security(("token" = ["read", "admin"])),
     params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query), ("topic" = Option<String>, Query),
-        ("userId" = Option<String>, Query)),
+        ("userId" = Option<String>, Query), ("where" = Option<String>, Query)),
     responses((status = 200, description = "{\"items\":[SubscriptionView],\"nextCursor\"}"), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list_subscriptions(
     token: Reader,
@@ -29,13 +30,12 @@ pub(crate) async fn list_subscriptions(
             c.parse::<i64>().map_err(|_| ApiError::new(ErrorId::InvalidCursor, "cursor is not one this API gave"))?
         }
     };
-    let target = match (&q.topic, &q.user_id) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::new(ErrorId::InvalidFilter, "filter by topic or by userId, not both"));
-        }
-        (Some(t), None) => Target::Topic(t.clone()),
-        (None, Some(u)) => Target::UserIds(vec![u.clone()]),
-        (None, None) => Target::All(true),
+    let target = match (&q.topic, &q.user_id, &q.condition) {
+        (Some(t), None, None) => Target::Topic(t.clone()),
+        (None, Some(u), None) => Target::UserIds(vec![u.clone()]),
+        (None, None, Some(text)) => Target::Where(super::audience::condition(text)?),
+        (None, None, None) => Target::All(true),
+        _ => return Err(ApiError::new(ErrorId::InvalidFilter, "filter by one of topic, userId and where")),
     };
     let items = st
         .store

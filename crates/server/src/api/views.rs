@@ -67,6 +67,10 @@ pub struct MessageView {
     pub(crate) format: &'static str,
     pub(crate) created_at: String,
     pub(crate) send_at: Option<String>,
+    /// Who it goes to, as it was accepted (`{"all":true}`, `{"segment":"…"}`,
+    /// `{"where":"…"}` with the expression as it prints, …).
+    #[schema(value_type = Object)]
+    pub(crate) target: Value,
     pub(crate) counts: CountsView,
     /// Failures by reason (`payload-too-large`, `vapid-key-mismatch`,
     /// `retries-exhausted-http-503`, `ttl-expired`, …); in `GET /v1/messages/{id}` only.
@@ -86,6 +90,7 @@ impl From<Message> for MessageView {
             format: m.accepted.format.as_str(),
             created_at: rfc3339(m.accepted.created_at),
             send_at: m.accepted.send_at.map(rfc3339),
+            target: serde_json::to_value(&m.accepted.target).unwrap_or(Value::Null),
             counts: m.counts.into(),
             failed_by_reason: None,
             failure_examples: None,
@@ -108,6 +113,15 @@ pub struct SubscriptionView {
     pub(crate) vapid_key_id: i64,
     /// Whose push service the endpoint is: `fcm`, `mozilla`, `apple`, `wns` or `other`.
     pub(crate) push_service: &'static str,
+    /// The site's attributes of it: keys to strings, numbers or booleans.
+    #[schema(value_type = Object)]
+    pub(crate) tags: Value,
+    /// Its browser's language (BCP 47), as last reported.
+    pub(crate) language: Option<String>,
+    /// Its browser's IANA time zone, as last reported.
+    pub(crate) time_zone: Option<String>,
+    /// When its browser last posted it (RFC 3339).
+    pub(crate) last_seen_at: String,
 }
 
 impl From<StoredSubscription> for SubscriptionView {
@@ -129,6 +143,10 @@ impl From<StoredSubscription> for SubscriptionView {
                 },
             ))
             .as_str(),
+            tags: s.tags.to_json(),
+            language: s.language,
+            time_zone: s.time_zone,
+            last_seen_at: rfc3339(s.last_seen_at),
         }
     }
 }
