@@ -21,7 +21,8 @@ const DAY: i64 = 86_400_000;
 
 /// Subscribers of every kind an expression can tell apart: (endpoint,
 /// user, topics, tags, language, time zone, days since created).
-fn people() -> Vec<(
+/// (endpoint, user, topics, tags, language, time zone, days since created)
+type Person = (
     &'static str,
     Option<&'static str>,
     &'static [&'static str],
@@ -29,7 +30,9 @@ fn people() -> Vec<(
     Option<&'static str>,
     Option<&'static str>,
     i64,
-)> {
+);
+
+fn people() -> Vec<Person> {
     vec![
         (
             "https://fcm.googleapis.com/fcm/send/a",
