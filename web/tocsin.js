@@ -169,6 +169,43 @@ async function pushSubscribe(registration, key) {
 }
 
 /**
+ * This browser's language (BCP 47) and time zone (IANA), as the server
+ * stores them beside the subscription (segments, localized messages, local
+ * times). A value the browser cannot tell is left out.
+ */
+function locale() {
+  const out = {};
+  if (typeof navigator !== 'undefined' && navigator.language) out.language = navigator.language;
+  try {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone) out.timeZone = zone;
+  } catch (_) {
+    /* no Intl */
+  }
+  return out;
+}
+
+/** How often sync() posts an unchanged subscription anyway (its lastSeenAt). */
+const SEEN_EVERY_MS = 24 * 60 * 60 * 1000;
+
+/** What sync() last sent for an app: { language, timeZone, at }, in localStorage. */
+function lastSent(app) {
+  try {
+    return JSON.parse(localStorage.getItem(`tocsin:sent:${app || 'default'}`) || 'null');
+  } catch (_) {
+    return null;
+  }
+}
+
+function remember(app, sent) {
+  try {
+    localStorage.setItem(`tocsin:sent:${app || 'default'}`, JSON.stringify({ ...sent, at: Date.now() }));
+  } catch (_) {
+    /* storage refused: sync() posts again next time */
+  }
+}
+
+/**
  * Makes the browser's subscription one for the server's current key and
  * tells the server. When the key changed (the app rotated it), the old
  * subscription is replaced: the server moves its user and topics to the new
@@ -181,8 +218,19 @@ async function ensure(registration, base, fields, { onlyIfChanged = false } = {}
   let subscription = await registration.pushManager.getSubscription();
   const current = subscription && subscription.options && subscription.options.applicationServerKey;
   if (onlyIfChanged && (!current || sameKey(current, key.bytes))) return subscription;
+  return post(registration, base, key, subscription, fields);
+}
+
+/**
+ * Posts the subscription with `fields`, first subscribing again when it was
+ * made with another key than the server's current one. With
+ * `keepUnknownKey`, a subscription whose key the browser does not tell is
+ * posted as it is (sync and setTags must not replace it on a guess).
+ */
+async function post(registration, base, key, subscription, fields, { keepUnknownKey = false } = {}) {
+  const current = subscription && subscription.options && subscription.options.applicationServerKey;
   let old = null;
-  if (subscription && !sameKey(current, key.bytes)) {
+  if (subscription && !(keepUnknownKey && !current) && !sameKey(current, key.bytes)) {
     old = subscription.toJSON();
     await subscription.unsubscribe();
     subscription = null;
@@ -208,10 +256,13 @@ async function ensure(registration, base, fields, { onlyIfChanged = false } = {}
  * topics over. Options: app (the app's name, for a server with several;
  * default `default`), userId with userSignature (the hex HMAC-SHA256 of
  * userId under the app's user signing secret, made by your site's backend:
- * the server refuses unsigned user ids), topics, swUrl, server (the server's
- * origin, default this page's). Resolves the PushSubscription.
+ * the server refuses unsigned user ids), topics, tags (an object of keys to
+ * strings, numbers or booleans: the server merges them into the stored ones,
+ * and null removes a key), swUrl, server (the server's origin, default this
+ * page's). The browser's language and time zone go with it. Resolves the
+ * PushSubscription.
  */
-export async function subscribe({ app, userId, userSignature, topics, swUrl = '/sw.js', server = '' } = {}) {
+export async function subscribe({ app, userId, userSignature, topics, tags, swUrl = '/sw.js', server = '' } = {}) {
   requireSupport();
   const registration = await register(workerUrl(swUrl, app));
   const state = await requestPermission();
@@ -225,22 +276,60 @@ export async function subscribe({ app, userId, userSignature, topics, swUrl = '/
   if (userId !== undefined) fields.userId = userId;
   if (userSignature !== undefined) fields.userSignature = userSignature;
   if (topics !== undefined) fields.topics = topics;
-  return ensure(registration, routes(server, app), fields);
+  if (tags !== undefined) fields.tags = tags;
+  const here = locale();
+  Object.assign(fields, here);
+  const subscription = await ensure(registration, routes(server, app), fields);
+  remember(app, here);
+  return subscription;
 }
 
 /**
  * Call on every page load: when this browser is subscribed and the app's
  * key has changed since (a rotation), subscribes again with the new key and
- * the server moves the subscription over, user and topics included. Never
- * asks for permission; does nothing when not subscribed, or when the key is
- * the same. Options as subscribe's (app, swUrl, server). Resolves the
+ * the server moves the subscription over, user, topics and tags included.
+ * It also tells the server the browser's language and time zone when they
+ * changed, and at most once a day otherwise (the subscription's
+ * lastSeenAt). Never asks for permission; does nothing when not subscribed. Options as subscribe's (app, swUrl, server). Resolves the
  * PushSubscription, or null.
  */
 export async function sync({ app, swUrl = '/sw.js', server = '' } = {}) {
   if (!isSupported().supported || permission() !== 'granted') return null;
   const registration = await navigator.serviceWorker.getRegistration(workerUrl(swUrl, app));
   if (!registration || !(await registration.pushManager.getSubscription())) return null;
-  return ensure(registration, routes(server, app), {}, { onlyIfChanged: true });
+  const here = locale();
+  const sent = lastSent(app);
+  const stale =
+    !sent ||
+    sent.language !== here.language ||
+    sent.timeZone !== here.timeZone ||
+    !(Date.now() - sent.at < SEEN_EVERY_MS);
+  const base = routes(server, app);
+  if (!stale) return ensure(registration, base, here, { onlyIfChanged: true });
+  // The language or time zone changed, or a day passed: post it again.
+  const subscription = await registration.pushManager.getSubscription();
+  const result = await post(registration, base, await serverKey(base), subscription, here, { keepUnknownKey: true });
+  remember(app, here);
+  return result;
+}
+
+/**
+ * Changes this subscription's tags: each key of `tags` is set to its
+ * value (a string, a number or a boolean), or removed when null; the others
+ * stay. The server takes it as the subscription's holder proves itself,
+ * with the subscription's auth secret. Options: app, swUrl, server.
+ * Rejects with code 'not-subscribed' when there is no subscription, and
+ * 'server-refused' when the server does not take it (an app may take tags
+ * only from its backend: client-tags-disabled).
+ */
+export async function setTags(tags, { app, swUrl = '/sw.js', server = '' } = {}) {
+  requireSupport();
+  const registration = await navigator.serviceWorker.getRegistration(workerUrl(swUrl, app));
+  const subscription = registration && (await registration.pushManager.getSubscription());
+  if (!subscription) throw new TocsinError('not-subscribed', 'Subscribe first.');
+  const base = routes(server, app);
+  await post(registration, base, await serverKey(base), subscription, { tags, ...locale() }, { keepUnknownKey: true });
+  return true;
 }
 
 /** Removes the subscription from the server and the browser. Options: app, swUrl, server. */
@@ -278,4 +367,4 @@ export async function sendTest({ app, swUrl = '/sw.js', server = '' } = {}) {
 }
 
 // --- exports (the line below is rewritten for /tocsin.global.js) ---
-export default { isSupported, register, requestPermission, permission, subscribe, sync, unsubscribe, sendTest, TocsinError };
+export default { isSupported, register, requestPermission, permission, subscribe, sync, setTags, unsubscribe, sendTest, TocsinError };

@@ -53,6 +53,8 @@ before(async () => {
     executablePath: process.env.FIREFOX || '/usr/bin/firefox-esr',
     headless: true,
     userDataDir: profile,
+    // A reader in Brazil: the language and zone tocsin.js reports.
+    env: { ...process.env, TZ: 'America/Sao_Paulo' },
     extraPrefsFirefox: {
       'dom.push.serverURL': dev.url.replace('http://', 'ws://') + '/',
       'dom.push.testing.allowInsecureServerURL': true,
@@ -61,6 +63,7 @@ before(async () => {
       'dom.push.enabled': true,
       'dom.push.retryBaseInterval': 500,
       'permissions.default.desktop-notification': 1,
+      'intl.accept_languages': 'pt-BR, en',
       'alerts.useSystemBackend': false,
       'network.proxy.type': 1,
       'network.proxy.http': '127.0.0.1',
@@ -323,4 +326,38 @@ test('a rotated key: on the next page load the subscription moves to it, and pus
   assert.equal(Buffer.from(m.vapid.publicKey, 'base64url').toString('base64url'), rotated.publicKey);
   // The old key has no subscriber left: it may be retired.
   assert.equal((await api(server, 'DELETE', `/v1/vapid-keys/${oldKey.id}`)).status, 200);
+});
+
+test('tags, language and time zone from the page, and a message aimed at an expression', async () => {
+  await page.goto(`${server.url}/`);
+  await page.waitForSelector('body[data-ready="true"]');
+  const here = await page.evaluate(async () => {
+    const Tocsin = (await import('/tocsin.js')).default;
+    await Tocsin.subscribe({ tags: { plan: 'pro', first_name: 'Ana', visits: 3 } });
+    return { language: navigator.language, timeZone: Intl.DateTimeFormat().resolvedOptions().timeZone };
+  });
+  assert.deepEqual(here, { language: 'pt-BR', timeZone: 'America/Sao_Paulo' }, 'the browser as set up');
+  let [stored] = (await api(server, 'GET', '/v1/subscriptions')).body.items;
+  assert.deepEqual(stored.tags, { plan: 'pro', first_name: 'Ana', visits: 3 });
+  assert.equal(stored.language, 'pt-BR');
+  assert.equal(stored.timeZone, 'America/Sao_Paulo');
+  // setTags: null removes a key, the others stay.
+  assert.equal(await page.evaluate(async () => (await import('/tocsin.js')).default.setTags({ plan: null, vip: true })), true);
+  [stored] = (await api(server, 'GET', '/v1/subscriptions')).body.items;
+  assert.deepEqual(stored.tags, { first_name: 'Ana', visits: 3, vip: true });
+
+  const none = await api(server, 'POST', '/v1/messages', { target: { where: 'vip == false' }, payload: { title: 'Nobody' } });
+  const aimed = await api(server, 'POST', '/v1/messages', {
+    target: { where: 'vip == true && language == "pt" && timeZone == "America/Sao_Paulo" && visits >= 3' },
+    payload: { title: 'Para você', body: 'aimed by expression' },
+  });
+  assert.equal(aimed.status, 202, JSON.stringify(aimed.body));
+  const n = await waitForNotification((x) => x.title === 'Para você', 'the notification aimed by expression');
+  assert.equal(n.body, 'aimed by expression');
+  const nobody = await eventually('the other message done', async () => {
+    const { body } = await api(server, 'GET', `/v1/messages/${none.body.id}`);
+    return body.state === 'done' ? body : null;
+  });
+  assert.equal(nobody.counts.targeted, 0);
+  assert.ok(!(await notifications()).some((x) => x.title === 'Nobody'));
 });

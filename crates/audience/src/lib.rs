@@ -5,12 +5,15 @@
 //! - [`locale`]: a subscription's `language` (BCP 47) and `timeZone` (IANA);
 //! - [`expr`]: the segment expression language (`plan == "pro" &&
 //!   !has(optout)`), parsed into a typed tree, printed back, and evaluated
-//!   against one subscriber (the SQL stores compile the same tree to SQL).
+//!   against one subscriber (the SQL stores compile the same tree to SQL);
+//! - [`compose`]: a message's payloads, and a personal message's per
+//!   subscriber (text by language, Liquid templates over tags).
 //!
-//! No I/O: values in, values out.
+//! No I/O: values in, values out (templates read no file).
 
 #![warn(missing_docs)]
 
+pub mod compose;
 pub mod expr;
 pub mod locale;
 pub mod tags;
