@@ -328,7 +328,7 @@ test('a rotated key: on the next page load the subscription moves to it, and pus
   assert.equal((await api(server, 'DELETE', `/v1/vapid-keys/${oldKey.id}`)).status, 200);
 });
 
-test('tags, language and time zone from the page, and a message aimed at an expression', async () => {
+test('tags, language and time zone from the page; a message aimed at an expression, localized and personalized, is shown', async () => {
   await page.goto(`${server.url}/`);
   await page.waitForSelector('body[data-ready="true"]');
   const here = await page.evaluate(async () => {
@@ -349,11 +349,16 @@ test('tags, language and time zone from the page, and a message aimed at an expr
   const none = await api(server, 'POST', '/v1/messages', { target: { where: 'vip == false' }, payload: { title: 'Nobody' } });
   const aimed = await api(server, 'POST', '/v1/messages', {
     target: { where: 'vip == true && language == "pt" && timeZone == "America/Sao_Paulo" && visits >= 3' },
-    payload: { title: 'Para você', body: 'aimed by expression' },
+    payload: {
+      title: { en: 'For you, {{ tags.first_name }}', pt: 'Para você, {{ tags.first_name | default: "amigo" }}' },
+      body: { en: 'In English', 'pt-BR': 'Em português do Brasil, visita {{ tags.visits }}' },
+      defaultLanguage: 'en',
+    },
   });
   assert.equal(aimed.status, 202, JSON.stringify(aimed.body));
-  const n = await waitForNotification((x) => x.title === 'Para você', 'the notification aimed by expression');
-  assert.equal(n.body, 'aimed by expression');
+  const n = await waitForNotification((x) => x.title.startsWith('Para você'), 'the notification aimed by expression');
+  assert.equal(n.title, 'Para você, Ana', 'the title in pt (the primary subtag of pt-BR), with the tag filled in');
+  assert.equal(n.body, 'Em português do Brasil, visita 3', 'the body in pt-BR exactly');
   const nobody = await eventually('the other message done', async () => {
     const { body } = await api(server, 'GET', `/v1/messages/${none.body.id}`);
     return body.state === 'done' ? body : null;

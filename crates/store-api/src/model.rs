@@ -461,6 +461,10 @@ pub struct NewMessage {
     /// With [`MessageFormat::Auto`]: the declarative payload that
     /// subscriptions at Apple's push service get instead of `payload`.
     pub apple_payload: Option<Vec<u8>>,
+    /// `payload` is a personal message's
+    /// (`tocsin_audience::compose::Personal::to_stored`), rendered per
+    /// subscription: text by language, templates over tags.
+    pub personal: bool,
     /// Who it goes to.
     pub target: Target,
     /// How long push services keep it for an offline browser, in seconds
@@ -492,6 +496,7 @@ impl NewMessage {
             payload: None,
             format: MessageFormat::Classic,
             apple_payload: None,
+            personal: false,
             target,
             ttl: tocsin_protocol::Ttl::DEFAULT.0,
             urgency: None,

@@ -254,3 +254,120 @@ async fn an_app_may_take_tags_from_its_backend_only() {
     let (s, v) = call(&server, Method::POST, "/apps/open/api/subscription", None, Some(body)).await;
     assert_eq!(s, 200, "{v}");
 }
+
+/// The payload the dev push service decrypted for a subscription, as JSON.
+async fn received(dev: &DevPush, sub: &Value) -> Vec<Value> {
+    let id = sub_id(sub);
+    let v: Value =
+        dev.http.get(format!("{}/messages?subscription={id}", dev.base)).send().await.unwrap().json().await.unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["payload"].as_str().and_then(|p| serde_json::from_str(p).ok()))
+        .collect()
+}
+
+async fn localized_and_personal(backend: Backend) {
+    let db = Db::new(backend);
+    let server = Server::start(&db, &ANY);
+    let dev = DevPush::start(&[]);
+    let key = server.vapid_public_key().await;
+    let mut subs = Vec::new();
+    for extra in [
+        json!({"language": "fr-CA", "tags": {"first_name": "Zoé", "n": 41}}),
+        json!({"language": "pt-BR"}),
+        json!({"language": "de", "tags": {"first_name": "Jo Ann"}}),
+        json!({"tags": {"long": "x".repeat(256)}}),
+    ] {
+        let sub = dev.mint(Some(&key)).await;
+        assert_eq!(post_sub(&server, &sub, extra).await.0, 200);
+        subs.push(sub);
+    }
+    let send = |body: Value| call(&server, Method::POST, "/v1/messages", Some(TOKEN), Some(body));
+    let (s, v) = send(json!({"target": {"all": true}, "payload": {
+        "title": {"en": "Hi {{ tags.first_name | default: \"there\" }}", "fr": "Salut {{ tags.first_name | default: \"toi\" }}", "pt": "Olá"},
+        "body": "Sale",
+        "url": "https://shop.example/{{ tags.first_name | default: \"all\" | url_encode }}",
+        "defaultLanguage": "en"}}))
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let done = server.wait_done(v["id"].as_str().unwrap()).await;
+    assert_eq!(done["counts"]["delivered"].as_i64(), Some(4), "{done}");
+    let got: Vec<(String, String)> = {
+        let mut out = Vec::new();
+        for sub in &subs {
+            let p = received(&dev, sub).await.pop().unwrap();
+            assert_eq!(p["messageId"], v["id"], "stamped as any message: {p}");
+            assert!(p.get("defaultLanguage").is_none());
+            out.push((p["title"].as_str().unwrap().to_owned(), p["url"].as_str().unwrap().to_owned()));
+        }
+        out
+    };
+    assert_eq!(
+        got,
+        [
+            ("Salut Zoé".to_owned(), "https://shop.example/Zo%C3%A9".to_owned()),
+            ("Olá".to_owned(), "https://shop.example/all".to_owned()),
+            ("Hi Jo Ann".to_owned(), "https://shop.example/Jo%20Ann".to_owned()),
+            ("Hi there".to_owned(), "https://shop.example/all".to_owned()),
+        ]
+    );
+
+    // A template that needs a tag fails the deliveries to subscribers
+    // without it; one that grows past 4 KB fails that delivery: each
+    // counted, with an example.
+    let (s, v) = send(json!({"target": {"all": true}, "payload": {
+        "title": "{{ tags.n | plus: 1 }}", "body": format!("{}{}", "b".repeat(3000), "{{ tags.long }}{{ tags.long }}{{ tags.long }}{{ tags.long }}")}}))
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["id"].as_str().unwrap();
+    let done = server.wait_done(id).await;
+    assert_eq!((done["counts"]["delivered"].as_i64(), done["counts"]["failed"].as_i64()), (Some(1), Some(3)), "{done}");
+    let (_, m) = call(&server, Method::GET, &format!("/v1/messages/{id}"), Some(TOKEN), None).await;
+    // The subscriber with the long tag also lacks `n`: which fails first is the template.
+    assert_eq!(m["failedByReason"]["template-failed"].as_i64(), Some(3), "{m}");
+    assert!(m["failureExamples"]["template-failed"].as_str().unwrap().contains("title"), "{m}");
+    let p = received(&dev, &subs[0]).await.pop().unwrap();
+    assert_eq!(p["title"], "42");
+    let (s, v) = send(json!({"target": {"all": true}, "payload": {
+        "title": "{{ tags.n | default: 1 }}", "body": format!("{}{}", "b".repeat(3000), "{{ tags.long }}{{ tags.long }}{{ tags.long }}{{ tags.long }}")}}))
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["id"].as_str().unwrap();
+    let done = server.wait_done(id).await;
+    assert_eq!((done["counts"]["delivered"].as_i64(), done["counts"]["failed"].as_i64()), (Some(3), Some(1)), "{done}");
+    let (_, m) = call(&server, Method::GET, &format!("/v1/messages/{id}"), Some(TOKEN), None).await;
+    assert_eq!(m["failedByReason"]["payload-too-large"].as_i64(), Some(1), "{m}");
+    assert!(m["failureExamples"]["payload-too-large"].as_str().unwrap().contains("bytes"), "{m}");
+
+    // Refused when created, changing nothing.
+    for (payload, id) in [
+        (json!({"title": "Hi {{ tags.name "}), "invalid-template"),
+        (json!({"title": "{% for i in (1..99999999) %}x{% endfor %}"}), "invalid-template"),
+        (json!({"title": "{% include 'x' %}"}), "invalid-template"),
+        (json!({"title": {"en": "Hi"}}), "invalid-localized-text"),
+        (json!({"title": {"en": "Hi"}, "defaultLanguage": "fr"}), "invalid-localized-text"),
+        (json!({"title": {"en": "Hi", "fr": "y".repeat(4000)}, "defaultLanguage": "en"}), "payload-too-large"),
+    ] {
+        let (s, v) = send(json!({"target": {"all": true}, "payload": payload.clone()})).await;
+        assert_eq!((s, error_id(&v)), (400, id), "{payload}: {v}");
+    }
+    let (s, v) = send(json!({"target": {"all": true}, "format": "declarative", "payload": {"defaultLanguage": "en",
+        "notification": {"title": {"en": "Hi", "de": "Hallo"}, "navigate": {"en": "https://a.example/", "de": "kein link"}}}}))
+    .await;
+    assert_eq!((s, error_id(&v)), (400, "declarative-invalid-navigate"), "{v}");
+    let (_, list) = call(&server, Method::GET, "/v1/messages", Some(TOKEN), None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 3, "only the three accepted");
+
+    // Declarative, by language.
+    let (s, v) = send(json!({"target": {"where": "language == \"de\""}, "format": "declarative", "payload": {"defaultLanguage": "en",
+        "notification": {"title": {"en": "Hi", "de": "Hallo {{ tags.first_name }}"}, "navigate": {"en": "https://a.example/en", "de": "https://a.example/de"}}}}))
+    .await;
+    assert_eq!(s, 202, "{v}");
+    server.wait_done(v["id"].as_str().unwrap()).await;
+    let p = received(&dev, &subs[2]).await.pop().unwrap();
+    assert_eq!((p["web_push"].as_u64(), p["notification"]["title"].as_str()), (Some(8030), Some("Hallo Jo Ann")));
+    assert_eq!(p["notification"]["navigate"], "https://a.example/de");
+}
+both_backends!(messages_in_the_subscribers_language_with_their_values, localized_and_personal);

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tocsin_audience::compose::{ComposeError, Personal};
 
 use bytes::Bytes;
 use tocsin_protocol::request::{self, PushOptions};
@@ -113,6 +114,12 @@ impl Engine {
             MessageFormat::Auto => message.accepted.apple_payload.clone().map(Bytes::from),
             MessageFormat::Classic | MessageFormat::Declarative => None,
         };
+        // A personal message is rendered per subscription (text by
+        // language, templates over tags); the others were made once.
+        let personal = match (message.accepted.personal, message.accepted.payload.as_deref()) {
+            (true, Some(stored)) => Some(Personal::from_stored(stored)),
+            _ => None,
+        };
         let ttl = Duration::from_secs(u64::from(message.accepted.ttl));
         let mut outcome = PageOutcome::default();
         let mut tasks = tokio::task::JoinSet::new();
@@ -140,9 +147,29 @@ impl Engine {
             let signer = self.signer(lane, sub.vapid_key_id).await?;
             let gate = self.gate(sub.subscription.origin());
             let origin_permits = lane.origin_permits(sub.subscription.origin());
-            let payload = match &apple_payload {
-                Some(apple) if is_apple(&sub.subscription) => Some(apple.clone()),
-                _ => payload.clone(),
+            let payload = match &personal {
+                None => match &apple_payload {
+                    Some(apple) if is_apple(&sub.subscription) => Some(apple.clone()),
+                    _ => payload.clone(),
+                },
+                Some(personal) => {
+                    let rendered = personal.as_ref().map_err(Clone::clone).and_then(|p| p.render(&sub.as_subscriber()));
+                    match rendered {
+                        Ok(out) => match out.apple_payload {
+                            Some(apple) if is_apple(&sub.subscription) => Some(Bytes::from(apple)),
+                            _ => out.payload.map(Bytes::from),
+                        },
+                        Err(e) => {
+                            let reason = match e {
+                                ComposeError::TooLarge { .. } => "payload-too-large",
+                                _ => "template-failed",
+                            };
+                            self.metrics.count("failed", reason);
+                            outcome.fail_with(failure(sub, reason, None), example(sub, &e.to_string()));
+                            continue;
+                        }
+                    }
+                }
             };
             let (transport, options, in_flight, in_flight_gauge) =
                 (lane.transport.clone(), options.clone(), lane.in_flight.clone(), self.metrics.in_flight.clone());

@@ -164,13 +164,17 @@ pub(crate) async fn push_all(
             if let Some(p) = &payload {
                 check_payload(p)?;
             }
-            payload::Payloads { format, payload, apple_payload: None }
+            payload::Payloads { format, payload, apple_payload: None, personal: false }
         }
         format => {
             let message: Value = serde_json::from_slice(&bytes).map_err(|e| {
                 ApiError::new(ErrorId::DeclarativeInvalidField, format!("a declarative message is JSON: {e}"))
             })?;
-            let stamp = payload::Stamp { id: &id, event_token: &token, app: app.payload_name() };
+            let stamp = payload::Stamp {
+                id: id.clone(),
+                event_token: token.clone(),
+                app: app.payload_name().map(str::to_owned),
+            };
             payload::build(format, Some(message), &stamp, st.public_url.as_ref())?
         }
     };
@@ -178,6 +182,7 @@ pub(crate) async fn push_all(
         payload: payloads.payload,
         format: payloads.format,
         apple_payload: payloads.apple_payload,
+        personal: payloads.personal,
         ..NewMessage::new(id, app.id, Target::All(true), now_ms())
     };
     let (message, _) = st.store.insert_message(&new).await.map_err(|e| {

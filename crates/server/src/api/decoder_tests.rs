@@ -71,7 +71,9 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
-const STAMP: Stamp<'static> = Stamp { id: "0123456789abcdef0123456789abcdef", event_token: "tok", app: Some("shop") };
+fn stamp() -> Stamp {
+    Stamp { id: "0123456789abcdef0123456789abcdef".into(), event_token: "tok".into(), app: Some("shop".into()) }
+}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
@@ -107,7 +109,7 @@ proptest! {
         Just(MessageFormat::Classic), Just(MessageFormat::Declarative), Just(MessageFormat::Auto)
     ]) {
         let base = url::Url::parse("https://site.example/").ok();
-        match build(format, Some(v), &STAMP, base.as_ref()) {
+        match build(format, Some(v), &stamp(), base.as_ref()) {
             Err(e) => prop_assert!(
                 e.id.as_str().starts_with("declarative-") || e.id == "payload-too-large" || e.id == "missing-payload",
                 "{}", e.id

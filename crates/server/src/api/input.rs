@@ -91,29 +91,7 @@ pub(crate) fn new_id() -> Result<String, ApiError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// A JSON-object payload gets the message's id as `messageId` and its
-/// `eventToken` (unless it has a `messageId`), so that the service worker
-/// can report `shown` and `clicked`, and nobody else can; and, for an app
-/// other than `default`, the app's name as `app`.
-pub(crate) fn with_message_id(payload: Vec<u8>, id: &str, event_token: &str, app: Option<&str>) -> Vec<u8> {
-    match serde_json::from_slice::<Value>(&payload) {
-        Ok(Value::Object(map)) if !map.contains_key("messageId") => {
-            // Prepend the fields to the sender's own bytes: key order and
-            // formatting stay as they were. A message of another app than
-            // `default` names it, so that the service worker reports its
-            // events to that app (names are slugs: nothing to escape).
-            let text = String::from_utf8_lossy(&payload);
-            let Some(rest) = text.trim_start().strip_prefix('{') else { return payload };
-            let sep = if map.is_empty() { "" } else { "," };
-            let app = match app {
-                Some(name) if !map.contains_key("app") => format!(",\"app\":\"{name}\""),
-                _ => String::new(),
-            };
-            format!("{{\"messageId\":\"{id}\",\"eventToken\":\"{event_token}\"{app}{sep}{rest}").into_bytes()
-        }
-        _ => payload,
-    }
-}
+pub(crate) use tocsin_store_api::tocsin_audience::compose::with_message_id;
 
 pub(crate) fn check_payload(payload: &[u8]) -> Result<(), ApiError> {
     let max = ContentEncoding::Aes128Gcm.max_plaintext();

@@ -136,7 +136,11 @@ pub(crate) async fn create_message(
     let id = new_id()?;
     let format = payload::parse_format(req.format.as_deref())?;
     let event_token = st.event_tokens.token(&id);
-    let stamp = payload::Stamp { id: &id, event_token: &event_token, app: token.app.payload_name() };
+    let stamp = payload::Stamp {
+        id: id.clone(),
+        event_token: event_token.clone(),
+        app: token.app.payload_name().map(str::to_owned),
+    };
     let payloads = payload::build(format, req.payload, &stamp, st.public_url.as_ref())?;
     if let Some(u) = &req.urgency {
         u.parse::<Urgency>().map_err(|e| ApiError::new(ErrorId::InvalidUrgency, e.to_string()))?;
@@ -149,6 +153,7 @@ pub(crate) async fn create_message(
         payload: payloads.payload,
         format: payloads.format,
         apple_payload: payloads.apple_payload,
+        personal: payloads.personal,
         ttl: req.ttl.unwrap_or(tocsin_protocol::Ttl::DEFAULT.0),
         urgency: req.urgency,
         topic: req.topic,

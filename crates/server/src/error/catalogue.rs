@@ -101,6 +101,8 @@ catalogue! {
     InvalidIdempotencyKey = "invalid-idempotency-key", BAD_REQUEST, "`Idempotency-Key` is not 1 to 255 visible characters.";
     InvalidFormat = "invalid-format", BAD_REQUEST, "`format` is not `classic`, `declarative` or `auto`.";
     PayloadTooLarge = "payload-too-large", BAD_REQUEST, "The payload does not fit one push message (4 KB encrypted).";
+    InvalidTemplate = "invalid-template", BAD_REQUEST, "A template in the message's title, body or link does not compile (Liquid; the message names the field), or uses what templates may not (loops, include, assign).";
+    InvalidLocalizedText = "invalid-localized-text", BAD_REQUEST, "A text by language is not a map of BCP 47 tags to strings, or the message has no `defaultLanguage` among its keys.";
     DeclarativeMissingTitle = "declarative-missing-title", BAD_REQUEST, "A declarative message needs `notification.title`.";
     DeclarativeMissingNavigate = "declarative-missing-navigate", BAD_REQUEST, "A declarative message needs `notification.navigate`.";
     DeclarativeInvalidNavigate = "declarative-invalid-navigate", BAD_REQUEST, "`navigate` is not an https URL (or a relative one with `--public-url`).";

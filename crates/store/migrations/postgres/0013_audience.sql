@@ -52,3 +52,7 @@ BEGIN
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql;
+
+-- A personal message's payload is rendered per subscription (text by
+-- language, templates over tags): `payload` holds what it is rendered from.
+ALTER TABLE messages ADD COLUMN personal BIGINT NOT NULL DEFAULT 0;

@@ -44,3 +44,7 @@ BEGIN
                     'timeZone', NEW.time_zone),
         NEW.created_at);
 END;
+
+-- A personal message's payload is rendered per subscription (text by
+-- language, templates over tags): `payload` holds what it is rendered from.
+ALTER TABLE messages ADD COLUMN personal BIGINT NOT NULL DEFAULT 0;

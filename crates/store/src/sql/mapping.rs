@@ -23,7 +23,7 @@ pub(crate) const SUB_RETURNING: &str = "id, endpoint, p256dh, auth, expiration_t
      created_at, updated_at, app_id, tags, language, time_zone, last_seen_at";
 pub(crate) const MSG_COLUMNS: &str =
     "id, payload, format, apple_payload, target, ttl, urgency, topic, send_at, state, created_at, updated_at, cursor, cursor_end, \
-     targeted, delivered, failed, gone, expired, pending_retry, shown, clicked, app_id, idempotency_key";
+     targeted, delivered, failed, gone, expired, pending_retry, shown, clicked, app_id, idempotency_key, personal";
 
 /// A page of subscriptions as one row holding a JSON array, on SQLite.
 ///
@@ -137,6 +137,7 @@ pub(crate) fn msg_from_row(row: &AnyRow) -> R<Message> {
             MessageFormat::parse(&f).ok_or_else(|| corrupt(format!("message format {f:?}")))?
         },
         apple_payload: row.try_get("apple_payload")?,
+        personal: row.try_get::<i64, _>("personal")? != 0,
         target: serde_json::from_str(&target).map_err(corrupt)?,
         ttl: u32::try_from(row.try_get::<i64, _>("ttl")?).map_err(corrupt)?,
         urgency: row.try_get("urgency")?,

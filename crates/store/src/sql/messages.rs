@@ -31,8 +31,8 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
     let mut tx = store.write_tx().await?;
     let inserted = sqlx::query(
         "INSERT INTO messages (id, payload, target, ttl, urgency, topic, send_at, state, idempotency_key, created_at, updated_at, app_id, \
-         format, apple_payload) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+         format, apple_payload, personal) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
     )
     .bind(new.id.as_str())
     .bind(new.payload.clone())
@@ -47,6 +47,7 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
     .bind(new.app.0)
     .bind(new.format.as_str())
     .bind(new.apple_payload.clone())
+    .bind(i64::from(new.personal))
     .execute(&mut *tx)
     .await?;
     let created = inserted.rows_affected() > 0;
