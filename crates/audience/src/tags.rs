@@ -111,6 +111,10 @@ impl TagValue {
         match v {
             serde_json::Value::Bool(b) => Ok(Self::Bool(*b)),
             serde_json::Value::Number(n) => Ok(Self::Number(n.clone())),
+            // PostgreSQL's text and jsonb cannot hold U+0000.
+            serde_json::Value::String(s) if s.contains('\0') => {
+                Err(TagError::Value { key: shorten(key), why: "a string value may not contain U+0000" })
+            }
             serde_json::Value::String(s) if s.chars().count() <= MAX_STRING_LEN => Ok(Self::String(s.clone())),
             serde_json::Value::String(_) => {
                 Err(TagError::Value { key: shorten(key), why: "a string value is at most 256 characters" })
@@ -280,7 +284,13 @@ mod tests {
         assert_eq!(t.get("s"), Some(&TagValue::String("x".into())));
         assert_eq!(t.get("b"), Some(&TagValue::Bool(false)));
         assert_eq!(t.len(), 4);
-        for bad in [json!({"k": null}), json!({"k": [1]}), json!({"k": {"a": 1}}), json!({"k": "x".repeat(257)})] {
+        for bad in [
+            json!({"k": null}),
+            json!({"k": [1]}),
+            json!({"k": {"a": 1}}),
+            json!({"k": "x".repeat(257)}),
+            json!({"k": "a\u{0}"}),
+        ] {
             assert!(matches!(Tags::from_json(&bad), Err(TagError::Value { ref key, .. }) if key == "k"), "{bad}");
         }
         assert!(Tags::from_json(&json!({"k": "é".repeat(256)})).is_ok(), "256 characters, more bytes");

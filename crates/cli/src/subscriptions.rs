@@ -230,6 +230,9 @@ fn parse_import_line(line: &str) -> anyhow::Result<ImportLine> {
     let text = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
     let language = text("language").map(|l| Language::new(&l)).transpose()?;
     let time_zone = text("timeZone").map(|z| TimeZoneName::new(&z)).transpose()?;
+    if user_id.iter().chain(topics.iter().flatten()).any(|s| s.contains('\0')) {
+        anyhow::bail!("a user id or topic contains U+0000, which no database stores");
+    }
     let subscription = tocsin_protocol::Subscription::from_value(v)?;
     let len = subscription.endpoint().as_str().len();
     if len > tocsin_store::MAX_ENDPOINT_LEN {

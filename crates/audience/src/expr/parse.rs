@@ -331,6 +331,10 @@ impl Parser<'_> {
         }
         let raw = &self.rest()[..=i];
         let s = serde_json::from_str::<String>(raw).map_err(|e| self.error_at(start, format!("bad string: {e}")))?;
+        // No stored text holds U+0000 (PostgreSQL cannot).
+        if s.contains('\0') {
+            return Err(self.error_at(start, "a string may not contain U+0000"));
+        }
         self.pos += i + 1;
         Ok(s)
     }
@@ -423,6 +427,7 @@ mod tests {
         assert_eq!(err("createdAt < 99999999w").0, 13);
         assert_eq!(err("a == 1e999").0, 6);
         assert_eq!(err("a == 01").0, 6);
+        assert_eq!(err(r#"a == "x\u0000""#).0, 6);
         assert_eq!(err("has(Bad)").0, 5);
         assert_eq!(err(r#"ü == 1"#).0, 1);
         assert_eq!(err(r#"a == "ü" && "#).0, 13, "columns count characters, not bytes");

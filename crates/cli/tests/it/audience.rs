@@ -371,3 +371,74 @@ async fn localized_and_personal(backend: Backend) {
     assert_eq!(p["notification"]["navigate"], "https://a.example/de");
 }
 both_backends!(messages_in_the_subscribers_language_with_their_values, localized_and_personal);
+
+/// Values at the edges of their types, as an outsider would send them.
+async fn edges(backend: Backend) {
+    let db = Db::new(backend);
+    let server = Server::start(&db, &ANY);
+    let dev = DevPush::start(&[]);
+    let key = server.vapid_public_key().await;
+    let sub = dev.mint(Some(&key)).await;
+    let tags = json!({
+        "u64": u64::MAX, "i64": i64::MIN, "max": f64::MAX, "tiny": 5e-324, "zero": -0.0,
+        "s": "é".repeat(256), &"k".repeat(64): true, "a.b:c-d_e": "", "emoji": "🔔\u{1}\"'\\"
+    });
+    let (s, v) =
+        post_sub(&server, &sub, json!({"tags": tags, "language": "zh-Hant-TW", "timeZone": "Pacific/Kiritimati"}))
+            .await;
+    assert_eq!(s, 200, "{v}");
+    let stored = &by_endpoint(&server, "").await[0];
+    for k in ["u64", "i64", "s", "a.b:c-d_e", "emoji"] {
+        assert_eq!(stored["tags"][k], tags[k], "{k} round trips");
+    }
+    assert_eq!(stored["tags"]["max"].as_f64(), Some(f64::MAX));
+    for (expr, want) in [
+        ("u64 > 1e19", 1),
+        ("i64 < -9e18", 1),
+        ("max >= 1.7976931348623157e308", 1),
+        ("tiny > 0", 1),
+        ("zero == 0", 1),
+        (r#"emoji == "🔔\u0001\"'\\""#, 1),
+        (r#"emoji == "\u0000""#, -1),
+        (r#"a.b:c-d_e == """#, 1),
+        ("has(kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk)", 1),
+        (r#"timeZone == "Pacific/Kiritimati" && language == "zh""#, 1),
+        ("createdAt > 9999999w", 0),
+    ] {
+        let (s, v) = call(&server, Method::POST, "/v1/audience/count", Some(TOKEN), Some(json!({"where": expr}))).await;
+        if expr.contains("9999999w") || want < 0 {
+            assert_eq!((s, error_id(&v)), (400, "invalid-segment"), "an age over 100 years: {v}");
+            continue;
+        }
+        assert_eq!((s, v["count"].as_i64()), (200, Some(want)), "{expr}: {v}");
+    }
+    // Numbers JSON cannot hold, and bodies far past the limit.
+    let (s, v) =
+        call(&server, Method::POST, "/v1/audience/count", Some(TOKEN), Some(json!({"where": "n > 1e999"}))).await;
+    assert_eq!((s, error_id(&v)), (400, "invalid-segment"), "{v}");
+    let huge = format!(r#"{{"endpoint":"x","tags":{{"a":"{}"}}}}"#, "x".repeat(10 << 20));
+    let (s, _) = server.raw(Method::POST, "/api/subscription", huge).await;
+    assert_eq!(s, 413);
+    let (s, v) = server.raw(Method::PATCH, "/v1/users/u/tags", r#"{"a": 1e999}"#.to_owned()).await;
+    assert!(s == 400 || s == 401, "{s} {v}");
+    // U+0000, which PostgreSQL cannot store: refused with its id, on both.
+    let other = dev.mint(Some(&key)).await;
+    let (s, v) = post_sub(&server, &other, json!({"tags": {"k": "a\u{0}b"}})).await;
+    assert_eq!((s, error_id(&v)), (400, "invalid-tags"), "{v}");
+    // A user id with U+0000 (signed, as a site's backend would): refused, not a 500.
+    let mut nul_user = dev.mint(Some(&key)).await;
+    with_user(&mut nul_user, "ann\u{0}");
+    let (s, v) = post_sub(&server, &nul_user, json!({})).await;
+    assert_eq!((s, error_id(&v)), (400, "invalid-user-id"), "{v}");
+    let (s, v) = call(&server, Method::PATCH, "/v1/users/a%00b/tags", Some(TOKEN), Some(json!({"a": 1}))).await;
+    assert_eq!((s, error_id(&v)), (400, "invalid-user-id"), "{v}");
+    for target in [json!({"userIds": ["a\u{0}"]}), json!({"topic": "t\u{0}"})] {
+        let body = json!({"target": target, "payload": "x"});
+        let (s, v) = call(&server, Method::POST, "/v1/messages", Some(TOKEN), Some(body)).await;
+        assert_eq!((s, error_id(&v)), (400, "invalid-target"), "{v}");
+    }
+    let (s, v) = call(&server, Method::GET, "/v1/subscriptions?userId=a%00", Some(TOKEN), None).await;
+    assert_eq!((s, error_id(&v)), (400, "invalid-filter"), "{v}");
+    assert_eq!(server.count().await, 1, "nothing else stored");
+}
+both_backends!(values_at_the_edges_of_their_types, edges);

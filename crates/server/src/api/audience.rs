@@ -82,8 +82,8 @@ pub(crate) async fn patch_user_tags(
     IdParam(user): IdParam,
     raw: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    if user.is_empty() || user.len() > MAX_USER_ID {
-        return Err(ApiError::new(ErrorId::InvalidUserId, "a user id is 1 to 256 bytes"));
+    if user.is_empty() || user.len() > MAX_USER_ID || user.contains('\0') {
+        return Err(ApiError::new(ErrorId::InvalidUserId, "a user id is 1 to 256 bytes, without U+0000"));
     }
     let change = tag_change(&body(raw)?)?;
     let rows = patched(st.store.patch_tags(token.app.id, &TagsOf::User(user), &change, now_ms()).await)?;

@@ -109,9 +109,12 @@ pub(crate) const MAX_TOPICS: usize = 100;
 pub(crate) fn user_id_field(map: &serde_json::Map<String, Value>) -> Result<Option<String>, ApiError> {
     match map.get("userId") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Ok(Some(s.clone())),
+        // U+0000: PostgreSQL's text cannot hold it.
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 && !s.contains('\0') => Ok(Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        _ => Err(ApiError::new(ErrorId::InvalidUserId, "userId must be a string of 1 to 256 characters")),
+        _ => {
+            Err(ApiError::new(ErrorId::InvalidUserId, "userId must be a string of 1 to 256 characters, without U+0000"))
+        }
     }
 }
 

@@ -67,6 +67,16 @@ pub(crate) fn parse_target(v: &Value) -> Result<Target, ApiError> {
         bad("target must be one of {\"all\":true}, {\"topic\":\"…\"}, {\"userIds\":[…]}, {\"subscriptionIds\":[…]}, \
              {\"segment\":\"…\"}, {\"where\":\"…\"}")
     })?;
+    let nul = match &target {
+        Target::Topic(t) => t.contains('\0'),
+        Target::UserIds(ids) => ids.iter().any(|u| u.contains('\0')),
+        _ => false,
+    };
+    if nul {
+        // No stored topic or user id holds U+0000 (PostgreSQL cannot), and
+        // a query naming one would fail at every attempt to start the message.
+        return Err(bad("a topic or user id never contains U+0000"));
+    }
     match &target {
         Target::All(false) => return Err(bad("{\"all\":false} targets nobody")),
         Target::Topic(t) if t.is_empty() || t.len() > 64 => return Err(bad("topic must be 1 to 64 characters")),

@@ -30,6 +30,9 @@ pub(crate) async fn list_subscriptions(
             c.parse::<i64>().map_err(|_| ApiError::new(ErrorId::InvalidCursor, "cursor is not one this API gave"))?
         }
     };
+    if q.topic.iter().chain(q.user_id.iter()).any(|f| f.contains('\0')) {
+        return Err(ApiError::new(ErrorId::InvalidFilter, "a topic or user id never contains U+0000"));
+    }
     let target = match (&q.topic, &q.user_id, &q.condition) {
         (Some(t), None, None) => Target::Topic(t.clone()),
         (None, Some(u), None) => Target::UserIds(vec![u.clone()]),
