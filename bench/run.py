@@ -12,6 +12,11 @@ PostgreSQL database of its own. Then, in the same run:
   sqlite-webhook, postgres-webhook  the sqlite and postgres ways with a webhook for every event type registered
             (pointed at the same nginx sink)
   web-push  Node's web-push, 100 requests in flight
+  sqlite-segment, postgres-segment  a broadcast to `bucket == 3`, a segment of 10 % of the N subscriptions
+            (every subscription carries tags, language and time zone in every tocsin way); the time
+            of POST /v1/audience/count of that expression, and of one with `&&`, `||` and `in`, is reported beside it
+  sqlite-personal, postgres-personal  the all-broadcast with a personal message: title by language (en, fr, pt)
+            and a Liquid template over a tag in the body, rendered per delivery
 
 and reports deliveries/s, CPU seconds per 1,000 deliveries (sender, and the
 sink apart), and peak RSS. Results: bench/results/*.json and a table.
@@ -37,6 +42,12 @@ PAYLOAD = '{"title":"Benchmark","body":"A message of ordinary size for a notific
 DECLARATIVE = {"web_push": 8030, "notification": {"title": "Benchmark", "navigate": "https://bench.tocsin-tests.org/",
                                                   "body": "A message of ordinary size for a notification."}}
 TICK = os.sysconf("SC_CLK_TCK")
+# What the audience ways aim at and send.
+SEGMENT = "bucket == 3"
+COUNTED = ['bucket == 3', 'plan == "pro" && (score >= 50 || language == "fr") && city in ["Lyon", "Porto"]']
+PERSONAL = {"title": {"en": "Benchmark", "fr": "Banc d'essai", "pt": "Referência"},
+            "body": "Hi {{ tags.first_name | default: \"there\" }}, a message of ordinary size for a notification.",
+            "defaultLanguage": "en"}
 
 
 def cpu_of(pids):
@@ -148,7 +159,33 @@ ALL_EVENTS = ["message.created", "message.done", "message.cancelled", "subscript
               "subscription.removed", "delivery.failed", "notification.shown", "notification.clicked"]
 
 
-def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN, message=None, webhook=False):
+def with_attributes(subs, tagged):
+    """The subscriptions of `subs` with tags, language and time zone: bucket = i % 10 (10 % each), a plan, a
+    score, a city, a first name."""
+    langs, zones, cities = ["en", "fr", "pt-BR", "de"], ["UTC", "Europe/Paris", "America/Sao_Paulo"], ["Lyon", "Porto", "Oslo"]
+    with open(subs) as src, open(tagged, "w") as out:
+        for i, line in enumerate(src):
+            s = json.loads(line)
+            s["tags"] = {"bucket": i % 10, "plan": "pro" if i % 3 == 0 else "basic", "score": i % 100,
+                         "city": cities[i % 3], "first_name": f"user{i}"}
+            s["language"], s["timeZone"] = langs[i % 4], zones[i % 3]
+            out.write(json.dumps(s) + "\n")
+
+
+def counted(base):
+    """Seconds each expression of COUNTED takes to count (the median of 3), and its count."""
+    out = []
+    for expr in COUNTED:
+        times, n = [], None
+        for _ in range(3):
+            t = time.monotonic()
+            n = api(base, "POST", "/v1/audience/count", {"where": expr})["count"]
+            times.append(time.monotonic() - t)
+        out.append({"where": expr, "count": n, "seconds": round(sorted(times)[1], 3)})
+    return out
+
+
+def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN, message=None, webhook=False, count=False):
     """One broadcast from `binary serve` (the subscriptions imported by the same binary, whose migrations own the
     database)."""
     out = subprocess.run([str(binary), "subscriptions", "import", str(subs), "--database", database],
@@ -166,6 +203,7 @@ def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN, message=None,
         if webhook:
             # Every event type, to the same nginx sink (which answers 201).
             api(base, "POST", "/v1/webhooks", {"url": f"https://127.0.0.1:{sink.port}/webhook", "events": ALL_EVENTS})
+        counts = counted(base) if count else None
         c0, s0 = cpu_of([p.pid]), sink.cpu()
         start = time.monotonic()
         mid = api(base, "POST", "/v1/messages", message or {"payload": PAYLOAD, "target": {"all": True}})["id"]
@@ -175,8 +213,11 @@ def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN, message=None,
                 break
             time.sleep(0.02)
         wall = time.monotonic() - start
-        return {"delivered": m["counts"]["delivered"], "failed": m["counts"]["failed"], "seconds": wall,
-                "cpu": cpu_of([p.pid]) - c0, "sink_cpu": sink.cpu() - s0, "peak_rss_mb": hwm_mb(p.pid)}
+        r = {"delivered": m["counts"]["delivered"], "failed": m["counts"]["failed"], "seconds": wall,
+             "cpu": cpu_of([p.pid]) - c0, "sink_cpu": sink.cpu() - s0, "peak_rss_mb": hwm_mb(p.pid)}
+        if counts:
+            r["counts"] = counts
+        return r
     finally:
         p.terminate()
         p.wait()
@@ -242,7 +283,8 @@ def main():
     ap.add_argument("--concurrency", type=int, default=100)
     ap.add_argument("--ways", nargs="+", default=["send", "sqlite", "postgres", "web-push"],
                     help="send sqlite postgres web-push sqlite-declarative (a declarative message) sqlite-webhook postgres-webhook "
-                         "(a webhook registered), and with --baseline "
+                         "(a webhook registered), sqlite-segment postgres-segment (a 10 %% segment, and counts), "
+                         "sqlite-personal postgres-personal (by language, templated), and with --baseline "
                          "sqlite-baseline postgres-baseline")
     ap.add_argument("--baseline", type=Path, metavar="BIN",
                     help="another tocsin binary (an earlier build) for the ways sqlite-baseline and postgres-baseline: "
@@ -302,6 +344,10 @@ def main():
                 with open(subs, "w") as f:
                     subprocess.run([str(TOCSIN), "dev", "gen-subscriptions", "--count", str(n), "--endpoint-prefix",
                                     sink.url], stdout=f, check=True)
+                # The server's ways import subscriptions with attributes (as a site's would have), so
+                # that the all-broadcast and the segment's read the same rows.
+                tagged = Path(work) / f"subs-{n}-tagged.jsonl"
+                with_attributes(subs, tagged)
                 for way in [w for _ in range(args.repeat) for w in args.ways]:
                     if way == "web-push" and n > 100_000 and not args.web_push_any_n:
                         # ~800/s: a million would take twenty minutes; its rate is flat in N.
@@ -315,14 +361,30 @@ def main():
                             if not args.baseline or not args.baseline.exists():
                                 sys.exit(f"{way} needs --baseline BIN")
                             binary = args.baseline
+                        # An earlier build may not know tags: it imports the plain file.
+                        source = subs if way.endswith("-baseline") else tagged
                         if way.startswith("sqlite"):
-                            r = tocsin_serve(subs, sink, args.concurrency, f"sqlite://{work}/bench-{n}-{way}.db", binary)
+                            r = tocsin_serve(source, sink, args.concurrency, f"sqlite://{work}/bench-{n}-{way}.db", binary)
                         else:
                             db = f"tocsin_bench_{os.getpid()}_{n}"
                             subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db], check=True)
                             try:
-                                r = tocsin_serve(subs, sink, args.concurrency, f"postgres://postgres@127.0.0.1/{db}",
+                                r = tocsin_serve(source, sink, args.concurrency, f"postgres://postgres@127.0.0.1/{db}",
                                                  binary)
+                            finally:
+                                subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", db])
+                    elif way in ("sqlite-segment", "postgres-segment", "sqlite-personal", "postgres-personal"):
+                        message = ({"payload": PAYLOAD, "target": {"where": SEGMENT}} if way.endswith("-segment")
+                                   else {"payload": PERSONAL, "target": {"all": True}})
+                        if way.startswith("sqlite"):
+                            r = tocsin_serve(tagged, sink, args.concurrency, f"sqlite://{work}/bench-{n}-{way}.db",
+                                             message=message, count=way.endswith("-segment"))
+                        else:
+                            db = f"tocsin_bench_{os.getpid()}_{n}_{way}"
+                            subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db], check=True)
+                            try:
+                                r = tocsin_serve(tagged, sink, args.concurrency, f"postgres://postgres@127.0.0.1/{db}",
+                                                 message=message, count=way.endswith("-segment"))
                             finally:
                                 subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", db])
                     elif way == "sqlite-webhook":
@@ -351,6 +413,8 @@ def main():
                     print(f"{way:>9} N={n:>8}: {r['per_second']:>7}/s  {r['cpu_s_per_1000']:.3f} CPU s/1000 "
                           f"(sink {r['sink_cpu_s_per_1000']:.3f})  peak RSS {r['peak_rss_mb']:.0f} MB  "
                           f"delivered {r['delivered']} failed {r['failed']}", flush=True)
+                    for c in r.get("counts", []):
+                        print(f"{'':>9} count of {c['where']!r}: {c['count']} in {c['seconds']} s", flush=True)
         finally:
             sink.stop()
     if args.repeat > 1:
