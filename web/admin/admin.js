@@ -4,7 +4,7 @@
 // /v1/stats/daily, /v1/push-services, /v1/apps/{app}/vapid-keys.
 
 const $ = (id) => document.getElementById(id);
-const PAGES = ['overview', 'compose', 'messages', 'subscribers', 'push-services', 'keys'];
+const PAGES = ['overview', 'compose', 'messages', 'subscribers', 'segments', 'push-services', 'keys'];
 /** What fits one push message's plaintext (aes128gcm, RFC 8291), less what the server adds (messageId, eventToken). */
 const PAYLOAD_MAX = 3993;
 const SERVER_ADDS = 110;
@@ -129,33 +129,194 @@ async function keys() {
   }
 }
 
+/**
+ * Title and body by language: `default` is the text for defaultLanguage;
+ * each added language has its own. The tab shown edits one of them.
+ */
+const texts = { default: { title: '', body: '' } };
+let tab = 'default';
+
+function keepTab() {
+  texts[tab] = { title: $('c-title').value, body: $('c-body').value };
+}
+
+function showTab(name) {
+  keepTab();
+  tab = name;
+  $('c-title').value = texts[name].title;
+  $('c-body').value = texts[name].body;
+  $('c-title').required = name === 'default';
+  document.querySelectorAll('#c-langs [role="tab"]').forEach((b) => b.setAttribute('aria-selected', String(b.dataset.lang === name)));
+  $('c-text').setAttribute('aria-labelledby', `c-lang-${name}`);
+  previewCompose();
+}
+
+function addLanguage(code) {
+  if (!code || texts[code]) return;
+  texts[code] = { title: '', body: '' };
+  const b = el('button', code);
+  b.type = 'button';
+  b.setAttribute('role', 'tab');
+  b.id = `c-lang-${code}`;
+  b.dataset.lang = code;
+  b.setAttribute('aria-controls', 'c-text');
+  b.addEventListener('click', () => showTab(code));
+  $('c-langs').append(b);
+  showTab(code);
+}
+
 function payload() {
-  const p = { title: $('c-title').value };
-  for (const [id, key] of [['c-body', 'body'], ['c-url', 'url'], ['c-icon', 'icon'], ['c-image', 'image'], ['c-tag', 'tag']]) {
+  keepTab();
+  const others = Object.keys(texts).filter((k) => k !== 'default');
+  const byLanguage = (key) => {
+    if (!others.length) return texts.default[key];
+    const map = { [$('c-default-lang').value.trim() || 'en']: texts.default[key] };
+    for (const k of others) map[k] = texts[k][key];
+    return map;
+  };
+  const p = { title: byLanguage('title') };
+  if (texts.default.body || others.some((k) => texts[k].body)) p.body = byLanguage('body');
+  for (const [id, key] of [['c-url', 'url'], ['c-icon', 'icon'], ['c-image', 'image'], ['c-tag', 'tag']]) {
     if ($(id).value) p[key] = $(id).value;
   }
-  if ($('c-format').value === 'classic') return p;
+  const extra = others.length ? { defaultLanguage: $('c-default-lang').value.trim() || 'en' } : {};
+  if ($('c-format').value === 'classic') return { ...p, ...extra };
   // A Declarative Web Push message: the link is what a click opens.
   const { url, ...notification } = p;
-  return { web_push: 8030, notification: { ...notification, navigate: url || '' } };
+  return { web_push: 8030, ...extra, notification: { ...notification, navigate: url || '' } };
 }
+
+/** Calls `fn` once typing has paused. */
+function debounce(fn, ms = 300) {
+  let t;
+  return (...a) => {
+    clearTimeout(t);
+    t = setTimeout(() => fn(...a), ms);
+  };
+}
+
+/** The preview as the chosen sample subscriber gets it: rendered by the server, as the engine renders. */
+const renderPreview = debounce(async () => {
+  const body = { payload: payload(), format: $('c-format').value };
+  if ($('c-sample').value) body.subscriptionId = Number($('c-sample').value);
+  try {
+    const out = await api('POST', appPath('/messages/preview'), body);
+    const shown = (out.payload && (out.payload.notification || out.payload)) || {};
+    $('p-title').textContent = shown.title || 'Title';
+    $('p-body').textContent = shown.body || '';
+    $('c-bytes').textContent = `${PAYLOAD_MAX - out.bytes} bytes left of ${PAYLOAD_MAX} (aes128gcm) for this subscriber`;
+  } catch (e) {
+    $('c-bytes').textContent = `Not sendable yet: ${e.message}`;
+  }
+});
 
 function previewCompose() {
   const p = payload();
   const shown = p.notification || p;
-  $('p-title').textContent = shown.title || 'Title';
-  $('p-body').textContent = shown.body || '';
+  const text = (v) => (typeof v === 'object' && v ? v[Object.keys(v)[0]] : v);
+  $('p-title').textContent = text(shown.title) || 'Title';
+  $('p-body').textContent = text(shown.body) || '';
   $('p-icon').src = shown.icon || '/icon-192.png';
   $('p-origin').textContent = location.host;
   const used = new TextEncoder().encode(JSON.stringify(p)).length + SERVER_ADDS;
   $('c-bytes').textContent = `${PAYLOAD_MAX - used} bytes left of ${PAYLOAD_MAX} (aes128gcm), counting what the server adds`;
   const when = $('c-when').value;
   $('c-utc').textContent = when ? `Sent as ${new Date(when).toISOString()} (UTC)` : 'Sent now.';
+  renderPreview();
 }
 
-async function compose() {
-  previewCompose();
+/** The audience the compose form names, as a message's target. */
+function target() {
+  const audience = document.querySelector('input[name="audience"]:checked').value;
+  const text = $('c-audience').value;
+  const words = text.split(',').map((w) => w.trim()).filter(Boolean);
+  if (audience === 'topic') return { topic: words[0] || '' };
+  if (audience === 'users') return { userIds: words };
+  if (audience === 'segment') return { segment: $('c-segment').value };
+  if (audience === 'where') return { where: text };
+  return { all: true };
 }
+
+/** The live count of a segment or an expression (POST /v1/audience/count). */
+const countAudience = debounce(async () => {
+  const t = target();
+  const out = $('c-count');
+  if (!t.where && !t.segment) {
+    out.textContent = '';
+    return;
+  }
+  try {
+    const { count } = await api('POST', appPath('/audience/count'), t);
+    out.textContent = `${fmt(count)} subscribers match now.`;
+  } catch (e) {
+    out.textContent = e.message;
+  }
+});
+
+async function compose() {
+  const [segments, subs] = await Promise.all([
+    api('GET', appPath('/segments')).catch(() => ({ items: [] })),
+    api('GET', appPath('/subscriptions?limit=20')).catch(() => ({ items: [] })),
+  ]);
+  $('c-segment').replaceChildren(...segments.items.map((s) => el('option', s.name)));
+  const sample = $('c-sample');
+  const chosen = sample.value;
+  sample.replaceChildren(sample.options[0]);
+  for (const s of subs.items) {
+    const o = el('option', `${s.id}: ${s.language || 'no language'}${s.userId ? `, ${s.userId}` : ''}`);
+    o.value = String(s.id);
+    sample.append(o);
+  }
+  sample.value = [...sample.options].some((o) => o.value === chosen) ? chosen : '';
+  previewCompose();
+  countAudience();
+}
+
+async function segments() {
+  const { items } = await api('GET', appPath('/segments'));
+  const rows = $('seg-rows');
+  rows.replaceChildren();
+  for (const s of items) {
+    const tr = el('tr');
+    const actions = el('td');
+    const del = el('button', 'Delete');
+    del.type = 'button';
+    del.disabled = !MAY.send.includes(scope);
+    del.addEventListener('click', async () => {
+      try {
+        await api('DELETE', appPath(`/segments/${encodeURIComponent(s.name)}`));
+        $('seg-status').textContent = `Segment ${s.name} deleted.`;
+        await segments();
+      } catch (e) {
+        $('seg-status').textContent = `Not deleted: ${e.message}`;
+      }
+    });
+    actions.append(del);
+    tr.append(el('td', s.name), el('td', s.where, 'key'), el('td', fmt(s.count)), actions);
+    rows.append(tr);
+  }
+  if (!items.length) {
+    const tr = el('tr');
+    const td = el('td', 'No segment yet.');
+    td.colSpan = 4;
+    tr.append(td);
+    rows.append(tr);
+  }
+}
+
+const countSegment = debounce(async () => {
+  const where = $('seg-where').value;
+  if (!where) {
+    $('seg-count').textContent = '';
+    return;
+  }
+  try {
+    const { count } = await api('POST', appPath('/audience/count'), { where });
+    $('seg-count').textContent = `${fmt(count)} subscribers match now.`;
+  } catch (e) {
+    $('seg-count').textContent = e.message;
+  }
+});
 
 let polling = null;
 
@@ -243,6 +404,9 @@ async function messages() {
     }
     return;
   }
+  // The state shown is this message's only once it is read (not the last one's).
+  if (document.body.dataset.messageId !== id) delete document.body.dataset.messageState;
+  document.body.dataset.messageId = id;
   const m = await api('GET', appPath(`/messages/${encodeURIComponent(id)}`));
   follow(id);
   const c = m.counts;
@@ -318,20 +482,22 @@ async function subscribers(more = false) {
       }
     });
     actions.append(test, del);
+    const tags = Object.entries(s.tags || {}).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ');
     tr.append(el('td', String(s.id)), el('td', s.pushService), el('td', s.userId || '–'), el('td', s.topics.join(', ') || '–'),
+      el('td', s.language || '–'), el('td', s.timeZone || '–'), el('td', tags || '–', 'key'),
       el('td', age(s.createdAt)), el('td', String(s.vapidKeyId)), actions);
     rows.append(tr);
   }
   if (!rows.children.length) {
     const tr = el('tr');
     const td = el('td', 'No subscriber matches.');
-    td.colSpan = 7;
+    td.colSpan = 10;
     tr.append(td);
     rows.append(tr);
   }
 }
 
-const RENDER = { overview, compose, messages, subscribers: () => subscribers(), 'push-services': pushServices, keys };
+const RENDER = { overview, compose, messages, subscribers: () => subscribers(), segments, 'push-services': pushServices, keys };
 
 async function show() {
   // Signed out, a change of the hash shows nothing (the sign-in form stays).
@@ -344,7 +510,12 @@ async function show() {
     else a.removeAttribute('aria-current');
   });
   $('error').textContent = '';
-  if (!location.hash.startsWith('#messages/')) stopLive();
+  if (!location.hash.startsWith('#messages/')) {
+    stopLive();
+    // No message is shown: nor is any message's state.
+    delete document.body.dataset.messageState;
+    delete document.body.dataset.messageId;
+  }
   try {
     await RENDER[page]();
   } catch (e) {
@@ -376,7 +547,7 @@ let scope = 'admin';
 
 /** Greys out what the token's scope does not allow, and says why. */
 function applyScope() {
-  const rule = { 'compose-send': 'send', 'm-cancel': 'send', rotate: 'rotate' };
+  const rule = { 'compose-send': 'send', 'm-cancel': 'send', rotate: 'rotate', 'seg-create': 'send' };
   for (const [id, action] of Object.entries(rule)) {
     const b = $(id);
     b.disabled = !MAY[action].includes(scope);
@@ -433,13 +604,37 @@ $('rotate').addEventListener('click', async () => {
     $('keys-status').textContent = e.status === 403 ? 'This token may not rotate keys (admin only).' : `Could not rotate: ${e.message}`;
   }
 });
-for (const id of ['c-title', 'c-body', 'c-url', 'c-icon', 'c-image', 'c-tag', 'c-when', 'c-format']) $(id).addEventListener('input', previewCompose);
+for (const id of ['c-title', 'c-body', 'c-url', 'c-icon', 'c-image', 'c-tag', 'c-when', 'c-format', 'c-default-lang', 'c-sample']) {
+  $(id).addEventListener('input', previewCompose);
+}
+$('c-lang-default').dataset.lang = 'default';
+$('c-lang-default').addEventListener('click', () => showTab('default'));
+$('c-add-lang').addEventListener('click', () => {
+  addLanguage($('c-new-lang').value.trim());
+  $('c-new-lang').value = '';
+});
+for (const e of [...document.querySelectorAll('input[name="audience"]'), $('c-audience'), $('c-segment')]) {
+  e.addEventListener('input', countAudience);
+  e.addEventListener('change', countAudience);
+}
+$('seg-where').addEventListener('input', countSegment);
+$('seg-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  try {
+    const s = await api('POST', appPath('/segments'), { name: $('seg-name').value.trim(), where: $('seg-where').value });
+    $('seg-status').textContent = `Segment ${s.name} created: ${fmt(s.count)} subscribers now.`;
+    $('seg-name').value = '';
+    $('seg-where').value = '';
+    $('seg-count').textContent = '';
+    await segments();
+  } catch (e) {
+    $('seg-status').textContent = e.status === 403 ? 'This token may not create segments (send or admin only).' : `Not created: ${e.message}`;
+  }
+});
 $('compose-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
-  const audience = document.querySelector('input[name="audience"]:checked').value;
-  const words = $('c-audience').value.split(',').map((w) => w.trim()).filter(Boolean);
-  const target = audience === 'topic' ? { topic: words[0] || '' } : audience === 'users' ? { userIds: words } : { all: true };
-  const body = { payload: payload(), target, ttl: Number($('c-ttl').value), format: $('c-format').value };
+  const body = { payload: payload(), target: target(), ttl: Number($('c-ttl').value), format: $('c-format').value };
+  $('c-status').textContent = '';
   if ($('c-urgency').value) body.urgency = $('c-urgency').value;
   if ($('c-when').value) body.sendAt = new Date($('c-when').value).toISOString();
   try {

@@ -37,7 +37,13 @@ before(async () => {
     const res = await fetch(`${server.url}/api/subscription`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ ...sub, topics: ['dash'], ...(i === 0 ? { userId: 'alice', userSignature: signUserId('alice') } : {}) }),
+      body: JSON.stringify({
+        ...sub,
+        topics: ['dash'],
+        ...(i === 0
+          ? { userId: 'alice', userSignature: signUserId('alice'), tags: { plan: 'pro', first_name: 'Alice' }, language: 'fr-FR', timeZone: 'Europe/Paris' }
+          : { tags: { plan: 'basic' }, language: 'en' }),
+      }),
     });
     assert.equal(res.status, 200);
   }
@@ -127,7 +133,7 @@ test('compose a message to a topic, watch it reach done, read its funnel', async
   assert.equal(await page.textContent('#p-title'), 'Hello from the dashboard', 'the preview follows');
   assert.match(await page.textContent('#c-bytes'), /^\d+ bytes left of 3993/);
   await page.getByLabel('A topic').check();
-  await page.getByLabel('Topic, or user ids separated by commas').fill('dash');
+  await page.getByLabel('Topic, user ids separated by commas, or an expression').fill('dash');
   await screenshots('compose');
   // One of the two will refuse it for good (413): a failure, with its example.
   const { body: dash } = await api(server, 'GET', '/v1/subscriptions?topic=dash');
@@ -231,6 +237,61 @@ test('find a subscriber by user id and send it a test; delete another', async ()
   await page.locator(`#sub-rows tr[data-id="${apple.id}"]`).getByRole('button', { name: 'Delete' }).click();
   await page.waitForFunction(() => document.querySelectorAll('#sub-rows tr').length === 4);
   assert.equal((await api(server, 'GET', '/v1/stats')).body.subscriptions, 4);
+});
+
+test('segments: made with a live count, listed, aimed at with a tab per language and a preview as a sample subscriber', async () => {
+  await page.getByRole('link', { name: 'Segments' }).click();
+  await page.waitForSelector('body[data-page="segments"]');
+  await page.getByLabel('Name', { exact: true }).fill('pros');
+  await page.getByLabel('Expression', { exact: true }).fill('plan == "pro"');
+  await page.waitForFunction(() => document.getElementById('seg-count').textContent === '1 subscribers match now.');
+  await page.getByRole('button', { name: 'Create' }).click();
+  await page.waitForFunction(() => document.getElementById('seg-status').textContent.startsWith('Segment pros created'));
+  await page.waitForFunction(() => document.querySelector('#seg-rows tr td').textContent === 'pros');
+  assert.deepEqual((await page.locator('#seg-rows tr td').allTextContents()).slice(0, 3), ['pros', 'plan == "pro"', '1']);
+  await page.getByLabel('Expression', { exact: true }).fill('plan ==');
+  await page.waitForFunction(() => document.getElementById('seg-count').textContent.startsWith('column 8'));
+  await screenshots('segments');
+
+  await page.getByRole('link', { name: 'Compose' }).click();
+  await page.waitForSelector('body[data-page="compose"]');
+  await page.locator('#c-when').fill('');
+  await page.getByLabel('Title').fill('Hello {{ tags.first_name | default: "you" }}');
+  await page.getByLabel('Add a language').fill('fr');
+  await page.getByRole('button', { name: 'Add', exact: true }).click();
+  assert.equal(await page.getByRole('tab', { name: 'fr' }).getAttribute('aria-selected'), 'true');
+  await page.getByLabel('Title').fill('Bonjour {{ tags.first_name }}');
+  await page.getByLabel('A segment').check();
+  await page.getByLabel('Segment', { exact: true }).selectOption('pros');
+  await page.waitForFunction(() => document.getElementById('c-count').textContent === '1 subscribers match now.');
+  const alice = (await api(server, 'GET', '/v1/subscriptions?userId=alice')).body.items[0];
+  await page.getByLabel('As seen by').selectOption(String(alice.id));
+  await page.waitForFunction(() => document.getElementById('p-title').textContent === 'Bonjour Alice');
+  await page.getByLabel('As seen by').selectOption('');
+  await page.waitForFunction(() => document.getElementById('p-title').textContent === 'Hello you', null, { timeout: 5000 });
+  await page.getByLabel('An expression', { exact: true }).check();
+  await page.getByLabel('Topic, user ids separated by commas, or an expression').fill('language == "en"');
+  await page.waitForFunction(() => document.getElementById('c-count').textContent === '1 subscribers match now.');
+  await page.getByLabel('A segment').check();
+  await screenshots('compose-audience');
+  await page.getByRole('button', { name: 'Send' }).click();
+  await page.waitForFunction(() => document.body.dataset.messageState === 'done' || document.getElementById('c-status').textContent,
+    null, { timeout: 30000 });
+  assert.equal(await page.textContent('#c-status'), '', 'sent');
+  const got = (await (await fetch(`${dev.url}/messages`)).json()).items;
+  assert.equal(got.filter((x) => x.payload && x.payload.includes('Bonjour Alice')).length, 1, 'alice got it in French, with her name');
+
+  await page.getByRole('link', { name: 'Subscribers' }).click();
+  await page.waitForSelector('body[data-page="subscribers"]');
+  await page.getByLabel('Find by').selectOption('where');
+  await page.getByLabel('Value (empty: everyone)').fill('language == "fr" && has(first_name)');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.waitForFunction(() => document.querySelectorAll('#sub-rows tr').length === 1);
+  const cells = await page.locator('#sub-rows tr td').allTextContents();
+  assert.deepEqual(cells.slice(2, 7), ['alice', 'dash', 'fr-FR', 'Europe/Paris', 'first_name="Alice", plan="pro"']);
+  await screenshots('subscribers-by-expression');
+  await page.getByLabel('Value (empty: everyone)').fill('');
+  await page.getByLabel('Find by').selectOption('userId');
 });
 
 test('push services and keys; a rotation from the keys page', async () => {

@@ -246,3 +246,71 @@ pub(crate) async fn list_messages(
 impl ApiBody for MessageRequest {
     const INVALID: ErrorId = ErrorId::InvalidMessage;
 }
+
+/// `POST /v1/messages/preview`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PreviewRequest {
+    /// The payload, as `POST /v1/messages` takes it.
+    #[schema(value_type = Object)]
+    payload: Value,
+    /// `classic` (the default), `declarative` or `auto`.
+    #[serde(default)]
+    format: Option<String>,
+    /// The subscriber to render it for (its language and tags); none: a
+    /// subscriber with neither.
+    #[serde(default)]
+    subscription_id: Option<i64>,
+}
+
+impl ApiBody for PreviewRequest {
+    const INVALID: ErrorId = ErrorId::InvalidMessage;
+}
+
+/// What one subscriber would get of a message, rendered as the engine
+/// renders it (text by language, templates over its tags), without
+/// storing or sending anything: for the dashboard's preview.
+#[utoipa::path(post, path = "/v1/messages/preview", security(("token" = ["read", "send", "admin"])), request_body = PreviewRequest,
+    responses((status = 200, description = "{\"payload\",\"applePayload\",\"bytes\"}"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn preview_message(
+    token: crate::auth::MessageReader,
+    State(st): State<AppState>,
+    JsonBody(req): JsonBody<PreviewRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let format = payload::parse_format(req.format.as_deref())?;
+    let sub = match req.subscription_id {
+        None => None,
+        Some(id) => Some(
+            st.store
+                .app_subscription(token.app.id, id)
+                .await
+                .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot read the subscription", &e))?
+                .ok_or_else(|| ApiError::new(ErrorId::SubscriptionNotFound, format!("no subscription {id}")))?,
+        ),
+    };
+    let empty = tocsin_store_api::tocsin_audience::Tags::default();
+    let nobody = tocsin_store_api::tocsin_audience::expr::Subscriber {
+        tags: &empty,
+        language: None,
+        time_zone: None,
+        push_service: "other",
+        user_id: None,
+        topics: &[],
+        created_at: 0,
+        last_seen_at: 0,
+    };
+    let subscriber = sub.as_ref().map_or(nobody, |s| s.as_subscriber());
+    let out = payload::preview(format, req.payload, &subscriber, st.public_url.as_ref())?;
+    let shown = |p: &Option<Vec<u8>>| {
+        p.as_deref().map(|b| {
+            serde_json::from_slice::<Value>(b)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned()))
+        })
+    };
+    Ok(Json(json!({
+        "payload": shown(&out.payload),
+        "applePayload": shown(&out.apple_payload),
+        "bytes": out.payload.as_ref().map_or(0, Vec::len),
+    })))
+}

@@ -47,7 +47,7 @@ use utoipa::OpenApi;
         (but /v1/apps) under /v1/apps/{app}; the routes without a prefix are the app named default's."),
     paths(
         classic::vapid_public_key, classic::post_subscription, classic::delete_subscription, classic::push_all, classic::test_notification, classic::post_event,
-        messages::create_message, messages::get_message, messages::cancel_message, messages::list_messages,
+        messages::create_message, messages::get_message, messages::cancel_message, messages::list_messages, messages::preview_message,
         apps::whoami, apps::list_apps, apps::post_app, apps::list_keys, apps::rotate, apps::retire,
         subscriptions::list_subscriptions, subscriptions::get_subscription, subscriptions::remove_subscription,
         audience::patch_subscription_tags, audience::patch_user_tags, audience::create_segment, audience::list_segments,
@@ -57,7 +57,7 @@ use utoipa::OpenApi;
     ),
     components(schemas(ErrorBody, views::SuccessBody, views::PublicKeyBody, messages::MessageRequest, views::MessageView, views::CountsView, views::SubscriptionView,
         apps::AppView, apps::AppRequest, apps::VapidKeyView, webhooks::WebhookRequest, webhooks::WebhookView,
-        audience::SegmentRequest, audience::SegmentView, audience::CountRequest)),
+        audience::SegmentRequest, audience::SegmentView, audience::CountRequest, messages::PreviewRequest)),
     modifiers(&BearerAuth, &ErrorAnswers)
 )]
 pub struct ApiDoc;
@@ -141,6 +141,7 @@ fn classic_routes() -> Router<AppState> {
 fn app_routes() -> Router<AppState> {
     Router::new()
         .route("/messages", post(messages::create_message).get(messages::list_messages))
+        .route("/messages/preview", post(messages::preview_message))
         .route("/messages/{id}", get(messages::get_message).delete(messages::cancel_message))
         .route("/subscriptions", get(subscriptions::list_subscriptions))
         .route("/subscriptions/{id}", get(subscriptions::get_subscription).delete(subscriptions::remove_subscription))

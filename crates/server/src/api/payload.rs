@@ -66,6 +66,22 @@ pub(crate) fn build(
     Ok(Payloads { format, payload: built.payload, apple_payload: built.apple_payload, personal: false })
 }
 
+/// What `subscriber` would get of a message (for a preview): rendered for
+/// it when the message is personal, else the payloads everyone gets.
+pub(crate) fn preview(
+    format: MessageFormat,
+    payload: Value,
+    subscriber: &tocsin_store_api::tocsin_audience::expr::Subscriber<'_>,
+    public_url: Option<&Url>,
+) -> Result<compose::Payloads, ApiError> {
+    let stamp = Stamp { id: "preview".into(), event_token: "preview".into(), app: None };
+    if Personal::wanted(shape(format), &payload) {
+        let personal = Personal::new(shape(format), payload, stamp, public_url).map_err(refused)?;
+        return personal.render(subscriber).map_err(refused);
+    }
+    compose::build(shape(format), Some(&payload), &stamp, public_url).map_err(refused)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
