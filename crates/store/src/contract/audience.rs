@@ -89,6 +89,18 @@ fn people() -> Vec<Person> {
             Some("Asia/Taipei"),
             2,
         ),
+        // Text that looks like another tag inside a string, and a number
+        // that starts like another: SQLite's text prefilter must not be
+        // fooled by either.
+        (
+            "https://push.example.net/h",
+            None,
+            &[],
+            json!({"note": "\"plan\":\"pro\" \"age\":31", "age": 310, "flag": "true"}),
+            None,
+            None,
+            5,
+        ),
     ]
 }
 
@@ -111,6 +123,10 @@ const EXPRESSIONS: &[&str] = &[
     "vip == true",
     "vip != true",
     "vip == false",
+    "age == 310",
+    r#"note == "\"plan\":\"pro\" \"age\":31""#,
+    r#"flag == "true""#,
+    "flag == true",
     "has(vip)",
     "!has(plan)",
     r#"has(zip:1) && zip:1 == "x""#,

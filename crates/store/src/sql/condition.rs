@@ -18,7 +18,7 @@ use super::Backend;
 /// The SQL of `expr`, with its values pushed onto `binds` (whose length
 /// is the number of the last placeholder used so far).
 pub(crate) fn condition_sql(expr: &Expr, backend: Backend, now: i64, binds: &mut Vec<Bind>) -> String {
-    let mut c = Compiler { backend, now, binds };
+    let mut c = Compiler { backend, now, binds, positive: true };
     c.expr(expr)
 }
 
@@ -26,6 +26,12 @@ struct Compiler<'a> {
     backend: Backend,
     now: i64,
     binds: &'a mut Vec<Bind>,
+    /// Whether the part being compiled is under an even number of `!`.
+    /// There a comparison that is NULL (a missing tag) already counts as
+    /// false, so it is left bare, where the database can use an index for
+    /// it; under `!` it is wrapped in `COALESCE(…, false)`, so that `!`
+    /// makes it true.
+    positive: bool,
 }
 
 impl Compiler<'_> {
@@ -39,7 +45,12 @@ impl Compiler<'_> {
         match e {
             Expr::And(a, b) => format!("({} AND {})", self.expr(a), self.expr(b)),
             Expr::Or(a, b) => format!("({} OR {})", self.expr(a), self.expr(b)),
-            Expr::Not(inner) => format!("(NOT {})", self.expr(inner)),
+            Expr::Not(inner) => {
+                self.positive = !self.positive;
+                let sql = format!("(NOT {})", self.expr(inner));
+                self.positive = !self.positive;
+                sql
+            }
             Expr::Has(key) => match self.backend {
                 Backend::Sqlite => {
                     let p = self.bind(Bind::Text(json_path(key.as_str())));
@@ -95,7 +106,17 @@ impl Compiler<'_> {
         };
         let Literal::String(v) = value else { return "(1 = 0)".into() };
         let p = self.bind(Bind::Text(v.clone()));
-        format!("COALESCE({column} {} {p}, {})", sql_op(op), self.falsy())
+        self.never_null(format!("{column} {} {p}", sql_op(op)))
+    }
+
+    /// `sql`, which may be NULL, as a condition that is never NULL where
+    /// that matters (under `!`).
+    fn never_null(&self, sql: String) -> String {
+        if self.positive {
+            format!("({sql})")
+        } else {
+            format!("COALESCE({sql}, {})", self.falsy())
+        }
     }
 
     /// `language == "pt"` matches `pt` and every `pt-…`; `"pt-BR"` only
@@ -111,68 +132,93 @@ impl Compiler<'_> {
             format!("(s.language = {p} OR s.language LIKE {prefix})")
         };
         let test = if op == Op::Ne { format!("NOT {equal}") } else { equal };
-        format!("COALESCE({test}, {})", self.falsy())
+        self.never_null(test)
     }
 
     fn tag(&mut self, key: &str, op: Op, value: &Literal) -> String {
-        match self.backend {
-            Backend::Sqlite => {
-                let path = self.bind(Bind::Text(json_path(key)));
-                match value {
-                    // A JSON string extracts as TEXT, and TEXT equals only TEXT.
-                    Literal::String(v) if op == Op::Eq => {
-                        let p = self.bind(Bind::Text(v.clone()));
-                        format!("COALESCE(json_extract(s.tags, {path}) = {p}, 0)")
-                    }
-                    Literal::String(v) => {
-                        let p = self.bind(Bind::Text(v.clone()));
-                        format!(
-                            "COALESCE(json_type(s.tags, {path}) = 'text' AND json_extract(s.tags, {path}) {} {p}, 0)",
-                            sql_op(op)
-                        )
-                    }
-                    Literal::Number(n) => {
-                        let p = self.bind(Bind::Float(*n));
-                        format!(
-                            "COALESCE(json_type(s.tags, {path}) IN ('integer', 'real') \
-                             AND json_extract(s.tags, {path}) {} {p}, 0)",
-                            sql_op(op)
-                        )
-                    }
-                    Literal::Bool(b) => {
-                        let want = if *b == (op == Op::Eq) { "'true'" } else { "'false'" };
-                        format!("COALESCE(json_type(s.tags, {path}) = {want}, 0)")
-                    }
-                }
+        let sql = match self.backend {
+            Backend::Sqlite => self.sqlite_tag(key, op, value),
+            Backend::Postgres => self.postgres_tag(key, op, value),
+        };
+        self.never_null(sql)
+    }
+
+    fn sqlite_tag(&mut self, key: &str, op: Op, value: &Literal) -> String {
+        // A cheap necessary condition first: for equality, the stored text
+        // (always serde_json's compact form, written by `Tags::to_stored`)
+        // holds `"key":value`, so rows without it skip parsing the JSON.
+        let needle = (op == Op::Eq).then(|| needle(key, value)).flatten();
+        let prefilter = match needle {
+            Some(n) => {
+                let p = self.bind(Bind::Text(n));
+                format!("instr(s.tags, {p}) > 0 AND ")
             }
-            Backend::Postgres => {
-                let k = self.bind(Bind::Text(key.to_owned()));
-                let item = format!("(s.tags_j -> CAST({k} AS TEXT))");
-                let text = format!("(s.tags_j ->> CAST({k} AS TEXT))");
-                match value {
-                    Literal::String(v) => {
-                        let p = self.bind(Bind::Text(v.clone()));
-                        format!(
-                            "COALESCE(jsonb_typeof({item}) = 'string' AND {text} COLLATE \"C\" {} CAST({p} AS TEXT), false)",
-                            sql_op(op)
-                        )
-                    }
-                    // CASE, not AND: PostgreSQL does not promise to test the
-                    // type before casting.
-                    Literal::Number(n) => {
-                        let p = self.bind(Bind::Float(*n));
-                        format!(
-                            "COALESCE(CASE WHEN jsonb_typeof({item}) = 'number' \
-                             THEN CAST({text} AS DOUBLE PRECISION) {} CAST({p} AS DOUBLE PRECISION) END, false)",
-                            sql_op(op)
-                        )
-                    }
-                    Literal::Bool(b) => {
-                        let want = if *b == (op == Op::Eq) { "'true'" } else { "'false'" };
-                        format!("COALESCE(jsonb_typeof({item}) = 'boolean' AND {text} = {want}, false)")
-                    }
-                }
+            None => String::new(),
+        };
+        let path = self.bind(Bind::Text(json_path(key)));
+        let check = match value {
+            // A JSON string extracts as TEXT, and TEXT equals only TEXT.
+            Literal::String(v) if op == Op::Eq => {
+                let p = self.bind(Bind::Text(v.clone()));
+                format!("json_extract(s.tags, {path}) = {p}")
             }
+            Literal::String(v) => {
+                let p = self.bind(Bind::Text(v.clone()));
+                format!("json_type(s.tags, {path}) = 'text' AND json_extract(s.tags, {path}) {} {p}", sql_op(op))
+            }
+            Literal::Number(n) => {
+                let p = self.bind(Bind::Float(*n));
+                format!(
+                    "json_type(s.tags, {path}) IN ('integer', 'real') AND json_extract(s.tags, {path}) {} {p}",
+                    sql_op(op)
+                )
+            }
+            Literal::Bool(b) => {
+                let want = if *b == (op == Op::Eq) { "'true'" } else { "'false'" };
+                format!("json_type(s.tags, {path}) = {want}")
+            }
+        };
+        format!("{prefilter}{check}")
+    }
+
+    fn postgres_tag(&mut self, key: &str, op: Op, value: &Literal) -> String {
+        let k = self.bind(Bind::Text(key.to_owned()));
+        let item = format!("(s.tags_j -> CAST({k} AS TEXT))");
+        let text = format!("(s.tags_j ->> CAST({k} AS TEXT))");
+        // Equality is containment (`@>`), which the GIN index on `tags_j`
+        // answers for any key (migration 0013); jsonb compares numbers by
+        // value (3 = 3.0) and never a number with a string or a boolean.
+        let contains = |c: &mut Self, value: &Literal| -> String {
+            let v = match value {
+                Literal::String(v) => format!("CAST({} AS TEXT)", c.bind(Bind::Text(v.clone()))),
+                Literal::Number(n) => format!("CAST({} AS DOUBLE PRECISION)", c.bind(Bind::Float(*n))),
+                Literal::Bool(b) => b.to_string(),
+            };
+            format!("s.tags_j @> jsonb_build_object(CAST({k} AS TEXT), {v})")
+        };
+        match (op, value) {
+            (Op::Eq, v) => contains(self, v),
+            (Op::Ne, Literal::Bool(b)) => contains(self, &Literal::Bool(!b)),
+            (Op::Ne, v) => {
+                let kind = if matches!(v, Literal::String(_)) { "string" } else { "number" };
+                format!("jsonb_typeof({item}) = '{kind}' AND NOT {}", contains(self, v))
+            }
+            (_, Literal::String(v)) => {
+                let p = self.bind(Bind::Text(v.clone()));
+                format!("jsonb_typeof({item}) = 'string' AND {text} COLLATE \"C\" {} CAST({p} AS TEXT)", sql_op(op))
+            }
+            // CASE, not AND: PostgreSQL does not promise to test the type
+            // before casting.
+            (_, Literal::Number(n)) => {
+                let p = self.bind(Bind::Float(*n));
+                format!(
+                    "CASE WHEN jsonb_typeof({item}) = 'number' \
+                     THEN CAST({text} AS DOUBLE PRECISION) {} CAST({p} AS DOUBLE PRECISION) END",
+                    sql_op(op)
+                )
+            }
+            // Booleans compare by equality only (the parser's rule).
+            (_, Literal::Bool(_)) => "(1 = 0)".into(),
         }
     }
 
@@ -193,6 +239,21 @@ fn sql_op(op: Op) -> &'static str {
         Op::Gt => ">",
         Op::Ge => ">=",
     }
+}
+
+/// What the stored text of tags holds when `key` equals `value`, for a
+/// value whose stored form is known: a string (serde_json's escaping), a
+/// boolean, or a whole number below 10^15 other than 0 (stored as `N` or
+/// `N.0`, which starts the same; 0 may be `-0.0`, and larger ones may be
+/// written with an exponent).
+fn needle(key: &str, value: &Literal) -> Option<String> {
+    let v = match value {
+        Literal::String(s) => serde_json::to_string(s).ok()?,
+        Literal::Bool(b) => b.to_string(),
+        Literal::Number(n) if n.fract() == 0.0 && *n != 0.0 && n.abs() < 1e15 => format!("{}", *n as i64),
+        Literal::Number(_) => return None,
+    };
+    Some(format!("\"{key}\":{v}"))
 }
 
 /// SQLite's JSON path of a top-level key, quoted: keys may hold `.` and
