@@ -221,7 +221,7 @@ impl StoredSubscription {
             tags: &self.tags,
             language: self.language.as_deref(),
             time_zone: self.time_zone.as_deref(),
-            push_service: push_service_of(self.subscription.endpoint().as_str()),
+            push_service: push_service_of(self.subscription.endpoint()),
             user_id: self.user_id.as_deref(),
             topics: &self.topics,
             created_at: self.created_at,
@@ -232,9 +232,8 @@ impl StoredSubscription {
 
 /// The name of an endpoint's push service (`fcm`, `mozilla`, `apple`,
 /// `wns`, `other`), as stored beside it for segments.
-pub fn push_service_of(endpoint: &str) -> &'static str {
-    let host = url::Url::parse(endpoint).ok().and_then(|u| u.host_str().map(str::to_owned));
-    tocsin_protocol::push_service::PushService::of_host(host.as_deref().unwrap_or("")).as_str()
+pub fn push_service_of(endpoint: &url::Url) -> &'static str {
+    tocsin_protocol::push_service::PushService::of_host(endpoint.host_str().unwrap_or("")).as_str()
 }
 
 /// Who a message goes to. JSON: `{"all":true}`, `{"topic":"news"}`,

@@ -313,7 +313,7 @@ async fn insert_chunk(
             .bind(new.tags.as_ref().and_then(|p| p.apply(&Tags::default()).ok()).and_then(|t| t.to_stored()))
             .bind(new.language.as_ref().map(|l| l.as_str().to_owned()))
             .bind(new.time_zone.as_ref().map(|z| z.as_str().to_owned()))
-            .bind(crate::push_service_of(new.subscription.endpoint().as_str()));
+            .bind(crate::push_service_of(new.subscription.endpoint()));
     }
     Ok(q.fetch_all(&mut **tx).await?)
 }

@@ -154,8 +154,29 @@ pub(super) async fn cancel(store: &SqlStore, app: AppId, id: &str, now: i64) -> 
 }
 
 pub(super) async fn start(store: &SqlStore, id: &str, target: &Target, shard_size: i64, now: i64) -> R<bool> {
+    // The audience is the message's own app's subscriptions, counted before
+    // the write transaction: an expression's count reads every row of the
+    // app, and SQLite's one writer (every subscribe) must not wait for it.
+    // The shards then cover ids up to the highest counted, as always.
+    let Some(app) = sqlx::query("SELECT app_id FROM messages WHERE id = $1 AND state IN ('scheduled', 'queued')")
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let app = AppId(app.try_get("app_id")?);
+    let (targeted, last): (i64, i64) = {
+        let mut conn = store.pool.acquire().await?;
+        let t = target_sql(&mut conn, store.backend, app, target, super::wall_clock_ms()).await?;
+        let sql = format!("SELECT COUNT(*) AS n, CAST(COALESCE(MAX(s.id), 0) AS BIGINT) AS last {}", t.from);
+        let row = t.bind(sqlx::query(&sql)).fetch_one(&mut *conn).await?;
+        (row.try_get("n")?, row.try_get("last")?)
+    };
     let mut tx = store.write_tx().await?;
-    // The write comes first, so SQLite takes its write lock at once.
+    // The write comes first, so SQLite takes its write lock at once; it
+    // names the states again, so that of two nodes starting the message
+    // one does.
     let started = sqlx::query(
         "UPDATE messages SET state = 'sending', updated_at = $1 WHERE id = $2 AND state IN ('scheduled', 'queued') \
          RETURNING app_id",
@@ -164,15 +185,9 @@ pub(super) async fn start(store: &SqlStore, id: &str, target: &Target, shard_siz
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(started) = started else {
+    if started.is_none() {
         return Ok(false);
-    };
-    // The audience is the message's own app's subscriptions.
-    let app = AppId(started.try_get("app_id")?);
-    let t = target_sql(&mut tx, store.backend, app, target, super::wall_clock_ms()).await?;
-    let sql = format!("SELECT COUNT(*) AS n, CAST(COALESCE(MAX(s.id), 0) AS BIGINT) AS last {}", t.from);
-    let row = t.bind(sqlx::query(&sql)).fetch_one(&mut *tx).await?;
-    let (targeted, last): (i64, i64) = (row.try_get("n")?, row.try_get("last")?);
+    }
     sqlx::query("UPDATE messages SET targeted = $1, cursor_end = $2 WHERE id = $3")
         .bind(targeted)
         .bind(last)
