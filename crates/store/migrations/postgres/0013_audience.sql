@@ -57,6 +57,3 @@ $$ LANGUAGE plpgsql;
 -- language, templates over tags): `payload` holds what it is rendered from.
 ALTER TABLE messages ADD COLUMN personal BIGINT NOT NULL DEFAULT 0;
 
--- Equality on tags (`plan == "pro"`, `bucket in [1, 2]`) is containment,
--- which this one index answers for every key.
-CREATE INDEX subscriptions_tags ON subscriptions USING GIN (tags_j jsonb_path_ops);
