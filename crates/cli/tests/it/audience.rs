@@ -437,6 +437,15 @@ async fn edges(backend: Backend) {
         let (s, v) = call(&server, Method::POST, "/v1/messages", Some(TOKEN), Some(body)).await;
         assert_eq!((s, error_id(&v)), (400, "invalid-target"), "{v}");
     }
+    for path in ["/v1/segments/a%00b", "/v1/segments/Bad%20Name"] {
+        for method in [Method::GET, Method::DELETE] {
+            let (s, v) = call(&server, method.clone(), path, Some(TOKEN), None).await;
+            assert_eq!((s, error_id(&v)), (404, "segment-not-found"), "{method} {path}: {v}");
+        }
+    }
+    let (s, v) =
+        call(&server, Method::POST, "/v1/audience/count", Some(TOKEN), Some(json!({"segment": "a\u{0}"}))).await;
+    assert_eq!((s, error_id(&v)), (404, "segment-not-found"), "{v}");
     let (s, v) = call(&server, Method::GET, "/v1/subscriptions?userId=a%00", Some(TOKEN), None).await;
     assert_eq!((s, error_id(&v)), (400, "invalid-filter"), "{v}");
     assert_eq!(server.count().await, 1, "nothing else stored");

@@ -160,7 +160,19 @@ pub(crate) async fn list_segments(token: MessageReader, State(st): State<AppStat
 }
 
 fn not_found(name: &str) -> ApiError {
-    ApiError::new(ErrorId::SegmentNotFound, format!("the app has no segment {name:?}"))
+    ApiError::new(
+        ErrorId::SegmentNotFound,
+        format!("the app has no segment {:?}", name.chars().take(80).collect::<String>()),
+    )
+}
+
+/// A segment by name: one that cannot be a segment's name is not looked up
+/// (it is not there, and PostgreSQL refuses some text, such as U+0000).
+async fn find(st: &AppState, app: AppId, name: &str) -> Result<SegmentRow, ApiError> {
+    if !valid_segment_name(name) {
+        return Err(not_found(name));
+    }
+    st.store.segment(app, name).await.map_err(storage)?.ok_or_else(|| not_found(name))
 }
 
 /// One segment, with its count now.
@@ -171,7 +183,7 @@ pub(crate) async fn get_segment(
     State(st): State<AppState>,
     IdParam(name): IdParam,
 ) -> Result<Json<SegmentView>, ApiError> {
-    let found = st.store.segment(token.app.id, &name).await.map_err(storage)?.ok_or_else(|| not_found(&name))?;
+    let found = find(&st, token.app.id, &name).await?;
     Ok(Json(view(st.store.as_ref(), token.app.id, found).await?))
 }
 
@@ -184,6 +196,9 @@ pub(crate) async fn delete_segment(
     State(st): State<AppState>,
     IdParam(name): IdParam,
 ) -> Result<StatusCode, ApiError> {
+    if !valid_segment_name(&name) {
+        return Err(not_found(&name));
+    }
     match st.store.delete_segment(token.app.id, &name).await.map_err(storage)? {
         true => Ok(StatusCode::NO_CONTENT),
         false => Err(not_found(&name)),
@@ -217,11 +232,7 @@ pub(crate) async fn count_audience(
 ) -> Result<Json<Value>, ApiError> {
     let target = match (req.condition, req.segment) {
         (Some(text), None) => Target::Where(condition(&text)?),
-        (None, Some(name)) => {
-            let found =
-                st.store.segment(token.app.id, &name).await.map_err(storage)?.ok_or_else(|| not_found(&name))?;
-            Target::Where(found.condition)
-        }
+        (None, Some(name)) => Target::Where(find(&st, token.app.id, &name).await?.condition),
         _ => return Err(ApiError::new(ErrorId::InvalidBody, "give one of where and segment")),
     };
     let count = st.store.count_subscriptions(token.app.id, &target).await.map_err(storage)?;
