@@ -431,16 +431,24 @@ async fn edges(backend: Backend) {
     let (s, v) = post_sub(&server, &nul_user, json!({})).await;
     assert_eq!((s, error_id(&v)), (400, "invalid-user-id"), "{v}");
     let (s, v) = call(&server, Method::PATCH, "/v1/users/a%00b/tags", Some(TOKEN), Some(json!({"a": 1}))).await;
-    assert_eq!((s, error_id(&v)), (400, "invalid-user-id"), "{v}");
+    assert_eq!((s, error_id(&v)), (400, "invalid-path"), "{v}");
     for target in [json!({"userIds": ["a\u{0}"]}), json!({"topic": "t\u{0}"})] {
         let body = json!({"target": target, "payload": "x"});
         let (s, v) = call(&server, Method::POST, "/v1/messages", Some(TOKEN), Some(body)).await;
         assert_eq!((s, error_id(&v)), (400, "invalid-target"), "{v}");
     }
-    for path in ["/v1/segments/a%00b", "/v1/segments/Bad%20Name"] {
+    for (path, status, id) in [
+        ("/v1/segments/Bad%20Name", 404, "segment-not-found"),
+        ("/v1/segments/a%00b", 400, "invalid-path"),
+        ("/v1/messages/a%00b", 400, "invalid-path"),
+        ("/v1/webhooks/a%00b", 400, "invalid-path"),
+    ] {
         for method in [Method::GET, Method::DELETE] {
+            if path.starts_with("/v1/webhooks") && method == Method::GET {
+                continue;
+            }
             let (s, v) = call(&server, method.clone(), path, Some(TOKEN), None).await;
-            assert_eq!((s, error_id(&v)), (404, "segment-not-found"), "{method} {path}: {v}");
+            assert_eq!((s, error_id(&v)), (status, id), "{method} {path}: {v}");
         }
     }
     let (s, v) =

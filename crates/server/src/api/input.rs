@@ -216,7 +216,13 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdParam {
             axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
                 .await
                 .map_err(|e| ApiError::new(ErrorId::InvalidPath, e.body_text()))?;
-        params.remove("id").map(IdParam).ok_or_else(|| ApiError::new(ErrorId::InvalidPath, "no id in the path"))
+        let id = params.remove("id").ok_or_else(|| ApiError::new(ErrorId::InvalidPath, "no id in the path"))?;
+        // No stored id or name holds U+0000, and PostgreSQL refuses a query
+        // that names one (a 500 otherwise, on every route with an id).
+        if id.contains('\0') {
+            return Err(ApiError::new(ErrorId::InvalidPath, "a path parameter never contains U+0000"));
+        }
+        Ok(IdParam(id))
     }
 }
 
