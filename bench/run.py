@@ -291,6 +291,9 @@ def main():
                          "A/B within one run")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the ways K times, interleaved, and report the median of each (the machine is shared)")
+    ap.add_argument("--plain", action="store_true",
+                    help="the sqlite and postgres ways import subscriptions without tags, language or time zone "
+                         "(as a build before them must): an A/B of the path every message takes")
     ap.add_argument("--web-push-any-n", action="store_true", help="run web-push above N = 100,000 too")
     ap.add_argument("--subscribe", action="store_true",
                     help="also load POST /api/subscription with wrk (SQLite and PostgreSQL, 10 s each)")
@@ -362,7 +365,7 @@ def main():
                                 sys.exit(f"{way} needs --baseline BIN")
                             binary = args.baseline
                         # An earlier build may not know tags: it imports the plain file.
-                        source = subs if way.endswith("-baseline") else tagged
+                        source = subs if way.endswith("-baseline") or args.plain else tagged
                         if way.startswith("sqlite"):
                             r = tocsin_serve(source, sink, args.concurrency, f"sqlite://{work}/bench-{n}-{way}.db", binary)
                         else:
