@@ -52,10 +52,7 @@ impl Compiler<'_> {
                 sql
             }
             Expr::Has(key) => match self.backend {
-                Backend::Sqlite => {
-                    let p = self.bind(Bind::Text(json_path(key.as_str())));
-                    format!("(json_type(s.tags, {p}) IS NOT NULL)")
-                }
+                Backend::Sqlite => format!("(json_type(s.tags, {}) IS NOT NULL)", json_path(key.as_str())),
                 Backend::Postgres => {
                     let k = self.bind(Bind::Text(key.as_str().to_owned()));
                     format!("((s.tags_j -> CAST({k} AS TEXT)) IS NOT NULL)")
@@ -155,7 +152,7 @@ impl Compiler<'_> {
             }
             None => String::new(),
         };
-        let path = self.bind(Bind::Text(json_path(key)));
+        let path = json_path(key);
         let check = match value {
             // A JSON string extracts as TEXT, and TEXT equals only TEXT.
             Literal::String(v) if op == Op::Eq => {
@@ -261,8 +258,13 @@ fn needle(key: &str, value: &Literal) -> Option<String> {
     Some(format!("\"{key}\":{v}"))
 }
 
-/// SQLite's JSON path of a top-level key, quoted: keys may hold `.` and
-/// `:`, and a tag key holds no `"` (`[a-z0-9_.:-]`).
-fn json_path(key: &str) -> String {
-    format!("$.\"{key}\"")
+/// SQLite's JSON path of a top-level key, as a SQL literal: `'$."key"'`.
+/// A literal, not a parameter, so that an index on the same expression
+/// (`--indexed-tags`, `SqlStore::index_tags`) is used; safe to write into
+/// the SQL, as a tag key is 1 to 64 of `[a-z0-9_.:-]` (no quote of either
+/// kind), which this checks again.
+pub(crate) fn json_path(key: &str) -> String {
+    let key: String =
+        key.chars().filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.:-".contains(*c)).collect();
+    format!("'$.\"{key}\"'")
 }

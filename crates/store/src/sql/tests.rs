@@ -5,7 +5,8 @@
 use crate::contract::{message_in, readable};
 use crate::testutil::{new, on_both_backends, TestResult};
 use crate::*;
-use tocsin_audience::{Language, TagPatch, TimeZoneName};
+use sqlx::Row;
+use tocsin_audience::{Language, TagKey, TagPatch, TimeZoneName};
 
 /// A database as the release before apps left it (migrations 0001–0006)
 /// with a key, a subscription, a message with an idempotency key, a token
@@ -259,4 +260,49 @@ async fn every_event_written_is_of_the_event_enum() -> TestResult {
         Ok(())
     })
     .await
+}
+
+/// `--indexed-tags`: SQLite reads a segment's equality through the tag's
+/// index, in counts and in a page's range of ids (the index ends with the
+/// rowid), and the answer is the scan's.
+#[tokio::test]
+async fn an_indexed_tag_is_read_through_its_index() -> TestResult {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir()?;
+    let store = SqlStore::connect(&format!("sqlite://{}/t.db", dir.path().display())).await?;
+    let key = store.make_vapid_key_current(AppId::DEFAULT, "pub", "priv", 1).await?;
+    for i in 0..30 {
+        let mut n = new(&format!("https://push.example.net/i/{i}"), None, None, key.id)?;
+        n.tags = Some(TagPatch::from_json(&serde_json::json!({"bucket": i % 3, "zip:1": format!("z{}", i % 2)}))?);
+        store.upsert_subscription(&n, 1).await?;
+    }
+    let target = |text: &str| -> std::result::Result<Target, Box<dyn std::error::Error>> {
+        Ok(Target::Where(crate::Condition::parse(text)?))
+    };
+    let before = store.count_subscriptions(AppId::DEFAULT, &target("bucket == 1 && zip:1 == \"z0\"")?).await?;
+    store.index_tags(&[TagKey::new("bucket")?, TagKey::new("zip:1")?]).await?;
+    store.index_tags(&[TagKey::new("bucket")?]).await?;
+    assert_eq!(store.count_subscriptions(AppId::DEFAULT, &target("bucket == 1 && zip:1 == \"z0\"")?).await?, before);
+    assert_eq!(before, 5);
+    let mut binds = vec![super::target::Bind::Int(1)];
+    let expr = crate::Condition::parse("bucket == 1")?;
+    let cond = super::condition::condition_sql(expr.expr(), Backend::Sqlite, 0, &mut binds);
+    let sql = format!("EXPLAIN QUERY PLAN SELECT s.id FROM subscriptions s WHERE s.app_id = $1 AND {cond} AND s.id > 3 AND s.id <= 20 ORDER BY s.id LIMIT 5");
+    let mut q = sqlx::query(&sql);
+    for b in &binds {
+        q = match b {
+            super::target::Bind::Int(i) => q.bind(*i),
+            super::target::Bind::Float(f) => q.bind(*f),
+            super::target::Bind::Text(t) => q.bind(t.clone()),
+        };
+    }
+    let plan: Vec<String> = q
+        .fetch_all(&store.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>("detail"))
+        .collect::<std::result::Result<_, _>>()?;
+    assert!(plan.iter().any(|p| p.contains("subscriptions_tag_bucket") && p.contains("rowid>")), "{plan:?}");
+    store.close().await;
+    Ok(())
 }
