@@ -1,6 +1,6 @@
 //! What only the SQL stores do, on both backends: migrating a database of
 //! an older release, and the outbox. The contract every store keeps is in
-//! `contract.rs`.
+//! `contract/`.
 
 use crate::contract::{message_in, readable};
 use crate::testutil::{new, on_both_backends, TestResult};
