@@ -2,10 +2,12 @@
 //! row `s`, agreeing with `Expr::matches` (the contract suite checks both
 //! on the same rows).
 //!
-//! Every value is a bound parameter, tag keys included: no text of the
-//! expression reaches the SQL. Each comparison is wrapped so that it is
-//! never NULL (a missing tag is false, not unknown), which keeps `!` the
-//! plain negation it is in Rust. Tags are read from the JSON text on
+//! Every value is a bound parameter; the only text of the expression in
+//! the SQL is a tag key in SQLite's JSON path literal (`'$."key"'`, so that
+//! an index on the same expression matches), of `[a-z0-9_.:-]` by its type
+//! and filtered again in `json_path`. Under `!` each comparison is wrapped
+//! so that it is never NULL (a missing tag is false, not unknown), which
+//! keeps `!` the plain negation it is in Rust. Tags are read from the JSON text on
 //! SQLite (`json_type`/`json_extract` with a quoted path, after a text
 //! prefilter for equality, and through an index for `--indexed-tags`) and
 //! from the jsonb column `tags_j` on PostgreSQL; strings are ordered by code point
