@@ -237,21 +237,22 @@ function target() {
   return { all: true };
 }
 
-/** The live count of a segment or an expression (POST /v1/audience/count). */
-const countAudience = debounce(async () => {
-  const t = target();
-  const out = $('c-count');
-  if (!t.where && !t.segment) {
+/** Shows in `out` how many subscribers `body` ({where} or {segment}) matches now, or why it cannot be counted. */
+async function showCount(out, body) {
+  if (!body.where && !body.segment) {
     out.textContent = '';
     return;
   }
   try {
-    const { count } = await api('POST', appPath('/audience/count'), t);
+    const { count } = await api('POST', appPath('/audience/count'), body);
     out.textContent = `${fmt(count)} subscribers match now.`;
   } catch (e) {
     out.textContent = e.message;
   }
-});
+}
+
+/** The live count of the compose form's segment or expression. */
+const countAudience = debounce(() => showCount($('c-count'), target()));
 
 async function compose() {
   const [segments, subs] = await Promise.all([
@@ -304,19 +305,7 @@ async function segments() {
   }
 }
 
-const countSegment = debounce(async () => {
-  const where = $('seg-where').value;
-  if (!where) {
-    $('seg-count').textContent = '';
-    return;
-  }
-  try {
-    const { count } = await api('POST', appPath('/audience/count'), { where });
-    $('seg-count').textContent = `${fmt(count)} subscribers match now.`;
-  } catch (e) {
-    $('seg-count').textContent = e.message;
-  }
-});
+const countSegment = debounce(() => showCount($('seg-count'), { where: $('seg-where').value }));
 
 let polling = null;
 

@@ -227,46 +227,48 @@ fn tag_keys(source: &str, into: &mut Vec<String>) {
 
 /// The Liquid parser: the standard filters, `if`/`unless`/`case`, nothing
 /// that reads a file, loops or assigns.
-fn parser() -> &'static liquid::Parser {
-    static PARSER: OnceLock<liquid::Parser> = OnceLock::new();
-    PARSER.get_or_init(|| {
-        use liquid_lib::stdlib;
-        let mut b = liquid::ParserBuilder::new()
-            .block(stdlib::IfBlock)
-            .block(stdlib::UnlessBlock)
-            .block(stdlib::CaseBlock)
-            .block(stdlib::RawBlock)
-            .block(stdlib::CommentBlock);
-        b = b
-            .filter(stdlib::Default)
-            .filter(stdlib::Upcase)
-            .filter(stdlib::Downcase)
-            .filter(stdlib::Capitalize)
-            .filter(stdlib::Append)
-            .filter(stdlib::Prepend)
-            .filter(stdlib::Strip)
-            .filter(stdlib::Lstrip)
-            .filter(stdlib::Rstrip)
-            .filter(stdlib::Truncate)
-            .filter(stdlib::TruncateWords)
-            .filter(stdlib::Replace)
-            .filter(stdlib::ReplaceFirst)
-            .filter(stdlib::Remove)
-            .filter(stdlib::RemoveFirst)
-            .filter(stdlib::Escape)
-            .filter(stdlib::UrlEncode)
-            .filter(stdlib::UrlDecode)
-            .filter(stdlib::Size)
-            .filter(stdlib::Plus)
-            .filter(stdlib::Minus)
-            .filter(stdlib::Times)
-            .filter(stdlib::DividedBy)
-            .filter(stdlib::Round)
-            .filter(stdlib::Floor)
-            .filter(stdlib::Ceil)
-            .filter(stdlib::Abs);
-        b.build().unwrap_or_else(|_| liquid::ParserBuilder::new().build().expect("an empty Liquid parser builds"))
-    })
+fn parser() -> Option<&'static liquid::Parser> {
+    static PARSER: OnceLock<Option<liquid::Parser>> = OnceLock::new();
+    PARSER
+        .get_or_init(|| {
+            use liquid_lib::stdlib;
+            let mut b = liquid::ParserBuilder::new()
+                .block(stdlib::IfBlock)
+                .block(stdlib::UnlessBlock)
+                .block(stdlib::CaseBlock)
+                .block(stdlib::RawBlock)
+                .block(stdlib::CommentBlock);
+            b = b
+                .filter(stdlib::Default)
+                .filter(stdlib::Upcase)
+                .filter(stdlib::Downcase)
+                .filter(stdlib::Capitalize)
+                .filter(stdlib::Append)
+                .filter(stdlib::Prepend)
+                .filter(stdlib::Strip)
+                .filter(stdlib::Lstrip)
+                .filter(stdlib::Rstrip)
+                .filter(stdlib::Truncate)
+                .filter(stdlib::TruncateWords)
+                .filter(stdlib::Replace)
+                .filter(stdlib::ReplaceFirst)
+                .filter(stdlib::Remove)
+                .filter(stdlib::RemoveFirst)
+                .filter(stdlib::Escape)
+                .filter(stdlib::UrlEncode)
+                .filter(stdlib::UrlDecode)
+                .filter(stdlib::Size)
+                .filter(stdlib::Plus)
+                .filter(stdlib::Minus)
+                .filter(stdlib::Times)
+                .filter(stdlib::DividedBy)
+                .filter(stdlib::Round)
+                .filter(stdlib::Floor)
+                .filter(stdlib::Ceil)
+                .filter(stdlib::Abs);
+            b.build().ok()
+        })
+        .as_ref()
 }
 
 /// One text: as it is, or a compiled template.
@@ -290,6 +292,10 @@ impl Text {
             return Ok(Self::Plain(source.to_owned()));
         }
         parser()
+            .ok_or_else(|| ComposeError::Template {
+                field: field.to_owned(),
+                message: "templates are unavailable: the Liquid parser could not be built".into(),
+            })?
             .parse(source)
             .map(Self::Template)
             .map_err(|e| ComposeError::Template { field: field.to_owned(), message: e.to_string() })
@@ -403,20 +409,10 @@ impl Personal {
         let personal = Self { shape, payload, default_language, fields, referenced, stamp, base: base.cloned() };
         // Every language's text, for a subscriber with nothing: what any
         // subscriber gets at least.
-        let empty = crate::tags::Tags::default();
         let mut check = languages.clone();
         check.push(String::new());
         for lang in check {
-            let sub = Subscriber {
-                tags: &empty,
-                language: (!lang.is_empty()).then_some(lang.as_str()),
-                time_zone: None,
-                push_service: "other",
-                user_id: None,
-                topics: &[],
-                created_at: 0,
-                last_seen_at: 0,
-            };
+            let sub = Subscriber { language: (!lang.is_empty()).then_some(lang.as_str()), ..Subscriber::NOBODY };
             match personal.render(&sub) {
                 Ok(_) => {}
                 // A template may need a tag (`{{ tags.n | plus: 1 }}`): it
@@ -696,16 +692,7 @@ mod tests {
         )
         .unwrap();
         let tags = Tags::from_json(&json!({"a": "y".repeat(256), "b": "z".repeat(256)})).unwrap();
-        let sub = Subscriber {
-            tags: &tags,
-            language: None,
-            time_zone: None,
-            push_service: "fcm",
-            user_id: None,
-            topics: &[],
-            created_at: 0,
-            last_seen_at: 0,
-        };
+        let sub = Subscriber { tags: &tags, ..Subscriber::NOBODY };
         assert!(matches!(p.render(&sub), Err(ComposeError::TooLarge { .. })));
     }
 
@@ -720,16 +707,7 @@ mod tests {
         .unwrap();
         let again = Personal::from_stored(&p.to_stored()).unwrap();
         let tags = Tags::from_json(&json!({"page": "p1"})).unwrap();
-        let sub = Subscriber {
-            tags: &tags,
-            language: Some("fr"),
-            time_zone: None,
-            push_service: "apple",
-            user_id: None,
-            topics: &[],
-            created_at: 0,
-            last_seen_at: 0,
-        };
+        let sub = Subscriber { tags: &tags, language: Some("fr"), push_service: "apple", ..Subscriber::NOBODY };
         let out = again.render(&sub).unwrap();
         let classic: Value = serde_json::from_slice(&out.payload.unwrap()).unwrap();
         let apple: Value = serde_json::from_slice(&out.apple_payload.unwrap()).unwrap();

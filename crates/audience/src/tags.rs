@@ -39,6 +39,16 @@ pub enum TagError {
     NotAnObject,
 }
 
+impl TagError {
+    /// How many tags a refused change would have left, when that was why.
+    pub fn would_carry(&self) -> Option<usize> {
+        match self {
+            Self::TooMany(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
 /// A tag's key: 1–64 characters of `[a-z0-9_.:-]`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
@@ -131,6 +141,9 @@ impl TagValue {
 pub struct Tags(BTreeMap<TagKey, TagValue>);
 
 impl Tags {
+    /// No tags.
+    pub const EMPTY: Tags = Tags(BTreeMap::new());
+
     /// Reads tags from a JSON value: an object of at most 50 keys.
     pub fn from_json(v: &serde_json::Value) -> Result<Self, TagError> {
         let serde_json::Value::Object(map) = v else { return Err(TagError::NotAnObject) };

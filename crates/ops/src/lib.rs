@@ -11,7 +11,4 @@ pub mod subscriptions;
 pub mod tokens;
 pub mod webhooks;
 
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+pub use tocsin_store_api::now_ms;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use tocsin_audience::{TagError, TagPatch, Tags};
+use tocsin_audience::{TagPatch, Tags};
 
 use crate::*;
 
@@ -124,12 +124,6 @@ impl MemoryStore {
     }
 }
 
-/// Milliseconds since the epoch, by the wall clock: what ages in segment
-/// expressions are measured from (as the SQL stores do).
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 impl State {
     /// The expression a target names, if it is one: a segment is looked
     /// up now (a deleted one matches no one).
@@ -151,7 +145,7 @@ impl State {
         from: impl Iterator<Item = &'a StoredSubscription> + 'a,
     ) -> impl Iterator<Item = &'a StoredSubscription> + 'a {
         let condition = self.condition(app, target);
-        let now = wall_clock_ms();
+        let now = crate::now_ms();
         from.filter(move |s| {
             s.app_id == app
                 && match (target, &condition) {
@@ -533,10 +527,7 @@ impl SubscriptionStore for MemoryStore {
             match patch.apply(&s.tags) {
                 Ok(tags) => changed.push((*id, tags)),
                 Err(e) => {
-                    let tags = match e {
-                        TagError::TooMany(n) => n,
-                        _ => tocsin_audience::tags::MAX_TAGS + 1,
-                    };
+                    let tags = e.would_carry().unwrap_or(tocsin_audience::tags::MAX_TAGS + 1);
                     return Ok(TagsPatched::TooMany { subscription_id: *id, tags });
                 }
             }

@@ -578,6 +578,12 @@ pub struct DailyStats {
     pub clicked: i64,
 }
 
+/// Milliseconds since the epoch by the wall clock (0 before 1970): what
+/// stores measure expression ages from, and what the operations stamp.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Milliseconds in a day: days are UTC days since the epoch.
 pub const DAY_MS: i64 = 86_400_000;
 

@@ -28,6 +28,25 @@ pub struct Subscriber<'a> {
     pub last_seen_at: i64,
 }
 
+/// No tags, for [`Subscriber::NOBODY`].
+static NO_TAGS: Tags = Tags::EMPTY;
+
+impl Subscriber<'static> {
+    /// A subscriber with no tags, language, time zone, user or topics, at
+    /// an unknown push service: what a message is checked against when it
+    /// is accepted, and previewed for when no subscriber is chosen.
+    pub const NOBODY: Subscriber<'static> = Subscriber {
+        tags: &NO_TAGS,
+        language: None,
+        time_zone: None,
+        push_service: "other",
+        user_id: None,
+        topics: &[],
+        created_at: 0,
+        last_seen_at: 0,
+    };
+}
+
 impl Expr {
     /// Whether `sub` is in the audience, at time `now` (ms since the epoch).
     pub fn matches(&self, sub: &Subscriber<'_>, now: i64) -> bool {

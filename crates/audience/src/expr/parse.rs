@@ -105,7 +105,7 @@ impl Parser<'_> {
         }
     }
 
-    fn expect(&mut self, token: &str, what: &str) -> Result<(), ParseError> {
+    fn expect_token(&mut self, token: &str, what: &str) -> Result<(), ParseError> {
         if self.eat(token) {
             Ok(())
         } else {
@@ -152,7 +152,7 @@ impl Parser<'_> {
         if self.eat("(") {
             self.deeper()?;
             let e = self.or()?;
-            self.expect(")", "')'")?;
+            self.expect_token(")", "')'")?;
             self.depth -= 1;
             return Ok(e);
         }
@@ -180,28 +180,28 @@ impl Parser<'_> {
         };
         let field = match word.as_str() {
             "has" if called => {
-                self.expect("(", "'('")?;
+                self.expect_token("(", "'('")?;
                 let (at, key) = self.word();
                 let key = TagKey::new(key).map_err(|e| self.error_at(at, e.to_string()))?;
-                self.expect(")", "')'")?;
+                self.expect_token(")", "')'")?;
                 return Ok(Expr::Has(key));
             }
             "topic" if called => {
-                self.expect("(", "'('")?;
+                self.expect_token("(", "'('")?;
                 let topic = self.string()?;
                 if topic.is_empty() || topic.len() > 256 {
                     return Err(self.error("a topic is 1-256 bytes"));
                 }
-                self.expect(")", "')'")?;
+                self.expect_token(")", "')'")?;
                 return Ok(Expr::Topic(topic));
             }
             "tag" if called => {
-                self.expect("(", "'('")?;
+                self.expect_token("(", "'('")?;
                 self.skip_space();
                 let at = self.pos;
                 let key = self.string()?;
                 let key = TagKey::new(&key).map_err(|e| self.error_at(at, e.to_string()))?;
-                self.expect(")", "')'")?;
+                self.expect_token(")", "')'")?;
                 Field::Tag(key)
             }
             "createdAt" => return self.age(AgeField::CreatedAt),
@@ -249,7 +249,7 @@ impl Parser<'_> {
         if word != "in" {
             return Err(self.error_at(at, "expected ==, !=, <, <=, >, >= or in"));
         }
-        self.expect("[", "'['")?;
+        self.expect_token("[", "'['")?;
         let mut values = Vec::new();
         if !self.eat("]") {
             loop {
@@ -260,7 +260,7 @@ impl Parser<'_> {
                 if self.eat("]") {
                     break;
                 }
-                self.expect(",", "',' or ']'")?;
+                self.expect_token(",", "',' or ']'")?;
             }
         }
         Ok(Expr::In { field, values })

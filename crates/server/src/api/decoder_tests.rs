@@ -123,12 +123,7 @@ proptest! {
                 let stored = p.payload.as_deref().unwrap_or_default();
                 let personal = tocsin_store_api::tocsin_audience::compose::Personal::from_stored(stored)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                let empty = tocsin_store_api::tocsin_audience::Tags::default();
-                let sub = tocsin_store_api::tocsin_audience::expr::Subscriber {
-                    tags: &empty, language: None, time_zone: None, push_service: "other", user_id: None,
-                    topics: &[], created_at: 0, last_seen_at: 0,
-                };
-                if let Ok(out) = personal.render(&sub) {
+                if let Ok(out) = personal.render(&tocsin_store_api::tocsin_audience::expr::Subscriber::NOBODY) {
                     for bytes in out.payload.iter().chain(out.apple_payload.iter()) {
                         prop_assert!(bytes.len() <= 3993, "{} bytes", bytes.len());
                     }

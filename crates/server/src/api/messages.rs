@@ -289,18 +289,8 @@ pub(crate) async fn preview_message(
                 .ok_or_else(|| ApiError::new(ErrorId::SubscriptionNotFound, format!("no subscription {id}")))?,
         ),
     };
-    let empty = tocsin_store_api::tocsin_audience::Tags::default();
-    let nobody = tocsin_store_api::tocsin_audience::expr::Subscriber {
-        tags: &empty,
-        language: None,
-        time_zone: None,
-        push_service: "other",
-        user_id: None,
-        topics: &[],
-        created_at: 0,
-        last_seen_at: 0,
-    };
-    let subscriber = sub.as_ref().map_or(nobody, |s| s.as_subscriber());
+    let subscriber =
+        sub.as_ref().map_or(tocsin_store_api::tocsin_audience::expr::Subscriber::NOBODY, |s| s.as_subscriber());
     let out = payload::preview(format, req.payload, &subscriber, st.public_url.as_ref())?;
     let shown = |p: &Option<Vec<u8>>| {
         p.as_deref().map(|b| {

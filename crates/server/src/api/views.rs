@@ -135,14 +135,7 @@ impl From<StoredSubscription> for SubscriptionView {
             updated_at: rfc3339(s.updated_at),
             expiration_time: s.subscription.expiration_time(),
             vapid_key_id: s.vapid_key_id,
-            push_service: tocsin_protocol::PushService::of_host(&s.subscription.endpoint().host_str().map_or_else(
-                String::new,
-                |h| match s.subscription.endpoint().port() {
-                    Some(p) => format!("{h}:{p}"),
-                    None => h.to_owned(),
-                },
-            ))
-            .as_str(),
+            push_service: tocsin_store_api::push_service_of(s.subscription.endpoint()),
             tags: s.tags.to_json(),
             language: s.language,
             time_zone: s.time_zone,

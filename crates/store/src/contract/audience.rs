@@ -13,10 +13,6 @@ fn patch(v: serde_json::Value) -> TagPatch {
     TagPatch::from_json(&v).expect("a valid change")
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 const DAY: i64 = 86_400_000;
 
 /// Subscribers of every kind an expression can tell apart: (endpoint,

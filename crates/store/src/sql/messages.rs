@@ -168,7 +168,7 @@ pub(super) async fn start(store: &SqlStore, id: &str, target: &Target, shard_siz
     let app = AppId(app.try_get("app_id")?);
     let (targeted, last): (i64, i64) = {
         let mut conn = store.pool.acquire().await?;
-        let t = target_sql(&mut conn, store.backend, app, target, super::wall_clock_ms()).await?;
+        let t = target_sql(&mut conn, store.backend, app, target, crate::now_ms()).await?;
         let sql = format!("SELECT COUNT(*) AS n, CAST(COALESCE(MAX(s.id), 0) AS BIGINT) AS last {}", t.from);
         let row = t.bind(sqlx::query(&sql)).fetch_one(&mut *conn).await?;
         (row.try_get("n")?, row.try_get("last")?)

@@ -328,12 +328,6 @@ async fn refuse_newer(pool: &AnyPool, migrator: &sqlx::migrate::Migrator) -> R<(
 }
 
 /// `$first, $first+1, …` for `n` values.
-/// Milliseconds since the epoch by the wall clock: what ages in segment
-/// expressions are measured from when an audience is read.
-pub(crate) fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }

@@ -157,7 +157,7 @@ pub(super) async fn page(
     limit: i64,
 ) -> R<Vec<PageRow>> {
     let mut conn = store.pool.acquire().await?;
-    let t = target_sql(&mut conn, store.backend, app, target, super::wall_clock_ms()).await?;
+    let t = target_sql(&mut conn, store.backend, app, target, crate::now_ms()).await?;
     let n = t.next();
     let page = format!(
         "SELECT {SUB_COLUMNS} {} AND s.id > ${n} AND s.id <= ${} ORDER BY s.id LIMIT ${}",
@@ -206,7 +206,7 @@ fn page_row(id: i64, read: R<StoredSubscription>) -> PageRow {
 
 pub(super) async fn count(store: &SqlStore, app: AppId, target: &Target) -> R<i64> {
     let mut conn = store.pool.acquire().await?;
-    let t = target_sql(&mut conn, store.backend, app, target, super::wall_clock_ms()).await?;
+    let t = target_sql(&mut conn, store.backend, app, target, crate::now_ms()).await?;
     let sql = format!("SELECT COUNT(*) AS n {}", t.from);
     let row = t.bind(sqlx::query(&sql)).fetch_one(&mut *conn).await?;
     Ok(row.try_get("n")?)
@@ -258,10 +258,7 @@ async fn try_patch_tags(
         let tags = match patch.apply(&sub.tags) {
             Ok(tags) => tags,
             Err(e) => {
-                let tags = match e {
-                    tocsin_audience::TagError::TooMany(n) => n,
-                    _ => tocsin_audience::tags::MAX_TAGS + 1,
-                };
+                let tags = e.would_carry().unwrap_or(tocsin_audience::tags::MAX_TAGS + 1);
                 return Ok(Some(TagsPatched::TooMany { subscription_id: sub.id, tags }));
             }
         };
