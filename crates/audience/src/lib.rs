@@ -7,7 +7,8 @@
 //!   !has(optout)`), parsed into a typed tree, printed back, and evaluated
 //!   against one subscriber (the SQL stores compile the same tree to SQL);
 //! - [`compose`]: a message's payloads, and a personal message's per
-//!   subscriber (text by language, Liquid templates over tags).
+//!   subscriber (text by language, Liquid templates over tags);
+//! - [`rules`]: delivery rules: local times by zone, quiet hours, caps.
 //!
 //! No I/O: values in, values out (templates read no file).
 
@@ -16,6 +17,7 @@
 pub mod compose;
 pub mod expr;
 pub mod locale;
+pub mod rules;
 pub mod tags;
 
 pub use expr::{Expr, ParseError};

@@ -118,6 +118,16 @@ impl TimeZoneName {
         Ok(Self(tz.iana_name().unwrap_or(name).to_owned()))
     }
 
+    /// `UTC`, the zone of subscribers without one unless the app says otherwise.
+    pub fn utc() -> Self {
+        Self("UTC".to_owned())
+    }
+
+    /// The zone's rules.
+    pub fn zone(&self) -> jiff::tz::TimeZone {
+        jiff::tz::db().get(&self.0).unwrap_or(jiff::tz::TimeZone::UTC)
+    }
+
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
