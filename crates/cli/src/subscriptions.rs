@@ -69,7 +69,7 @@ pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<Exit
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut after = 0;
             loop {
-                let page = store.page_subscriptions(app.id, &Target::All(true), after, None, 1000).await?;
+                let page = store.page_subscriptions(app.id, &Target::All(true), None, after, None, 1000).await?;
                 let Some(last) = page.last().map(PageRow::id) else { break };
                 for row in page {
                     let s = match row {

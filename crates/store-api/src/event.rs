@@ -58,6 +58,12 @@ pub struct DoneCounts {
     pub shown: i64,
     /// Clicked, as service workers reported.
     pub clicked: i64,
+    /// Dropped for a frequency cap.
+    #[serde(default)]
+    pub capped: i64,
+    /// Held by quiet hours (0: a message is done only when none is held).
+    #[serde(default)]
+    pub held: i64,
 }
 
 impl From<crate::Counts> for DoneCounts {
@@ -70,6 +76,8 @@ impl From<crate::Counts> for DoneCounts {
             expired: c.expired,
             shown: c.shown,
             clicked: c.clicked,
+            capped: c.capped,
+            held: c.held,
         }
     }
 }

@@ -128,6 +128,10 @@ pub trait AppStore: Send + Sync {
     async fn apps(&self) -> Result<Vec<AppRow>>;
     /// The app with this name.
     async fn app(&self, name: &str) -> Result<Option<AppRow>>;
+    /// The delivery rules of `app` (none for an app that does not exist).
+    async fn app_rules(&self, app: AppId) -> Result<tocsin_audience::rules::DeliveryRules>;
+    /// Replaces the delivery rules of `app`; false when there is no such app.
+    async fn set_app_rules(&self, app: AppId, rules: &tocsin_audience::rules::DeliveryRules) -> Result<bool>;
     /// Creates an app with its first VAPID key (current); `None` when the
     /// name is taken.
     async fn create_app(&self, new: &NewApp, public_key: &str, private_key: &str, now: i64) -> Result<Option<AppRow>>;
@@ -196,13 +200,15 @@ pub trait SubscriptionStore: Send + Sync {
     /// One subscription, whatever its app (for the engine: the id comes
     /// from its own work).
     async fn subscription(&self, id: i64) -> Result<Option<StoredSubscription>>;
-    /// Subscriptions of `app` matching `target` with id above `after` (and
-    /// at most `upto`), by id, at most `limit` of them; a row that cannot
-    /// be read is [`PageRow::Unreadable`], not an error of the whole page.
+    /// Subscriptions of `app` matching `target` (and, when given, in one
+    /// of `zones`) with id above `after` (and at most `upto`), by id, at
+    /// most `limit` of them; a row that cannot be read is
+    /// [`PageRow::Unreadable`], not an error of the whole page.
     async fn page_subscriptions(
         &self,
         app: AppId,
         target: &Target,
+        zones: Option<&tocsin_audience::rules::ZoneFilter>,
         after: i64,
         upto: Option<i64>,
         limit: i64,
@@ -274,6 +280,9 @@ pub trait MessageStore: Send + Sync {
     async fn message_failure_examples(&self, id: &str) -> Result<Vec<(String, String)>>;
     /// A message's failures by reason.
     async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>>;
+    /// For a message at a local time that has started: its waves' shards,
+    /// by wave.
+    async fn wave_progress(&self, id: &str) -> Result<Vec<WaveProgress>>;
     /// Deletes up to `limit` messages that are `done` or `cancelled` and
     /// were last updated before `before`, with their shards, retries and
     /// failures; their counts are added to their app's totals that `stats`
@@ -288,13 +297,17 @@ pub trait WorkStore: Send + Sync {
     /// Moves a message to `sending` (from `scheduled` or `queued`), counting
     /// its audience (within its app) and fixing its last subscription id, so that
     /// subscriptions added later are not part of it, and splits that id
-    /// range into shards of about `shard_size` ids. False when another node
-    /// started it first, or it was cancelled: a message starts once.
+    /// range into shards of about `shard_size` ids. A message at a local
+    /// time gets that many shards per wave of its schedule not skipped,
+    /// each claimable from its wave's instant and reaching its wave's
+    /// zones; its audience is counted over those waves. False when another
+    /// node started it first, or it was cancelled: a message starts once.
     async fn start_message(&self, id: &str, target: &Target, shard_size: i64, now: i64) -> Result<bool>;
     /// The oldest queued message, or scheduled one that is due.
     async fn next_startable_message(&self, now: i64) -> Result<Option<Message>>;
     /// Claims an unfinished shard of a `sending` message whose lease has run
-    /// out (or was never taken), for `lease_ms`, under `claim`'s token.
+    /// out (or was never taken) and whose wave's time has come, for
+    /// `lease_ms`, under `claim`'s token.
     async fn claim_shard(&self, claim: &Claim, now: i64, lease_ms: i64) -> Result<Option<Shard>>;
     /// Extends the lease of a shard still held under its claim's token to
     /// `now + lease_ms` (a heartbeat while a page is in flight). False when

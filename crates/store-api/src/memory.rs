@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use tocsin_audience::rules::{DeliveryRules, ZoneFilter};
 use tocsin_audience::{TagPatch, Tags};
 
 use crate::*;
@@ -53,6 +54,10 @@ struct State {
 
 #[derive(Debug)]
 struct ShardRow {
+    /// The wave of a message at a local time, and when it may be claimed.
+    wave: Option<i64>,
+    not_before: i64,
+    delivered: i64,
     start_after: i64,
     end_at: i64,
     cursor: i64,
@@ -81,6 +86,7 @@ impl MemoryStore {
             user_signing_secret: None,
             cors_origins: None,
             client_tags: None,
+            rules: DeliveryRules::default(),
             created_at: 0,
         });
         store
@@ -234,6 +240,7 @@ impl State {
                     created_at: now,
                     updated_at: now,
                     last_seen_at: now,
+                    send_history: None,
                 };
                 self.subs.insert(row.id, row.clone());
                 row
@@ -287,18 +294,35 @@ impl State {
     }
 
     /// A page's or a batch's outcome, as the SQL store's `apply_outcome`.
-    fn apply(&mut self, message_id: &str, outcome: &PageOutcome, pending_delta: i64, now: i64) -> Result<MessageState> {
+    fn apply(
+        &mut self,
+        message_id: &str,
+        outcome: &PageOutcome,
+        pending_delta: Pending,
+        now: i64,
+    ) -> Result<MessageState> {
         let m = self.message_mut(message_id)?;
         let c = &mut m.counts;
         c.delivered += outcome.delivered;
         c.failed += outcome.failed_total();
         c.gone += outcome.gone.len() as i64;
         c.expired += outcome.expired.len() as i64;
+        c.capped += outcome.capped;
         let state = m.state;
         if state == MessageState::Cancelled {
             m.counts.pending_retry = 0;
+            m.counts.held = 0;
         } else {
-            m.counts.pending_retry += pending_delta;
+            m.counts.pending_retry += pending_delta.retry;
+            m.counts.held += pending_delta.held;
+        }
+        if outcome.capped > 0 {
+            *self.failures.entry((message_id.to_owned(), CAPPED_REASON.to_owned())).or_default() += outcome.capped;
+        }
+        for (id, history) in &outcome.histories {
+            if let Some(sub) = self.subs.get_mut(id) {
+                sub.send_history = Some(history.clone());
+            }
         }
         for (reason, n) in &outcome.failed {
             *self.failures.entry((message_id.to_owned(), reason.clone())).or_default() += n;
@@ -308,7 +332,7 @@ impl State {
         }
         self.remove(outcome.gone.iter().chain(&outcome.expired).copied(), now);
         if state != MessageState::Cancelled {
-            for r in &outcome.retries {
+            for r in outcome.retries.iter().chain(&outcome.held) {
                 self.retries.entry((message_id.to_owned(), r.subscription_id)).or_insert(RetryRow {
                     attempt: r.attempt,
                     due_at: r.due_at,
@@ -343,6 +367,17 @@ impl AppStore for MemoryStore {
         Ok(self.lock().apps.iter().find(|a| a.name == name).cloned())
     }
 
+    async fn app_rules(&self, app: AppId) -> Result<DeliveryRules> {
+        Ok(self.lock().apps.iter().find(|a| a.id == app).map(|a| a.rules.clone()).unwrap_or_default())
+    }
+
+    async fn set_app_rules(&self, app: AppId, rules: &DeliveryRules) -> Result<bool> {
+        let mut st = self.lock();
+        let Some(a) = st.apps.iter_mut().find(|a| a.id == app) else { return Ok(false) };
+        a.rules = rules.clone();
+        Ok(true)
+    }
+
     async fn create_app(&self, new: &NewApp, public_key: &str, private_key: &str, now: i64) -> Result<Option<AppRow>> {
         let mut st = self.lock();
         if st.apps.iter().any(|a| a.name == new.name) {
@@ -355,6 +390,7 @@ impl AppStore for MemoryStore {
             user_signing_secret: new.user_signing_secret.clone(),
             cors_origins: new.cors_origins.clone(),
             client_tags: new.client_tags,
+            rules: DeliveryRules::default(),
             created_at: now,
         };
         st.apps.push(app.clone());
@@ -492,6 +528,7 @@ impl SubscriptionStore for MemoryStore {
         &self,
         app: AppId,
         target: &Target,
+        zones: Option<&ZoneFilter>,
         after: i64,
         upto: Option<i64>,
         limit: i64,
@@ -499,7 +536,12 @@ impl SubscriptionStore for MemoryStore {
         let st = self.lock();
         let upto = upto.unwrap_or(i64::MAX);
         let range = st.subs.range(after.saturating_add(1)..).map(|(_, s)| s).take_while(|s| s.id <= upto);
-        Ok(st.audience(app, target, range).take(limit.max(0) as usize).map(|s| PageRow::Sub(s.clone())).collect())
+        Ok(st
+            .audience(app, target, range)
+            .filter(|s| zones.is_none_or(|z| z.matches(s.time_zone.as_deref())))
+            .take(limit.max(0) as usize)
+            .map(|s| PageRow::Sub(s.clone()))
+            .collect())
     }
 
     async fn count_subscriptions(&self, app: AppId, target: &Target) -> Result<i64> {
@@ -654,6 +696,7 @@ impl MessageStore for MemoryStore {
         if matches!(m.state, MessageState::Scheduled | MessageState::Queued | MessageState::Sending) {
             m.state = MessageState::Cancelled;
             m.counts.pending_retry = 0;
+            m.counts.held = 0;
             m.updated_at = now;
             for ((mid, _), shard) in st.shards.iter_mut() {
                 if mid == id && !shard.done {
@@ -674,6 +717,19 @@ impl MessageStore for MemoryStore {
     async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>> {
         let st = self.lock();
         Ok(st.failures.iter().filter(|((m, _), _)| m == id).map(|((_, r), n)| (r.clone(), *n)).collect())
+    }
+
+    async fn wave_progress(&self, id: &str) -> Result<Vec<WaveProgress>> {
+        let st = self.lock();
+        let mut waves: BTreeMap<i64, WaveProgress> = BTreeMap::new();
+        for ((_, _), row) in st.shards.iter().filter(|((m, _), _)| m == id) {
+            let Some(wave) = row.wave else { continue };
+            let w = waves.entry(wave).or_insert(WaveProgress { wave, shards: 0, done: 0, delivered: 0 });
+            w.shards += 1;
+            w.done += i64::from(row.done);
+            w.delivered += row.delivered;
+        }
+        Ok(waves.into_values().collect())
     }
 
     async fn purge_messages(&self, before: i64, limit: i64) -> Result<u64> {
@@ -708,17 +764,50 @@ impl WorkStore for MemoryStore {
         let mut st = self.lock();
         let startable =
             st.messages.get(id).is_some_and(|m| matches!(m.state, MessageState::Scheduled | MessageState::Queued));
-        let Some(app) = st.messages.get(id).filter(|_| startable).map(|m| m.app_id()) else { return Ok(false) };
-        let audience: Vec<i64> = st.audience(app, target, st.subs.values()).map(|s| s.id).collect();
+        let Some(m) = st.messages.get(id).filter(|_| startable) else { return Ok(false) };
+        let (app, local) = (m.app_id(), m.accepted.rules.local.clone());
+        let reached = local.as_ref().and_then(|l| l.reached());
+        let audience: Vec<(i64, Option<String>)> = st
+            .audience(app, target, st.subs.values())
+            .filter(|s| reached.as_ref().is_none_or(|z| z.matches(s.time_zone.as_deref())))
+            .map(|s| (s.id, s.time_zone.clone()))
+            .collect();
+        let zones_present: std::collections::BTreeSet<Option<String>> = audience.iter().map(|a| a.1.clone()).collect();
+        let audience: Vec<i64> = audience.into_iter().map(|a| a.0).collect();
         let (targeted, last) = (audience.len() as i64, audience.last().copied().unwrap_or(0));
         let m = st.message_mut(id)?;
         m.state = MessageState::Sending;
         m.updated_at = now;
         m.counts.targeted = targeted;
         m.cursor_end = last;
-        for (i, (start_after, end_at)) in shard_ranges(targeted, last, shard_size).into_iter().enumerate() {
-            let row = ShardRow { start_after, end_at, cursor: start_after, done: false, token: None, lease_until: 0 };
-            st.shards.insert((id.to_owned(), i as i64), row);
+        let waves: Vec<(Option<i64>, i64)> = match &local {
+            None => vec![(None, 0)],
+            Some(l) => l
+                .waves
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| !w.skipped && zones_present.iter().any(|z| w.filter.matches(z.as_deref())))
+                .map(|(i, w)| (Some(i as i64), w.at))
+                .collect(),
+        };
+        let ranges = shard_ranges(targeted, last, shard_size);
+        let mut n = 0;
+        for (wave, not_before) in waves {
+            for (start_after, end_at) in &ranges {
+                let row = ShardRow {
+                    wave,
+                    not_before,
+                    delivered: 0,
+                    start_after: *start_after,
+                    end_at: *end_at,
+                    cursor: *start_after,
+                    done: false,
+                    token: None,
+                    lease_until: 0,
+                };
+                st.shards.insert((id.to_owned(), n), row);
+                n += 1;
+            }
         }
         Ok(true)
     }
@@ -748,11 +837,16 @@ impl WorkStore for MemoryStore {
         let mut open: Vec<(i64, (String, i64))> = st
             .shards
             .iter()
-            .filter(|(_, s)| !s.done && s.lease_until < now)
+            .filter(|(_, s)| !s.done && s.lease_until < now && s.not_before <= now)
             .filter_map(|(k, _)| sending(&st, &k.0).map(|created| (created, k.clone())))
             .collect();
         open.sort_by_key(|(created, (_, shard))| (*created, *shard));
         let Some((_, key)) = open.into_iter().next() else { return Ok(None) };
+        let wave = st.shards.get(&key).and_then(|r| r.wave);
+        let zones = wave.and_then(|w| {
+            let local = st.messages.get(&key.0)?.accepted.rules.local.as_ref()?;
+            Some(local.waves.get(usize::try_from(w).ok()?)?.filter.clone())
+        });
         let Some(row) = st.shards.get_mut(&key) else { return Ok(None) };
         row.token = Some(claim.token.clone());
         row.lease_until = now + lease_ms;
@@ -763,6 +857,7 @@ impl WorkStore for MemoryStore {
             start_after: row.start_after,
             end_at: row.end_at,
             cursor: row.cursor,
+            zones,
         }))
     }
 
@@ -873,7 +968,7 @@ impl WorkStore for MemoryStore {
         for i in items {
             st.retries.remove(&key(i));
         }
-        st.apply(message_id, outcome, outcome.retries.len() as i64 - items.len() as i64, now)?;
+        st.apply(message_id, outcome, Pending::after(outcome, items), now)?;
         Ok(true)
     }
 
@@ -1011,6 +1106,7 @@ impl State {
             Some(row) if row.token.as_deref() == Some(shard.token.as_str()) && row.cursor == progress.from => {
                 row.cursor = progress.cursor;
                 row.done |= progress.done;
+                row.delivered += outcome.delivered;
                 row.lease_until = if progress.done { 0 } else { now + progress.lease_ms };
             }
             // Written before (the same cursor under the same token): counted once.
@@ -1019,6 +1115,6 @@ impl State {
             }
             _ => return Ok(None),
         }
-        self.apply(&shard.message_id, outcome, outcome.retries.len() as i64, now).map(Some)
+        self.apply(&shard.message_id, outcome, Pending::after(outcome, &[]), now).map(Some)
     }
 }

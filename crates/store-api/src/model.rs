@@ -1,6 +1,7 @@
 //! The values the store keeps and returns.
 
 use serde::{Deserialize, Serialize};
+use tocsin_audience::rules::{DeliveryRules, LocalSchedule, ZoneFilter};
 use tocsin_audience::{Language, TagPatch, Tags, TimeZoneName};
 use tocsin_protocol::Subscription;
 
@@ -45,6 +46,8 @@ pub struct AppRow {
     pub cors_origins: Option<Vec<String>>,
     /// Whether browsers may set their subscriptions' tags (`client-tags`).
     pub client_tags: Option<bool>,
+    /// Its delivery rules: default time zone, quiet hours, caps, rate.
+    pub rules: DeliveryRules,
     /// ms since the epoch.
     pub created_at: i64,
 }
@@ -212,6 +215,10 @@ pub struct StoredSubscription {
     /// When its browser last posted it (subscribe, `sync()`, `setTags`),
     /// ms since the epoch (`lastSeenAt` of segments).
     pub last_seen_at: i64,
+    /// Its latest deliveries as the app's frequency caps need them
+    /// ([`tocsin_audience::rules::SendHistory`]'s stored form); read only
+    /// when a cap applies.
+    pub send_history: Option<String>,
 }
 
 impl StoredSubscription {
@@ -438,6 +445,12 @@ pub struct Counts {
     pub gone: i64,
     /// Subscription past its `expirationTime`, deleted.
     pub expired: i64,
+    /// Held by quiet hours, to be sent when they end in the subscriber's zone.
+    #[serde(default)]
+    pub held: i64,
+    /// Dropped for a frequency cap.
+    #[serde(default)]
+    pub capped: i64,
     /// Waiting for a retry.
     pub pending_retry: i64,
     /// Shown by the service worker.
@@ -478,8 +491,59 @@ pub struct NewMessage {
     /// Makes a retried request create one message (one per app: the same
     /// key in two apps makes two messages).
     pub idempotency_key: Option<String>,
+    /// Its delivery rules: a local time, quiet hours ignored, caps
+    /// bypassed, its tags, its rate.
+    pub rules: MessageRules,
     /// When it was accepted, ms since the epoch.
     pub created_at: i64,
+}
+
+/// What a message asks of the delivery rules. With a local time,
+/// `send_at` is its first wave's instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageRules {
+    /// Sent at a local time in each subscriber's zone, by waves of zones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalSchedule>,
+    /// Not held by quiet hours (a login code, a security alert).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_quiet_hours: bool,
+    /// Subject to the app's frequency caps and counted toward them.
+    #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
+    pub frequency_cap: bool,
+    /// Its tags, which caps with a `tag` count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Deliveries a minute, over every node (0: as fast as it goes).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rate_per_minute: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Default for MessageRules {
+    fn default() -> Self {
+        Self { local: None, ignore_quiet_hours: false, frequency_cap: true, tags: Vec::new(), rate_per_minute: 0 }
+    }
+}
+
+impl MessageRules {
+    /// The stored form (`None` when it asks nothing).
+    pub fn to_stored(&self) -> Option<String> {
+        (self != &Self::default()).then(|| serde_json::to_string(self).unwrap_or_default())
+    }
+
+    /// Reads the stored form.
+    pub fn from_stored(text: Option<&str>) -> Result<Self, serde_json::Error> {
+        text.map_or(Ok(Self::default()), serde_json::from_str)
+    }
 }
 
 impl NewMessage {
@@ -502,6 +566,7 @@ impl NewMessage {
             topic: None,
             send_at: None,
             idempotency_key: None,
+            rules: MessageRules::default(),
             created_at,
         }
     }
@@ -663,7 +728,28 @@ pub struct Shard {
     pub end_at: i64,
     /// The last subscription id handled.
     pub cursor: i64,
+    /// For a message at a local time: the zones of this shard's wave.
+    pub zones: Option<ZoneFilter>,
 }
+
+/// A wave of a message at a local time, and how far its shards are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaveProgress {
+    /// The wave's index in the message's [`LocalSchedule`].
+    pub wave: i64,
+    /// Its shards.
+    pub shards: i64,
+    /// Those finished.
+    pub done: i64,
+    /// Delivered by its shards (retries aside).
+    pub delivered: i64,
+}
+
+/// The reason of a retry that quiet hours hold.
+pub const HELD_REASON: &str = "quiet-hours";
+
+/// The failure reason of a delivery dropped for a frequency cap.
+pub const CAPPED_REASON: &str = "capped";
 
 /// A delivery to try again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -722,9 +808,48 @@ pub struct PageOutcome {
     pub expired: Vec<i64>,
     /// Deliveries to try again.
     pub retries: Vec<NewRetry>,
+    /// Deliveries quiet hours hold, until when ([`HELD_REASON`] retries,
+    /// counted `held`).
+    pub held: Vec<NewRetry>,
+    /// Deliveries dropped for a frequency cap.
+    pub capped: i64,
+    /// Subscriptions' send histories to store, for the caps.
+    pub histories: Vec<(i64, String)>,
+}
+
+/// How a page changes a message's deliveries waiting: for a retry, and
+/// held by quiet hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// Change of `pendingRetry`.
+    pub retry: i64,
+    /// Change of `held`.
+    pub held: i64,
+}
+
+impl Pending {
+    /// After `outcome`, the attempts of retries `items` (none for a shard's
+    /// page): what it schedules, less the items it took (a held item
+    /// leaves `held`, others `pendingRetry`).
+    pub fn after(outcome: &PageOutcome, items: &[RetryItem]) -> Self {
+        let held_items = items.iter().filter(|i| i.reason == HELD_REASON).count() as i64;
+        Self {
+            retry: outcome.retries.len() as i64 - (items.len() as i64 - held_items),
+            held: outcome.held.len() as i64 - held_items,
+        }
+    }
 }
 
 impl PageOutcome {
+    /// Adds one delivery dropped for a cap, with an example if it is the
+    /// first of its message's page.
+    pub fn cap(&mut self, example: String) {
+        if !self.examples.iter().any(|(r, _)| r == CAPPED_REASON) {
+            self.examples.push((CAPPED_REASON.to_owned(), example));
+        }
+        self.capped += 1;
+    }
+
     /// Adds one subscription's failure, with an example if none of its
     /// reason has one yet.
     pub fn fail_with(&mut self, failure: FailedDelivery, example: String) {

@@ -54,7 +54,7 @@ proptest! {
                 app: AppId::DEFAULT,
             };
             store.upsert_subscription(&new, 1).await.map_err(fail)?;
-            let page = store.page_subscriptions(AppId::DEFAULT, &Target::All(true), 0, None, 10).await.map_err(fail)?;
+            let page = store.page_subscriptions(AppId::DEFAULT, &Target::All(true), None, 0, None, 10).await.map_err(fail)?;
             prop_assert_eq!(page.len(), 1);
             let Some(PageRow::Sub(back)) = page.into_iter().next() else { return Err(fail("unreadable")) };
             prop_assert_eq!(back.subscription, subscription);

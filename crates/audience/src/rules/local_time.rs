@@ -195,6 +195,12 @@ impl LocalSchedule {
         self.waves.iter().filter(|w| !w.skipped).map(|w| w.at).max()
     }
 
+    /// When the time comes for a subscriber in `zone` (`None`: without
+    /// one): its wave's instant. `None` for a zone no wave names.
+    pub fn at_for(&self, zone: Option<&str>) -> Option<i64> {
+        self.waves.iter().find(|w| w.filter.matches(zone)).map(|w| w.at)
+    }
+
     /// Who gets the message at all: `None` when no wave was skipped
     /// (everyone in the target), else the zones of the waves not skipped.
     pub fn reached(&self) -> Option<ZoneFilter> {

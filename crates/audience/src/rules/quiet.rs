@@ -78,6 +78,15 @@ impl QuietHours {
         let until = LocalDateTime::from_civil(day.to_datetime(end))?.instant_in(tz);
         (until > now).then_some(until)
     }
+
+    /// [`Self::held_until`] in ms since the epoch, for a subscriber whose
+    /// zone is `zone` (a stored name; `default` when it has none or the
+    /// name is not known).
+    pub fn held_until_ms(&self, now_ms: i64, zone: Option<&str>, default: &TimeZone) -> Option<i64> {
+        let now = Timestamp::from_millisecond(now_ms).ok()?;
+        let tz = zone.and_then(|z| jiff::tz::db().get(z).ok());
+        self.held_until(now, tz.as_ref().unwrap_or(default)).map(|t| t.as_millisecond())
+    }
 }
 
 #[cfg(test)]

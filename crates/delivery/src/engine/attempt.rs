@@ -5,11 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tocsin_audience::compose::{ComposeError, Personal};
+use tocsin_audience::rules::{DeliveryRules, SendHistory};
 
 use bytes::Bytes;
 use tocsin_protocol::request::{self, PushOptions};
 use tocsin_protocol::{FailReason, Outcome, PushService, Topic, Ttl, Urgency, VapidKey, VapidSigner, VapidSubject};
-use tocsin_store_api::{FailedDelivery, Message, MessageFormat, NewRetry, PageOutcome, StoreError, StoredSubscription};
+use tocsin_store_api::{
+    FailedDelivery, Message, MessageFormat, NewRetry, PageOutcome, StoreError, StoredSubscription, HELD_REASON,
+};
 use tokio::sync::watch;
 
 use super::lane::Lane;
@@ -92,15 +95,29 @@ impl Engine {
         &self,
         lane: &Lane,
         message: &Message,
+        rules: &DeliveryRules,
         jobs: Vec<Job>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<PageOutcome, StoreError> {
         let now = self.now_ms();
+        // The app's rules that apply to this message: quiet hours unless it
+        // ignores them, caps unless it bypasses them.
+        let asks = &message.accepted.rules;
+        let quiet = rules.quiet_hours.filter(|_| !asks.ignore_quiet_hours);
+        let caps = Some(rules.frequency_caps.as_slice()).filter(|c| asks.frequency_cap && !c.is_empty());
+        let default_zone = rules.default_zone().zone();
         let deadline = message
             .accepted
             .created_at
             .max(message.accepted.send_at.unwrap_or(0))
             .saturating_add(i64::from(message.accepted.ttl) * 1000);
+        // A message at a local time lives its TTL from its wave's time.
+        let deadline_of = |sub: &StoredSubscription| match &asks.local {
+            Some(local) => local
+                .at_for(sub.time_zone.as_deref())
+                .map_or(deadline, |at| deadline.max(at.saturating_add(i64::from(message.accepted.ttl) * 1000))),
+            None => deadline,
+        };
         let options = Arc::new(PushOptions {
             ttl: Ttl(message.accepted.ttl),
             urgency: message.accepted.urgency.as_deref().and_then(|u| u.parse::<Urgency>().ok()),
@@ -130,13 +147,29 @@ impl Engine {
                 outcome.expired.push(sub.id);
                 continue;
             }
-            if now > deadline {
+            if now > deadline_of(sub) {
                 self.metrics.count("failed", "ttl-expired");
                 outcome.fail_with(
                     failure(sub, "ttl-expired", None),
                     example(sub, "its TTL ran out before it could be sent"),
                 );
                 continue;
+            }
+            if let Some(until) = quiet.and_then(|q| q.held_until_ms(now, sub.time_zone.as_deref(), &default_zone)) {
+                self.metrics.count("held", HELD_REASON);
+                let attempt = job.attempts_before;
+                let held = NewRetry { subscription_id: sub.id, attempt, due_at: until, reason: HELD_REASON.into() };
+                outcome.held.push(held);
+                continue;
+            }
+            if let Some(caps) = caps {
+                let history = SendHistory::from_stored(sub.send_history.as_deref());
+                if let Some(rule) = history.over(caps, &asks.tags, now) {
+                    self.metrics.count("capped", "capped");
+                    let tag = rule.tag.as_deref().map(|t| format!(" of messages tagged {t:?}")).unwrap_or_default();
+                    outcome.cap(example(sub, &format!("over the cap of {} per {}{tag}", rule.max, rule.per)));
+                    continue;
+                }
             }
             if let Err(reason) = self.policy.check(sub.subscription.endpoint()) {
                 tracing::warn!(subscription = sub.id, %reason, "endpoint refused by policy");
@@ -249,6 +282,11 @@ impl Engine {
                 Attempt::Delivered => {
                     self.metrics.delivered.inc();
                     outcome.delivered += 1;
+                    if let Some(caps) = caps {
+                        let mut history = SendHistory::from_stored(job.sub.send_history.as_deref());
+                        history.record(caps, &asks.tags, now);
+                        outcome.histories.push((job.sub.id, history.to_stored()));
+                    }
                 }
                 Attempt::Gone => {
                     self.metrics.gone.inc();
@@ -260,12 +298,16 @@ impl Engine {
                     let example = example(&job.sub, &detail);
                     outcome.fail_with(failure(&job.sub, reason, status), example);
                 }
-                Attempt::Deferred { wait } => {
-                    self.retry_or_give_up(&mut outcome, &job, Unfinished::Deferred { wait }, None, deadline)
-                }
+                Attempt::Deferred { wait } => self.retry_or_give_up(
+                    &mut outcome,
+                    &job,
+                    Unfinished::Deferred { wait },
+                    None,
+                    deadline_of(&job.sub),
+                ),
                 Attempt::Retry { reason, status, after } => {
                     let unfinished = Unfinished::Retry { reason: &reason, after };
-                    self.retry_or_give_up(&mut outcome, &job, unfinished, status, deadline);
+                    self.retry_or_give_up(&mut outcome, &job, unfinished, status, deadline_of(&job.sub));
                 }
             }
         }

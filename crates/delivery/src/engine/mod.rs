@@ -112,6 +112,12 @@ impl Clock {
         Self::Tokio { base_ms: system_ms(), start: tokio::time::Instant::now() }
     }
 
+    /// A clock that follows tokio's from `base_ms` (ms since the epoch), for
+    /// tests that need a date: a local time, quiet hours.
+    pub fn tokio_at(base_ms: i64) -> Self {
+        Self::Tokio { base_ms, start: tokio::time::Instant::now() }
+    }
+
     /// Now, in ms since the epoch.
     pub fn now_ms(&self) -> i64 {
         match self {

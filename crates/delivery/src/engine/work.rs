@@ -101,6 +101,8 @@ impl Engine {
         if message.state != MessageState::Sending {
             return Ok(());
         }
+        let app = message.app_id();
+        let rules = Arc::new(lane.db(move |s| async move { s.app_rules(app).await }).await?);
         let message = Arc::new(message);
         let shard = Arc::new(shard);
         let page_size = self.config.page_size;
@@ -109,9 +111,11 @@ impl Engine {
             let end_at = shard.end_at;
             let (page, waited) = self
                 .patiently(lane, "reading a page", || {
-                    let m = message.clone();
+                    let (m, sh) = (message.clone(), shard.clone());
                     move |s: Arc<dyn Store>| async move {
-                        s.page_subscriptions(m.app_id(), &m.accepted.target, cursor, Some(end_at), page_size).await
+                        let zones = sh.zones.as_ref();
+                        s.page_subscriptions(m.app_id(), &m.accepted.target, zones, cursor, Some(end_at), page_size)
+                            .await
                     }
                 })
                 .await?;
@@ -135,7 +139,7 @@ impl Engine {
                 }
             }
             let (stop, stopped) = watch::channel(false);
-            let sending = self.attempt_all(lane, &message, jobs, stopped);
+            let sending = self.attempt_all(lane, &message, &rules, jobs, stopped);
             // `_waiting` (heartbeats failing for a database that is away)
             // lasts until this page's checkpoint is written.
             let (mut outcome, held, _waiting) =
@@ -202,9 +206,12 @@ impl Engine {
             let (id, its) = (message_id.clone(), items.clone());
             // The message and the subscriptions still there; a deleted one
             // (gone for another message, or by the API) counts as gone.
-            let (message, jobs, vanished) = lane
+            let (message, rules, jobs, vanished) = lane
                 .db(move |s| async move {
-                    let Some(message) = s.message(&id).await? else { return Ok((None, Vec::new(), Vec::new())) };
+                    let Some(message) = s.message(&id).await? else {
+                        return Ok((None, Default::default(), Vec::new(), Vec::new()));
+                    };
+                    let rules = s.app_rules(message.app_id()).await?;
                     let (mut jobs, mut vanished) = (Vec::with_capacity(its.len()), Vec::new());
                     for item in its.iter() {
                         match s.subscription(item.subscription_id).await? {
@@ -212,12 +219,12 @@ impl Engine {
                             None => vanished.push(item.subscription_id),
                         }
                     }
-                    Ok((Some(message), jobs, vanished))
+                    Ok((Some(message), rules, jobs, vanished))
                 })
                 .await?;
             let Some(message) = message else { continue };
             let (stop, stopped) = watch::channel(false);
-            let sending = self.attempt_all(lane, &message, jobs, stopped);
+            let sending = self.attempt_all(lane, &message, &rules, jobs, stopped);
             let (mut outcome, held, _waiting) =
                 self.while_held(lane, Held::Retries(token.clone()), stop, sending).await?;
             if !held {

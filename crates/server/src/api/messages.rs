@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::UNIX_EPOCH;
 use tocsin_protocol::{Topic, Urgency};
-use tocsin_store_api::{MessageState, NewMessage, Target};
+use tocsin_store_api::tocsin_audience::rules::{valid_message_tag, LocalDateTime, LocalSchedule};
+use tocsin_store_api::{MessageRules, MessageState, NewMessage, Target};
 use utoipa::ToSchema;
 
 /// A message to send, for `POST /v1/messages`.
@@ -44,10 +45,84 @@ pub struct MessageRequest {
     /// RFC 8030 topic: a newer message with the same topic replaces an undelivered one.
     #[serde(default)]
     topic: Option<String>,
-    /// When to send: RFC 3339 time, or milliseconds since the epoch.
+    /// When to send: RFC 3339 time, or milliseconds since the epoch; with
+    /// `inLocalTime`, a local date and time without a zone
+    /// (`2026-12-24T09:00:00`).
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     send_at: Option<Value>,
+    /// `sendAt` is a wall-clock time: each subscriber gets the message then
+    /// in their own `timeZone` (the app's `defaultTimeZone`, else UTC, for
+    /// those without one).
+    #[serde(default)]
+    in_local_time: bool,
+    /// With `inLocalTime`: zones where the time has passed get nothing
+    /// (else they get it at once).
+    #[serde(default)]
+    skip_passed_zones: bool,
+    /// Not held by the app's quiet hours (a login code, a security alert).
+    #[serde(default)]
+    ignore_quiet_hours: bool,
+    /// `false`: not subject to the app's frequency caps, and not counted
+    /// toward them.
+    #[serde(default = "yes")]
+    frequency_cap: bool,
+    /// The message's tags (at most 10), which caps with a `tag` count.
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The most tags a message may carry.
+const MAX_MESSAGE_TAGS: usize = 10;
+
+/// What a message asks of the delivery rules, checked; and when it is
+/// first due (`sendAt`, or its first wave's instant for a local time).
+async fn message_rules(
+    st: &AppState,
+    app: tocsin_store_api::AppId,
+    req: &MessageRequest,
+    now: i64,
+) -> Result<(MessageRules, Option<i64>), ApiError> {
+    let bad = |m: &str| ApiError::new(ErrorId::InvalidMessageRules, m.to_owned());
+    if req.tags.len() > MAX_MESSAGE_TAGS || !req.tags.iter().all(|t| valid_message_tag(t)) {
+        return Err(bad("tags: at most 10, each 1 to 64 characters of [a-z0-9_.:-]"));
+    }
+    if req.skip_passed_zones && !req.in_local_time {
+        return Err(bad("skipPassedZones applies to a message with inLocalTime"));
+    }
+    let mut rules = MessageRules {
+        ignore_quiet_hours: req.ignore_quiet_hours,
+        frequency_cap: req.frequency_cap,
+        tags: req.tags.clone(),
+        ..MessageRules::default()
+    };
+    if !req.in_local_time {
+        return Ok((rules, parse_send_at(&req.send_at, now)?));
+    }
+    let Some(Value::String(text)) = &req.send_at else {
+        return Err(ApiError::new(
+            ErrorId::InvalidSendAt,
+            "inLocalTime needs sendAt as a local date and time without a zone, such as \"2026-12-24T09:00:00\"",
+        ));
+    };
+    let local = LocalDateTime::parse(text).map_err(|e| ApiError::new(ErrorId::InvalidSendAt, e.to_string()))?;
+    let app_rules = st
+        .store
+        .app_rules(app)
+        .await
+        .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot read the app's rules", &e))?;
+    let plan = LocalSchedule::plan(&local, &app_rules.default_zone(), req.skip_passed_zones, now)
+        .map_err(|e| ApiError::new(ErrorId::SendAtPassed, e.to_string()))?;
+    let first = plan.first_at().ok_or_else(|| ApiError::new(ErrorId::SendAtPassed, "no zone is left"))?;
+    if first > now.saturating_add(MAX_SCHEDULE_AHEAD_MS) {
+        return Err(ApiError::new(ErrorId::InvalidSendAt, "sendAt is more than a year (366 days) ahead"));
+    }
+    rules.local = Some(plan);
+    Ok((rules, Some(first)))
 }
 
 pub(crate) fn parse_target(v: &Value) -> Result<Target, ApiError> {
@@ -143,6 +218,8 @@ pub(crate) async fn create_message(
             return Err(ApiError::new(ErrorId::SegmentNotFound, format!("the app has no segment {name:?}")));
         }
     }
+    let now = now_ms();
+    let (rules, send_at) = message_rules(&st, token.app.id, &req, now).await?;
     let id = new_id()?;
     let format = payload::parse_format(req.format.as_deref())?;
     let event_token = st.event_tokens.token(&id);
@@ -158,7 +235,6 @@ pub(crate) async fn create_message(
     if let Some(t) = &req.topic {
         Topic::new(t).map_err(|e| ApiError::new(ErrorId::InvalidTopic, e.to_string()))?;
     }
-    let now = now_ms();
     let new = NewMessage {
         payload: payloads.payload,
         format: payloads.format,
@@ -167,7 +243,8 @@ pub(crate) async fn create_message(
         ttl: req.ttl.unwrap_or(tocsin_protocol::Ttl::DEFAULT.0),
         urgency: req.urgency,
         topic: req.topic,
-        send_at: parse_send_at(&req.send_at, now)?,
+        send_at,
+        rules,
         idempotency_key,
         ..NewMessage::new(id, token.app.id, target, now)
     };
@@ -198,7 +275,12 @@ pub(crate) async fn get_message(
     let Some(m) = st.store.app_message(token.app.id, &id).await.map_err(storage)? else {
         return Err(ApiError::new(ErrorId::MessageNotFound, format!("no message {id}")));
     };
+    let local = m.accepted.rules.local.clone().map(|l| (l, m.state));
     let mut view = MessageView::from(m);
+    if let Some((local, state)) = local {
+        let progress = st.store.wave_progress(&id).await.map_err(storage)?;
+        view.local_time = Some(super::views::LocalTimeView::of(&local, state, &progress, now_ms()));
+    }
     view.failed_by_reason = Some(st.store.message_failures(&id).await.map_err(storage)?.into_iter().collect());
     view.failure_examples = Some(st.store.message_failure_examples(&id).await.map_err(storage)?.into_iter().collect());
     Ok(Json(view))

@@ -21,6 +21,7 @@ pub mod messages;
 pub mod monitoring;
 pub mod payload;
 pub mod request_bounds;
+pub mod rules;
 pub mod stream;
 pub mod subscriptions;
 pub mod views;
@@ -51,11 +52,11 @@ use utoipa::OpenApi;
         apps::whoami, apps::list_apps, apps::post_app, apps::list_keys, apps::rotate, apps::retire,
         subscriptions::list_subscriptions, subscriptions::get_subscription, subscriptions::remove_subscription,
         audience::patch_subscription_tags, audience::patch_user_tags, audience::create_segment, audience::list_segments,
-        audience::get_segment, audience::delete_segment, audience::count_audience, monitoring::stats, monitoring::daily, monitoring::push_services,
+        audience::get_segment, audience::delete_segment, audience::count_audience, rules::get_rules, rules::put_rules, monitoring::stats, monitoring::daily, monitoring::push_services,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::delete_webhook, webhooks::test_webhook, stream::events_stream,
         monitoring::healthz, monitoring::readyz, monitoring::metrics
     ),
-    components(schemas(ErrorBody, views::SuccessBody, views::PublicKeyBody, messages::MessageRequest, views::MessageView, views::CountsView, views::SubscriptionView,
+    components(schemas(ErrorBody, views::SuccessBody, views::PublicKeyBody, messages::MessageRequest, views::MessageView, views::CountsView, views::LocalTimeView, views::WaveView, views::SubscriptionView,
         apps::AppView, apps::AppRequest, apps::VapidKeyView, webhooks::WebhookRequest, webhooks::WebhookView,
         audience::SegmentRequest, audience::SegmentView, audience::CountRequest, messages::PreviewRequest)),
     modifiers(&BearerAuth, &ErrorAnswers)
@@ -150,6 +151,7 @@ fn app_routes() -> Router<AppState> {
         .route("/segments", get(audience::list_segments).post(audience::create_segment))
         .route("/segments/{id}", get(audience::get_segment).delete(audience::delete_segment))
         .route("/audience/count", post(audience::count_audience))
+        .route("/rules", get(rules::get_rules).put(rules::put_rules))
         .route("/stats", get(monitoring::stats))
         .route("/stats/daily", get(monitoring::daily))
         .route("/vapid-keys", get(apps::list_keys).post(apps::rotate))

@@ -42,7 +42,7 @@ pub(crate) async fn list_subscriptions(
     };
     let items = st
         .store
-        .page_subscriptions(token.app.id, &target, after, None, n)
+        .page_subscriptions(token.app.id, &target, None, after, None, n)
         .await
         .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot list subscriptions", &e))?;
     let next = (items.len() as i64 == n).then(|| items.last().map(|s| s.id().to_string())).flatten();

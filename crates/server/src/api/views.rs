@@ -39,6 +39,11 @@ pub struct CountsView {
     pub(crate) pending_retry: i64,
     pub(crate) shown: i64,
     pub(crate) clicked: i64,
+    /// Held by the app's quiet hours, to go when they end in the
+    /// subscriber's zone.
+    pub(crate) held: i64,
+    /// Dropped for the app's frequency caps.
+    pub(crate) capped: i64,
 }
 
 impl From<Counts> for CountsView {
@@ -52,6 +57,8 @@ impl From<Counts> for CountsView {
             pending_retry: c.pending_retry,
             shown: c.shown,
             clicked: c.clicked,
+            held: c.held,
+            capped: c.capped,
         }
     }
 }
@@ -80,6 +87,100 @@ pub struct MessageView {
     /// push service, and what happened; in `GET /v1/messages/{id}` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) failure_examples: Option<std::collections::BTreeMap<String, String>>,
+    /// For a message at a local time: the time, and its progress by zone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) local_time: Option<LocalTimeView>,
+    /// Not held by quiet hours.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) ignore_quiet_hours: bool,
+    /// Subject to the app's frequency caps (false: bypasses them).
+    pub(crate) frequency_cap: bool,
+    /// Its tags, which caps with a `tag` count.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) tags: Vec<String>,
+}
+
+/// A message at a local time: when, and how far each wave of zones is.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalTimeView {
+    /// The local time each subscriber gets it at (`2026-12-24T09:00:00`).
+    pub(crate) send_at: String,
+    /// Whether zones where it had passed at creation were skipped.
+    pub(crate) skip_passed_zones: bool,
+    /// When the next wave not yet begun goes (RFC 3339); none when every
+    /// wave has begun.
+    pub(crate) next_zone_at: Option<String>,
+    /// Waves not yet sent.
+    pub(crate) pending_zones: usize,
+    /// Waves sent.
+    pub(crate) sent_zones: usize,
+    /// Each wave: the zones that reach the time at one instant.
+    pub(crate) zones: Vec<WaveView>,
+}
+
+/// One wave of a message at a local time.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveView {
+    /// When (RFC 3339).
+    pub(crate) at: String,
+    /// `pending`, `sending`, `sent`, `skipped` (it had passed at creation,
+    /// with `skipPassedZones`) or `empty` (none of the audience is in it).
+    pub(crate) state: &'static str,
+    /// The zones (IANA names).
+    pub(crate) zones: Vec<String>,
+    /// Whether subscriptions without a zone are in it (the app's default zone's wave).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) without_zone: bool,
+    /// Delivered by its shards so far (retries aside).
+    pub(crate) delivered: i64,
+}
+
+impl LocalTimeView {
+    /// The plan of a message, with its waves' progress if it has started.
+    pub(crate) fn of(
+        local: &tocsin_store_api::tocsin_audience::rules::LocalSchedule,
+        state: tocsin_store_api::MessageState,
+        progress: &[tocsin_store_api::WaveProgress],
+        now: i64,
+    ) -> Self {
+        use tocsin_store_api::MessageState as S;
+        let zones: Vec<WaveView> = local
+            .waves
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let p = progress.iter().find(|p| p.wave == i as i64);
+                let state = match (w.skipped, state, p) {
+                    (true, ..) => "skipped",
+                    (_, S::Cancelled, _) if w.at > now => "skipped",
+                    (_, S::Scheduled | S::Queued, _) => "pending",
+                    (_, _, Some(p)) if p.done == p.shards => "sent",
+                    (_, _, Some(_)) if w.at > now => "pending",
+                    (_, _, Some(_)) => "sending",
+                    // Started without shards for it: none of the audience is in it.
+                    (_, _, None) => "empty",
+                };
+                WaveView {
+                    at: rfc3339(w.at),
+                    state,
+                    zones: w.filter.zones.clone(),
+                    without_zone: w.filter.unset,
+                    delivered: p.map_or(0, |p| p.delivered),
+                }
+            })
+            .collect();
+        let next = local.waves.iter().zip(&zones).filter(|(_, v)| v.state == "pending").map(|(w, _)| w.at).min();
+        Self {
+            send_at: local.local.clone(),
+            skip_passed_zones: local.skip_passed_zones,
+            next_zone_at: next.map(rfc3339),
+            pending_zones: zones.iter().filter(|z| z.state == "pending").count(),
+            sent_zones: zones.iter().filter(|z| z.state == "sent").count(),
+            zones,
+        }
+    }
 }
 
 impl From<Message> for MessageView {
@@ -94,6 +195,10 @@ impl From<Message> for MessageView {
             counts: m.counts.into(),
             failed_by_reason: None,
             failure_examples: None,
+            local_time: None,
+            ignore_quiet_hours: m.accepted.rules.ignore_quiet_hours,
+            frequency_cap: m.accepted.rules.frequency_cap,
+            tags: m.accepted.rules.tags,
         }
     }
 }

@@ -169,7 +169,7 @@ async fn expressions_reach_the_same_subscriptions_on_every_store() -> TestResult
             n.time_zone = zone.map(TimeZoneName::new).transpose()?;
             store.upsert_subscription(&n, now - days * DAY).await?;
         }
-        let stored = readable(store.page_subscriptions(AppId::DEFAULT, &Target::All(true), 0, None, 100).await?);
+        let stored = readable(store.page_subscriptions(AppId::DEFAULT, &Target::All(true), None, 0, None, 100).await?);
         assert_eq!(stored.len(), people().len());
         // Every expression alone, and pairs of them joined each way.
         let mut texts: Vec<String> = EXPRESSIONS.iter().map(|s| s.to_string()).collect();
@@ -184,10 +184,11 @@ async fn expressions_reach_the_same_subscriptions_on_every_store() -> TestResult
                 stored.iter().filter(|s| expr.matches(&s.as_subscriber(), now_ms())).map(|s| s.id).collect();
             let target = Target::Where(Condition::from(expr));
             let count = store.count_subscriptions(AppId::DEFAULT, &target).await?;
-            let paged: Vec<i64> = readable(store.page_subscriptions(AppId::DEFAULT, &target, 0, None, 100).await?)
-                .iter()
-                .map(|s| s.id)
-                .collect();
+            let paged: Vec<i64> =
+                readable(store.page_subscriptions(AppId::DEFAULT, &target, None, 0, None, 100).await?)
+                    .iter()
+                    .map(|s| s.id)
+                    .collect();
             assert_eq!(paged, want, "{text}");
             assert_eq!(count, want.len() as i64, "{text}");
         }

@@ -41,15 +41,17 @@ async fn pages_come_in_id_order_and_end_empty() -> TestResult {
     on_every_store(async |store, key| {
         let (target, shard, ids) = claimed_broadcast(store, key, 7).await?;
         let first = readable(
-            store.page_subscriptions(crate::AppId::DEFAULT, &target, shard.cursor, Some(shard.end_at), 4).await?,
+            store.page_subscriptions(crate::AppId::DEFAULT, &target, None, shard.cursor, Some(shard.end_at), 4).await?,
         );
         assert_eq!(first.iter().map(|s| s.id).collect::<Vec<_>>(), ids[..4]);
         assert_eq!(first[0].subscription.endpoint().as_str(), "https://push.example.net/s/0");
         assert_eq!(first[0].vapid_key_id, key);
-        let second =
-            readable(store.page_subscriptions(crate::AppId::DEFAULT, &target, ids[3], Some(shard.end_at), 4).await?);
+        let second = readable(
+            store.page_subscriptions(crate::AppId::DEFAULT, &target, None, ids[3], Some(shard.end_at), 4).await?,
+        );
         assert_eq!(second.iter().map(|s| s.id).collect::<Vec<_>>(), ids[4..]);
-        let none = store.page_subscriptions(crate::AppId::DEFAULT, &target, ids[6], Some(shard.end_at), 4).await?;
+        let none =
+            store.page_subscriptions(crate::AppId::DEFAULT, &target, None, ids[6], Some(shard.end_at), 4).await?;
         assert!(none.is_empty());
         Ok(())
     })
@@ -213,7 +215,7 @@ async fn cancelling_releases_shards_and_retries() -> TestResult {
         assert!(store.claim_shard(&claim("b", "t-b"), 10_000_000, 60_000).await?.is_none());
         assert!(store.claim_retries(&claim("b", "r-b"), 10_000_000, 60_000, 10).await?.is_empty());
         assert!(
-            store.page_subscriptions(crate::AppId::DEFAULT, &target, 0, None, 10).await?.len() == 3,
+            store.page_subscriptions(crate::AppId::DEFAULT, &target, None, 0, None, 10).await?.len() == 3,
             "subscriptions untouched"
         );
         Ok(())
@@ -288,7 +290,7 @@ async fn an_app_sees_only_its_own_rows() -> TestResult {
             [Target::All(true), Target::UserIds(vec!["u".into()]), Target::SubscriptionIds(vec![a1.id, b1.id])]
         {
             assert_eq!(store.count_subscriptions(AppId::DEFAULT, &target).await?, 1, "{target:?}");
-            let page = readable(store.page_subscriptions(b.id, &target, 0, None, 10).await?);
+            let page = readable(store.page_subscriptions(b.id, &target, None, 0, None, 10).await?);
             assert_eq!(page.iter().map(|s| s.id).collect::<Vec<_>>(), [b1.id], "{target:?}");
         }
         assert_eq!(store.count_subscriptions(AppId::DEFAULT, &Target::Topic("news".into())).await?, 0);

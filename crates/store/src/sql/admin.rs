@@ -4,6 +4,7 @@ use sqlx::Row;
 
 use super::mapping::{key_from_row, KEY_COLUMNS};
 use super::{SqlStore, R};
+use crate::tocsin_audience::rules::DeliveryRules;
 use crate::{
     AppId, AppRow, DailyStats, NewApp, RetireKey, Stats, StoreError, TokenRow, TokenScope, VapidKeyInfo, VapidKeyRow,
 };
@@ -17,11 +18,13 @@ fn app_from_row(row: &sqlx::any::AnyRow) -> R<AppRow> {
         user_signing_secret: row.try_get("user_signing_secret")?,
         cors_origins: origins.map(|o| serde_json::from_str(&o)).transpose().map_err(super::mapping::corrupt)?,
         client_tags: row.try_get::<Option<i64>, _>("client_tags")?.map(|v| v != 0),
+        rules: DeliveryRules::from_stored(row.try_get::<Option<String>, _>("delivery_rules")?.as_deref()),
         created_at: row.try_get("created_at")?,
     })
 }
 
-const APP_COLUMNS: &str = "id, name, vapid_subject, user_signing_secret, cors_origins, client_tags, created_at";
+const APP_COLUMNS: &str =
+    "id, name, vapid_subject, user_signing_secret, cors_origins, client_tags, delivery_rules, created_at";
 
 pub(super) async fn apps(store: &SqlStore) -> R<Vec<AppRow>> {
     let rows = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps ORDER BY id")).fetch_all(&store.pool).await?;
@@ -34,6 +37,25 @@ pub(super) async fn app(store: &SqlStore, name: &str) -> R<Option<AppRow>> {
         .fetch_optional(&store.pool)
         .await?;
     row.as_ref().map(app_from_row).transpose()
+}
+
+pub(super) async fn app_rules(store: &SqlStore, app: AppId) -> R<DeliveryRules> {
+    let row =
+        sqlx::query("SELECT delivery_rules FROM apps WHERE id = $1").bind(app.0).fetch_optional(&store.pool).await?;
+    let text: Option<String> = match row {
+        Some(r) => r.try_get("delivery_rules")?,
+        None => None,
+    };
+    Ok(DeliveryRules::from_stored(text.as_deref()))
+}
+
+pub(super) async fn set_app_rules(store: &SqlStore, app: AppId, rules: &DeliveryRules) -> R<bool> {
+    let r = sqlx::query("UPDATE apps SET delivery_rules = $1 WHERE id = $2")
+        .bind(rules.to_stored())
+        .bind(app.0)
+        .execute(&store.pool)
+        .await?;
+    Ok(r.rows_affected() > 0)
 }
 
 pub(super) async fn create_app(

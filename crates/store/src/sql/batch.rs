@@ -258,6 +258,8 @@ fn returned_row(row: &AnyRow, new: &NewSubscription) -> Result<StoredSubscriptio
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         last_seen_at: row.try_get("last_seen_at")?,
+        // Only the engine reads it, from its pages.
+        send_history: None,
     })
 }
 

@@ -17,13 +17,14 @@ use crate::{
 pub(crate) type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
 
 pub(crate) const SUB_COLUMNS: &str = "s.id, s.endpoint, s.p256dh, s.auth, s.expiration_time, s.user_id, s.topics, \
-     s.vapid_key_id, s.created_at, s.updated_at, s.app_id, s.tags, s.language, s.time_zone, s.last_seen_at";
+     s.vapid_key_id, s.created_at, s.updated_at, s.app_id, s.tags, s.language, s.time_zone, s.last_seen_at, s.send_history";
 /// [`SUB_COLUMNS`] for a `RETURNING` clause, which takes no table alias.
 pub(crate) const SUB_RETURNING: &str = "id, endpoint, p256dh, auth, expiration_time, user_id, topics, vapid_key_id, \
-     created_at, updated_at, app_id, tags, language, time_zone, last_seen_at";
+     created_at, updated_at, app_id, tags, language, time_zone, last_seen_at, send_history";
 pub(crate) const MSG_COLUMNS: &str =
     "id, payload, format, apple_payload, target, ttl, urgency, topic, send_at, state, created_at, updated_at, cursor, cursor_end, \
-     targeted, delivered, failed, gone, expired, pending_retry, shown, clicked, app_id, idempotency_key, personal";
+     targeted, delivered, failed, gone, expired, pending_retry, shown, clicked, app_id, idempotency_key, personal, \
+     rules, held, capped";
 
 /// A page of subscriptions as one row holding a JSON array, on SQLite.
 ///
@@ -33,7 +34,8 @@ pub(crate) const MSG_COLUMNS: &str =
 /// or two per delivery (about 0.8 per delivery measured, 5–8 % of the
 /// CPU of a broadcast); one row per page makes it two per page.
 pub(crate) const PAGE_SQLITE: &str = "json_group_array(json_array(id, endpoint, p256dh, auth, expiration_time, \
-     user_id, topics, vapid_key_id, created_at, updated_at, app_id, tags, language, time_zone, last_seen_at))";
+     user_id, topics, vapid_key_id, created_at, updated_at, app_id, tags, language, time_zone, last_seen_at, \
+     send_history))";
 
 pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -56,6 +58,7 @@ pub(crate) fn sub_from_row(row: &AnyRow) -> R<StoredSubscription> {
         row.try_get("language")?,
         row.try_get("time_zone")?,
         row.try_get("last_seen_at")?,
+        row.try_get("send_history")?,
     )
     .into_stored()
 }
@@ -79,6 +82,7 @@ pub(crate) struct SubRow(
     Option<String>,
     Option<String>,
     i64,
+    Option<String>,
 );
 
 impl SubRow {
@@ -99,6 +103,7 @@ impl SubRow {
             language,
             time_zone,
             last_seen_at,
+            send_history,
         ) = self;
         let raw = SubscriptionJson {
             endpoint: Some(endpoint),
@@ -118,6 +123,7 @@ impl SubRow {
             created_at,
             updated_at,
             last_seen_at,
+            send_history,
         })
     }
 }
@@ -144,6 +150,10 @@ pub(crate) fn msg_from_row(row: &AnyRow) -> R<Message> {
         topic: row.try_get("topic")?,
         send_at: row.try_get("send_at")?,
         idempotency_key: scoped.map(|k| k.strip_prefix(&prefix).map(str::to_owned).unwrap_or(k)),
+        rules: {
+            let rules: Option<String> = row.try_get("rules")?;
+            crate::MessageRules::from_stored(rules.as_deref()).map_err(corrupt)?
+        },
         created_at: row.try_get("created_at")?,
     };
     Ok(Message {
@@ -161,6 +171,8 @@ pub(crate) fn msg_from_row(row: &AnyRow) -> R<Message> {
             pending_retry: row.try_get("pending_retry")?,
             shown: row.try_get("shown")?,
             clicked: row.try_get("clicked")?,
+            held: row.try_get("held")?,
+            capped: row.try_get("capped")?,
         },
     })
 }

@@ -31,8 +31,8 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
     let mut tx = store.write_tx().await?;
     let inserted = sqlx::query(
         "INSERT INTO messages (id, payload, target, ttl, urgency, topic, send_at, state, idempotency_key, created_at, updated_at, app_id, \
-         format, apple_payload, personal) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
+         format, apple_payload, personal, rules) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING",
     )
     .bind(new.id.as_str())
     .bind(new.payload.clone())
@@ -48,6 +48,7 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
     .bind(new.format.as_str())
     .bind(new.apple_payload.clone())
     .bind(i64::from(new.personal))
+    .bind(new.rules.to_stored())
     .execute(&mut *tx)
     .await?;
     let created = inserted.rows_affected() > 0;
@@ -124,7 +125,7 @@ pub(super) async fn list(store: &SqlStore, app: AppId, before: Option<&str>, lim
 pub(super) async fn cancel(store: &SqlStore, app: AppId, id: &str, now: i64) -> R<Option<Message>> {
     let mut tx = store.write_tx().await?;
     let r = sqlx::query(
-        "UPDATE messages SET state = 'cancelled', pending_retry = 0, updated_at = $1 \
+        "UPDATE messages SET state = 'cancelled', pending_retry = 0, held = 0, updated_at = $1 \
          WHERE id = $2 AND app_id = $3 AND state IN ('scheduled', 'queued', 'sending')",
     )
     .bind(now)
@@ -158,20 +159,48 @@ pub(super) async fn start(store: &SqlStore, id: &str, target: &Target, shard_siz
     // the write transaction: an expression's count reads every row of the
     // app, and SQLite's one writer (every subscribe) must not wait for it.
     // The shards then cover ids up to the highest counted, as always.
-    let Some(app) = sqlx::query("SELECT app_id FROM messages WHERE id = $1 AND state IN ('scheduled', 'queued')")
-        .bind(id)
-        .fetch_optional(&store.pool)
-        .await?
+    let Some(row) =
+        sqlx::query("SELECT app_id, rules FROM messages WHERE id = $1 AND state IN ('scheduled', 'queued')")
+            .bind(id)
+            .fetch_optional(&store.pool)
+            .await?
     else {
         return Ok(false);
     };
-    let app = AppId(app.try_get("app_id")?);
+    let app = AppId(row.try_get("app_id")?);
+    let rules: Option<String> = row.try_get("rules")?;
+    let local = crate::MessageRules::from_stored(rules.as_deref()).map_err(super::mapping::corrupt)?.local;
+    let mut zones_present: Vec<Option<String>> = Vec::new();
     let (targeted, last): (i64, i64) = {
         let mut conn = store.pool.acquire().await?;
-        let t = target_sql(&mut conn, store.backend, app, target, crate::now_ms()).await?;
+        let mut t = target_sql(&mut conn, store.backend, app, target, crate::now_ms()).await?;
+        // With zones skipped, only the others' subscriptions are its audience.
+        if let Some(reached) = local.as_ref().and_then(|l| l.reached()) {
+            t.and_zones(&reached);
+        }
         let sql = format!("SELECT COUNT(*) AS n, CAST(COALESCE(MAX(s.id), 0) AS BIGINT) AS last {}", t.from);
         let row = t.bind(sqlx::query(&sql)).fetch_one(&mut *conn).await?;
-        (row.try_get("n")?, row.try_get("last")?)
+        let counted = (row.try_get("n")?, row.try_get("last")?);
+        // The zones its audience has: waves that reach none get no shards
+        // (the message is done after the last wave that has someone).
+        if local.is_some() {
+            let sql = format!("SELECT DISTINCT s.time_zone AS zone {}", t.from);
+            for row in t.bind(sqlx::query(&sql)).fetch_all(&mut *conn).await? {
+                zones_present.push(row.try_get::<Option<String>, _>("zone")?);
+            }
+        }
+        counted
+    };
+    // Shards of each wave (one set, claimable at once, without a local time).
+    let waves: Vec<(Option<i64>, i64)> = match &local {
+        None => vec![(None, 0)],
+        Some(l) => l
+            .waves
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| !w.skipped && zones_present.iter().any(|z| w.filter.matches(z.as_deref())))
+            .map(|(i, w)| (Some(i as i64), w.at))
+            .collect(),
     };
     let mut tx = store.write_tx().await?;
     // The write comes first, so SQLite takes its write lock at once; it
@@ -194,16 +223,24 @@ pub(super) async fn start(store: &SqlStore, id: &str, target: &Target, shard_siz
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    for (i, (start_after, end_at)) in shard_ranges(targeted, last, shard_size).into_iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO message_shards (message_id, shard, start_after, end_at, cursor) VALUES ($1, $2, $3, $4, $3)",
-        )
-        .bind(id)
-        .bind(i as i64)
-        .bind(start_after)
-        .bind(end_at)
-        .execute(&mut *tx)
-        .await?;
+    let ranges = shard_ranges(targeted, last, shard_size);
+    let mut n: i64 = 0;
+    for (wave, not_before) in waves {
+        for (start_after, end_at) in &ranges {
+            sqlx::query(
+                "INSERT INTO message_shards (message_id, shard, start_after, end_at, cursor, wave, not_before) \
+                 VALUES ($1, $2, $3, $4, $3, $5, $6)",
+            )
+            .bind(id)
+            .bind(n)
+            .bind(*start_after)
+            .bind(*end_at)
+            .bind(wave)
+            .bind(not_before)
+            .execute(&mut *tx)
+            .await?;
+            n += 1;
+        }
     }
     tx.commit().await?;
     Ok(true)
@@ -240,6 +277,26 @@ pub(super) async fn try_finish(store: &SqlStore, id: &str, now: i64) -> R<bool> 
     super::events::emit(&mut tx, &[event], now).await?;
     tx.commit().await?;
     Ok(true)
+}
+
+pub(super) async fn wave_progress(store: &SqlStore, id: &str) -> R<Vec<crate::WaveProgress>> {
+    let rows = sqlx::query(
+        "SELECT wave, COUNT(*) AS shards, CAST(SUM(done) AS BIGINT) AS finished, CAST(SUM(delivered) AS BIGINT) AS delivered \
+         FROM message_shards WHERE message_id = $1 AND wave IS NOT NULL GROUP BY wave ORDER BY wave",
+    )
+    .bind(id)
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(crate::WaveProgress {
+                wave: r.try_get("wave")?,
+                shards: r.try_get("shards")?,
+                done: r.try_get("finished")?,
+                delivered: r.try_get("delivered")?,
+            })
+        })
+        .collect()
 }
 
 pub(super) async fn sending_ids(store: &SqlStore) -> R<Vec<String>> {

@@ -375,6 +375,14 @@ impl AppStore for SqlStore {
         self.bounded(admin::app(self, name)).await
     }
 
+    async fn app_rules(&self, app: AppId) -> Result<tocsin_audience::rules::DeliveryRules> {
+        self.bounded(admin::app_rules(self, app)).await
+    }
+
+    async fn set_app_rules(&self, app: AppId, rules: &tocsin_audience::rules::DeliveryRules) -> Result<bool> {
+        self.bounded(admin::set_app_rules(self, app, rules)).await
+    }
+
     async fn create_app(&self, new: &NewApp, public_key: &str, private_key: &str, now: i64) -> Result<Option<AppRow>> {
         self.bounded(admin::create_app(self, new, public_key, private_key, now)).await
     }
@@ -456,11 +464,12 @@ impl SubscriptionStore for SqlStore {
         &self,
         app: AppId,
         target: &Target,
+        zones: Option<&tocsin_audience::rules::ZoneFilter>,
         after: i64,
         upto: Option<i64>,
         limit: i64,
     ) -> Result<Vec<PageRow>> {
-        self.bounded(subscriptions::page(self, app, target, after, upto, limit)).await
+        self.bounded(subscriptions::page(self, app, target, zones, after, upto, limit)).await
     }
 
     async fn count_subscriptions(&self, app: AppId, target: &Target) -> Result<i64> {
@@ -533,6 +542,10 @@ impl MessageStore for SqlStore {
 
     async fn message_failure_examples(&self, id: &str) -> Result<Vec<(String, String)>> {
         self.bounded(messages::failure_examples(self, id)).await
+    }
+
+    async fn wave_progress(&self, id: &str) -> Result<Vec<WaveProgress>> {
+        self.bounded(messages::wave_progress(self, id)).await
     }
 
     async fn message_failures(&self, id: &str) -> Result<Vec<(String, i64)>> {

@@ -152,12 +152,16 @@ pub(super) async fn page(
     store: &SqlStore,
     app: AppId,
     target: &Target,
+    zones: Option<&crate::tocsin_audience::rules::ZoneFilter>,
     after: i64,
     upto: Option<i64>,
     limit: i64,
 ) -> R<Vec<PageRow>> {
     let mut conn = store.pool.acquire().await?;
-    let t = target_sql(&mut conn, store.backend, app, target, crate::now_ms()).await?;
+    let mut t = target_sql(&mut conn, store.backend, app, target, crate::now_ms()).await?;
+    if let Some(zones) = zones {
+        t.and_zones(zones);
+    }
     let n = t.next();
     let page = format!(
         "SELECT {SUB_COLUMNS} {} AND s.id > ${n} AND s.id <= ${} ORDER BY s.id LIMIT ${}",

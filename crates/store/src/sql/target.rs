@@ -7,6 +7,7 @@ use sqlx::Row;
 use super::condition::condition_sql;
 use super::mapping::AnyQuery;
 use super::{Backend, R};
+use crate::tocsin_audience::rules::ZoneFilter;
 use crate::{AppId, Target};
 
 /// A value bound to a placeholder.
@@ -29,6 +30,25 @@ impl TargetSql {
     /// The number of the next placeholder after the target's own.
     pub fn next(&self) -> usize {
         self.binds.len() + 1
+    }
+
+    /// Narrows it to subscriptions in `zones` (a wave of a message at a
+    /// local time): names bound, `time_zone IS NULL` when it has the
+    /// subscriptions without a zone.
+    pub fn and_zones(&mut self, zones: &ZoneFilter) {
+        let mut parts = Vec::new();
+        if !zones.zones.is_empty() {
+            let first = self.next();
+            self.binds.extend(zones.zones.iter().map(|z| Bind::Text(z.clone())));
+            parts.push(format!("s.time_zone IN ({})", super::placeholders(first, zones.zones.len())));
+        }
+        if zones.unset {
+            parts.push("s.time_zone IS NULL".to_owned());
+        }
+        if parts.is_empty() {
+            parts.push("1 = 0".to_owned());
+        }
+        self.from = format!("{} AND ({})", self.from, parts.join(" OR "));
     }
 
     /// Binds the target's values to `q`.

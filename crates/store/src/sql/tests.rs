@@ -175,7 +175,7 @@ async fn repairs_out_of_range_values(url: &str, old: &sqlx::migrate::Migrator) -
     pool.close().await;
 
     let store = SqlStore::connect(url).await?;
-    let page = store.page_subscriptions(AppId::DEFAULT, &Target::All(true), 0, None, 10).await?;
+    let page = store.page_subscriptions(AppId::DEFAULT, &Target::All(true), None, 0, None, 10).await?;
     let expirations: Vec<Option<u64>> = readable(page).iter().map(|s| s.subscription.expiration_time()).collect();
     assert_eq!(expirations, [None, None, Some(253_402_300_799_999)]);
     let m = store.app_message(AppId::DEFAULT, "m-far").await?.ok_or("m-far")?;

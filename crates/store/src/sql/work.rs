@@ -2,12 +2,13 @@
 //! heartbeats, and the checkpoints that record a page only while its claim
 //! still holds (see the crate `tocsin_store_api`'s "Claims").
 
-use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::mapping::{message_state, AnyQuery};
 use super::{Backend, SqlStore, R};
-use crate::{AppId, Claim, Event, MessageState, NewEvent, NewRetry, PageOutcome, RetryItem, Shard, ShardProgress};
+use crate::{
+    AppId, Claim, Event, MessageState, NewEvent, NewRetry, PageOutcome, Pending, RetryItem, Shard, ShardProgress,
+};
 
 pub(super) async fn claim_shard(store: &SqlStore, claim: &Claim, now: i64, lease_ms: i64) -> R<Option<Shard>> {
     let lock = match store.backend {
@@ -17,9 +18,9 @@ pub(super) async fn claim_shard(store: &SqlStore, claim: &Claim, now: i64, lease
     let sql = format!(
         "UPDATE message_shards SET lease_owner = $1, lease_token = $2, lease_until = $3 WHERE (message_id, shard) = ( \
            SELECT s.message_id, s.shard FROM message_shards s JOIN messages m ON m.id = s.message_id \
-           WHERE s.done = 0 AND s.lease_until < $4 AND m.state = 'sending' \
+           WHERE s.done = 0 AND s.lease_until < $4 AND s.not_before <= $4 AND m.state = 'sending' \
            ORDER BY m.created_at, s.shard LIMIT 1 {lock}) \
-         RETURNING message_id, shard, start_after, end_at, cursor"
+         RETURNING message_id, shard, start_after, end_at, cursor, wave"
     );
     let row = sqlx::query(&sql)
         .bind(claim.node.as_str())
@@ -28,17 +29,32 @@ pub(super) async fn claim_shard(store: &SqlStore, claim: &Claim, now: i64, lease
         .bind(now)
         .fetch_optional(&store.pool)
         .await?;
-    row.map(|r: AnyRow| {
-        Ok(Shard {
-            token: claim.token.clone(),
-            message_id: r.try_get("message_id")?,
-            shard: r.try_get("shard")?,
-            start_after: r.try_get("start_after")?,
-            end_at: r.try_get("end_at")?,
-            cursor: r.try_get("cursor")?,
-        })
-    })
-    .transpose()
+    let Some(r) = row else { return Ok(None) };
+    let message_id: String = r.try_get("message_id")?;
+    let wave: Option<i64> = r.try_get("wave")?;
+    // A wave's zones are in the message's schedule.
+    let zones = match wave {
+        None => None,
+        Some(w) => {
+            let rules: Option<String> = sqlx::query("SELECT rules FROM messages WHERE id = $1")
+                .bind(message_id.as_str())
+                .fetch_one(&store.pool)
+                .await?
+                .try_get("rules")?;
+            let local = crate::MessageRules::from_stored(rules.as_deref()).map_err(super::mapping::corrupt)?.local;
+            let wave = local.and_then(|l| l.waves.into_iter().nth(usize::try_from(w).ok()?));
+            Some(wave.ok_or_else(|| super::mapping::corrupt(format!("message {message_id} has no wave {w}")))?.filter)
+        }
+    };
+    Ok(Some(Shard {
+        token: claim.token.clone(),
+        message_id,
+        shard: r.try_get("shard")?,
+        start_after: r.try_get("start_after")?,
+        end_at: r.try_get("end_at")?,
+        cursor: r.try_get("cursor")?,
+        zones,
+    }))
 }
 
 pub(super) async fn renew_shard(store: &SqlStore, shard: &Shard, now: i64, lease_ms: i64) -> R<bool> {
@@ -66,7 +82,10 @@ pub(super) async fn checkpoint_shard(
     let only_delivered = outcome.failed.is_empty()
         && outcome.gone.is_empty()
         && outcome.expired.is_empty()
-        && outcome.retries.is_empty();
+        && outcome.retries.is_empty()
+        && outcome.held.is_empty()
+        && outcome.capped == 0
+        && outcome.histories.is_empty();
     if store.backend == Backend::Postgres && only_delivered {
         // The usual page (everything delivered) in one statement, atomic on
         // its own: one round trip instead of four (BEGIN, two UPDATEs,
@@ -89,7 +108,7 @@ pub(super) async fn checkpoint_shard(
         drop(tx);
         return written_before(store, shard, progress).await;
     }
-    let state = apply_outcome(&mut tx, &shard.message_id, outcome, outcome.retries.len() as i64, now).await?;
+    let state = apply_outcome(&mut tx, &shard.message_id, outcome, Pending::after(outcome, &[]), now).await?;
     tx.commit().await?;
     Ok(Some(state))
 }
@@ -186,8 +205,7 @@ pub(super) async fn record_retries(
         // cancelled): record nothing; the transaction rolls back on drop.
         return Ok(false);
     }
-    let pending_delta = outcome.retries.len() as i64 - items.len() as i64;
-    apply_outcome(&mut tx, message_id, outcome, pending_delta, now).await?;
+    apply_outcome(&mut tx, message_id, outcome, Pending::after(outcome, items), now).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -199,25 +217,37 @@ async fn apply_outcome(
     tx: &mut Transaction<'_, Any>,
     message_id: &str,
     outcome: &PageOutcome,
-    pending_delta: i64,
+    pending: Pending,
     now: i64,
 ) -> R<MessageState> {
     let row = sqlx::query(
         "UPDATE messages SET delivered = delivered + $1, failed = failed + $2, gone = gone + $3, \
          expired = expired + $4, pending_retry = CASE WHEN state = 'cancelled' THEN 0 ELSE pending_retry + $5 END, \
+         held = CASE WHEN state = 'cancelled' THEN 0 ELSE held + $8 END, capped = capped + $9, \
          updated_at = $6 WHERE id = $7 RETURNING state",
     )
     .bind(outcome.delivered)
     .bind(outcome.failed_total())
     .bind(outcome.gone.len() as i64)
     .bind(outcome.expired.len() as i64)
-    .bind(pending_delta)
+    .bind(pending.retry)
     .bind(now)
     .bind(message_id)
+    .bind(pending.held)
+    .bind(outcome.capped)
     .fetch_one(&mut **tx)
     .await?;
     let state = message_state(&row)?;
-    for (reason, n) in &outcome.failed {
+    // Each subscription's deliveries as the caps count them.
+    for (id, history) in &outcome.histories {
+        sqlx::query("UPDATE subscriptions SET send_history = $1 WHERE id = $2")
+            .bind(history.as_str())
+            .bind(*id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let capped = (outcome.capped > 0).then(|| (crate::CAPPED_REASON.to_owned(), outcome.capped));
+    for (reason, n) in outcome.failed.iter().chain(capped.as_ref()) {
         let example = outcome.examples.iter().find(|(r, _)| r == reason).map(|(_, e)| e.as_str());
         sqlx::query(
             "INSERT INTO message_failures (message_id, reason, count, example) VALUES ($1, $2, $3, $4) \
@@ -268,6 +298,7 @@ async fn apply_outcome(
     }
     if state != MessageState::Cancelled {
         insert_retries(tx, message_id, &outcome.retries).await?;
+        insert_retries(tx, message_id, &outcome.held).await?;
     }
     Ok(state)
 }
