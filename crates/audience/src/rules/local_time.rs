@@ -64,8 +64,9 @@ impl LocalDateTime {
     /// When this wall-clock time comes in `tz`. A time that does not occur
     /// there (the hour skipped when clocks go forward) comes at the first
     /// moment after the gap; one that occurs twice (clocks going back),
-    /// at its first occurrence.
-    pub fn instant_in(&self, tz: &TimeZone) -> Timestamp {
+    /// at its first occurrence. `None` beyond the range of instants (the
+    /// last seconds of the year 9999 in zones behind UTC).
+    pub fn instant_in(&self, tz: &TimeZone) -> Option<Timestamp> {
         let ambiguous = tz.to_ambiguous_timestamp(self.0);
         let instant = match ambiguous.offset() {
             AmbiguousOffset::Unambiguous { offset } => offset.to_timestamp(self.0).ok(),
@@ -76,8 +77,7 @@ impl LocalDateTime {
             }
             AmbiguousOffset::Fold { before, .. } => before.to_timestamp(self.0).ok(),
         };
-        // Out of jiff's range only at its edges, far beyond 1970..=9999.
-        instant.unwrap_or(Timestamp::UNIX_EPOCH)
+        instant
     }
 
     /// The time as written, to the second (`2026-12-24T09:00:00`).
@@ -168,7 +168,10 @@ impl LocalSchedule {
     ) -> Result<Self, LocalTimeError> {
         let mut by_instant: std::collections::BTreeMap<i64, ZoneFilter> = std::collections::BTreeMap::new();
         for (name, tz) in all_zones() {
-            let at = local.instant_in(tz).as_millisecond();
+            let at = local
+                .instant_in(tz)
+                .ok_or_else(|| LocalTimeError::Invalid(format!("{} is not a time in every zone", local.text())))?
+                .as_millisecond();
             let wave = by_instant.entry(at).or_insert_with(|| ZoneFilter { zones: Vec::new(), unset: false });
             wave.zones.push(name.clone());
             if name == default_zone.as_str() {
@@ -235,7 +238,7 @@ mod tests {
     }
 
     fn at(local: &str, tz: &str) -> String {
-        LocalDateTime::parse(local).unwrap().instant_in(&zone(tz)).to_string()
+        LocalDateTime::parse(local).unwrap().instant_in(&zone(tz)).unwrap().to_string()
     }
 
     #[test]
@@ -260,6 +263,9 @@ mod tests {
             assert!(LocalDateTime::parse(bad).is_err(), "{bad:?}");
         }
         assert!(LocalDateTime::parse("9999-12-31T23:59:59").is_ok());
+        let end = LocalDateTime::parse("9999-12-31T23:59:59").unwrap();
+        let utc = TimeZoneName::utc();
+        assert!(matches!(LocalSchedule::plan(&end, &utc, false, 0), Err(LocalTimeError::Invalid(_))));
     }
 
     #[test]

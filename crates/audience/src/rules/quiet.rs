@@ -75,7 +75,7 @@ impl QuietHours {
         // The window ends today if it has not yet (after midnight, or a
         // window within one day), else tomorrow.
         let day = if t < end { local.date() } else { local.date().tomorrow().ok()? };
-        let until = LocalDateTime::from_civil(day.to_datetime(end))?.instant_in(tz);
+        let until = LocalDateTime::from_civil(day.to_datetime(end))?.instant_in(tz)?;
         (until > now).then_some(until)
     }
 

@@ -17,6 +17,7 @@ mod devpush;
 mod engine;
 mod interop;
 mod outage;
+mod rules;
 mod send;
 mod server;
 mod trust;

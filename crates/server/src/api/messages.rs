@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::UNIX_EPOCH;
 use tocsin_protocol::{Topic, Urgency};
-use tocsin_store_api::tocsin_audience::rules::{valid_message_tag, LocalDateTime, LocalSchedule};
+use tocsin_store_api::tocsin_audience::rules::{valid_message_tag, LocalDateTime, LocalSchedule, LocalTimeError};
 use tocsin_store_api::{MessageRules, MessageState, NewMessage, Target};
 use utoipa::ToSchema;
 
@@ -116,7 +116,10 @@ async fn message_rules(
         .await
         .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot read the app's rules", &e))?;
     let plan = LocalSchedule::plan(&local, &app_rules.default_zone(), req.skip_passed_zones, now)
-        .map_err(|e| ApiError::new(ErrorId::SendAtPassed, e.to_string()))?;
+        .map_err(|e| match e {
+            LocalTimeError::Passed(_) => ApiError::new(ErrorId::SendAtPassed, e.to_string()),
+            LocalTimeError::Invalid(_) => ApiError::new(ErrorId::InvalidSendAt, e.to_string()),
+        })?;
     let first = plan.first_at().ok_or_else(|| ApiError::new(ErrorId::SendAtPassed, "no zone is left"))?;
     if first > now.saturating_add(MAX_SCHEDULE_AHEAD_MS) {
         return Err(ApiError::new(ErrorId::InvalidSendAt, "sendAt is more than a year (366 days) ahead"));
