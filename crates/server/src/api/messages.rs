@@ -115,8 +115,8 @@ async fn message_rules(
         .app_rules(app)
         .await
         .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot read the app's rules", &e))?;
-    let plan = LocalSchedule::plan(&local, &app_rules.default_zone(), req.skip_passed_zones, now)
-        .map_err(|e| match e {
+    let plan =
+        LocalSchedule::plan(&local, &app_rules.default_zone(), req.skip_passed_zones, now).map_err(|e| match e {
             LocalTimeError::Passed(_) => ApiError::new(ErrorId::SendAtPassed, e.to_string()),
             LocalTimeError::Invalid(_) => ApiError::new(ErrorId::InvalidSendAt, e.to_string()),
         })?;

@@ -8,6 +8,7 @@
 //! `sql/tests.rs`.
 
 mod audience;
+mod rules;
 
 use crate::testutil::{new, on_every_store, TestResult, AUTH};
 use crate::*;
