@@ -39,9 +39,19 @@ fn engine_at(
     service: Arc<Scripted>,
     base_ms: i64,
 ) -> Result<Arc<Engine>, Box<dyn std::error::Error>> {
+    node_at("node-a", store, service, base_ms)
+}
+
+/// [`engine_at`] with a node id of its own (two nodes on one store).
+fn node_at(
+    node: &str,
+    store: Arc<dyn Store>,
+    service: Arc<Scripted>,
+    base_ms: i64,
+) -> Result<Arc<Engine>, Box<dyn std::error::Error>> {
     let config = EngineConfig {
-        node_id: "node-a".into(),
-        shard_size: 100,
+        node_id: node.into(),
+        shard_size: 20,
         page_size: 100,
         lease: Duration::from_secs(30),
         threads: 2,
@@ -297,5 +307,45 @@ async fn frequency_caps_drop_what_is_over_them_with_exact_counts() -> TestResult
     assert_eq!(hits, 3 * 5, "m1, m2, m4, m5, m7");
     stop.send(true)?;
     run.await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttle_holds_its_rate_over_two_nodes() -> TestResult {
+    let endpoints: Vec<String> = (0..300).map(|i| format!("https://fcm.googleapis.com/fcm/send/t-{i}")).collect();
+    let zones: Vec<(&str, Option<&str>)> = endpoints.iter().map(|e| (e.as_str(), None)).collect();
+    let (store, _) = store_with(&zones).await?;
+    let base = ms("2026-12-04T12:00:00Z");
+    let rules = MessageRules { rate_per_minute: 600, ..MessageRules::default() };
+    store.insert_message(&NewMessage { created_at: base, rules, ..message("slow", Target::All(true), b"x") }).await?;
+    let (a, b) =
+        (Scripted::new(Duration::from_millis(10), delivered), Scripted::new(Duration::from_millis(10), delivered));
+    let (stop, stopped) = watch::channel(false);
+    let run_a = tokio::spawn(node_at("node-a", store.clone(), a.clone(), base)?.run(stopped.clone()));
+    let run_b = tokio::spawn(node_at("node-b", store.clone(), b.clone(), base)?.run(stopped));
+    let m = until_done(store.as_ref(), "slow", Duration::from_secs(600)).await?;
+    assert_eq!((m.counts.targeted, m.counts.delivered), (300, 300));
+    let mut times = a.times();
+    times.extend(b.times());
+    times.sort();
+    assert_eq!(times.len(), 300, "each once");
+    assert!(
+        !a.times().is_empty() && !b.times().is_empty(),
+        "both nodes sent: {} and {}",
+        a.times().len(),
+        b.times().len()
+    );
+    // 600 a minute: 299 intervals of 100 ms, within 10 %.
+    let span = (times[299] - times[0]).as_secs_f64();
+    eprintln!("300 at 600/min over two nodes ({} and {}): {span:.2} s, 29.9 s due", a.times().len(), b.times().len());
+    assert!((span - 29.9).abs() <= 2.99, "the 300 took {span} s");
+    // And no ten seconds hold more than 10 % over their share (100).
+    for (i, t) in times.iter().enumerate() {
+        let within = times[i..].iter().take_while(|u| **u - *t < Duration::from_secs(10)).count();
+        assert!(within <= 110, "{within} in the 10 s from the {i}th");
+    }
+    stop.send(true)?;
+    run_a.await?;
+    run_b.await?;
     Ok(())
 }

@@ -50,6 +50,8 @@ struct State {
     /// (message, recipient, shown?) counted, as `event_receipts`.
     receipts: std::collections::HashSet<(String, String, bool)>,
     segments: BTreeMap<(AppId, String), SegmentRow>,
+    /// Each throttled message's next free sending slot.
+    throttle_next: HashMap<String, i64>,
 }
 
 #[derive(Debug)]
@@ -970,6 +972,14 @@ impl WorkStore for MemoryStore {
         }
         st.apply(message_id, outcome, Pending::after(outcome, items), now)?;
         Ok(true)
+    }
+
+    async fn reserve_sends(&self, message_id: &str, n: i64, interval_ms: i64, now: i64) -> Result<i64> {
+        let mut st = self.lock();
+        let next = st.throttle_next.entry(message_id.to_owned()).or_insert(0);
+        let start = (*next).max(now);
+        *next = start.saturating_add(n.saturating_mul(interval_ms));
+        Ok(start)
     }
 
     async fn try_finish_message(&self, id: &str, now: i64) -> Result<bool> {

@@ -140,6 +140,7 @@ impl Engine {
         let ttl = Duration::from_secs(u64::from(message.accepted.ttl));
         let mut outcome = PageOutcome::default();
         let mut tasks = tokio::task::JoinSet::new();
+        let mut ready = Vec::with_capacity(jobs.len());
         for job in jobs {
             let sub = &job.sub;
             if sub.subscription.expiration_time().is_some_and(|t| (t as i64) <= now) {
@@ -204,9 +205,26 @@ impl Engine {
                     }
                 }
             };
+            ready.push((job, payload, signer, gate, origin_permits));
+        }
+        // A throttled message: this batch's sending slots, reserved over
+        // every node, each delivery waiting for its own.
+        let rate = asks.rate_per_minute;
+        let (first_slot, interval_ms) = if rate > 0 && !ready.is_empty() {
+            let interval = (60_000 / i64::from(rate)).max(1);
+            let (id, n) = (message.id().to_owned(), ready.len() as i64);
+            (lane.db(move |s| async move { s.reserve_sends(&id, n, interval, now).await }).await?, interval)
+        } else {
+            (now, 0)
+        };
+        for (i, (job, payload, signer, gate, origin_permits)) in ready.into_iter().enumerate() {
+            let wait = Duration::from_millis(u64::try_from(first_slot + i as i64 * interval_ms - now).unwrap_or(0));
             let (transport, options, in_flight, in_flight_gauge) =
                 (lane.transport.clone(), options.clone(), lane.in_flight.clone(), self.metrics.in_flight.clone());
             tasks.spawn(async move {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
                 let attempt = match gate.enter(origin_permits).await {
                     Err(wait) => Attempt::Deferred { wait },
                     Ok(_origin_permit) => {

@@ -105,7 +105,12 @@ impl Engine {
         let rules = Arc::new(lane.db(move |s| async move { s.app_rules(app).await }).await?);
         let message = Arc::new(message);
         let shard = Arc::new(shard);
-        let page_size = self.config.page_size;
+        // A throttled message is read about ten seconds of sending at a
+        // time, so that each page reserves few slots ahead of the others.
+        let page_size = match i64::from(message.accepted.rules.rate_per_minute) {
+            0 => self.config.page_size,
+            rate => self.config.page_size.min((rate / 6).max(1)),
+        };
         let mut cursor = shard.cursor;
         loop {
             let end_at = shard.end_at;

@@ -28,15 +28,22 @@ pub struct Scripted {
     hits: Mutex<HashMap<String, u32>>,
     /// Each request's endpoint and body, in the order they arrived.
     bodies: Mutex<Vec<(String, Bytes)>>,
+    /// When each request arrived (on the test's clock).
+    times: Mutex<Vec<tokio::time::Instant>>,
 }
 
 impl Scripted {
     pub fn new(delay: Duration, answer: fn(u32) -> Outcome) -> Arc<Self> {
-        Arc::new(Self { delay, answer, hits: Mutex::default(), bodies: Mutex::default() })
+        Arc::new(Self { delay, answer, hits: Mutex::default(), bodies: Mutex::default(), times: Mutex::default() })
     }
 
     pub fn hits(&self) -> HashMap<String, u32> {
         self.hits.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    /// When each request arrived, in order.
+    pub fn times(&self) -> Vec<tokio::time::Instant> {
+        self.times.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
     /// Each request's endpoint and (encrypted) body.
@@ -56,6 +63,9 @@ impl Transport for Scripted {
                 *n
             })
             .unwrap_or(0);
+        if let Ok(mut t) = self.times.lock() {
+            t.push(tokio::time::Instant::now());
+        }
         if let Ok(mut b) = self.bodies.lock() {
             b.push((request.uri().to_string(), request.body().clone()));
         }

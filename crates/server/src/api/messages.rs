@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::UNIX_EPOCH;
 use tocsin_protocol::{Topic, Urgency};
-use tocsin_store_api::tocsin_audience::rules::{valid_message_tag, LocalDateTime, LocalSchedule, LocalTimeError};
+use tocsin_store_api::tocsin_audience::rules::{
+    valid_message_tag, LocalDateTime, LocalSchedule, LocalTimeError, MAX_RATE_PER_MINUTE,
+};
 use tocsin_store_api::{MessageRules, MessageState, NewMessage, Target};
 use utoipa::ToSchema;
 
@@ -70,6 +72,10 @@ pub struct MessageRequest {
     /// The message's tags (at most 10), which caps with a `tag` count.
     #[serde(default)]
     tags: Vec<String>,
+    /// Deliveries a minute, spread evenly, over every node (0:
+    /// unthrottled); the app's `ratePerMinute` when absent.
+    #[serde(default)]
+    rate_per_minute: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -94,10 +100,19 @@ async fn message_rules(
     if req.skip_passed_zones && !req.in_local_time {
         return Err(bad("skipPassedZones applies to a message with inLocalTime"));
     }
+    if req.rate_per_minute.is_some_and(|r| r > MAX_RATE_PER_MINUTE) {
+        return Err(bad("ratePerMinute: at most 1000000"));
+    }
+    let app_rules = st
+        .store
+        .app_rules(app)
+        .await
+        .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot read the app's rules", &e))?;
     let mut rules = MessageRules {
         ignore_quiet_hours: req.ignore_quiet_hours,
         frequency_cap: req.frequency_cap,
         tags: req.tags.clone(),
+        rate_per_minute: req.rate_per_minute.unwrap_or(app_rules.rate_per_minute),
         ..MessageRules::default()
     };
     if !req.in_local_time {
@@ -110,11 +125,6 @@ async fn message_rules(
         ));
     };
     let local = LocalDateTime::parse(text).map_err(|e| ApiError::new(ErrorId::InvalidSendAt, e.to_string()))?;
-    let app_rules = st
-        .store
-        .app_rules(app)
-        .await
-        .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot read the app's rules", &e))?;
     let plan =
         LocalSchedule::plan(&local, &app_rules.default_zone(), req.skip_passed_zones, now).map_err(|e| match e {
             LocalTimeError::Passed(_) => ApiError::new(ErrorId::SendAtPassed, e.to_string()),
@@ -261,7 +271,33 @@ pub(crate) async fn create_message(
         st.metrics.message_accepted(&token.app.metric_label);
         st.engine.wake();
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": message.id(), "state": message.state.as_str()}))).into_response())
+    let mut answer = json!({"id": message.id(), "state": message.state.as_str()});
+    if let Some(warning) = throttle_warning(&st, &message).await? {
+        answer["warnings"] = json!([warning]);
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+/// For a throttled message: whether its audience (counted now) takes
+/// longer to send at its rate than its TTL lets the push services keep it.
+async fn throttle_warning(st: &AppState, m: &tocsin_store_api::Message) -> Result<Option<String>, ApiError> {
+    let rate = m.accepted.rules.rate_per_minute;
+    if rate == 0 {
+        return Ok(None);
+    }
+    let audience = st
+        .store
+        .count_subscriptions(m.app_id(), &m.accepted.target)
+        .await
+        .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot count the audience", &e))?;
+    let minutes = audience as f64 / f64::from(rate);
+    let ttl_minutes = f64::from(m.accepted.ttl) / 60.0;
+    Ok((minutes > ttl_minutes).then(|| {
+        format!(
+            "at {rate} a minute its {audience} subscriptions take {minutes:.0} minutes to send, longer than its TTL \
+             of {ttl_minutes:.0}: those sent last may expire first (raise ratePerMinute or ttl)"
+        )
+    }))
 }
 
 /// One message with its counts, and its failures by reason.

@@ -33,7 +33,7 @@ pub(crate) async fn get_rules(
 /// Replaces the app's delivery rules; `{}` removes them all. They apply to
 /// pages sent from then on.
 #[utoipa::path(put, path = "/v1/rules", security(("token" = ["admin"])),
-    request_body(content = Object, description = "{\"defaultTimeZone\"?: IANA name, \"quietHours\"?: {\"start\": \"22:00\", \"end\": \"07:00\"}, \"frequencyCaps\"?: [{\"max\": 1..100, \"per\": \"1m\"..\"30d\", \"tag\"?}] (at most 10)}"),
+    request_body(content = Object, description = "{\"defaultTimeZone\"?: IANA name, \"quietHours\"?: {\"start\": \"22:00\", \"end\": \"07:00\"}, \"frequencyCaps\"?: [{\"max\": 1..100, \"per\": \"1m\"..\"30d\", \"tag\"?}] (at most 10), \"ratePerMinute\"?: the default of its messages}"),
     responses((status = 200, description = "the rules as stored"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn put_rules(
     token: Admin,
@@ -41,9 +41,6 @@ pub(crate) async fn put_rules(
     JsonBody(rules): JsonBody<DeliveryRules>,
 ) -> Result<Json<DeliveryRules>, ApiError> {
     rules.check().map_err(|e| ApiError::new(ErrorId::InvalidRules, e.to_string()))?;
-    if rules.rate_per_minute != 0 {
-        return Err(ApiError::new(ErrorId::InvalidRules, "ratePerMinute is not supported yet"));
-    }
     if !st.store.set_app_rules(token.app.id, &rules).await.map_err(storage)? {
         return Err(ApiError::new(ErrorId::AppNotFound, "the app is gone"));
     }

@@ -98,6 +98,9 @@ pub struct MessageView {
     /// Its tags, which caps with a `tag` count.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) tags: Vec<String>,
+    /// Deliveries a minute over every node (absent: unthrottled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rate_per_minute: Option<u32>,
 }
 
 /// A message at a local time: when, and how far each wave of zones is.
@@ -199,6 +202,7 @@ impl From<Message> for MessageView {
             ignore_quiet_hours: m.accepted.rules.ignore_quiet_hours,
             frequency_cap: m.accepted.rules.frequency_cap,
             tags: m.accepted.rules.tags,
+            rate_per_minute: Some(m.accepted.rules.rate_per_minute).filter(|r| *r > 0),
         }
     }
 }

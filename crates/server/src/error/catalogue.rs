@@ -97,7 +97,7 @@ catalogue! {
     InvalidTarget = "invalid-target", BAD_REQUEST, "`target` is not one of `all`, `topic`, `userIds`, `subscriptionIds`, `segment`, `where`, or is too large.";
     InvalidSendAt = "invalid-send-at", BAD_REQUEST, "`sendAt` is not RFC 3339 or ms since the epoch, or is more than a year ahead.";
     SendAtPassed = "send-at-passed", BAD_REQUEST, "`sendAt` with `inLocalTime` has already passed in every time zone.";
-    InvalidMessageRules = "invalid-message-rules", BAD_REQUEST, "`inLocalTime`, `skipPassedZones`, `ignoreQuietHours`, `frequencyCap` or `tags` of a message is not as documented (`tags`: at most 10 of 1 to 64 characters of `[a-z0-9_.:-]`; `skipPassedZones` only with `inLocalTime`).";
+    InvalidMessageRules = "invalid-message-rules", BAD_REQUEST, "`inLocalTime`, `skipPassedZones`, `ignoreQuietHours`, `frequencyCap`, `tags` or `ratePerMinute` of a message is not as documented (`tags`: at most 10 of 1 to 64 characters of `[a-z0-9_.:-]`; `skipPassedZones` only with `inLocalTime`; `ratePerMinute` at most 1000000).";
     InvalidUrgency = "invalid-urgency", BAD_REQUEST, "`urgency` is not `very-low`, `low`, `normal` or `high`.";
     InvalidTopic = "invalid-topic", BAD_REQUEST, "`topic` is not at most 32 characters of the URL-safe base64 alphabet.";
     InvalidIdempotencyKey = "invalid-idempotency-key", BAD_REQUEST, "`Idempotency-Key` is not 1 to 255 visible characters.";
@@ -120,7 +120,7 @@ catalogue! {
     SegmentExists = "segment-exists", CONFLICT, "The app has a segment of this name.";
     SegmentNotFound = "segment-not-found", NOT_FOUND, "The app has no segment of this name.";
     // Delivery rules.
-    InvalidRules = "invalid-rules", BAD_REQUEST, "An app's delivery rules are not as documented (the message names the field): `defaultTimeZone` an IANA name, `quietHours` `{start, end}` as `HH:MM` and different, at most 10 `frequencyCaps` of `{max: 1..100, per: 1m..30d, tag?}`.";
+    InvalidRules = "invalid-rules", BAD_REQUEST, "An app's delivery rules are not as documented (the message names the field): `defaultTimeZone` an IANA name, `quietHours` `{start, end}` as `HH:MM` and different, at most 10 `frequencyCaps` of `{max: 1..100, per: 1m..30d, tag?}`, `ratePerMinute` at most 1000000.";
     // Interactions reported by service workers.
     InvalidEvent = "invalid-event", BAD_REQUEST, "The report is not `shown` or `clicked` with a `messageId`.";
     InvalidEventToken = "invalid-event-token", FORBIDDEN, "`eventToken` is not the one the message carried.";

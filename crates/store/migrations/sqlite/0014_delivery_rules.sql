@@ -9,6 +9,10 @@ ALTER TABLE messages ADD COLUMN rules TEXT;
 -- and deliveries dropped for a cap.
 ALTER TABLE messages ADD COLUMN held BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN capped BIGINT NOT NULL DEFAULT 0;
+-- A throttled message's next free sending slot (ms since the epoch): each
+-- node reserves its page's slots by moving it on, so that the nodes
+-- together keep to the message's rate.
+ALTER TABLE messages ADD COLUMN throttle_next BIGINT NOT NULL DEFAULT 0;
 -- A message at a local time has shards per wave of zones: claimed from
 -- the wave's instant, reaching its zones only.
 ALTER TABLE message_shards ADD COLUMN wave BIGINT;

@@ -57,6 +57,24 @@ pub(super) async fn claim_shard(store: &SqlStore, claim: &Claim, now: i64, lease
     }))
 }
 
+pub(super) async fn reserve_sends(store: &SqlStore, message_id: &str, n: i64, interval_ms: i64, now: i64) -> R<i64> {
+    // One statement: the row's lock orders the nodes' reservations.
+    let row = sqlx::query(
+        "UPDATE messages SET throttle_next = CASE WHEN throttle_next > $1 THEN throttle_next ELSE $1 END + $2 \
+         WHERE id = $3 RETURNING throttle_next",
+    )
+    .bind(now)
+    .bind(n.saturating_mul(interval_ms))
+    .bind(message_id)
+    .fetch_optional(&store.pool)
+    .await?;
+    let end: i64 = match row {
+        Some(r) => r.try_get("throttle_next")?,
+        None => return Ok(now),
+    };
+    Ok(end - n.saturating_mul(interval_ms))
+}
+
 pub(super) async fn renew_shard(store: &SqlStore, shard: &Shard, now: i64, lease_ms: i64) -> R<bool> {
     let r = sqlx::query(
         "UPDATE message_shards SET lease_until = $1 \
