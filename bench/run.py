@@ -17,6 +17,10 @@ PostgreSQL database of its own. Then, in the same run:
             of POST /v1/audience/count of that expression, and of one with `&&`, `||` and `in`, is reported beside it
   sqlite-personal, postgres-personal  the all-broadcast with a personal message: title by language (en, fr, pt)
             and a Liquid template over a tag in the body, rendered per delivery
+  sqlite-capped, postgres-capped  the all-broadcast under one frequency cap rule (100 a day: nobody is over it,
+            so every delivery is checked against its subscription's history and the history written back)
+  sqlite-throttled, postgres-throttled  the all-broadcast with `ratePerMinute` (--rate): the rate reached
+            against the one asked
 
 and reports deliveries/s, CPU seconds per 1,000 deliveries (sender, and the
 sink apart), and peak RSS. Results: bench/results/*.json and a table.
@@ -185,7 +189,8 @@ def counted(base):
     return out
 
 
-def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN, message=None, webhook=False, count=False):
+def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN, message=None, webhook=False, count=False,
+                 rules=None):
     """One broadcast from `binary serve` (the subscriptions imported by the same binary, whose migrations own the
     database)."""
     out = subprocess.run([str(binary), "subscriptions", "import", str(subs), "--database", database],
@@ -206,6 +211,8 @@ def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN, message=None,
         if webhook:
             # Every event type, to the same nginx sink (which answers 201).
             api(base, "POST", "/v1/webhooks", {"url": f"https://127.0.0.1:{sink.port}/webhook", "events": ALL_EVENTS})
+        if rules:
+            api(base, "PUT", "/v1/rules", rules)
         counts = counted(base) if count else None
         c0, s0 = cpu_of([p.pid]), sink.cpu()
         start = time.monotonic()
@@ -284,10 +291,13 @@ def main():
     ap.add_argument("--n", type=int, nargs="+", default=[10_000], help="sizes (the full run: 10000 100000 1000000)")
     ap.add_argument("--full", action="store_true", help="N = 10,000, 100,000 and 1,000,000")
     ap.add_argument("--concurrency", type=int, default=100)
+    ap.add_argument("--rate", type=int, default=300_000,
+                    help="ratePerMinute of the throttled ways (300,000: 5,000 a second)")
     ap.add_argument("--ways", nargs="+", default=["send", "sqlite", "postgres", "web-push"],
                     help="send sqlite postgres web-push sqlite-declarative (a declarative message) sqlite-webhook postgres-webhook "
                          "(a webhook registered), sqlite-segment postgres-segment (a 10 %% segment, and counts), "
-                         "sqlite-personal postgres-personal (by language, templated), and with --baseline "
+                         "sqlite-personal postgres-personal (by language, templated), sqlite-capped postgres-capped (one cap rule), "
+                         "sqlite-throttled postgres-throttled (--rate), and with --baseline "
                          "sqlite-baseline postgres-baseline")
     ap.add_argument("--baseline", type=Path, metavar="BIN",
                     help="another tocsin binary (an earlier build) for the ways sqlite-baseline and postgres-baseline: "
@@ -379,18 +389,25 @@ def main():
                                                  binary)
                             finally:
                                 subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", db])
-                    elif way in ("sqlite-segment", "postgres-segment", "sqlite-personal", "postgres-personal"):
-                        message = ({"payload": PAYLOAD, "target": {"where": SEGMENT}} if way.endswith("-segment")
-                                   else {"payload": PERSONAL, "target": {"all": True}})
+                    elif way.split("-", 1)[-1] in ("segment", "personal", "capped", "throttled"):
+                        kind = way.split("-", 1)[-1]
+                        message = {"payload": PAYLOAD, "target": {"all": True}}
+                        if kind == "segment":
+                            message["target"] = {"where": SEGMENT}
+                        elif kind == "personal":
+                            message["payload"] = PERSONAL
+                        elif kind == "throttled":
+                            message["ratePerMinute"] = args.rate
+                        rules = {"frequencyCaps": [{"max": 100, "per": "1d"}]} if kind == "capped" else None
                         if way.startswith("sqlite"):
                             r = tocsin_serve(tagged, sink, args.concurrency, f"sqlite://{work}/bench-{n}-{way}.db",
-                                             message=message, count=way.endswith("-segment"))
+                                             message=message, count=kind == "segment", rules=rules)
                         else:
                             db = f"tocsin_bench_{os.getpid()}_{n}_{way}"
                             subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db], check=True)
                             try:
                                 r = tocsin_serve(tagged, sink, args.concurrency, f"postgres://postgres@127.0.0.1/{db}",
-                                                 message=message, count=way.endswith("-segment"))
+                                                 message=message, count=kind == "segment", rules=rules)
                             finally:
                                 subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", db])
                     elif way == "sqlite-webhook":
