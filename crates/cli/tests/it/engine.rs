@@ -17,8 +17,9 @@ async fn send_all(server: &Server, payload: &str) -> String {
 
 fn assert_counts_add_up(m: &Value) {
     let c = &m["counts"];
-    let sum: i64 = ["delivered", "failed", "gone", "expired"].iter().map(|k| c[k].as_i64().unwrap()).sum();
-    assert_eq!(c["targeted"].as_i64().unwrap(), sum, "targeted = delivered + failed + gone + expired: {m}");
+    let sum: i64 = ["delivered", "failed", "gone", "expired", "capped"].iter().map(|k| c[k].as_i64().unwrap()).sum();
+    assert_eq!(c["targeted"].as_i64().unwrap(), sum, "targeted = delivered + failed + gone + expired + capped: {m}");
+    assert_eq!(c["held"], 0, "{m}");
     assert_eq!(c["pendingRetry"], 0, "{m}");
 }
 
