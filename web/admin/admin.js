@@ -4,7 +4,7 @@
 // /v1/stats/daily, /v1/push-services, /v1/apps/{app}/vapid-keys.
 
 const $ = (id) => document.getElementById(id);
-const PAGES = ['overview', 'compose', 'messages', 'subscribers', 'segments', 'push-services', 'keys'];
+const PAGES = ['overview', 'compose', 'messages', 'subscribers', 'segments', 'rules', 'push-services', 'keys'];
 /** What fits one push message's plaintext (aes128gcm, RFC 8291), less what the server adds (messageId, eventToken). */
 const PAYLOAD_MAX = 3993;
 const SERVER_ADDS = 110;
@@ -221,7 +221,9 @@ function previewCompose() {
   const used = new TextEncoder().encode(JSON.stringify(p)).length + SERVER_ADDS;
   $('c-bytes').textContent = `${PAYLOAD_MAX - used} bytes left of ${PAYLOAD_MAX} (aes128gcm), counting what the server adds`;
   const when = $('c-when').value;
-  $('c-utc').textContent = when ? `Sent as ${new Date(when).toISOString()} (UTC)` : 'Sent now.';
+  $('c-utc').textContent = !when ? 'Sent now.'
+    : $('c-local').checked ? `Sent at ${when.replace('T', ' ')} in each subscriber's time zone`
+      : `Sent as ${new Date(when).toISOString()} (UTC)`;
   renderPreview();
 }
 
@@ -306,6 +308,76 @@ async function segments() {
 }
 
 const countSegment = debounce(() => showCount($('seg-count'), { where: $('seg-where').value }));
+
+/** One row of the caps table: at most `max` per `per`, of messages tagged `tag` (empty: all). */
+function capRow(cap = { max: 3, per: '1d' }) {
+  const n = $('r-caps').children.length + 1;
+  const tr = el('tr');
+  const input = (value, label, attrs) => {
+    const i = el('input');
+    Object.assign(i, { value: value ?? '', ...attrs });
+    i.setAttribute('aria-label', `${label} (cap ${n})`);
+    const td = el('td');
+    td.append(i);
+    return td;
+  };
+  const remove = el('button', 'Remove');
+  remove.type = 'button';
+  remove.addEventListener('click', () => tr.remove());
+  const actions = el('td');
+  actions.append(remove);
+  tr.append(input(cap.max, 'At most', { type: 'number', min: 1, max: 100, size: 4 }),
+    input(cap.per, 'Per (1m to 30d)', { size: 5, placeholder: '1d' }), input(cap.tag, 'Of messages tagged', { size: 8 }), actions);
+  $('r-caps').append(tr);
+}
+
+async function rules() {
+  const r = await api('GET', appPath('/rules'));
+  $('r-zone').value = r.defaultTimeZone || '';
+  $('r-quiet').checked = !!r.quietHours;
+  if (r.quietHours) {
+    $('r-quiet-start').value = r.quietHours.start;
+    $('r-quiet-end').value = r.quietHours.end;
+  }
+  $('r-caps').replaceChildren();
+  for (const cap of r.frequencyCaps || []) capRow(cap);
+  $('r-rate').value = String(r.ratePerMinute || 0);
+  $('r-save').disabled = scope !== 'admin';
+  $('r-add-cap').disabled = scope !== 'admin';
+}
+
+/** The rules form as the API takes it. */
+function rulesBody() {
+  const body = {};
+  if ($('r-zone').value.trim()) body.defaultTimeZone = $('r-zone').value.trim();
+  if ($('r-quiet').checked) body.quietHours = { start: $('r-quiet-start').value, end: $('r-quiet-end').value };
+  const caps = [...$('r-caps').children].map((tr) => {
+    const [max, per, tag] = [...tr.querySelectorAll('input')].map((i) => i.value.trim());
+    return tag ? { max: Number(max), per, tag } : { max: Number(max), per };
+  });
+  if (caps.length) body.frequencyCaps = caps;
+  if (Number($('r-rate').value) > 0) body.ratePerMinute = Number($('r-rate').value);
+  return body;
+}
+
+/** Warnings of the last message sent from Compose, shown on its page. */
+let lastWarnings = { id: null, warnings: [] };
+
+/** A message at a local time: its waves of time zones and how far each is. */
+function zones(m) {
+  const lt = m.localTime;
+  $('m-zones').hidden = !lt;
+  if (!lt) return;
+  const next = lt.nextZoneAt ? ` Next: ${new Date(lt.nextZoneAt).toLocaleString()}.` : '';
+  $('m-zone-summary').textContent = `At ${lt.sendAt} local time: ${fmt(lt.sentZones)} waves sent, ${fmt(lt.pendingZones)} pending.${next}`;
+  $('m-zone-rows').replaceChildren(...lt.zones.filter((w) => w.state !== 'empty').map((w) => {
+    const tr = el('tr');
+    const names = w.zones.slice(0, 3).join(', ') + (w.zones.length > 3 ? ` and ${w.zones.length - 3} more` : '');
+    tr.append(el('td', new Date(w.at).toLocaleString()), el('td', w.state), el('td', fmt(w.delivered)),
+      el('td', names + (w.withoutZone ? ' (and subscribers without a zone)' : '')));
+    return tr;
+  }));
+}
 
 let polling = null;
 
@@ -402,7 +474,7 @@ async function messages() {
   $('m-title').textContent = `Message ${m.id}`;
   $('m-state').textContent = m.state;
   $('m-format').textContent = m.format || 'classic';
-  const settled = c.delivered + c.failed + c.gone + c.expired;
+  const settled = c.delivered + c.failed + c.gone + c.expired + (c.capped || 0);
   $('m-progress').max = Math.max(c.targeted, 1);
   $('m-progress').value = settled;
   $('m-progress-text').textContent = `${fmt(settled)} of ${fmt(c.targeted)}`;
@@ -417,6 +489,13 @@ async function messages() {
     if (examples[r]) li.append(el('br'), el('small', `for example ${examples[r]}`));
     return li;
   }));
+  $('m-held').textContent = fmt(c.held || 0);
+  $('m-capped').textContent = fmt(c.capped || 0);
+  const asks = [m.ignoreQuietHours && 'ignores quiet hours', m.frequencyCap === false && 'bypasses caps',
+    m.ratePerMinute && `${fmt(m.ratePerMinute)} a minute`, m.tags && m.tags.length && `tags ${m.tags.join(', ')}`].filter(Boolean);
+  $('m-rules').textContent = asks.length ? `(${asks.join('; ')})` : '';
+  $('m-warnings').textContent = lastWarnings.id === m.id ? lastWarnings.warnings.join(' ') : '';
+  zones(m);
   $('m-cancel').hidden = !['scheduled', 'queued', 'sending'].includes(m.state);
   document.body.dataset.messageState = m.state;
   if (['queued', 'sending'].includes(m.state)) polling = setTimeout(() => location.hash.startsWith('#messages/') && messages(), 1000);
@@ -486,7 +565,7 @@ async function subscribers(more = false) {
   }
 }
 
-const RENDER = { overview, compose, messages, subscribers: () => subscribers(), segments, 'push-services': pushServices, keys };
+const RENDER = { overview, compose, messages, subscribers: () => subscribers(), segments, rules, 'push-services': pushServices, keys };
 
 async function show() {
   // Signed out, a change of the hash shows nothing (the sign-in form stays).
@@ -593,7 +672,7 @@ $('rotate').addEventListener('click', async () => {
     $('keys-status').textContent = e.status === 403 ? 'This token may not rotate keys (admin only).' : `Could not rotate: ${e.message}`;
   }
 });
-for (const id of ['c-title', 'c-body', 'c-url', 'c-icon', 'c-image', 'c-tag', 'c-when', 'c-format', 'c-default-lang', 'c-sample']) {
+for (const id of ['c-title', 'c-body', 'c-url', 'c-icon', 'c-image', 'c-tag', 'c-when', 'c-local', 'c-format', 'c-default-lang', 'c-sample']) {
   $(id).addEventListener('input', previewCompose);
 }
 $('c-lang-default').dataset.lang = 'default';
@@ -625,9 +704,22 @@ $('compose-form').addEventListener('submit', async (ev) => {
   const body = { payload: payload(), target: target(), ttl: Number($('c-ttl').value), format: $('c-format').value };
   $('c-status').textContent = '';
   if ($('c-urgency').value) body.urgency = $('c-urgency').value;
-  if ($('c-when').value) body.sendAt = new Date($('c-when').value).toISOString();
+  if ($('c-local').checked && $('c-when').value) {
+    // A wall-clock time, without a zone: each subscriber's own.
+    body.sendAt = $('c-when').value;
+    body.inLocalTime = true;
+    if ($('c-skip-passed').checked) body.skipPassedZones = true;
+  } else if ($('c-when').value) {
+    body.sendAt = new Date($('c-when').value).toISOString();
+  }
+  if ($('c-ignore-quiet').checked) body.ignoreQuietHours = true;
+  if ($('c-bypass-caps').checked) body.frequencyCap = false;
+  const tags = $('c-tags').value.split(',').map((t) => t.trim()).filter(Boolean);
+  if (tags.length) body.tags = tags;
+  if ($('c-rate').value !== '') body.ratePerMinute = Number($('c-rate').value);
   try {
     const m = await api('POST', appPath('/messages'), body);
+    lastWarnings = { id: m.id, warnings: m.warnings || [] };
     location.hash = `#messages/${m.id}`;
   } catch (e) {
     $('c-status').textContent = e.status === 403 ? 'This token may not send (send or admin only).' : `Not sent: ${e.message}`;
@@ -648,6 +740,17 @@ $('subs-form').addEventListener('submit', (ev) => {
   subscribers().catch((e) => { $('s-status').textContent = `Could not search: ${e.message}`; });
 });
 $('s-more').addEventListener('click', () => subscribers(true));
+$('r-add-cap').addEventListener('click', () => capRow());
+$('rules-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  try {
+    await api('PUT', appPath('/rules'), rulesBody());
+    $('r-status').textContent = 'Saved: they apply from the next page sent.';
+    await rules();
+  } catch (e) {
+    $('r-status').textContent = e.status === 403 ? 'This token may not change the rules (admin only).' : `Not saved: ${e.message}`;
+  }
+});
 window.addEventListener('hashchange', show);
 
 if (sessionStorage.getItem(TOKEN_KEY)) start();

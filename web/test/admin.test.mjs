@@ -294,6 +294,73 @@ test('segments: made with a live count, listed, aimed at with a tab per language
   await page.getByLabel('Find by').selectOption('userId');
 });
 
+test('delivery rules: set on their page (refused by id, then saved); a message at a local time shows its waves, one over a cap its count', async () => {
+  await page.getByRole('link', { name: 'Rules' }).click();
+  await page.waitForSelector('body[data-page="rules"]');
+  await page.getByLabel('Time zone of subscribers without one').fill('Europe/Paris');
+  // Quiet hours that are not now anywhere near Paris: nothing here is held.
+  const hour = (h) => `${String((new Date().getUTCHours() + h) % 24).padStart(2, '0')}:00`;
+  await page.getByLabel('Hold deliveries during').check();
+  await page.getByLabel('From').fill(hour(4));
+  await page.getByLabel('to', { exact: true }).fill(hour(5));
+  await page.getByRole('button', { name: 'Add a cap' }).click();
+  await page.getByLabel('At most (cap 1)').fill('1');
+  await page.getByLabel('Per (1m to 30d) (cap 1)').fill('31d');
+  await page.getByLabel('Of messages tagged (cap 1)').fill('promo');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.waitForFunction(() => document.getElementById('r-status').textContent.startsWith('Not saved'));
+  assert.match(await page.textContent('#r-status'), /30d/);
+  assert.deepEqual((await api(server, 'GET', '/v1/rules')).body, {}, 'nothing saved');
+  await page.getByLabel('Per (1m to 30d) (cap 1)').fill('1d');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.waitForFunction(() => document.getElementById('r-status').textContent.startsWith('Saved'));
+  assert.deepEqual((await api(server, 'GET', '/v1/rules')).body, {
+    defaultTimeZone: 'Europe/Paris',
+    quietHours: { start: hour(4), end: hour(5) },
+    frequencyCaps: [{ max: 1, per: '1d', tag: 'promo' }],
+  });
+  await screenshots('rules');
+
+  // Tomorrow at 09:00 in each subscriber's zone: Paris for both (one by the default).
+  await page.getByRole('link', { name: 'Compose' }).click();
+  await page.waitForSelector('body[data-page="compose"]');
+  const tomorrow = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10);
+  await page.getByLabel('Title').fill('Good morning');
+  await page.getByLabel('A topic').check();
+  await page.getByLabel('Topic, user ids separated by commas, or an expression').fill('dash');
+  await page.locator('#c-when').fill(`${tomorrow}T09:00`);
+  await page.getByLabel("At that time in each subscriber's time zone").check();
+  assert.match(await page.textContent('#c-utc'), /in each subscriber's time zone/);
+  await page.getByLabel('Message tags, for caps (comma separated)').fill('morning');
+  await page.getByRole('button', { name: 'Send' }).click();
+  await page.waitForFunction(() => document.body.dataset.messageState === 'scheduled', null, { timeout: 30000 });
+  await page.waitForFunction(() => !document.getElementById('m-zones').hidden);
+  assert.match(await page.textContent('#m-zone-summary'), new RegExp(`At ${tomorrow}T09:00:00 local time`));
+  assert.match(await page.textContent('#m-rules'), /tags morning/);
+  const waves = await page.locator('#m-zone-rows tr').count();
+  assert.ok(waves > 30, `every wave is listed before it starts (${waves})`);
+  await screenshots('message-local-time');
+  await page.getByRole('button', { name: 'Cancel' }).click();
+  await page.waitForFunction(() => document.body.dataset.messageState === 'cancelled');
+
+  // Two promotions: the second is over the cap for both subscribers.
+  const promo = { target: { topic: 'dash' }, payload: { title: 'Sale' }, tags: ['promo'] };
+  const first = (await api(server, 'POST', '/v1/messages', promo)).body.id;
+  const second = (await api(server, 'POST', '/v1/messages', promo)).body.id;
+  for (let i = 0; i < 300; i++) {
+    const states = await Promise.all([first, second].map(async (id) => (await api(server, 'GET', `/v1/messages/${id}`)).body.state));
+    if (states.every((st) => st === 'done')) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await page.goto(`${server.url}/admin#messages/${second}`);
+  await page.waitForFunction(() => document.body.dataset.messageState === 'done');
+  assert.equal(await page.textContent('#m-capped'), '2');
+  assert.equal(await page.textContent('#m-held'), '0');
+  assert.match(await page.locator('#m-failures').textContent(), /capped: 2[\s\S]*over the cap of 1 per 1d of messages tagged "promo"/);
+  await screenshots('message-capped');
+  await api(server, 'PUT', '/v1/rules', {});
+});
+
 test('push services and keys; a rotation from the keys page', async () => {
   await page.getByRole('link', { name: 'Push services' }).click();
   await page.waitForSelector('body[data-page="push-services"]');
