@@ -349,3 +349,32 @@ async fn a_throttle_holds_its_rate_over_two_nodes() -> TestResult {
     run_b.await?;
     Ok(())
 }
+
+/// Above 1,000 a second the slots are fractions of a ms apart; a ms
+/// granularity would cap every throttle at 1,000 a second (the benchmark
+/// found it: 300,000 a minute sent at 60,000).
+#[tokio::test(start_paused = true)]
+async fn a_throttle_above_a_thousand_a_second_keeps_its_rate() -> TestResult {
+    let endpoints: Vec<String> = (0..600).map(|i| format!("https://fcm.googleapis.com/fcm/send/f-{i}")).collect();
+    let zones: Vec<(&str, Option<&str>)> = endpoints.iter().map(|e| (e.as_str(), None)).collect();
+    let (store, _) = store_with(&zones).await?;
+    let base = ms("2026-12-04T12:00:00Z");
+    let rules = MessageRules { rate_per_minute: 120_000, ..MessageRules::default() };
+    store.insert_message(&NewMessage { created_at: base, rules, ..message("fast", Target::All(true), b"x") }).await?;
+    // Answered at once: the test engine's four requests in flight per lane
+    // must not be what holds the rate down.
+    let service = Scripted::new(Duration::ZERO, delivered);
+    let (stop, stopped) = watch::channel(false);
+    let run = tokio::spawn(engine_at(store.clone(), service.clone(), base)?.run(stopped));
+    let m = until_done(store.as_ref(), "fast", Duration::from_secs(60)).await?;
+    assert_eq!(m.counts.delivered, 600);
+    let mut times = service.times();
+    times.sort();
+    // 2,000 a second: 599 intervals of 0.5 ms.
+    let span = (times[599] - times[0]).as_secs_f64();
+    eprintln!("600 at 120000/min: {span:.4} s, 0.2995 s due");
+    assert!((span - 0.2995).abs() <= 0.03, "the 600 took {span} s");
+    stop.send(true)?;
+    run.await?;
+    Ok(())
+}

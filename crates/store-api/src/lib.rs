@@ -344,11 +344,11 @@ pub trait WorkStore: Send + Sync {
         outcome: &PageOutcome,
         now: i64,
     ) -> Result<bool>;
-    /// Reserves `n` sending slots of a throttled message, `interval_ms`
-    /// apart, after those already reserved by any node (and not before
-    /// `now`); returns when the first begins. The nodes together then
-    /// send at the message's rate.
-    async fn reserve_sends(&self, message_id: &str, n: i64, interval_ms: i64, now: i64) -> Result<i64>;
+    /// Reserves `span_ms` of a throttled message's sending time (a batch's
+    /// slots), after what any node reserved before (and not before `now`);
+    /// returns when it begins. The nodes together then send at the
+    /// message's rate.
+    async fn reserve_sends(&self, message_id: &str, span_ms: i64, now: i64) -> Result<i64>;
     /// Marks a `sending` message `done` when no shard is open and no retry
     /// waits; true when it did.
     async fn try_finish_message(&self, id: &str, now: i64) -> Result<bool>;

@@ -974,11 +974,11 @@ impl WorkStore for MemoryStore {
         Ok(true)
     }
 
-    async fn reserve_sends(&self, message_id: &str, n: i64, interval_ms: i64, now: i64) -> Result<i64> {
+    async fn reserve_sends(&self, message_id: &str, span_ms: i64, now: i64) -> Result<i64> {
         let mut st = self.lock();
         let next = st.throttle_next.entry(message_id.to_owned()).or_insert(0);
         let start = (*next).max(now);
-        *next = start.saturating_add(n.saturating_mul(interval_ms));
+        *next = start.saturating_add(span_ms);
         Ok(start)
     }
 

@@ -209,16 +209,19 @@ impl Engine {
         }
         // A throttled message: this batch's sending slots, reserved over
         // every node, each delivery waiting for its own.
-        let rate = asks.rate_per_minute;
-        let (first_slot, interval_ms) = if rate > 0 && !ready.is_empty() {
-            let interval = (60_000 / i64::from(rate)).max(1);
+        // Slots are fractions of a ms apart above 1,000 a second: the batch
+        // reserves its whole span (rounded up), each delivery its place in it.
+        let rate = i64::from(asks.rate_per_minute);
+        let (first_slot, interval_us) = if rate > 0 && !ready.is_empty() {
             let (id, n) = (message.id().to_owned(), ready.len() as i64);
-            (lane.db(move |s| async move { s.reserve_sends(&id, n, interval, now).await }).await?, interval)
+            let span_ms = (n * 60_000 + rate - 1) / rate;
+            (lane.db(move |s| async move { s.reserve_sends(&id, span_ms, now).await }).await?, 60_000_000 / rate)
         } else {
             (now, 0)
         };
         for (i, (job, payload, signer, gate, origin_permits)) in ready.into_iter().enumerate() {
-            let wait = Duration::from_millis(u64::try_from(first_slot + i as i64 * interval_ms - now).unwrap_or(0));
+            let at_us = (first_slot - now) * 1000 + i as i64 * interval_us;
+            let wait = Duration::from_micros(u64::try_from(at_us).unwrap_or(0));
             let (transport, options, in_flight, in_flight_gauge) =
                 (lane.transport.clone(), options.clone(), lane.in_flight.clone(), self.metrics.in_flight.clone());
             tasks.spawn(async move {

@@ -604,8 +604,8 @@ impl WorkStore for SqlStore {
         self.bounded(work::record_retries(self, message_id, token, items, outcome, now)).await
     }
 
-    async fn reserve_sends(&self, message_id: &str, n: i64, interval_ms: i64, now: i64) -> Result<i64> {
-        self.bounded(work::reserve_sends(self, message_id, n, interval_ms, now)).await
+    async fn reserve_sends(&self, message_id: &str, span_ms: i64, now: i64) -> Result<i64> {
+        self.bounded(work::reserve_sends(self, message_id, span_ms, now)).await
     }
 
     async fn try_finish_message(&self, id: &str, now: i64) -> Result<bool> {

@@ -57,14 +57,14 @@ pub(super) async fn claim_shard(store: &SqlStore, claim: &Claim, now: i64, lease
     }))
 }
 
-pub(super) async fn reserve_sends(store: &SqlStore, message_id: &str, n: i64, interval_ms: i64, now: i64) -> R<i64> {
+pub(super) async fn reserve_sends(store: &SqlStore, message_id: &str, span_ms: i64, now: i64) -> R<i64> {
     // One statement: the row's lock orders the nodes' reservations.
     let row = sqlx::query(
         "UPDATE messages SET throttle_next = CASE WHEN throttle_next > $1 THEN throttle_next ELSE $1 END + $2 \
          WHERE id = $3 RETURNING throttle_next",
     )
     .bind(now)
-    .bind(n.saturating_mul(interval_ms))
+    .bind(span_ms)
     .bind(message_id)
     .fetch_optional(&store.pool)
     .await?;
@@ -72,7 +72,7 @@ pub(super) async fn reserve_sends(store: &SqlStore, message_id: &str, n: i64, in
         Some(r) => r.try_get("throttle_next")?,
         None => return Ok(now),
     };
-    Ok(end - n.saturating_mul(interval_ms))
+    Ok(end - span_ms)
 }
 
 pub(super) async fn renew_shard(store: &SqlStore, shard: &Shard, now: i64, lease_ms: i64) -> R<bool> {
@@ -256,13 +256,24 @@ async fn apply_outcome(
     .fetch_one(&mut **tx)
     .await?;
     let state = message_state(&row)?;
-    // Each subscription's deliveries as the caps count them.
-    for (id, history) in &outcome.histories {
-        sqlx::query("UPDATE subscriptions SET send_history = $1 WHERE id = $2")
-            .bind(history.as_str())
-            .bind(*id)
-            .execute(&mut **tx)
-            .await?;
+    // Each subscription's deliveries as the caps count them: a statement
+    // per 400 rows, not per row (a row each held SQLite's one writer for a
+    // page's worth of statements: 0.58x of the uncapped broadcast).
+    for chunk in outcome.histories.chunks(400) {
+        let rows = (0..chunk.len())
+            .map(|i| format!("(CAST(${} AS BIGINT), CAST(${} AS TEXT))", 2 * i + 1, 2 * i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // VALUES names its columns column1, column2 on both backends.
+        let sql = format!(
+            "UPDATE subscriptions SET send_history = v.column2 FROM (VALUES {rows}) AS v \
+             WHERE subscriptions.id = v.column1"
+        );
+        let mut q = sqlx::query(&sql);
+        for (id, history) in chunk {
+            q = q.bind(*id).bind(history.as_str());
+        }
+        q.execute(&mut **tx).await?;
     }
     let capped = (outcome.capped > 0).then(|| (crate::CAPPED_REASON.to_owned(), outcome.capped));
     for (reason, n) in outcome.failed.iter().chain(capped.as_ref()) {
