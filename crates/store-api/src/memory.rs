@@ -208,7 +208,8 @@ impl State {
                     row.user_id = new.user_id.clone();
                 }
                 if let Some(t) = &new.topics {
-                    row.topics = t.clone();
+                    let mut seen = std::collections::HashSet::new();
+                    row.topics = t.iter().filter(|x| seen.insert(x.as_str())).cloned().collect();
                 }
                 if let Some(patch) = &new.tags {
                     row.tags = patch.apply(&row.tags).map_err(|_| StoreError::TooManyTags)?;
@@ -233,7 +234,10 @@ impl State {
                     id: self.next_sub,
                     subscription: new.subscription.clone(),
                     user_id: new.user_id.clone(),
-                    topics: new.topics.clone().unwrap_or_default(),
+                    topics: {
+                        let mut seen = std::collections::HashSet::new();
+                        new.topics.iter().flatten().filter(|t| seen.insert(t.as_str())).cloned().collect()
+                    },
                     tags,
                     language: new.language.as_ref().map(|l| l.as_str().to_owned()),
                     time_zone: new.time_zone.as_ref().map(|z| z.as_str().to_owned()),

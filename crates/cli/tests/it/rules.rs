@@ -301,7 +301,9 @@ async fn a_throttle_holds_across_two_nodes_on_postgres() {
         Method::POST,
         "/v1/messages",
         Some(TOKEN),
-        Some(json!({"target": {"all": true}, "payload": "x", "ratePerMinute": 1, "ttl": 60})),
+        // Scheduled, and cancelled before it starts: it sends nothing.
+        Some(json!({"target": {"all": true}, "payload": "x", "ratePerMinute": 1, "ttl": 60,
+                    "sendAt": humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(3600)).to_string()})),
     )
     .await;
     assert_eq!(s, 202, "{v}");

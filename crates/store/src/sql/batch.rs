@@ -354,8 +354,13 @@ fn same_keys(new: &NewSubscription, p256dh: &str, auth: &str) -> bool {
 }
 
 /// A subscription's topics as stored: a JSON array (empty when not given).
+/// A topic named twice is stored once, as in `subscription_topics` (found
+/// by the round-trip property test: `["", ""]` read back twice).
 fn topics_json(new: &NewSubscription) -> String {
-    new.topics.as_ref().map_or_else(|| "[]".to_owned(), |t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into()))
+    let Some(topics) = &new.topics else { return "[]".to_owned() };
+    let mut seen = std::collections::HashSet::new();
+    let once: Vec<&String> = topics.iter().filter(|t| seen.insert(t.as_str())).collect();
+    serde_json::to_string(&once).unwrap_or_else(|_| "[]".into())
 }
 
 /// Applies proven re-posts (`(row id, item)`) to their stored rows in one
