@@ -39,7 +39,7 @@ fn engine_at(
     service: Arc<Scripted>,
     base_ms: i64,
 ) -> Result<Arc<Engine>, Box<dyn std::error::Error>> {
-    node_at("node-a", store, service, base_ms)
+    node_at("node-a", store, service, base_ms, Duration::from_secs(30))
 }
 
 /// [`engine_at`] with a node id of its own (two nodes on one store).
@@ -48,6 +48,7 @@ fn node_at(
     store: Arc<dyn Store>,
     service: Arc<Scripted>,
     base_ms: i64,
+    poll: Duration,
 ) -> Result<Arc<Engine>, Box<dyn std::error::Error>> {
     let config = EngineConfig {
         node_id: node.into(),
@@ -60,7 +61,7 @@ fn node_at(
         concurrency: 4,
         per_origin: 4,
         retry: BroadcastConfig { max_attempts: 5, retry_base: Duration::from_secs(1), ..BroadcastConfig::default() },
-        poll_interval: Duration::from_secs(30),
+        poll_interval: poll,
         subject: VapidSubject::new("mailto:tests@tocsin-tests.org")?,
         clock: Clock::tokio_at(base_ms),
     };
@@ -321,8 +322,10 @@ async fn a_throttle_holds_its_rate_over_two_nodes() -> TestResult {
     let (a, b) =
         (Scripted::new(Duration::from_millis(10), delivered), Scripted::new(Duration::from_millis(10), delivered));
     let (stop, stopped) = watch::channel(false);
-    let run_a = tokio::spawn(node_at("node-a", store.clone(), a.clone(), base)?.run(stopped.clone()));
-    let run_b = tokio::spawn(node_at("node-b", store.clone(), b.clone(), base)?.run(stopped));
+    // Polling as `tocsin serve` does, so that both nodes take part.
+    let poll = Duration::from_millis(250);
+    let run_a = tokio::spawn(node_at("node-a", store.clone(), a.clone(), base, poll)?.run(stopped.clone()));
+    let run_b = tokio::spawn(node_at("node-b", store.clone(), b.clone(), base, poll)?.run(stopped));
     let m = until_done(store.as_ref(), "slow", Duration::from_secs(600)).await?;
     assert_eq!((m.counts.targeted, m.counts.delivered), (300, 300));
     let mut times = a.times();
@@ -374,6 +377,48 @@ async fn a_throttle_above_a_thousand_a_second_keeps_its_rate() -> TestResult {
     let span = (times[599] - times[0]).as_secs_f64();
     eprintln!("600 at 120000/min: {span:.4} s, 0.2995 s due");
     assert!((span - 0.2995).abs() <= 0.03, "the 600 took {span} s");
+    stop.send(true)?;
+    run.await?;
+    Ok(())
+}
+
+/// A throttled message whose next slot is a minute away does not hold a
+/// worker for that minute: its shard is given back until then, and a
+/// message created after it goes out at once.
+#[tokio::test(start_paused = true)]
+async fn slow_throttles_do_not_starve_other_messages() -> TestResult {
+    let endpoints: Vec<String> = (0..12).map(|i| format!("https://fcm.googleapis.com/fcm/send/s-{i}")).collect();
+    let zones: Vec<(&str, Option<&str>)> = endpoints.iter().map(|e| (e.as_str(), None)).collect();
+    let (store, ids) = store_with(&zones).await?;
+    let base = ms("2026-12-04T12:00:00Z");
+    // Four messages at one a minute, more than the node's four workers can wait on.
+    for (n, chunk) in ids.chunks(3).enumerate() {
+        let rules = MessageRules { rate_per_minute: 1, ..MessageRules::default() };
+        let m = NewMessage {
+            created_at: base,
+            rules,
+            ..message(&format!("slow-{n}"), Target::SubscriptionIds(chunk.to_vec()), b"x")
+        };
+        store.insert_message(&m).await?;
+    }
+    let service = Scripted::new(Duration::from_millis(10), delivered);
+    let (stop, stopped) = watch::channel(false);
+    let engine = engine_at(store.clone(), service.clone(), base)?;
+    let run = tokio::spawn(engine.clone().run(stopped));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = tokio::time::Instant::now();
+    store.insert_message(&NewMessage { created_at: base + 2_000, ..message("plain", Target::All(true), b"y") }).await?;
+    engine.wake(); // as the API does when it stores a message
+    let plain = until_done(store.as_ref(), "plain", Duration::from_secs(120)).await?;
+    let waited = started.elapsed();
+    assert_eq!(plain.counts.delivered, 12);
+    assert!(waited < Duration::from_secs(5), "the plain message waited {waited:?} behind the throttled ones");
+    for n in 0..4 {
+        let m = until_done(store.as_ref(), &format!("slow-{n}"), Duration::from_secs(600)).await?;
+        assert_eq!(m.counts.delivered, 3);
+    }
+    let slow_span = started.elapsed();
+    assert!(slow_span >= Duration::from_secs(110), "three at one a minute take two minutes: {slow_span:?}");
     stop.send(true)?;
     run.await?;
     Ok(())

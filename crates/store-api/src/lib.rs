@@ -313,6 +313,13 @@ pub trait WorkStore: Send + Sync {
     /// `now + lease_ms` (a heartbeat while a page is in flight). False when
     /// the claim is lost: another claim took the shard, or it was closed.
     async fn renew_shard(&self, shard: &Shard, now: i64, lease_ms: i64) -> Result<bool>;
+    /// Gives a shard still held under its claim's token back, claimable
+    /// again from `until` (a throttled message whose next slot is later:
+    /// no worker waits for it). False when the claim is lost.
+    async fn defer_shard(&self, shard: &Shard, until: i64) -> Result<bool>;
+    /// A throttled message's next free sending slot (ms since the epoch;
+    /// 0 before its first reservation).
+    async fn throttle_next(&self, message_id: &str) -> Result<i64>;
     /// Records a page in one transaction: the shard's cursor (and a lease
     /// renewed for `progress.lease_ms`), the message's counters, retries to
     /// schedule, subscriptions to delete; `progress.done` closes the shard.

@@ -867,6 +867,22 @@ impl WorkStore for MemoryStore {
         }))
     }
 
+    async fn defer_shard(&self, shard: &Shard, until: i64) -> Result<bool> {
+        let mut st = self.lock();
+        match st.shards.get_mut(&(shard.message_id.clone(), shard.shard)) {
+            Some(row) if !row.done && row.token.as_deref() == Some(shard.token.as_str()) => {
+                row.not_before = until;
+                row.lease_until = 0;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn throttle_next(&self, message_id: &str) -> Result<i64> {
+        Ok(self.lock().throttle_next.get(message_id).copied().unwrap_or(0))
+    }
+
     async fn renew_shard(&self, shard: &Shard, now: i64, lease_ms: i64) -> Result<bool> {
         let mut st = self.lock();
         if st.refuse_renewals {

@@ -146,7 +146,7 @@ pub struct Engine {
     /// One transport per thread.
     transports: Vec<Arc<dyn Transport>>,
     config: EngineConfig,
-    wake: Notify,
+    wake: Arc<Notify>,
     policy: Arc<dyn EndpointCheck>,
     signers: Mutex<HashMap<i64, Arc<VapidSigner>>>,
     gates: Mutex<HashMap<String, Arc<OriginGate>>>,
@@ -193,7 +193,7 @@ impl Engine {
             store,
             transports,
             config,
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             policy,
             signers: Mutex::default(),
             gates: Mutex::default(),

@@ -17,6 +17,10 @@ use super::attempt::Job;
 use super::lane::Lane;
 use super::Engine;
 
+/// How long a worker may wait for a throttled message's next slot before
+/// it gives the shard back until then.
+const THROTTLE_HOLD_MS: i64 = 1_000;
+
 /// A worker waiting for the database to take results it holds; counted in
 /// [`Engine::recording`] until dropped.
 struct Recording<'a>(&'a std::sync::atomic::AtomicUsize);
@@ -112,7 +116,27 @@ impl Engine {
             rate => self.config.page_size.min((rate / 6).max(1)),
         };
         let mut cursor = shard.cursor;
+        let throttled = message.accepted.rules.rate_per_minute > 0;
         loop {
+            // A throttled message whose next slot is more than a second
+            // away gives its shard back until then: a worker waiting for it
+            // would starve every other message of the node.
+            if throttled {
+                let (id, now) = (message.id().to_owned(), self.now_ms());
+                let next = lane.db(move |s| async move { s.throttle_next(&id).await }).await?;
+                if next > now + THROTTLE_HOLD_MS {
+                    let sh = shard.clone();
+                    lane.db(move |s| async move { s.defer_shard(&sh, next).await }).await?;
+                    // Idle workers look again when the slot comes, not a
+                    // poll interval after it.
+                    let (wake, wait) = (self.wake.clone(), Duration::from_millis((next - now) as u64));
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        wake.notify_waiters();
+                    });
+                    return Ok(());
+                }
+            }
             let end_at = shard.end_at;
             let (page, waited) = self
                 .patiently(lane, "reading a page", || {

@@ -164,3 +164,33 @@ async fn held_capped_and_histories_are_kept_with_the_checkpoint() -> TestResult 
     })
     .await
 }
+
+#[tokio::test]
+async fn throttle_slots_are_reserved_in_order_and_a_shard_deferred_under_its_claim() -> TestResult {
+    on_every_store(async |store, key| {
+        let subs: Vec<NewSubscription> = (0..2)
+            .map(|i| new(&format!("https://push.example.net/t/{i}"), None, None, key))
+            .collect::<std::result::Result<_, _>>()?;
+        store.upsert_subscriptions(&subs, 1).await?;
+        let target = Target::All(true);
+        let rules = MessageRules { rate_per_minute: 60, ..MessageRules::default() };
+        store.insert_message(&NewMessage { rules, ..message_in(AppId::DEFAULT, "t", target.clone(), None) }).await?;
+        assert_eq!(store.throttle_next("t").await?, 0);
+        // Two nodes reserving: one after the other, never overlapping.
+        assert_eq!(store.reserve_sends("t", 10_000, 1_000).await?, 1_000);
+        assert_eq!(store.reserve_sends("t", 5_000, 1_500).await?, 11_000);
+        assert_eq!(store.throttle_next("t").await?, 16_000);
+        assert_eq!(store.reserve_sends("t", 1_000, 50_000).await?, 50_000, "not before now");
+        assert!(store.start_message("t", &target, 1000, 60_000).await?);
+        let shard = store.claim_shard(&claim("a", "held"), 60_000, 60_000).await?.ok_or("shard")?;
+        let other = Shard { token: "other".into(), ..shard.clone() };
+        assert!(!store.defer_shard(&other, 90_000).await?, "not under another claim");
+        assert!(store.defer_shard(&shard, 90_000).await?);
+        assert!(store.claim_shard(&claim("b", "early"), 89_999, 60_000).await?.is_none(), "deferred");
+        let again = store.claim_shard(&claim("b", "late"), 90_000, 60_000).await?.ok_or("claimable again")?;
+        assert_eq!(again.shard, shard.shard);
+        assert!(!store.defer_shard(&shard, 95_000).await?, "the first claim is lost");
+        Ok(())
+    })
+    .await
+}

@@ -571,6 +571,14 @@ impl WorkStore for SqlStore {
         self.bounded(work::claim_shard(self, claim, now, lease_ms)).await
     }
 
+    async fn defer_shard(&self, shard: &Shard, until: i64) -> Result<bool> {
+        self.bounded(work::defer_shard(self, shard, until)).await
+    }
+
+    async fn throttle_next(&self, message_id: &str) -> Result<i64> {
+        self.bounded(work::throttle_next(self, message_id)).await
+    }
+
     async fn renew_shard(&self, shard: &Shard, now: i64, lease_ms: i64) -> Result<bool> {
         self.bounded(work::renew_shard(self, shard, now, lease_ms)).await
     }

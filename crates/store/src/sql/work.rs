@@ -75,6 +75,31 @@ pub(super) async fn reserve_sends(store: &SqlStore, message_id: &str, span_ms: i
     Ok(end - span_ms)
 }
 
+pub(super) async fn defer_shard(store: &SqlStore, shard: &Shard, until: i64) -> R<bool> {
+    let r = sqlx::query(
+        "UPDATE message_shards SET not_before = $1, lease_until = 0 \
+         WHERE message_id = $2 AND shard = $3 AND lease_token = $4 AND done = 0",
+    )
+    .bind(until)
+    .bind(shard.message_id.as_str())
+    .bind(shard.shard)
+    .bind(shard.token.as_str())
+    .execute(&store.pool)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub(super) async fn throttle_next(store: &SqlStore, message_id: &str) -> R<i64> {
+    let row = sqlx::query("SELECT throttle_next FROM messages WHERE id = $1")
+        .bind(message_id)
+        .fetch_optional(&store.pool)
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get("throttle_next")?,
+        None => 0,
+    })
+}
+
 pub(super) async fn renew_shard(store: &SqlStore, shard: &Shard, now: i64, lease_ms: i64) -> R<bool> {
     let r = sqlx::query(
         "UPDATE message_shards SET lease_until = $1 \
