@@ -199,8 +199,8 @@ def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN, message=None,
         sys.exit(out.stderr)
     env = dict(os.environ, TOCSIN_ADMIN_TOKEN=BENCH_TOKEN, TOCSIN_VAPID_SUBJECT="mailto:bench@tocsin-tests.org",
                TOCSIN_LOG="warn")
-    # This build's server ways index the tags the segment ways compare (SQLite only; what a site
-    # would do for the tags it segments by); an earlier build knows no such flag.
+    # This build's server ways index the tags the segment ways compare (what a site would do for
+    # the tags it segments by); an earlier build knows no such flag.
     indexed = ["--indexed-tags", "bucket,plan,city"] if binary == TOCSIN and "tagged" in str(subs) else []
     p = subprocess.Popen([str(binary), "serve", "--listen", "127.0.0.1:0", "--database", database,
                           "--endpoint-policy", "any", "--ca-cert", str(sink.cert), "--concurrency", str(concurrency),

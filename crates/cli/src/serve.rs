@@ -72,7 +72,7 @@ pub struct ServeArgs {
     /// to your backend (PATCH /v1/subscriptions/{id}/tags). Apps made with their own setting keep it.
     #[arg(long, env = "TOCSIN_CLIENT_TAGS", default_value_t = d().client_tags, action = clap::ArgAction::Set)]
     client_tags: bool,
-    /// Tag keys to index on SQLite, comma-separated (plan,city): a segment's equality on one reads only the rows
+    /// Tag keys to index, comma-separated (plan,city): a segment's equality on one reads only the rows
     /// that match, in its count and as it is sent. Made at start (once; a million rows take seconds).
     #[arg(long, env = "TOCSIN_INDEXED_TAGS", value_delimiter = ',', value_parser = tag_key)]
     indexed_tags: Vec<tocsin_store::tocsin_audience::TagKey>,

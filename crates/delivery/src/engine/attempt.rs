@@ -207,10 +207,9 @@ impl Engine {
             };
             ready.push((job, payload, signer, gate, origin_permits));
         }
-        // A throttled message: this batch's sending slots, reserved over
-        // every node, each delivery waiting for its own.
-        // Slots are fractions of a ms apart above 1,000 a second: the batch
-        // reserves its whole span (rounded up), each delivery its place in it.
+        // A throttled message: the batch reserves its span of sending time
+        // over every node (rounded up to the ms), and each delivery waits
+        // for its place in it (fractions of a ms apart above 1,000 a second).
         let rate = i64::from(asks.rate_per_minute);
         let (first_slot, interval_us) = if rate > 0 && !ready.is_empty() {
             let (id, n) = (message.id().to_owned(), ready.len() as i64);

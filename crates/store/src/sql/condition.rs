@@ -182,6 +182,19 @@ impl Compiler<'_> {
     }
 
     fn postgres_tag(&mut self, key: &str, op: Op, value: &Literal) -> String {
+        if op == Op::Eq {
+            // Equality of jsonb values is equality of value and type (a
+            // string is never equal to a number, 3 equals 3.0), and with the
+            // key written as a literal it is the expression an index of
+            // `--indexed-tags` is on (`jsonb_item`): a seek, not a scan.
+            let json = match value {
+                Literal::String(v) => serde_json::Value::from(v.as_str()),
+                Literal::Number(n) => serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, Into::into),
+                Literal::Bool(b) => serde_json::Value::from(*b),
+            };
+            let p = self.bind(Bind::Text(json.to_string()));
+            return format!("{} = CAST({p} AS JSONB)", jsonb_item(key));
+        }
         let k = self.bind(Bind::Text(key.to_owned()));
         let item = format!("(s.tags_j -> CAST({k} AS TEXT))");
         let text = format!("(s.tags_j ->> CAST({k} AS TEXT))");
@@ -252,6 +265,15 @@ fn needle(key: &str, value: &Literal) -> Option<String> {
 /// (`--indexed-tags`, `SqlStore::index_tags`) is used; safe to write into
 /// the SQL, as a tag key is 1 to 64 of `[a-z0-9_.:-]` (no quote of either
 /// kind), which this checks again.
+/// A tag's value in PostgreSQL's jsonb column, the key written as a
+/// literal (of the key alphabet, filtered again here) so that an
+/// expression index can match it.
+pub(crate) fn jsonb_item(key: &str) -> String {
+    let key: String =
+        key.chars().filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.:-".contains(*c)).collect();
+    format!("(s.tags_j -> '{key}')")
+}
+
 pub(crate) fn json_path(key: &str) -> String {
     let key: String =
         key.chars().filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.:-".contains(*c)).collect();

@@ -291,21 +291,25 @@ impl SqlStore {
     /// an expression's equality on one (`plan == "pro"`, `bucket in [1,
     /// 2]`) reads the matching rows only, in counts and in a segment's
     /// pages (`tocsin serve --indexed-tags`). Indexes of keys no longer
-    /// named are left in place. On PostgreSQL it does nothing: equality
-    /// there is containment over the binary jsonb column, which reads a
-    /// million rows in well under a second without one.
+    /// named are left in place. On PostgreSQL the index is on the jsonb
+    /// value (`condition::jsonb_item`), which equality compares.
     pub async fn index_tags(&self, keys: &[tocsin_audience::TagKey]) -> Result<()> {
-        if self.backend != Backend::Sqlite {
-            return Ok(());
-        }
         for key in keys {
             // A tag key is 1 to 64 of [a-z0-9_.:-]: nothing to escape in a
-            // quoted identifier, and `condition::json_path` writes the same
-            // expression the index is on.
-            let sql = format!(
-                "CREATE INDEX IF NOT EXISTS \"subscriptions_tag_{key}\" ON subscriptions (app_id, json_extract(tags, {}))",
-                condition::json_path(key.as_str())
-            );
+            // quoted identifier, and `condition::json_path` (`jsonb_item`)
+            // writes the same expression the index is on.
+            let sql = match self.backend {
+                Backend::Sqlite => format!(
+                    "CREATE INDEX IF NOT EXISTS \"subscriptions_tag_{key}\" ON subscriptions (app_id, json_extract(tags, {}))",
+                    condition::json_path(key.as_str())
+                ),
+                // The index names the column bare; the query's `s.tags_j`
+                // is the same expression to the planner.
+                Backend::Postgres => format!(
+                    "CREATE INDEX IF NOT EXISTS \"subscriptions_tag_{key}\" ON subscriptions (app_id, {}, id)",
+                    condition::jsonb_item(key.as_str()).replace("s.tags_j", "tags_j")
+                ),
+            };
             let q = sqlx::query(&sql).execute(&self.pool);
             tokio::time::timeout(std::time::Duration::from_secs(600), q)
                 .await
