@@ -423,3 +423,49 @@ async fn slow_throttles_do_not_starve_other_messages() -> TestResult {
     run.await?;
     Ok(())
 }
+
+fn busy_once(nth: u32) -> tocsin_protocol::Outcome {
+    match nth {
+        1 => tocsin_protocol::Outcome::Retry {
+            reason: tocsin_protocol::RetryReason::ServerError(503),
+            after: Some(Duration::from_secs(1)),
+        },
+        _ => tocsin_protocol::Outcome::Delivered { status: 201 },
+    }
+}
+
+/// A claimed batch of retries holding a slow throttled message's and a
+/// plain message's: the throttled ones are given back until their slot,
+/// and the plain one is retried at once (it waited a minute behind them).
+#[tokio::test(start_paused = true)]
+async fn a_slow_throttle_s_retries_do_not_hold_back_another_message_s() -> TestResult {
+    const SLOW: &str = "https://fcm.googleapis.com/fcm/send/slow";
+    const PLAIN: &str = "https://fcm.googleapis.com/fcm/send/plain";
+    let (store, ids) = store_with(&[(SLOW, None), (PLAIN, None)]).await?;
+    let base = ms("2026-12-04T12:00:00Z");
+    let rules = MessageRules { rate_per_minute: 1, ..MessageRules::default() };
+    let slow = NewMessage { created_at: base, rules, ..message("slow", Target::SubscriptionIds(vec![ids[0]]), b"x") };
+    store.insert_message(&slow).await?;
+    store
+        .insert_message(&NewMessage {
+            created_at: base,
+            ..message("plain", Target::SubscriptionIds(vec![ids[1]]), b"y")
+        })
+        .await?;
+    let service = Scripted::new(Duration::from_millis(10), busy_once);
+    let (stop, stopped) = watch::channel(false);
+    let started = tokio::time::Instant::now();
+    // Polling as `tocsin serve` does: a retry comes due without a wake-up.
+    let engine = node_at("node-a", store.clone(), service.clone(), base, Duration::from_millis(250))?;
+    let run = tokio::spawn(engine.run(stopped));
+    let plain = until_done(store.as_ref(), "plain", Duration::from_secs(300)).await?;
+    let waited = started.elapsed();
+    assert_eq!(plain.counts.delivered, 1);
+    assert!(waited < Duration::from_secs(10), "the plain message's retry waited {waited:?}");
+    let slow = until_done(store.as_ref(), "slow", Duration::from_secs(300)).await?;
+    assert_eq!(slow.counts.delivered, 1);
+    assert!(started.elapsed() >= Duration::from_secs(59), "the slow one's second attempt waits for its slot");
+    stop.send(true)?;
+    run.await?;
+    Ok(())
+}

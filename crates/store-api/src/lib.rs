@@ -336,6 +336,10 @@ pub trait WorkStore: Send + Sync {
     /// Claims up to `limit` retries that are due, for `lease_ms`, all under
     /// `claim`'s token.
     async fn claim_retries(&self, claim: &Claim, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<RetryItem>>;
+    /// Gives back the retries of `message_id` held under `token`, due again
+    /// at `until` (a throttled message whose next slot is later: no worker
+    /// waits for it). False when none is held any more.
+    async fn defer_retries(&self, message_id: &str, token: &str, until: i64) -> Result<bool>;
     /// Extends the lease of the retries still held under `token`. False when
     /// none is held any more.
     async fn renew_retries(&self, token: &str, now: i64, lease_ms: i64) -> Result<bool>;

@@ -960,6 +960,18 @@ impl WorkStore for MemoryStore {
         Ok(items)
     }
 
+    async fn defer_retries(&self, message_id: &str, token: &str, until: i64) -> Result<bool> {
+        let mut st = self.lock();
+        let mut any = false;
+        for ((m, _), r) in st.retries.iter_mut() {
+            if m == message_id && r.token.as_deref() == Some(token) {
+                (r.due_at, r.lease_until, r.token) = (until, 0, None);
+                any = true;
+            }
+        }
+        Ok(any)
+    }
+
     async fn renew_retries(&self, token: &str, now: i64, lease_ms: i64) -> Result<bool> {
         let mut st = self.lock();
         if st.refuse_renewals {

@@ -75,6 +75,16 @@ impl Engine {
         Ok(false)
     }
 
+    /// Wakes idle workers in `ms` (when a deferred slot comes), not a poll
+    /// interval after it.
+    fn wake_at(&self, ms: i64) {
+        let (wake, wait) = (self.wake.clone(), Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            wake.notify_waiters();
+        });
+    }
+
     async fn finish_if_complete(&self, lane: &Lane, id: &str) -> Result<(), StoreError> {
         let (id, now) = (id.to_owned(), self.now_ms());
         let finished = lane.db(move |s| async move {
@@ -127,13 +137,7 @@ impl Engine {
                 if next > now + THROTTLE_HOLD_MS {
                     let sh = shard.clone();
                     lane.db(move |s| async move { s.defer_shard(&sh, next).await }).await?;
-                    // Idle workers look again when the slot comes, not a
-                    // poll interval after it.
-                    let (wake, wait) = (self.wake.clone(), Duration::from_millis((next - now) as u64));
-                    tokio::spawn(async move {
-                        tokio::time::sleep(wait).await;
-                        wake.notify_waiters();
-                    });
+                    self.wake_at(next - now);
                     return Ok(());
                 }
             }
@@ -252,6 +256,18 @@ impl Engine {
                 })
                 .await?;
             let Some(message) = message else { continue };
+            // As for shards: a throttled message's retries do not hold a
+            // worker for a slot more than a second away.
+            if message.accepted.rules.rate_per_minute > 0 {
+                let (id, now) = (message_id.clone(), self.now_ms());
+                let next = lane.db(move |s| async move { s.throttle_next(&id).await }).await?;
+                if next > now + THROTTLE_HOLD_MS {
+                    let (id, tok) = (message_id.clone(), token.clone());
+                    lane.db(move |s| async move { s.defer_retries(&id, &tok, next).await }).await?;
+                    self.wake_at(next - now);
+                    continue;
+                }
+            }
             let (stop, stopped) = watch::channel(false);
             let sending = self.attempt_all(lane, &message, &rules, jobs, stopped);
             let (mut outcome, held, _waiting) =

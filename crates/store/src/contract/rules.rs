@@ -194,3 +194,31 @@ async fn throttle_slots_are_reserved_in_order_and_a_shard_deferred_under_its_cla
     })
     .await
 }
+
+#[tokio::test]
+async fn retries_are_given_back_under_their_claim_only() -> TestResult {
+    on_every_store(async |store, key| {
+        let sub = new("https://push.example.net/r/0", None, None, key)?;
+        let id = store.upsert_subscriptions(&[sub], 1).await?[0].id;
+        let target = Target::All(true);
+        store.insert_message(&message_in(AppId::DEFAULT, "r", target.clone(), None)).await?;
+        assert!(store.start_message("r", &target, 1000, 2).await?);
+        let shard = store.claim_shard(&claim("a", "s"), 3, 60_000).await?.ok_or("shard")?;
+        let mut outcome = PageOutcome::default();
+        outcome.retries.push(NewRetry { subscription_id: id, attempt: 1, due_at: 10, reason: "http-503".into() });
+        let progress = ShardProgress { from: shard.cursor, cursor: shard.end_at, done: true, lease_ms: 60_000 };
+        store.checkpoint_shard(&shard, &progress, &outcome, 4).await?.ok_or("checkpoint")?;
+        let items = store.claim_retries(&claim("a", "r1"), 10, 60_000, 10).await?;
+        assert_eq!(items.len(), 1);
+        assert!(!store.defer_retries("r", "other", 5_000).await?, "not under another claim");
+        assert!(!store.defer_retries("other-message", "r1", 5_000).await?, "nor another message's");
+        assert!(store.defer_retries("r", "r1", 5_000).await?);
+        assert!(store.claim_retries(&claim("b", "r2"), 4_999, 60_000, 10).await?.is_empty(), "due again at 5,000");
+        let again = store.claim_retries(&claim("b", "r3"), 5_000, 60_000, 10).await?;
+        assert_eq!((again.len(), again[0].attempt), (1, 1), "the attempt count is kept");
+        assert!(!store.renew_retries("r1", 5_001, 60_000).await?, "the first claim is gone");
+        assert_eq!(store.message("r").await?.ok_or("message")?.counts.pending_retry, 1);
+        Ok(())
+    })
+    .await
+}

@@ -601,6 +601,10 @@ impl WorkStore for SqlStore {
         self.bounded(work::claim_retries(self, claim, now, lease_ms, limit)).await
     }
 
+    async fn defer_retries(&self, message_id: &str, token: &str, until: i64) -> Result<bool> {
+        self.bounded(work::defer_retries(self, message_id, token, until)).await
+    }
+
     async fn renew_retries(&self, token: &str, now: i64, lease_ms: i64) -> Result<bool> {
         self.bounded(work::renew_retries(self, token, now, lease_ms)).await
     }

@@ -215,6 +215,18 @@ pub(super) async fn claim_retries(
         .collect()
 }
 
+pub(super) async fn defer_retries(store: &SqlStore, message_id: &str, token: &str, until: i64) -> R<bool> {
+    let r = sqlx::query(
+        "UPDATE retries SET due_at = $1, lease_until = 0, lease_token = NULL WHERE message_id = $2 AND lease_token = $3",
+    )
+    .bind(until)
+    .bind(message_id)
+    .bind(token)
+    .execute(&store.pool)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
 pub(super) async fn renew_retries(store: &SqlStore, token: &str, now: i64, lease_ms: i64) -> R<bool> {
     let r = sqlx::query("UPDATE retries SET lease_until = $1 WHERE lease_token = $2")
         .bind(now + lease_ms)
