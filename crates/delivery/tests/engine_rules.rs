@@ -4,17 +4,14 @@
 //! the window ends in the subscriber's zone, and frequency caps drop what
 //! is over them, with exact counts.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tocsin_audience::rules::{DeliveryRules, LocalDateTime, LocalSchedule};
 use tocsin_audience::TimeZoneName;
 use tocsin_delivery::engine::{Clock, Engine, EngineConfig, EngineMetrics};
-use tocsin_delivery::fanout::BroadcastConfig;
-use tocsin_delivery::Transport;
 use tocsin_protocol::ece::ReceiverKeys;
-use tocsin_protocol::{VapidKey, VapidSubject};
+use tocsin_protocol::VapidKey;
 use tocsin_store_api::memory::MemoryStore;
 use tocsin_store_api::{
     AppId, AppStore, MessageRules, MessageState, MessageStore, NewMessage, NewSubscription, Store, SubscriptionStore,
@@ -53,20 +50,11 @@ fn node_at(
     let config = EngineConfig {
         node_id: node.into(),
         shard_size: 20,
-        page_size: 100,
-        lease: Duration::from_secs(30),
-        threads: 2,
-        own_threads: false,
-        workers: 2,
-        concurrency: 4,
-        per_origin: 4,
-        retry: BroadcastConfig { max_attempts: 5, retry_base: Duration::from_secs(1), ..BroadcastConfig::default() },
         poll_interval: poll,
-        subject: VapidSubject::new("mailto:tests@tocsin-tests.org")?,
         clock: Clock::tokio_at(base_ms),
+        ..config()?
     };
-    let transports: Vec<Arc<dyn Transport>> = vec![service.clone(), service];
-    Ok(Engine::with_transports(store, transports, config, Arc::new(AnyEndpoint), EngineMetrics::new()))
+    Ok(engine_with(store, service, config, EngineMetrics::new()))
 }
 
 /// A store with one subscription per `(endpoint, zone)`; their ids.
@@ -110,10 +98,6 @@ async fn until(base: i64, start: tokio::time::Instant, at: &str) {
     tokio::time::sleep_until(target).await;
 }
 
-fn hits_of(service: &Scripted) -> HashMap<String, u32> {
-    service.hits()
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_local_time_reaches_each_zone_at_its_hour_from_utc_plus_14_to_utc_minus_11() -> TestResult {
     const KIRITIMATI: &str = "https://fcm.googleapis.com/fcm/send/kiritimati";
@@ -146,26 +130,26 @@ async fn a_local_time_reaches_each_zone_at_its_hour_from_utc_plus_14_to_utc_minu
     let run = tokio::spawn(engine_at(store.clone(), service.clone(), base)?.run(stopped));
 
     until(base, start, "2026-12-23T18:59:00Z").await;
-    assert!(hits_of(&service).is_empty(), "nothing before UTC+14's 09:00");
+    assert!(service.hits().is_empty(), "nothing before UTC+14's 09:00");
     until(base, start, "2026-12-23T19:02:00Z").await;
-    assert_eq!(hits_of(&service).keys().collect::<Vec<_>>(), [KIRITIMATI], "Kiritimati at 19:00Z");
+    assert_eq!(service.hits().keys().collect::<Vec<_>>(), [KIRITIMATI], "Kiritimati at 19:00Z");
     let m = store.message("local").await?.ok_or("message")?;
     assert_eq!((m.state, m.counts.targeted, m.counts.delivered), (MessageState::Sending, 4, 1));
     // Tokyo's 09:00 (00:00Z) for the subscriber without a zone.
     until(base, start, "2026-12-24T00:02:00Z").await;
-    assert!(hits_of(&service).contains_key(NO_ZONE) && !hits_of(&service).contains_key(BERLIN));
+    assert!(service.hits().contains_key(NO_ZONE) && !service.hits().contains_key(BERLIN));
     until(base, start, "2026-12-24T07:58:00Z").await;
-    assert!(!hits_of(&service).contains_key(BERLIN));
+    assert!(!service.hits().contains_key(BERLIN));
     until(base, start, "2026-12-24T08:02:00Z").await;
-    assert!(hits_of(&service).contains_key(BERLIN), "Berlin at 08:00Z");
+    assert!(service.hits().contains_key(BERLIN), "Berlin at 08:00Z");
     until(base, start, "2026-12-24T19:58:00Z").await;
-    assert!(!hits_of(&service).contains_key(PAGO_PAGO));
+    assert!(!service.hits().contains_key(PAGO_PAGO));
     let waves = store.wave_progress("local").await?;
     assert!(waves.iter().any(|w| w.done < w.shards), "later waves still open: {waves:?}");
     let m = until_done(store.as_ref(), "local", Duration::from_secs(600)).await?;
-    assert!(hits_of(&service).contains_key(PAGO_PAGO), "Pago Pago at 20:00Z");
+    assert!(service.hits().contains_key(PAGO_PAGO), "Pago Pago at 20:00Z");
     assert_eq!((m.counts.targeted, m.counts.delivered), (4, 4));
-    assert!(hits_of(&service).values().all(|n| *n == 1), "each once: {:?}", hits_of(&service));
+    assert!(service.hits().values().all(|n| *n == 1), "each once: {:?}", service.hits());
     let waves = store.wave_progress("local").await?;
     assert!(waves.iter().all(|w| w.done == w.shards));
     assert_eq!(waves.iter().map(|w| w.delivered).sum::<i64>(), 4);
@@ -198,14 +182,14 @@ async fn zones_where_the_time_has_passed_are_skipped_when_asked() -> TestResult 
     let (stop, stopped) = watch::channel(false);
     let run = tokio::spawn(engine_at(store.clone(), service.clone(), base)?.run(stopped));
     until(base, start, "2026-12-24T10:05:00Z").await;
-    assert_eq!(hits_of(&service).get(BERLIN), Some(&1), "passed and not skipped: at once");
-    assert_eq!(hits_of(&service).get(NEW_YORK), None);
+    assert_eq!(service.hits().get(BERLIN), Some(&1), "passed and not skipped: at once");
+    assert_eq!(service.hits().get(NEW_YORK), None);
     let skip = until_done(store.as_ref(), "skip", Duration::from_secs(86_400)).await?;
     let at_once = until_done(store.as_ref(), "at-once", Duration::from_secs(86_400)).await?;
     assert_eq!((skip.counts.targeted, skip.counts.delivered), (1, 1), "New York only");
     assert_eq!((at_once.counts.targeted, at_once.counts.delivered), (2, 2));
-    assert_eq!(hits_of(&service).get(BERLIN), Some(&1));
-    assert_eq!(hits_of(&service).get(NEW_YORK), Some(&2));
+    assert_eq!(service.hits().get(BERLIN), Some(&1));
+    assert_eq!(service.hits().get(NEW_YORK), Some(&2));
     stop.send(true)?;
     run.await?;
     Ok(())
@@ -243,12 +227,12 @@ async fn quiet_hours_hold_a_delivery_until_they_end_in_the_subscribers_zone() ->
         (MessageState::Sending, 2, 1, 0),
         "Paris held, the others sent"
     );
-    assert_eq!(hits_of(&service).get(PARIS), Some(&1), "only the urgent one reached Paris");
+    assert_eq!(service.hits().get(PARIS), Some(&1), "only the urgent one reached Paris");
     until(base, start, "2026-12-05T05:59:00Z").await;
     assert_eq!(store.message("night").await?.ok_or("message")?.counts.held, 1, "held until 07:00 in Paris");
     let night = until_done(store.as_ref(), "night", Duration::from_secs(3_600)).await?;
     assert_eq!((night.counts.targeted, night.counts.delivered, night.counts.held), (3, 3, 0));
-    assert_eq!(hits_of(&service).get(PARIS), Some(&2));
+    assert_eq!(service.hits().get(PARIS), Some(&2));
     stop.send(true)?;
     run.await?;
     Ok(())

@@ -207,9 +207,8 @@ impl State {
                 if new.user_id.is_some() {
                     row.user_id = new.user_id.clone();
                 }
-                if let Some(t) = &new.topics {
-                    let mut seen = std::collections::HashSet::new();
-                    row.topics = t.iter().filter(|x| seen.insert(x.as_str())).cloned().collect();
+                if let Some(t) = new.topics_once() {
+                    row.topics = t;
                 }
                 if let Some(patch) = &new.tags {
                     row.tags = patch.apply(&row.tags).map_err(|_| StoreError::TooManyTags)?;
@@ -234,10 +233,7 @@ impl State {
                     id: self.next_sub,
                     subscription: new.subscription.clone(),
                     user_id: new.user_id.clone(),
-                    topics: {
-                        let mut seen = std::collections::HashSet::new();
-                        new.topics.iter().flatten().filter(|t| seen.insert(t.as_str())).cloned().collect()
-                    },
+                    topics: new.topics_once().unwrap_or_default(),
                     tags,
                     language: new.language.as_ref().map(|l| l.as_str().to_owned()),
                     time_zone: new.time_zone.as_ref().map(|z| z.as_str().to_owned()),
@@ -788,13 +784,7 @@ impl WorkStore for MemoryStore {
         m.cursor_end = last;
         let waves: Vec<(Option<i64>, i64)> = match &local {
             None => vec![(None, 0)],
-            Some(l) => l
-                .waves
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| !w.skipped && zones_present.iter().any(|z| w.filter.matches(z.as_deref())))
-                .map(|(i, w)| (Some(i as i64), w.at))
-                .collect(),
+            Some(l) => l.waves_for(&zones_present).into_iter().map(|(i, at)| (Some(i), at)).collect(),
         };
         let ranges = shard_ranges(targeted, last, shard_size);
         let mut n = 0;

@@ -193,15 +193,25 @@ impl LocalSchedule {
         self.waves.iter().filter(|w| !w.skipped).map(|w| w.at).min()
     }
 
-    /// When the last wave comes.
-    pub fn last_at(&self) -> Option<i64> {
-        self.waves.iter().filter(|w| !w.skipped).map(|w| w.at).max()
-    }
-
     /// When the time comes for a subscriber in `zone` (`None`: without
     /// one): its wave's instant. `None` for a zone no wave names.
     pub fn at_for(&self, zone: Option<&str>) -> Option<i64> {
         self.waves.iter().find(|w| w.filter.matches(zone)).map(|w| w.at)
+    }
+
+    /// The waves to send, as `(index, instant)`: those not skipped that
+    /// reach someone of `zones_present` (the zones of the audience, `None`
+    /// for subscriptions without one). The stores give each its shards.
+    pub fn waves_for<'a>(
+        &self,
+        zones_present: impl IntoIterator<Item = &'a Option<String>> + Clone,
+    ) -> Vec<(i64, i64)> {
+        self.waves
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| !w.skipped && zones_present.clone().into_iter().any(|z| w.filter.matches(z.as_deref())))
+            .map(|(i, w)| (i as i64, w.at))
+            .collect()
     }
 
     /// Who gets the message at all: `None` when no wave was skipped
@@ -298,7 +308,7 @@ mod tests {
         let names: Vec<&String> = plan.waves.iter().flat_map(|w| &w.filter.zones).collect();
         assert_eq!(names.len(), all_zones().len());
         assert!(names.len() > 300);
-        let span = plan.last_at().unwrap() - plan.first_at().unwrap();
+        let span = plan.waves.last().unwrap().at - plan.first_at().unwrap();
         assert_eq!(span, 26 * 3_600_000, "UTC+14 to UTC-12");
         assert!(plan.waves.windows(2).all(|w| w[0].at < w[1].at));
         let unset: Vec<&Wave> = plan.waves.iter().filter(|w| w.filter.unset).collect();
@@ -306,6 +316,9 @@ mod tests {
         assert!(unset[0].filter.matches(Some("UTC")) && unset[0].filter.matches(None));
         assert_eq!(LocalSchedule::from_stored(&plan.to_stored()).unwrap(), plan);
         assert_eq!(plan.reached(), None);
+        let utc_wave = plan.waves.iter().position(|w| w.filter.unset).unwrap() as i64;
+        let present = [None, Some("Etc/UTC".to_owned())];
+        assert_eq!(plan.waves_for(&present).iter().map(|w| w.0).collect::<Vec<_>>(), [utc_wave], "one wave has both");
     }
 
     #[test]

@@ -211,15 +211,6 @@ fn assert_duplicates_at_most_in_flight(total: u64, n: usize) {
 }
 both_backends!(kill_9_halfway_loses_nothing, crash);
 
-fn delivered_by(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with("tocsin_deliveries_total{outcome=\"delivered\""))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn two_nodes_share_a_broadcast_and_survive_one_dying() {
     let n = 10_000;
@@ -234,9 +225,7 @@ async fn two_nodes_share_a_broadcast_and_survive_one_dying() {
     b.assert_up().await;
     let started = Instant::now();
     let (share_a, share_b) = loop {
-        let ma = a.http.get(a.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
-        let mb = b.http.get(b.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
-        let (da, dbb) = (delivered_by(&ma), delivered_by(&mb));
+        let (da, dbb) = (a.delivered().await, b.delivered().await);
         if da > 0 && dbb > 0 && da + dbb >= (n / 3) as u64 {
             break (da, dbb);
         }
@@ -252,11 +241,10 @@ async fn two_nodes_share_a_broadcast_and_survive_one_dying() {
         assert!(counts.get(&sub_id(s)).copied().unwrap_or(0) >= 1, "a subscription never got the message");
     }
     let twice = counts.values().filter(|c| **c > 1).count();
-    let mb = b.http.get(b.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+    let finished_b = b.delivered().await;
     eprintln!(
-        "two nodes: when a was killed a had delivered {share_a}, b {share_b}; b finished with {} deliveries; \
-         {total} received in all; {twice} got it twice",
-        delivered_by(&mb)
+        "two nodes: when a was killed a had delivered {share_a}, b {share_b}; b finished with {finished_b} deliveries; \
+         {total} received in all; {twice} got it twice"
     );
     assert!(share_a + share_b < n as u64, "a was killed after the broadcast had ended");
     assert_duplicates_at_most_in_flight(total, n);
@@ -324,8 +312,7 @@ async fn two_nodes_with_slow_pages_send_each_once() {
     b.assert_up().await;
     let m = a.wait_done(&id).await;
     assert_exactly_once(&dev, &subs, &m).await;
-    let mb = b.http.get(b.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
-    assert!(delivered_by(&mb) > 0, "node b took part");
+    assert!(b.delivered().await > 0, "node b took part");
 }
 
 #[tokio::test]

@@ -253,15 +253,6 @@ async fn caps(backend: Backend) {
 }
 both_backends!(frequency_caps_drop_deliveries_with_exact_counts, caps);
 
-fn delivered_by(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with("tocsin_deliveries_total{outcome=\"delivered\""))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Two nodes on one PostgreSQL send a message throttled to 1,200 a minute:
 /// together never faster (each page's slots are reserved in the database),
 /// both taking part. The rate itself is measured to 10 % on the paused
@@ -318,11 +309,7 @@ async fn a_throttle_holds_across_two_nodes_on_postgres() {
     let took = started.elapsed().as_secs_f64();
     assert_eq!((m["counts"]["delivered"].as_i64(), m["ratePerMinute"].as_u64()), (Some(n as i64), Some(1200)), "{m}");
     let due = (n - 1) as f64 / 20.0; // 1,200 a minute: 20 a second
-    let metrics = |s: &Server| {
-        let (http, url) = (s.http.clone(), s.url("/metrics"));
-        async move { delivered_by(&http.get(url).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap()) }
-    };
-    let (by_a, by_b) = (metrics(&a).await, metrics(&b).await);
+    let (by_a, by_b) = (a.delivered().await, b.delivered().await);
     eprintln!("{n} at 1200/min over two nodes (a {by_a}, b {by_b}): {took:.2} s, {due:.2} s due");
     assert!(took >= due * 0.9, "faster than the rate: {took} s for {n}");
     assert!(by_a > 0 && by_b > 0, "both nodes sent: a {by_a}, b {by_b}");

@@ -141,6 +141,9 @@ impl Engine {
         let mut outcome = PageOutcome::default();
         let mut tasks = tokio::task::JoinSet::new();
         let mut ready = Vec::with_capacity(jobs.len());
+        // Each capped subscription's history, read once: checked here,
+        // added to when its delivery is accepted.
+        let mut histories: std::collections::HashMap<i64, SendHistory> = std::collections::HashMap::new();
         for job in jobs {
             let sub = &job.sub;
             if sub.subscription.expiration_time().is_some_and(|t| (t as i64) <= now) {
@@ -171,6 +174,7 @@ impl Engine {
                     outcome.cap(example(sub, &format!("over the cap of {} per {}{tag}", rule.max, rule.per)));
                     continue;
                 }
+                histories.insert(sub.id, history);
             }
             if let Err(reason) = self.policy.check(sub.subscription.endpoint()) {
                 tracing::warn!(subscription = sub.id, %reason, "endpoint refused by policy");
@@ -302,8 +306,7 @@ impl Engine {
                 Attempt::Delivered => {
                     self.metrics.delivered.inc();
                     outcome.delivered += 1;
-                    if let Some(caps) = caps {
-                        let mut history = SendHistory::from_stored(job.sub.send_history.as_deref());
+                    if let (Some(caps), Some(mut history)) = (caps, histories.remove(&job.sub.id)) {
                         history.record(caps, &asks.tags, now);
                         outcome.histories.push((job.sub.id, history.to_stored()));
                     }

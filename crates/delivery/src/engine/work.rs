@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tocsin_store_api::{
-    FailedDelivery, MessageState, PageOutcome, PageRow, RetryItem, Shard, ShardProgress, Store, StoreError,
+    FailedDelivery, Message, MessageState, PageOutcome, PageRow, RetryItem, Shard, ShardProgress, Store, StoreError,
 };
 use tokio::sync::watch;
 
@@ -75,14 +75,26 @@ impl Engine {
         Ok(false)
     }
 
-    /// Wakes idle workers in `ms` (when a deferred slot comes), not a poll
+    /// For a throttled message: its next free slot, when that is more than
+    /// [`THROTTLE_HOLD_MS`] away. The caller then gives its work back until
+    /// then (a worker waiting for it would starve every other message of
+    /// the node), and idle workers are woken when it comes, not a poll
     /// interval after it.
-    fn wake_at(&self, ms: i64) {
-        let (wake, wait) = (self.wake.clone(), Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+    async fn later_slot(&self, lane: &Lane, message: &Message) -> Result<Option<i64>, StoreError> {
+        if message.accepted.rules.rate_per_minute == 0 {
+            return Ok(None);
+        }
+        let (id, now) = (message.id().to_owned(), self.now_ms());
+        let next = lane.db(move |s| async move { s.throttle_next(&id).await }).await?;
+        if next <= now + THROTTLE_HOLD_MS {
+            return Ok(None);
+        }
+        let (wake, wait) = (self.wake.clone(), Duration::from_millis(u64::try_from(next - now).unwrap_or(0)));
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             wake.notify_waiters();
         });
+        Ok(Some(next))
     }
 
     async fn finish_if_complete(&self, lane: &Lane, id: &str) -> Result<(), StoreError> {
@@ -126,20 +138,11 @@ impl Engine {
             rate => self.config.page_size.min((rate / 6).max(1)),
         };
         let mut cursor = shard.cursor;
-        let throttled = message.accepted.rules.rate_per_minute > 0;
         loop {
-            // A throttled message whose next slot is more than a second
-            // away gives its shard back until then: a worker waiting for it
-            // would starve every other message of the node.
-            if throttled {
-                let (id, now) = (message.id().to_owned(), self.now_ms());
-                let next = lane.db(move |s| async move { s.throttle_next(&id).await }).await?;
-                if next > now + THROTTLE_HOLD_MS {
-                    let sh = shard.clone();
-                    lane.db(move |s| async move { s.defer_shard(&sh, next).await }).await?;
-                    self.wake_at(next - now);
-                    return Ok(());
-                }
+            if let Some(next) = self.later_slot(lane, &message).await? {
+                let sh = shard.clone();
+                lane.db(move |s| async move { s.defer_shard(&sh, next).await }).await?;
+                return Ok(());
             }
             let end_at = shard.end_at;
             let (page, waited) = self
@@ -256,17 +259,10 @@ impl Engine {
                 })
                 .await?;
             let Some(message) = message else { continue };
-            // As for shards: a throttled message's retries do not hold a
-            // worker for a slot more than a second away.
-            if message.accepted.rules.rate_per_minute > 0 {
-                let (id, now) = (message_id.clone(), self.now_ms());
-                let next = lane.db(move |s| async move { s.throttle_next(&id).await }).await?;
-                if next > now + THROTTLE_HOLD_MS {
-                    let (id, tok) = (message_id.clone(), token.clone());
-                    lane.db(move |s| async move { s.defer_retries(&id, &tok, next).await }).await?;
-                    self.wake_at(next - now);
-                    continue;
-                }
+            if let Some(next) = self.later_slot(lane, &message).await? {
+                let (id, tok) = (message_id.clone(), token.clone());
+                lane.db(move |s| async move { s.defer_retries(&id, &tok, next).await }).await?;
+                continue;
             }
             let (stop, stopped) = watch::channel(false);
             let sending = self.attempt_all(lane, &message, &rules, jobs, stopped);

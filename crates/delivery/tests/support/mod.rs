@@ -93,11 +93,17 @@ pub fn engine(
     shard: i64,
     metrics: EngineMetrics,
 ) -> Result<Arc<Engine>, Box<dyn std::error::Error>> {
-    let config = EngineConfig {
+    Ok(engine_with(store, service, EngineConfig { lease, page_size: page, shard_size: shard, ..config()? }, metrics))
+}
+
+/// The tests' engine settings: node `node-a`, two lanes of two workers,
+/// four requests in flight per lane, polling every 250 ms, tokio's clock.
+pub fn config() -> Result<EngineConfig, Box<dyn std::error::Error>> {
+    Ok(EngineConfig {
         node_id: "node-a".into(),
-        shard_size: shard,
-        page_size: page,
-        lease,
+        shard_size: 100,
+        page_size: 100,
+        lease: Duration::from_secs(30),
         threads: 2,
         own_threads: false,
         workers: 2,
@@ -107,9 +113,18 @@ pub fn engine(
         poll_interval: Duration::from_millis(250),
         subject: VapidSubject::new("mailto:tests@tocsin-tests.org")?,
         clock: Clock::tokio(),
-    };
+    })
+}
+
+/// An engine with `config` sending to `service` (one transport per lane).
+pub fn engine_with(
+    store: Arc<dyn Store>,
+    service: Arc<Scripted>,
+    config: EngineConfig,
+    metrics: EngineMetrics,
+) -> Arc<Engine> {
     let transports: Vec<Arc<dyn Transport>> = vec![service.clone(), service];
-    Ok(Engine::with_transports(store, transports, config, Arc::new(AnyEndpoint), metrics))
+    Engine::with_transports(store, transports, config, Arc::new(AnyEndpoint), metrics)
 }
 
 /// Waits (on the paused clock) until the message is done, at most `limit`.

@@ -353,14 +353,10 @@ fn same_keys(new: &NewSubscription, p256dh: &str, auth: &str) -> bool {
     sub.auth().matches_base64(auth) && b64::decode(p256dh).is_ok_and(|p| p == sub.p256dh().as_bytes())
 }
 
-/// A subscription's topics as stored: a JSON array (empty when not given).
-/// A topic named twice is stored once, as in `subscription_topics` (found
-/// by the round-trip property test: `["", ""]` read back twice).
+/// A subscription's topics as stored: a JSON array, each once (empty when
+/// not given).
 fn topics_json(new: &NewSubscription) -> String {
-    let Some(topics) = &new.topics else { return "[]".to_owned() };
-    let mut seen = std::collections::HashSet::new();
-    let once: Vec<&String> = topics.iter().filter(|t| seen.insert(t.as_str())).collect();
-    serde_json::to_string(&once).unwrap_or_else(|_| "[]".into())
+    serde_json::to_string(&new.topics_once().unwrap_or_default()).unwrap_or_else(|_| "[]".into())
 }
 
 /// Applies proven re-posts (`(row id, item)`) to their stored rows in one

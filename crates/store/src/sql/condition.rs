@@ -260,22 +260,21 @@ fn needle(key: &str, value: &Literal) -> Option<String> {
     Some(format!("\"{key}\":{v}"))
 }
 
-/// SQLite's JSON path of a top-level key, as a SQL literal: `'$."key"'`.
-/// A literal, not a parameter, so that an index on the same expression
-/// (`--indexed-tags`, `SqlStore::index_tags`) is used; safe to write into
-/// the SQL, as a tag key is 1 to 64 of `[a-z0-9_.:-]` (no quote of either
-/// kind), which this checks again.
 /// A tag's value in PostgreSQL's jsonb column, the key written as a
-/// literal (of the key alphabet, filtered again here) so that an
-/// expression index can match it.
+/// literal so that an expression index (`--indexed-tags`) can match it.
 pub(crate) fn jsonb_item(key: &str) -> String {
-    let key: String =
-        key.chars().filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.:-".contains(*c)).collect();
-    format!("(s.tags_j -> '{key}')")
+    format!("(s.tags_j -> '{}')", key_literal(key))
 }
 
+/// SQLite's JSON path of a top-level key, as a SQL literal: `'$."key"'`.
+/// A literal, not a parameter, so that an index on the same expression
+/// (`--indexed-tags`, `SqlStore::index_tags`) is used.
 pub(crate) fn json_path(key: &str) -> String {
-    let key: String =
-        key.chars().filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.:-".contains(*c)).collect();
-    format!("'$.\"{key}\"'")
+    format!("'$.\"{}\"'", key_literal(key))
+}
+
+/// A tag key as it may be written into SQL: 1 to 64 of `[a-z0-9_.:-]`, no
+/// quote of either kind (its type promises it; filtered again here).
+fn key_literal(key: &str) -> String {
+    key.chars().filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.:-".contains(*c)).collect()
 }

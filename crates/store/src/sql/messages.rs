@@ -194,13 +194,7 @@ pub(super) async fn start(store: &SqlStore, id: &str, target: &Target, shard_siz
     // Shards of each wave (one set, claimable at once, without a local time).
     let waves: Vec<(Option<i64>, i64)> = match &local {
         None => vec![(None, 0)],
-        Some(l) => l
-            .waves
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| !w.skipped && zones_present.iter().any(|z| w.filter.matches(z.as_deref())))
-            .map(|(i, w)| (Some(i as i64), w.at))
-            .collect(),
+        Some(l) => l.waves_for(&zones_present).into_iter().map(|(i, at)| (Some(i), at)).collect(),
     };
     let mut tx = store.write_tx().await?;
     // The write comes first, so SQLite takes its write lock at once; it

@@ -52,16 +52,21 @@ impl TargetSql {
     }
 
     /// Binds the target's values to `q`.
-    pub fn bind<'q>(&'q self, mut q: AnyQuery<'q>) -> AnyQuery<'q> {
-        for b in &self.binds {
-            q = match b {
-                Bind::Int(i) => q.bind(*i),
-                Bind::Float(f) => q.bind(*f),
-                Bind::Text(s) => q.bind(s.as_str()),
-            };
-        }
-        q
+    pub fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
+        bind_all(q, &self.binds)
     }
+}
+
+/// Binds `binds` to `q`, in order.
+pub(crate) fn bind_all<'q>(mut q: AnyQuery<'q>, binds: &'q [Bind]) -> AnyQuery<'q> {
+    for b in binds {
+        q = match b {
+            Bind::Int(i) => q.bind(*i),
+            Bind::Float(f) => q.bind(*f),
+            Bind::Text(s) => q.bind(s.as_str()),
+        };
+    }
+    q
 }
 
 /// The SQL of `target` within `app`. A segment is looked up through `conn`

@@ -288,14 +288,7 @@ async fn an_indexed_tag_is_read_through_its_index() -> TestResult {
     let expr = crate::Condition::parse("bucket == 1")?;
     let cond = super::condition::condition_sql(expr.expr(), Backend::Sqlite, 0, &mut binds);
     let sql = format!("EXPLAIN QUERY PLAN SELECT s.id FROM subscriptions s WHERE s.app_id = $1 AND {cond} AND s.id > 3 AND s.id <= 20 ORDER BY s.id LIMIT 5");
-    let mut q = sqlx::query(&sql);
-    for b in &binds {
-        q = match b {
-            super::target::Bind::Int(i) => q.bind(*i),
-            super::target::Bind::Float(f) => q.bind(*f),
-            super::target::Bind::Text(t) => q.bind(t.clone()),
-        };
-    }
+    let q = super::target::bind_all(sqlx::query(&sql), &binds);
     let plan: Vec<String> = q
         .fetch_all(&store.pool)
         .await?
@@ -339,14 +332,7 @@ async fn postgres_can_read_an_indexed_tag_through_its_index() -> TestResult {
         );
         let mut conn = store.pool.acquire().await?;
         sqlx::query("SET enable_seqscan = off").execute(&mut *conn).await?;
-        let mut q = sqlx::query(&sql);
-        for b in &binds {
-            q = match b {
-                super::target::Bind::Int(i) => q.bind(*i),
-                super::target::Bind::Float(f) => q.bind(*f),
-                super::target::Bind::Text(t) => q.bind(t.clone()),
-            };
-        }
+        let q = super::target::bind_all(sqlx::query(&sql), &binds);
         let plan: Vec<String> = q
             .fetch_all(&mut *conn)
             .await?

@@ -76,17 +76,7 @@ pub(super) async fn reserve_sends(store: &SqlStore, message_id: &str, span_ms: i
 }
 
 pub(super) async fn defer_shard(store: &SqlStore, shard: &Shard, until: i64) -> R<bool> {
-    let r = sqlx::query(
-        "UPDATE message_shards SET not_before = $1, lease_until = 0 \
-         WHERE message_id = $2 AND shard = $3 AND lease_token = $4 AND done = 0",
-    )
-    .bind(until)
-    .bind(shard.message_id.as_str())
-    .bind(shard.shard)
-    .bind(shard.token.as_str())
-    .execute(&store.pool)
-    .await?;
-    Ok(r.rows_affected() > 0)
+    update_held_shard(store, shard, "not_before = $1, lease_until = 0", until).await
 }
 
 pub(super) async fn throttle_next(store: &SqlStore, message_id: &str) -> R<i64> {
@@ -101,16 +91,22 @@ pub(super) async fn throttle_next(store: &SqlStore, message_id: &str) -> R<i64> 
 }
 
 pub(super) async fn renew_shard(store: &SqlStore, shard: &Shard, now: i64, lease_ms: i64) -> R<bool> {
-    let r = sqlx::query(
-        "UPDATE message_shards SET lease_until = $1 \
-         WHERE message_id = $2 AND shard = $3 AND lease_token = $4 AND done = 0",
-    )
-    .bind(now + lease_ms)
-    .bind(shard.message_id.as_str())
-    .bind(shard.shard)
-    .bind(shard.token.as_str())
-    .execute(&store.pool)
-    .await?;
+    update_held_shard(store, shard, "lease_until = $1", now + lease_ms).await
+}
+
+/// Sets `set` (whose one value is `$1`) on a shard still open and held
+/// under its claim's token; false when the claim is lost.
+async fn update_held_shard(store: &SqlStore, shard: &Shard, set: &str, value: i64) -> R<bool> {
+    let sql = format!(
+        "UPDATE message_shards SET {set} WHERE message_id = $2 AND shard = $3 AND lease_token = $4 AND done = 0"
+    );
+    let r = sqlx::query(&sql)
+        .bind(value)
+        .bind(shard.message_id.as_str())
+        .bind(shard.shard)
+        .bind(shard.token.as_str())
+        .execute(&store.pool)
+        .await?;
     Ok(r.rows_affected() > 0)
 }
 

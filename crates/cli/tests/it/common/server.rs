@@ -212,6 +212,17 @@ impl Server {
         assert_eq!(status, 200);
     }
 
+    /// The deliveries this node has counted: `tocsin_deliveries_total`
+    /// with `outcome="delivered"` in its `/metrics`.
+    pub async fn delivered(&self) -> u64 {
+        let text = self.http.get(self.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .find(|l| l.starts_with("tocsin_deliveries_total{outcome=\"delivered\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Polls a message until it is done or cancelled.
     pub async fn wait_done(&self, id: &str) -> Value {
         for _ in 0..12_000 {
