@@ -366,6 +366,13 @@ pub trait WorkStore: Send + Sync {
     /// Ids of messages in `sending` (to finish those whose last shard
     /// closed on a node that stopped before it could mark them done).
     async fn sending_message_ids(&self) -> Result<Vec<String>>;
+    /// Moves an A/B test's message on, in one transaction: when it is still
+    /// in `step.from` (its state and `sendAt`), stores `step.rules`,
+    /// `step.state` and `step.send_at`, and stores `step.children` (its
+    /// variants' messages, or the winner's, each with `message.created`).
+    /// False, writing nothing, when it had moved on: another node moved it,
+    /// or it was cancelled.
+    async fn advance_ab_test(&self, id: &str, step: &AbStep, now: i64) -> Result<bool>;
 }
 
 /// The part of [`Store`] for API tokens, kept as hashes.

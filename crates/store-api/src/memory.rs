@@ -152,10 +152,12 @@ impl State {
         target: &'a Target,
         from: impl Iterator<Item = &'a StoredSubscription> + 'a,
     ) -> impl Iterator<Item = &'a StoredSubscription> + 'a {
+        let (target, slices) = target.peel();
         let condition = self.condition(app, target);
         let now = crate::now_ms();
         from.filter(move |s| {
             s.app_id == app
+                && slices.iter().all(|slice| slice.contains(s.id))
                 && match (target, &condition) {
                     (Target::All(_), _) => true,
                     (Target::Topic(t), _) => s.topics.contains(t),
@@ -169,6 +171,25 @@ impl State {
 }
 
 impl State {
+    /// Stores a new message, scheduled or queued.
+    fn insert_message(&mut self, new: &NewMessage) -> Message {
+        let state = if new.send_at.is_some_and(|t| t > new.created_at) {
+            MessageState::Scheduled
+        } else {
+            MessageState::Queued
+        };
+        let m = Message {
+            accepted: new.clone(),
+            state,
+            updated_at: new.created_at,
+            cursor: 0,
+            cursor_end: 0,
+            counts: Counts::default(),
+        };
+        self.messages.insert(m.id().to_owned(), m.clone());
+        m
+    }
+
     /// Removes subscriptions and counts them by day, as the SQL store does.
     fn remove(&mut self, ids: impl IntoIterator<Item = i64>, now: i64) -> usize {
         let mut n = 0;
@@ -651,23 +672,10 @@ impl MessageStore for MemoryStore {
         if let Some(m) = st.messages.get(&new.id) {
             return Ok((m.clone(), false));
         }
-        let state = if new.send_at.is_some_and(|t| t > new.created_at) {
-            MessageState::Scheduled
-        } else {
-            MessageState::Queued
-        };
-        let m = Message {
-            accepted: new.clone(),
-            state,
-            updated_at: new.created_at,
-            cursor: 0,
-            cursor_end: 0,
-            counts: Counts::default(),
-        };
+        let m = st.insert_message(new);
         if let Some(k) = key {
             st.idempotency.insert(k, m.id().to_owned());
         }
-        st.messages.insert(m.id().to_owned(), m.clone());
         Ok((m, true))
     }
 
@@ -681,7 +689,8 @@ impl MessageStore for MemoryStore {
 
     async fn list_messages(&self, app: AppId, before: Option<&str>, limit: i64) -> Result<Vec<Message>> {
         let st = self.lock();
-        let mut all: Vec<&Message> = st.messages.values().filter(|m| m.app_id() == app).collect();
+        let mut all: Vec<&Message> =
+            st.messages.values().filter(|m| m.app_id() == app && m.accepted.rules.ab_part.is_none()).collect();
         all.sort_by(|a, b| (b.accepted.created_at, b.id()).cmp(&(a.accepted.created_at, a.id())));
         let bound = before.and_then(|b| st.messages.get(b)).map(|m| (m.accepted.created_at, m.id().to_owned()));
         Ok(all
@@ -694,19 +703,31 @@ impl MessageStore for MemoryStore {
 
     async fn cancel_message(&self, app: AppId, id: &str, now: i64) -> Result<Option<Message>> {
         let mut st = self.lock();
-        let Some(m) = st.messages.get_mut(id).filter(|m| m.app_id() == app) else { return Ok(None) };
-        if matches!(m.state, MessageState::Scheduled | MessageState::Queued | MessageState::Sending) {
-            m.state = MessageState::Cancelled;
-            m.counts.pending_retry = 0;
-            m.counts.held = 0;
-            m.updated_at = now;
-            for ((mid, _), shard) in st.shards.iter_mut() {
-                if mid == id && !shard.done {
-                    shard.done = true;
-                    shard.lease_until = 0;
+        if !st.messages.get(id).is_some_and(|m| m.app_id() == app) {
+            return Ok(None);
+        }
+        // An A/B test's parts go with it.
+        let parts: Vec<String> = st
+            .messages
+            .values()
+            .filter(|m| m.accepted.rules.ab_part.as_ref().is_some_and(|p| p.parent == id))
+            .map(|m| m.id().to_owned())
+            .collect();
+        for mid in std::iter::once(id.to_owned()).chain(parts) {
+            let Some(m) = st.messages.get_mut(&mid) else { continue };
+            if matches!(m.state, MessageState::Scheduled | MessageState::Queued | MessageState::Sending) {
+                m.state = MessageState::Cancelled;
+                m.counts.pending_retry = 0;
+                m.counts.held = 0;
+                m.updated_at = now;
+                for ((sid, _), shard) in st.shards.iter_mut() {
+                    if *sid == mid && !shard.done {
+                        shard.done = true;
+                        shard.lease_until = 0;
+                    }
                 }
+                st.retries.retain(|(rid, _), _| *rid != mid);
             }
-            st.retries.retain(|(mid, _), _| mid != id);
         }
         Ok(st.messages.get(id).cloned())
     }
@@ -1020,6 +1041,23 @@ impl WorkStore for MemoryStore {
     async fn sending_message_ids(&self) -> Result<Vec<String>> {
         let st = self.lock();
         Ok(st.messages.values().filter(|m| m.state == MessageState::Sending).map(|m| m.id().to_owned()).collect())
+    }
+
+    async fn advance_ab_test(&self, id: &str, step: &AbStep, now: i64) -> Result<bool> {
+        let mut st = self.lock();
+        let Some(m) = st.messages.get_mut(id).filter(|m| (m.state, m.accepted.send_at) == step.from) else {
+            return Ok(false);
+        };
+        m.accepted.rules = step.rules.clone();
+        m.accepted.send_at = step.send_at;
+        m.state = step.state;
+        m.updated_at = now;
+        for child in &step.children {
+            if !st.messages.contains_key(&child.id) {
+                st.insert_message(child);
+            }
+        }
+        Ok(true)
     }
 }
 

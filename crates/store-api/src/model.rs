@@ -273,6 +273,28 @@ pub enum Target {
     Segment(String),
     /// The subscriptions this expression matches when the message is sent.
     Where(Condition),
+    /// A part of another target's audience, for an A/B test: a variant's
+    /// share of the sample, or the rest. Made by the server and the engine
+    /// only (the API refuses it as a message's target).
+    Sample {
+        /// The audience it is a part of.
+        of: Box<Target>,
+        /// Which part.
+        slice: tocsin_audience::rules::ab::SampleSlice,
+    },
+}
+
+impl Target {
+    /// The audience without its sample slices, and the slices (outermost
+    /// first) a subscription must be in as well.
+    pub fn peel(&self) -> (&Target, Vec<tocsin_audience::rules::ab::SampleSlice>) {
+        let (mut t, mut slices) = (self, Vec::new());
+        while let Target::Sample { of, slice } = t {
+            slices.push(*slice);
+            t = of;
+        }
+        (t, slices)
+    }
 }
 
 /// A segment expression, kept with its text: serialized as the text it
@@ -510,7 +532,7 @@ pub struct NewMessage {
 
 /// What a message asks of the delivery rules. With a local time,
 /// `send_at` is its first wave's instant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageRules {
     /// Sent at a local time in each subscriber's zone, by waves of zones.
@@ -528,6 +550,136 @@ pub struct MessageRules {
     /// Deliveries a minute, over every node (0: as fast as it goes).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rate_per_minute: u32,
+    /// The message is an A/B test: it sends nothing itself; its variants'
+    /// messages go to a sample, the winner's to the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ab: Option<AbTest>,
+    /// The message is a part of an A/B test: a variant or the winner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ab_part: Option<AbPart>,
+}
+
+/// An A/B test, as its message keeps it. The payloads of its variants
+/// (and of the winner's message, one per variant, each stamped with its
+/// own message id and event token when accepted) are the message's
+/// payload, as [`AbPayloads`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AbTest {
+    /// The sample, when to decide, by what, and what if no variant wins.
+    pub settings: tocsin_audience::rules::ab::AbSettings,
+    /// The split's seed ([`tocsin_audience::rules::ab::SampleSlice`]).
+    pub seed: i64,
+    /// The ids of the variants' messages, in order (A, B, …).
+    pub variants: Vec<String>,
+    /// The id the winner's message gets, for each variant.
+    pub winners: Vec<String>,
+    /// When the winner is chosen: set when the variants start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decide_at: Option<i64>,
+    /// The choice, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<tocsin_audience::rules::ab::Decision>,
+}
+
+impl AbTest {
+    /// Where the test is: `waiting` (for its `sendAt`), `testing`,
+    /// `decided` (a variant went to the rest) or `stopped` (none did).
+    pub fn stage(&self) -> &'static str {
+        match (&self.decide_at, &self.decision) {
+            (None, _) => "waiting",
+            (Some(_), None) => "testing",
+            (Some(_), Some(d)) if d.sent.is_some() => "decided",
+            (Some(_), Some(_)) => "stopped",
+        }
+    }
+}
+
+/// A step of an A/B test's message ([`crate::WorkStore::advance_ab_test`]).
+#[derive(Debug, Clone)]
+pub struct AbStep {
+    /// The state and `sendAt` it must still have.
+    pub from: (MessageState, Option<i64>),
+    /// Its rules after the step (the test's `decideAt` or decision).
+    pub rules: MessageRules,
+    /// Its state after the step.
+    pub state: MessageState,
+    /// Its `sendAt` after the step (the engine takes it up again then).
+    pub send_at: Option<i64>,
+    /// The messages the step makes: the variants', or the winner's.
+    pub children: Vec<NewMessage>,
+}
+
+/// Which part of an A/B test a message is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AbPart {
+    /// The test's message id.
+    pub parent: String,
+    /// The variant (from 0).
+    pub variant: u8,
+    /// The winner's message, to the rest of the audience (else a
+    /// variant's, to its share of the sample).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rest: bool,
+}
+
+/// One stored payload of an A/B test: what a message's `payload`,
+/// `apple_payload` and `personal` would be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AbPayload {
+    /// The payload, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// Apple's payload (format `auto`), base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apple_payload: Option<String>,
+    /// A personal message, rendered per subscription.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub personal: bool,
+}
+
+/// An A/B test's payloads: each variant's, then the winner's message's
+/// for each variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AbPayloads {
+    /// The variants', in order.
+    pub variants: Vec<AbPayload>,
+    /// The winner's message's, by variant.
+    pub winners: Vec<AbPayload>,
+}
+
+impl AbPayload {
+    /// Kept as text.
+    pub fn new(payload: Option<&[u8]>, apple_payload: Option<&[u8]>, personal: bool) -> Self {
+        Self {
+            payload: payload.map(tocsin_protocol::b64::encode),
+            apple_payload: apple_payload.map(tocsin_protocol::b64::encode),
+            personal,
+        }
+    }
+
+    /// The bytes back: payload and Apple's payload.
+    pub fn bytes(&self) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), String> {
+        let d = |t: &Option<String>| {
+            t.as_deref().map(tocsin_protocol::b64::decode).transpose().map_err(|e| format!("an A/B payload: {e}"))
+        };
+        Ok((d(&self.payload)?, d(&self.apple_payload)?))
+    }
+}
+
+impl AbPayloads {
+    /// The stored form (a message's payload).
+    pub fn to_stored(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads the stored form.
+    pub fn from_stored(bytes: Option<&[u8]>) -> Result<Self, String> {
+        serde_json::from_slice(bytes.unwrap_or_default()).map_err(|e| format!("an A/B test's payloads: {e}"))
+    }
 }
 
 fn yes() -> bool {
@@ -540,7 +692,15 @@ fn is_zero(n: &u32) -> bool {
 
 impl Default for MessageRules {
     fn default() -> Self {
-        Self { local: None, ignore_quiet_hours: false, frequency_cap: true, tags: Vec::new(), rate_per_minute: 0 }
+        Self {
+            local: None,
+            ignore_quiet_hours: false,
+            frequency_cap: true,
+            tags: Vec::new(),
+            rate_per_minute: 0,
+            ab: None,
+            ab_part: None,
+        }
     }
 }
 

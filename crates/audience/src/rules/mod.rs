@@ -4,10 +4,12 @@
 //!   zone, planned as waves of zones;
 //! - [`quiet`]: an app's quiet hours, in which deliveries are held;
 //! - [`caps`]: an app's frequency caps, over which deliveries are dropped.
+//! - [`ab`]: A/B tests: the split of an audience, and the choice of a winner.
 //!
 //! [`DeliveryRules`] is an app's set of them, as stored and as the API
 //! reads and shows it.
 
+pub mod ab;
 pub mod caps;
 pub mod local_time;
 pub mod quiet;

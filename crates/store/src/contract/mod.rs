@@ -7,6 +7,7 @@
 //! the outbox, which the in-memory store does not keep) are in
 //! `sql/tests.rs`.
 
+mod ab;
 mod audience;
 mod rules;
 

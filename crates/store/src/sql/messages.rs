@@ -25,47 +25,8 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
             return Ok((msg_from_row(&row)?, false));
         }
     }
-    let state =
-        if new.send_at.is_some_and(|t| t > new.created_at) { MessageState::Scheduled } else { MessageState::Queued };
-    let target = serde_json::to_string(&new.target).map_err(super::mapping::corrupt)?;
     let mut tx = store.write_tx().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO messages (id, payload, target, ttl, urgency, topic, send_at, state, idempotency_key, created_at, updated_at, app_id, \
-         format, apple_payload, personal, rules) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING",
-    )
-    .bind(new.id.as_str())
-    .bind(new.payload.clone())
-    .bind(target)
-    .bind(i64::from(new.ttl))
-    .bind(new.urgency.as_deref())
-    .bind(new.topic.as_deref())
-    .bind(new.send_at)
-    .bind(state.as_str())
-    .bind(idempotency_key.as_deref())
-    .bind(new.created_at)
-    .bind(new.app.0)
-    .bind(new.format.as_str())
-    .bind(new.apple_payload.clone())
-    .bind(i64::from(new.personal))
-    .bind(new.rules.to_stored())
-    .execute(&mut *tx)
-    .await?;
-    let created = inserted.rows_affected() > 0;
-    if created {
-        let event = NewEvent::new(
-            new.app,
-            Event::MessageCreated(event::MessageCreated {
-                message_id: new.id.clone(),
-                state: state.as_str().to_owned(),
-                format: new.format.as_str().to_owned(),
-                target: new.target.clone(),
-                send_at: new.send_at.map(crate::rfc3339_ms),
-                created_at: crate::rfc3339_ms(new.created_at),
-            }),
-        );
-        super::events::emit(&mut tx, &[event], new.created_at).await?;
-    }
+    let created = insert_row(&mut tx, new, idempotency_key.as_deref()).await?;
     tx.commit().await?;
     // A concurrent request with the same idempotency key may have won.
     let row = match (&idempotency_key, created) {
@@ -85,6 +46,85 @@ pub(super) async fn insert(store: &SqlStore, new: &NewMessage) -> R<(Message, bo
     Ok((msg_from_row(&row)?, created))
 }
 
+/// Inserts a message (and its `message.created`) in `tx` unless its id or
+/// idempotency key is taken; true when it did.
+async fn insert_row(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    new: &NewMessage,
+    idempotency_key: Option<&str>,
+) -> R<bool> {
+    let state =
+        if new.send_at.is_some_and(|t| t > new.created_at) { MessageState::Scheduled } else { MessageState::Queued };
+    let target = serde_json::to_string(&new.target).map_err(super::mapping::corrupt)?;
+    let inserted = sqlx::query(
+        "INSERT INTO messages (id, payload, target, ttl, urgency, topic, send_at, state, idempotency_key, created_at, updated_at, app_id, \
+         format, apple_payload, personal, rules, parent_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING",
+    )
+    .bind(new.id.as_str())
+    .bind(new.payload.clone())
+    .bind(target)
+    .bind(i64::from(new.ttl))
+    .bind(new.urgency.as_deref())
+    .bind(new.topic.as_deref())
+    .bind(new.send_at)
+    .bind(state.as_str())
+    .bind(idempotency_key)
+    .bind(new.created_at)
+    .bind(new.app.0)
+    .bind(new.format.as_str())
+    .bind(new.apple_payload.clone())
+    .bind(i64::from(new.personal))
+    .bind(new.rules.to_stored())
+    .bind(new.rules.ab_part.as_ref().map(|p| p.parent.as_str()))
+    .execute(&mut **tx)
+    .await?;
+    let created = inserted.rows_affected() > 0;
+    if created {
+        let event = NewEvent::new(
+            new.app,
+            Event::MessageCreated(event::MessageCreated {
+                message_id: new.id.clone(),
+                state: state.as_str().to_owned(),
+                format: new.format.as_str().to_owned(),
+                target: new.target.clone(),
+                send_at: new.send_at.map(crate::rfc3339_ms),
+                created_at: crate::rfc3339_ms(new.created_at),
+            }),
+        );
+        super::events::emit(tx, &[event], new.created_at).await?;
+    }
+    Ok(created)
+}
+
+/// Moves an A/B test's message on under its state and `send_at`, storing
+/// the messages the step makes ([`crate::WorkStore::advance_ab_test`]).
+pub(super) async fn advance_ab_test(store: &SqlStore, id: &str, step: &crate::AbStep, now: i64) -> R<bool> {
+    let mut tx = store.write_tx().await?;
+    let (from_state, from_send_at) = step.from;
+    let moved = sqlx::query(
+        "UPDATE messages SET rules = $1, state = $2, send_at = $3, updated_at = $4 \
+         WHERE id = $5 AND state = $6 AND send_at = $7",
+    )
+    .bind(step.rules.to_stored())
+    .bind(step.state.as_str())
+    .bind(step.send_at)
+    .bind(now)
+    .bind(id)
+    .bind(from_state.as_str())
+    .bind(from_send_at.unwrap_or(i64::MIN))
+    .execute(&mut *tx)
+    .await?;
+    if moved.rows_affected() == 0 {
+        return Ok(false);
+    }
+    for child in &step.children {
+        insert_row(&mut tx, child, None).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// One message by id: of `app` when given, else of any app (the engine).
 pub(super) async fn get(store: &SqlStore, app: Option<AppId>, id: &str) -> R<Option<Message>> {
     let row = sqlx::query(&format!("SELECT {MSG_COLUMNS} FROM messages WHERE id = $1 AND ($2 = 0 OR app_id = $2)"))
@@ -99,7 +139,8 @@ pub(super) async fn list(store: &SqlStore, app: AppId, before: Option<&str>, lim
     let rows = match before {
         None => {
             sqlx::query(&format!(
-                "SELECT {MSG_COLUMNS} FROM messages WHERE app_id = $2 ORDER BY created_at DESC, id DESC LIMIT $1"
+                "SELECT {MSG_COLUMNS} FROM messages WHERE app_id = $2 AND parent_id IS NULL \
+                 ORDER BY created_at DESC, id DESC LIMIT $1"
             ))
             .bind(limit)
             .bind(app.0)
@@ -108,7 +149,7 @@ pub(super) async fn list(store: &SqlStore, app: AppId, before: Option<&str>, lim
         }
         Some(before) => {
             sqlx::query(&format!(
-                "SELECT {MSG_COLUMNS} FROM messages m WHERE m.app_id = $3 AND (m.created_at, m.id) < \
+                "SELECT {MSG_COLUMNS} FROM messages m WHERE m.app_id = $3 AND m.parent_id IS NULL AND (m.created_at, m.id) < \
                  (SELECT created_at, id FROM messages WHERE id = $1 AND app_id = $3) \
                  ORDER BY created_at DESC, id DESC LIMIT $2"
             ))
@@ -124,20 +165,42 @@ pub(super) async fn list(store: &SqlStore, app: AppId, before: Option<&str>, lim
 
 pub(super) async fn cancel(store: &SqlStore, app: AppId, id: &str, now: i64) -> R<Option<Message>> {
     let mut tx = store.write_tx().await?;
-    let r = sqlx::query(
-        "UPDATE messages SET state = 'cancelled', pending_retry = 0, held = 0, updated_at = $1 \
-         WHERE id = $2 AND app_id = $3 AND state IN ('scheduled', 'queued', 'sending')",
-    )
-    .bind(now)
-    .bind(id)
-    .bind(app.0)
-    .execute(&mut *tx)
-    .await?;
-    if r.rows_affected() > 0 {
+    // The message first, then an A/B test's parts: its row's lock orders
+    // this against the engine storing parts (`advance_ab_test`), so that
+    // parts stored before are read here, and none are stored after.
+    let mut open = vec![id.to_owned()];
+    for i in 0.. {
+        let Some(mid) = open.get(i).cloned() else { break };
+        let r = sqlx::query(
+            "UPDATE messages SET state = 'cancelled', pending_retry = 0, held = 0, updated_at = $1 \
+             WHERE id = $2 AND app_id = $3 AND state IN ('scheduled', 'queued', 'sending')",
+        )
+        .bind(now)
+        .bind(mid.as_str())
+        .bind(app.0)
+        .execute(&mut *tx)
+        .await?;
+        if mid == id {
+            let parts: Vec<String> = sqlx::query(
+                "SELECT id FROM messages WHERE parent_id = $1 AND app_id = $2 \
+                 AND state IN ('scheduled', 'queued', 'sending')",
+            )
+            .bind(id)
+            .bind(app.0)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+            open.extend(parts);
+        }
+        if r.rows_affected() == 0 {
+            continue;
+        }
         let event = NewEvent::new(
             app,
             Event::MessageCancelled(event::MessageCancelled {
-                message_id: id.to_owned(),
+                message_id: mid.clone(),
                 cancelled_at: crate::rfc3339_ms(now),
             }),
         );
@@ -145,10 +208,10 @@ pub(super) async fn cancel(store: &SqlStore, app: AppId, id: &str, now: i64) -> 
         // Release the work: nothing of it is claimed again. A page in flight
         // keeps its token, so what it already sent is still counted.
         sqlx::query("UPDATE message_shards SET done = 1, lease_until = 0 WHERE message_id = $1 AND done = 0")
-            .bind(id)
+            .bind(mid.as_str())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM retries WHERE message_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM retries WHERE message_id = $1").bind(mid.as_str()).execute(&mut *tx).await?;
     }
     tx.commit().await?;
     get(store, Some(app), id).await

@@ -631,6 +631,10 @@ impl WorkStore for SqlStore {
     async fn sending_message_ids(&self) -> Result<Vec<String>> {
         self.bounded(messages::sending_ids(self)).await
     }
+
+    async fn advance_ab_test(&self, id: &str, step: &crate::AbStep, now: i64) -> Result<bool> {
+        self.bounded(messages::advance_ab_test(self, id, step, now)).await
+    }
 }
 
 #[async_trait]

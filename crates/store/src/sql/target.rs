@@ -7,6 +7,7 @@ use sqlx::Row;
 use super::condition::condition_sql;
 use super::mapping::AnyQuery;
 use super::{Backend, R};
+use crate::tocsin_audience::rules::ab::{SampleSlice, SlicePart};
 use crate::tocsin_audience::rules::ZoneFilter;
 use crate::{AppId, Target};
 
@@ -51,6 +52,25 @@ impl TargetSql {
         self.from = format!("{} AND ({})", self.from, parts.join(" OR "));
     }
 
+    /// Narrows it to the subscriptions in `slice` of an A/B test's sample
+    /// ([`SampleSlice::mix`] written in SQL, with the same constants).
+    pub fn and_sample(&mut self, slice: &SampleSlice) {
+        let seed = self.next();
+        self.binds.push(Bind::Int(slice.seed));
+        let (p, a, b, c, n) =
+            (SampleSlice::PRIME, SampleSlice::A, SampleSlice::B, SampleSlice::C, SampleSlice::BUCKETS);
+        let x = format!("(((s.id % {p}) * {a} + ${seed}) % {p})");
+        let z = format!("(((({x} * {x} + {c}) % {p}) * {b} + ${seed}) % {p})");
+        let percent = i64::from(slice.percent) * 100;
+        let part = match slice.part {
+            SlicePart::Rest => format!("{z} % {n} >= {percent}"),
+            SlicePart::Variant { index, count } => {
+                format!("{z} % {n} < {percent} AND ({z} / {n}) % {} = {index}", count.max(1))
+            }
+        };
+        self.from = format!("{} AND ({part})", self.from);
+    }
+
     /// Binds the target's values to `q`.
     pub fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
         bind_all(q, &self.binds)
@@ -74,6 +94,22 @@ pub(crate) fn bind_all<'q>(mut q: AnyQuery<'q>, binds: &'q [Bind]) -> AnyQuery<'
 /// a segment that is gone matches no one. Ages in expressions are
 /// measured from `now` (ms since the epoch).
 pub(crate) async fn target_sql(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    app: AppId,
+    target: &Target,
+    now: i64,
+) -> R<TargetSql> {
+    let (target, slices) = target.peel();
+    let mut sql = audience_sql(conn, backend, app, target, now).await?;
+    for slice in &slices {
+        sql.and_sample(slice);
+    }
+    Ok(sql)
+}
+
+/// [`target_sql`] of a target that is not a sample.
+async fn audience_sql(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
     app: AppId,
@@ -129,6 +165,8 @@ pub(crate) async fn target_sql(
                 None => "FROM subscriptions s WHERE s.app_id = $1 AND 1 = 0".into(),
             }
         }
+        // Peeled by the caller.
+        Target::Sample { .. } => "FROM subscriptions s WHERE s.app_id = $1 AND 1 = 0".into(),
     };
     Ok(TargetSql { from, binds })
 }
