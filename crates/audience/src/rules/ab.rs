@@ -230,18 +230,21 @@ pub fn decide(settings: &AbSettings, arms: &[Arm]) -> Decision {
         IfNoWinner::Stop => None,
     });
     let rate = |i: usize| arms[i].rate() * 100.0;
+    let p_text = |p: f64| if p < 0.0001 { "p < 0.0001".to_owned() } else { format!("p = {p:.4}") };
     let reason = match (winner, best, p_value) {
         (Some(w), _, Some(p)) => format!(
-            "variant {} won: {metric} {:.1} % of delivered, and the difference is significant (p = {p:.4} < {ALPHA})",
+            "variant {} won: {metric} {:.1} % of delivered, and the difference is significant ({} < {ALPHA})",
             letter(w),
-            rate(w)
+            rate(w),
+            p_text(p)
         ),
         (None, None, _) => "no variant was delivered to".to_owned(),
         (None, Some(_), None) => {
             format!("nothing to compare: {metric} none or all of the deliveries, or only one variant was delivered to")
         }
         (None, Some(b), Some(p)) => format!(
-            "no significant difference (p = {p:.4} ≥ {ALPHA}); variant {} had the best rate, {metric} {:.1} % of delivered",
+            "no significant difference ({} ≥ {ALPHA}); variant {} had the best rate, {metric} {:.1} % of delivered",
+            p_text(p),
             letter(b),
             rate(b)
         ),

@@ -30,6 +30,7 @@
 //! job), `retry` (the retry policy, a pure function), [`metrics`],
 //! [`origins`] (each push service origin's answers).
 
+mod ab;
 mod attempt;
 mod lane;
 pub mod metrics;

@@ -47,6 +47,10 @@ impl Engine {
         }
         let now = self.now_ms();
         if let Some(m) = lane.db(move |s| async move { s.next_startable_message(now).await }).await? {
+            if let Some(test) = m.accepted.rules.ab.clone() {
+                self.advance_ab_test(lane, m, test).await?;
+                return Ok(true);
+            }
             let (id, target, shard_size) = (m.id().to_owned(), m.accepted.target.clone(), self.config.shard_size);
             let started = lane.db(move |s| async move { s.start_message(&id, &target, shard_size, now).await });
             if started.await? {
