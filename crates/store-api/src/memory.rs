@@ -703,7 +703,7 @@ impl MessageStore for MemoryStore {
 
     async fn cancel_message(&self, app: AppId, id: &str, now: i64) -> Result<Option<Message>> {
         let mut st = self.lock();
-        if !st.messages.get(id).is_some_and(|m| m.app_id() == app) {
+        if st.messages.get(id).is_none_or(|m| m.app_id() != app) {
             return Ok(None);
         }
         // An A/B test's parts go with it.

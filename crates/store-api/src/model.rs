@@ -651,6 +651,9 @@ pub struct AbPayloads {
     pub winners: Vec<AbPayload>,
 }
 
+/// A message's payload and Apple's payload, as bytes.
+pub type PayloadBytes = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 impl AbPayload {
     /// Kept as text.
     pub fn new(payload: Option<&[u8]>, apple_payload: Option<&[u8]>, personal: bool) -> Self {
@@ -662,7 +665,7 @@ impl AbPayload {
     }
 
     /// The bytes back: payload and Apple's payload.
-    pub fn bytes(&self) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), String> {
+    pub fn bytes(&self) -> Result<PayloadBytes, String> {
         let d = |t: &Option<String>| {
             t.as_deref().map(tocsin_protocol::b64::decode).transpose().map_err(|e| format!("an A/B payload: {e}"))
         };

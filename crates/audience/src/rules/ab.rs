@@ -233,7 +233,7 @@ pub fn decide(settings: &AbSettings, arms: &[Arm]) -> Decision {
     let p_text = |p: f64| if p < 0.0001 { "p < 0.0001".to_owned() } else { format!("p = {p:.4}") };
     let reason = match (winner, best, p_value) {
         (Some(w), _, Some(p)) => format!(
-            "variant {} won: {metric} {:.1} % of delivered, and the difference is significant ({} < {ALPHA})",
+            "variant {} won: {metric} {:.1} % of delivered, and the difference is significant at the {ALPHA} level ({})",
             letter(w),
             rate(w),
             p_text(p)
@@ -243,7 +243,7 @@ pub fn decide(settings: &AbSettings, arms: &[Arm]) -> Decision {
             format!("nothing to compare: {metric} none or all of the deliveries, or only one variant was delivered to")
         }
         (None, Some(b), Some(p)) => format!(
-            "no significant difference ({} ≥ {ALPHA}); variant {} had the best rate, {metric} {:.1} % of delivered",
+            "no significant difference at the {ALPHA} level ({}); variant {} had the best rate, {metric} {:.1} % of delivered",
             p_text(p),
             letter(b),
             rate(b)
@@ -297,11 +297,11 @@ pub fn chi_squared(arms: &[Arm]) -> Option<(f64, u32)> {
 /// sum for odd. Written out rather than taken from a statistics crate: the
 /// one that has it (statrs) brings a linear-algebra stack for one function.
 pub fn chi_squared_sf(x: f64, df: u32) -> f64 {
-    if !(x > 0.0) {
+    if x.is_nan() || x <= 0.0 {
         return 1.0;
     }
     let half = x / 2.0;
-    let p = if df % 2 == 0 {
+    let p = if df.is_multiple_of(2) {
         // e^{-x/2} Σ_{i<df/2} (x/2)^i / i!
         let mut term = 1.0;
         let mut sum = 1.0;
@@ -419,7 +419,7 @@ mod tests {
                     Some(&i) => sizes[i] += 1,
                     None => assert!(rest.contains(id)),
                 }
-                assert!(!(rest.contains(id) && !parts.is_empty()));
+                assert!(!rest.contains(id) || parts.is_empty(), "in the rest and a variant");
             }
             let sample: i64 = sizes.iter().sum();
             assert!((sample - n * 30 / 100).abs() < n / 100, "sample {sample} of {n}");

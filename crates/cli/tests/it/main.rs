@@ -7,6 +7,7 @@
 #[macro_use]
 mod common;
 
+mod ab;
 mod adversarial;
 mod apps;
 mod audience;

@@ -76,6 +76,19 @@ pub struct MessageRequest {
     /// unthrottled); the app's `ratePerMinute` when absent.
     #[serde(default)]
     rate_per_minute: Option<u32>,
+    /// An A/B test's variants (2 to 8), each a payload as `payload` takes
+    /// it, instead of `payload`; with `abTest`.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    variants: Option<Vec<Value>>,
+    /// The A/B test: `{"samplePercent": 20, "decideAfter": "1h", "metric":
+    /// "clicked" | "shown", "ifNoWinner": "send-best" | "stop"}`. The
+    /// variants go to an even split of the sample; after `decideAfter` the
+    /// one with the best rate of the metric per delivered wins if Pearson's
+    /// chi-squared gives p < 0.05, and goes to the rest of the audience.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    ab_test: Option<Value>,
 }
 
 fn yes() -> bool {
@@ -166,6 +179,7 @@ pub(crate) fn parse_target(v: &Value) -> Result<Target, ApiError> {
         return Err(bad("a topic or user id never contains U+0000"));
     }
     match &target {
+        Target::Sample { .. } => return Err(bad("a sample is made by an A/B test (variants with abTest)")),
         Target::All(false) => return Err(bad("{\"all\":false} targets nobody")),
         Target::Topic(t) if t.is_empty() || t.len() > 64 => return Err(bad("topic must be 1 to 64 characters")),
         Target::UserIds(ids) if ids.is_empty() || ids.len() > 1000 => {
@@ -231,17 +245,41 @@ pub(crate) async fn create_message(
             return Err(ApiError::new(ErrorId::SegmentNotFound, format!("the app has no segment {name:?}")));
         }
     }
+    if req.variants.is_some() && req.in_local_time {
+        return Err(ApiError::new(ErrorId::InvalidAbTest, "an A/B test is not sent at a local time"));
+    }
     let now = now_ms();
     let (rules, send_at) = message_rules(&st, token.app.id, &req, now).await?;
     let id = new_id()?;
     let format = payload::parse_format(req.format.as_deref())?;
-    let event_token = st.event_tokens.token(&id);
-    let stamp = payload::Stamp {
-        id: id.clone(),
-        event_token: event_token.clone(),
-        app: token.app.payload_name().map(str::to_owned),
+    let (payloads, rules, send_at) = match (req.variants, req.ab_test) {
+        (None, None) => {
+            let event_token = st.event_tokens.token(&id);
+            let stamp = payload::Stamp {
+                id: id.clone(),
+                event_token: event_token.clone(),
+                app: token.app.payload_name().map(str::to_owned),
+            };
+            (payload::build(format, req.payload, &stamp, st.public_url.as_ref())?, rules, send_at)
+        }
+        (Some(variants), Some(settings)) => {
+            if req.payload.is_some() {
+                return Err(ApiError::new(ErrorId::InvalidAbTest, "variants replace payload: send one or the other"));
+            }
+            let app = token.app.payload_name();
+            let new = super::ab::new_test(variants, settings, format, app, &st.event_tokens, st.public_url.as_ref())?;
+            let stored = payload::Payloads {
+                format,
+                payload: Some(new.payloads.to_stored()),
+                apple_payload: None,
+                personal: false,
+            };
+            // A test's message is taken up by the engine at its sendAt:
+            // now, unless it was given.
+            (stored, MessageRules { ab: Some(new.test), ..rules }, Some(send_at.unwrap_or(now)))
+        }
+        _ => return Err(ApiError::new(ErrorId::InvalidAbTest, "variants and abTest go together")),
     };
-    let payloads = payload::build(format, req.payload, &stamp, st.public_url.as_ref())?;
     if let Some(u) = &req.urgency {
         u.parse::<Urgency>().map_err(|e| ApiError::new(ErrorId::InvalidUrgency, e.to_string()))?;
     }
@@ -315,7 +353,9 @@ pub(crate) async fn get_message(
         return Err(ApiError::new(ErrorId::MessageNotFound, format!("no message {id}")));
     };
     let local = m.accepted.rules.local.clone().map(|l| (l, m.state));
+    let test = ab_of(&st, &m).await.map_err(storage)?;
     let mut view = MessageView::from(m);
+    test.apply(&mut view);
     if let Some((local, state)) = local {
         let progress = st.store.wave_progress(&id).await.map_err(storage)?;
         view.local_time = Some(super::views::LocalTimeView::of(&local, state, &progress, now_ms()));
@@ -325,7 +365,27 @@ pub(crate) async fn get_message(
     Ok(Json(view))
 }
 
-/// Cancels what is not sent yet.
+/// What an A/B test's message shows of its parts (nothing for another message).
+struct AbShown(Option<(super::ab::AbTestView, tocsin_store_api::Counts, String)>);
+
+impl AbShown {
+    fn apply(self, view: &mut MessageView) {
+        if let Some((test, counts, state)) = self.0 {
+            view.ab_test = Some(test);
+            view.counts = counts.into();
+            view.state = state;
+        }
+    }
+}
+
+async fn ab_of(st: &AppState, m: &tocsin_store_api::Message) -> Result<AbShown, tocsin_store_api::StoreError> {
+    match &m.accepted.rules.ab {
+        Some(test) => Ok(AbShown(Some(super::ab::view(st.store.as_ref(), m, test).await?))),
+        None => Ok(AbShown(None)),
+    }
+}
+
+/// Cancels what is not sent yet (an A/B test: with its parts).
 #[utoipa::path(delete, path = "/v1/messages/{id}", security(("token" = ["send", "admin"])),
     params(("id" = String, Path, description = "the message's id")),
     responses((status = 200, body = MessageView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -334,14 +394,19 @@ pub(crate) async fn cancel_message(
     State(st): State<AppState>,
     IdParam(id): IdParam,
 ) -> Result<Json<MessageView>, ApiError> {
-    match st.store.cancel_message(token.app.id, &id, now_ms()).await {
-        Ok(Some(m)) if m.state == MessageState::Done => {
-            Err(ApiError::new(ErrorId::MessageAlreadyDone, "the message was already sent"))
-        }
-        Ok(Some(m)) => Ok(Json(m.into())),
-        Ok(None) => Err(ApiError::new(ErrorId::MessageNotFound, format!("no message {id}"))),
-        Err(e) => Err(ApiError::storage(ErrorId::StorageFailed, "cannot cancel the message", &e)),
+    let storage =
+        |e: tocsin_store_api::StoreError| ApiError::storage(ErrorId::StorageFailed, "cannot cancel the message", &e);
+    let Some(m) = st.store.cancel_message(token.app.id, &id, now_ms()).await.map_err(storage)? else {
+        return Err(ApiError::new(ErrorId::MessageNotFound, format!("no message {id}")));
+    };
+    let test = ab_of(&st, &m).await.map_err(storage)?;
+    let mut view = MessageView::from(m);
+    test.apply(&mut view);
+    // An A/B test is done when its parts are.
+    if view.state == MessageState::Done.as_str() {
+        return Err(ApiError::new(ErrorId::MessageAlreadyDone, "the message was already sent"));
     }
+    Ok(Json(view))
 }
 
 /// Messages, newest first.
@@ -360,7 +425,16 @@ pub(crate) async fn list_messages(
         .await
         .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot list messages", &e))?;
     let next = (items.len() as i64 == n).then(|| items.last().map(|m| m.id().to_owned())).flatten();
-    let items: Vec<MessageView> = items.into_iter().map(Into::into).collect();
+    let mut views = Vec::with_capacity(items.len());
+    for m in items {
+        let test = ab_of(&st, &m)
+            .await
+            .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot read an A/B test's parts", &e))?;
+        let mut view = MessageView::from(m);
+        test.apply(&mut view);
+        views.push(view);
+    }
+    let items = views;
     Ok(Json(json!({"items": items, "nextCursor": next})))
 }
 

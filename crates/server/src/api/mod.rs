@@ -4,7 +4,7 @@
 //! backend, segments, audience counts), [`apps`] (apps and their VAPID
 //! keys), [`webhooks`], [`stream`] (the event stream), [`monitoring`]
 //! (stats, health, metrics, OpenAPI); [`input`] reads requests,
-//! [`payload`] turns a message's payload into what is stored by its format
+//! [`ab`] reads A/B tests and shows them, [`payload`] turns a message's payload into what is stored by its format
 //! (classic, declarative, auto), [`views`] shapes answers, and
 //! [`request_bounds`] bounds request bodies before any handler runs.
 //!
@@ -13,6 +13,7 @@
 //! the handlers are the same, and learn their app from
 //! [`crate::app`].
 
+pub mod ab;
 pub mod apps;
 pub mod audience;
 pub mod classic;
@@ -56,7 +57,7 @@ use utoipa::OpenApi;
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::delete_webhook, webhooks::test_webhook, stream::events_stream,
         monitoring::healthz, monitoring::readyz, monitoring::metrics
     ),
-    components(schemas(ErrorBody, views::SuccessBody, views::PublicKeyBody, messages::MessageRequest, views::MessageView, views::CountsView, views::LocalTimeView, views::WaveView, views::SubscriptionView,
+    components(schemas(ErrorBody, views::SuccessBody, views::PublicKeyBody, messages::MessageRequest, views::MessageView, views::CountsView, views::LocalTimeView, views::WaveView, ab::AbTestView, ab::AbPartView, ab::AbPartOfView, views::SubscriptionView,
         apps::AppView, apps::AppRequest, apps::VapidKeyView, webhooks::WebhookRequest, webhooks::WebhookView,
         audience::SegmentRequest, audience::SegmentView, audience::CountRequest, messages::PreviewRequest)),
     modifiers(&BearerAuth, &ErrorAnswers)

@@ -101,6 +101,13 @@ pub struct MessageView {
     /// Deliveries a minute over every node (absent: unthrottled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) rate_per_minute: Option<u32>,
+    /// For an A/B test: its variants' funnels, the p-value, the winner and
+    /// why (its `counts` are its parts' summed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ab_test: Option<super::ab::AbTestView>,
+    /// For a part of an A/B test: which test, which variant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ab_part_of: Option<super::ab::AbPartOfView>,
 }
 
 /// A message at a local time: when, and how far each wave of zones is.
@@ -203,6 +210,8 @@ impl From<Message> for MessageView {
             frequency_cap: m.accepted.rules.frequency_cap,
             tags: m.accepted.rules.tags,
             rate_per_minute: Some(m.accepted.rules.rate_per_minute).filter(|r| *r > 0),
+            ab_test: None,
+            ab_part_of: m.accepted.rules.ab_part.as_ref().map(Into::into),
         }
     }
 }

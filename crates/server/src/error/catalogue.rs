@@ -98,6 +98,7 @@ catalogue! {
     InvalidSendAt = "invalid-send-at", BAD_REQUEST, "`sendAt` is not RFC 3339 or ms since the epoch, or is more than a year ahead.";
     SendAtPassed = "send-at-passed", BAD_REQUEST, "`sendAt` with `inLocalTime` has already passed in every time zone.";
     InvalidMessageRules = "invalid-message-rules", BAD_REQUEST, "`inLocalTime`, `skipPassedZones`, `ignoreQuietHours`, `frequencyCap`, `tags` or `ratePerMinute` of a message is not as documented (`tags`: at most 10 of 1 to 64 characters of `[a-z0-9_.:-]`; `skipPassedZones` only with `inLocalTime`; `ratePerMinute` at most 1000000).";
+    InvalidAbTest = "invalid-ab-test", BAD_REQUEST, "`variants` or `abTest` of a message is not as documented: 2 to 8 variants (each a payload, instead of `payload`) with `abTest` `{samplePercent: 1-100, decideAfter: \"1m\" to \"30d\", metric: clicked or shown, ifNoWinner: send-best or stop}`; not with `inLocalTime`.";
     InvalidUrgency = "invalid-urgency", BAD_REQUEST, "`urgency` is not `very-low`, `low`, `normal` or `high`.";
     InvalidTopic = "invalid-topic", BAD_REQUEST, "`topic` is not at most 32 characters of the URL-safe base64 alphabet.";
     InvalidIdempotencyKey = "invalid-idempotency-key", BAD_REQUEST, "`Idempotency-Key` is not 1 to 255 visible characters.";
