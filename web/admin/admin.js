@@ -3,7 +3,9 @@
 // and pages read from the same API anyone can call: /v1/stats,
 // /v1/stats/daily, /v1/push-services, /v1/apps/{app}/vapid-keys.
 
-const $ = (id) => document.getElementById(id);
+import { $, el, fmt } from './dom.js';
+import { abRequest, addVariant, showAbTest, toggle as toggleAb } from './ab.js';
+
 const PAGES = ['overview', 'compose', 'messages', 'subscribers', 'segments', 'rules', 'push-services', 'keys'];
 /** What fits one push message's plaintext (aes128gcm, RFC 8291), less what the server adds (messageId, eventToken). */
 const PAYLOAD_MAX = 3993;
@@ -33,15 +35,6 @@ async function api(method, path, body) {
 function appPath(rest) {
   const app = sessionStorage.getItem(APP_KEY) || 'default';
   return app === 'default' ? `/v1${rest}` : `/v1/apps/${encodeURIComponent(app)}${rest}`;
-}
-
-const fmt = (n) => (n === null || n === undefined ? '–' : Number(n).toLocaleString());
-
-function el(tag, text, cls) {
-  const e = document.createElement(tag);
-  if (text !== undefined) e.textContent = text;
-  if (cls) e.className = cls;
-  return e;
 }
 
 /** Gained (up) and lost (down) per day as SVG bars, written by hand: no library for two bar series. */
@@ -496,6 +489,7 @@ async function messages() {
   $('m-rules').textContent = asks.length ? `(${asks.join('; ')})` : '';
   $('m-warnings').textContent = lastWarnings.id === m.id ? lastWarnings.warnings.join(' ') : '';
   zones(m);
+  showAbTest(m);
   $('m-cancel').hidden = !['scheduled', 'queued', 'sending'].includes(m.state);
   document.body.dataset.messageState = m.state;
   if (['queued', 'sending'].includes(m.state)) polling = setTimeout(() => location.hash.startsWith('#messages/') && messages(), 1000);
@@ -717,6 +711,11 @@ $('compose-form').addEventListener('submit', async (ev) => {
   const tags = $('c-tags').value.split(',').map((t) => t.trim()).filter(Boolean);
   if (tags.length) body.tags = tags;
   if ($('c-rate').value !== '') body.ratePerMinute = Number($('c-rate').value);
+  const test = abRequest(body.payload);
+  if (test) {
+    delete body.payload;
+    Object.assign(body, test);
+  }
   try {
     const m = await api('POST', appPath('/messages'), body);
     lastWarnings = { id: m.id, warnings: m.warnings || [] };
@@ -741,6 +740,8 @@ $('subs-form').addEventListener('submit', (ev) => {
 });
 $('s-more').addEventListener('click', () => subscribers(true));
 $('r-add-cap').addEventListener('click', () => capRow());
+$('c-ab-on').addEventListener('change', toggleAb);
+$('c-add-variant').addEventListener('click', addVariant);
 $('rules-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   try {

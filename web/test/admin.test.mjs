@@ -125,10 +125,46 @@ test('the overview shows what /v1/stats says', async () => {
   await page.emulateMedia({ colorScheme: 'light' });
 });
 
+/** The A/B test composed early, decided (a minute on) near the end. */
+let abTestId = null;
+
+test('compose an A/B test: variants added and removed, sent to the topic, its variants shown while it tests', async () => {
+  await page.getByRole('link', { name: 'Compose' }).click();
+  await page.waitForSelector('body[data-page="compose"]');
+  await page.getByLabel('Title', { exact: true }).fill('Half off today');
+  await page.getByLabel('A topic').check();
+  await page.getByLabel('Topic, user ids separated by commas, or an expression').fill('dash');
+  await page.getByLabel('Test variants (the text above is variant A)').check();
+  await page.getByLabel('Title of variant B').fill('Your basket misses you');
+  await page.getByRole('button', { name: 'Add a variant' }).click();
+  await page.getByLabel('Title of variant C').fill('A third way');
+  await page.getByRole('button', { name: 'Remove variant C' }).click();
+  assert.equal(await page.locator('#c-variants fieldset').count(), 1, 'variant C removed');
+  await page.getByLabel('Sample: % of the audience, split evenly among the variants').fill('100');
+  await page.getByLabel('Choose the winner after (30m, 1h, 1d)').fill('1m');
+  await screenshots('compose-ab');
+  await page.getByRole('button', { name: 'Send' }).click();
+  await page.waitForFunction(() => !document.getElementById('m-ab').hidden, null, { timeout: 30000 });
+  abTestId = (await page.evaluate(() => location.hash)).split('/')[1];
+  const { body: m } = await api(server, 'GET', `/v1/messages/${abTestId}`);
+  assert.deepEqual(
+    [m.abTest.samplePercent, m.abTest.decideAfter, m.abTest.metric, m.abTest.ifNoWinner, m.abTest.variants.length],
+    [100, '1m', 'clicked', 'send-best', 2],
+  );
+  await page.waitForFunction(() => document.getElementById('m-ab-summary').textContent.includes('testing'), null, { timeout: 30000 });
+  assert.equal(await page.locator('#m-ab-rows tr').count(), 2, 'a row per variant');
+  assert.match(await page.textContent('#m-ab-rows'), /Variant A[\s\S]*Variant B/);
+  await screenshots('message-ab-testing');
+  // The next messages are composed without a test.
+  await page.getByRole('link', { name: 'Compose' }).click();
+  await page.waitForSelector('body[data-page="compose"]');
+  await page.getByLabel('Test variants (the text above is variant A)').uncheck();
+});
+
 test('compose a message to a topic, watch it reach done, read its funnel', async () => {
   await page.getByRole('link', { name: 'Compose' }).click();
   await page.waitForSelector('body[data-page="compose"]');
-  await page.getByLabel('Title').fill('Hello from the dashboard');
+  await page.getByLabel('Title', { exact: true }).fill('Hello from the dashboard');
   await page.getByLabel('Body', { exact: true }).fill('Composed in Chromium');
   assert.equal(await page.textContent('#p-title'), 'Hello from the dashboard', 'the preview follows');
   assert.match(await page.textContent('#c-bytes'), /^\d+ bytes left of 3993/);
@@ -170,7 +206,7 @@ test('compose a message to a topic, watch it reach done, read its funnel', async
 test('compose a declarative message: its format is sent and shown', async () => {
   await page.getByRole('link', { name: 'Compose' }).click();
   await page.waitForSelector('body[data-page="compose"]');
-  await page.getByLabel('Title').fill('Declarative from the dashboard');
+  await page.getByLabel('Title', { exact: true }).fill('Declarative from the dashboard');
   await page.getByLabel('Link').fill(`${server.url}/?from=dashboard`);
   await page.getByLabel('Format').selectOption('declarative');
   assert.equal(await page.textContent('#p-title'), 'Declarative from the dashboard', 'the preview follows');
@@ -192,7 +228,7 @@ test('compose a declarative message: its format is sent and shown', async () => 
 
 test('a scheduled message is cancelled from its page', async () => {
   await page.getByRole('link', { name: 'Compose' }).click();
-  await page.getByLabel('Title').fill('Tomorrow');
+  await page.getByLabel('Title', { exact: true }).fill('Tomorrow');
   const tomorrow = new Date(Date.now() + 86_400_000);
   const local = new Date(tomorrow.getTime() - tomorrow.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
   await page.getByLabel('Send at (your local time; empty: now)').fill(local);
@@ -205,7 +241,7 @@ test('a scheduled message is cancelled from its page', async () => {
   assert.equal((await api(server, 'GET', `/v1/messages/${id}`)).body.state, 'cancelled');
   await page.getByRole('link', { name: 'Messages' }).first().click();
   await page.waitForSelector('#message-list:not([hidden])');
-  assert.equal(await page.locator('#message-rows tr').count(), 3, 'the two composed before, and this one');
+  assert.equal(await page.locator('#message-rows tr').count(), 4, 'the A/B test (not its parts), the two composed before, and this one');
   await screenshots('messages');
 });
 
@@ -256,11 +292,11 @@ test('segments: made with a live count, listed, aimed at with a tab per language
   await page.getByRole('link', { name: 'Compose' }).click();
   await page.waitForSelector('body[data-page="compose"]');
   await page.locator('#c-when').fill('');
-  await page.getByLabel('Title').fill('Hello {{ tags.first_name | default: "you" }}');
+  await page.getByLabel('Title', { exact: true }).fill('Hello {{ tags.first_name | default: "you" }}');
   await page.getByLabel('Add a language').fill('fr');
   await page.getByRole('button', { name: 'Add', exact: true }).click();
   assert.equal(await page.getByRole('tab', { name: 'fr' }).getAttribute('aria-selected'), 'true');
-  await page.getByLabel('Title').fill('Bonjour {{ tags.first_name }}');
+  await page.getByLabel('Title', { exact: true }).fill('Bonjour {{ tags.first_name }}');
   await page.getByLabel('A segment').check();
   await page.getByLabel('Segment', { exact: true }).selectOption('pros');
   await page.waitForFunction(() => document.getElementById('c-count').textContent === '1 subscribers match now.');
@@ -325,7 +361,7 @@ test('delivery rules: set on their page (refused by id, then saved); a message a
   await page.getByRole('link', { name: 'Compose' }).click();
   await page.waitForSelector('body[data-page="compose"]');
   const tomorrow = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10);
-  await page.getByLabel('Title').fill('Good morning');
+  await page.getByLabel('Title', { exact: true }).fill('Good morning');
   await page.getByLabel('A topic').check();
   await page.getByLabel('Topic, user ids separated by commas, or an expression').fill('dash');
   await page.locator('#c-when').fill(`${tomorrow}T09:00`);
@@ -434,6 +470,16 @@ test('a read token sees the pages and cannot press what it may not do', async ()
   await page.waitForSelector('body[data-page="overview"]');
   const { body: stats } = await api(server, 'GET', '/v1/stats');
   assert.equal(await page.textContent('[data-stat="subscriptions"]'), String(stats.subscriptions));
+});
+
+test('the A/B test composed first is decided a minute on: no winner among two, shown with its reason', async () => {
+  assert.ok(abTestId, 'the A/B test was sent');
+  await page.goto(`${server.url}/admin#messages/${abTestId}`);
+  await page.waitForFunction(() => document.getElementById('m-ab-decision').textContent !== '', null, { timeout: 120000 });
+  const { body: m } = await api(server, 'GET', `/v1/messages/${abTestId}`);
+  assert.equal(m.abTest.stage, 'stopped', JSON.stringify(m.abTest));
+  assert.match(await page.textContent('#m-ab-decision'), /^No winner · p-value: none · Nothing to compare[\s\S]*no rest to send to\.$/);
+  await screenshots('message-ab-decided');
 });
 
 test('no page of the dashboard did anything its Content-Security-Policy refuses', () => {

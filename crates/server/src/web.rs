@@ -19,6 +19,8 @@ const ICON_512: &[u8] = include_bytes!("../../../web/icon-512.png");
 const ADMIN: &str = include_str!("../../../web/admin/index.html");
 const ADMIN_JS: &str = include_str!("../../../web/admin/admin.js");
 const ADMIN_CSS: &str = include_str!("../../../web/admin/admin.css");
+const ADMIN_DOM_JS: &str = include_str!("../../../web/admin/dom.js");
+const ADMIN_AB_JS: &str = include_str!("../../../web/admin/ab.js");
 
 /// `/tocsin.global.js`: the module turned into a plain script that defines
 /// `window.Tocsin` (the module's `export` keywords removed, its default
@@ -87,6 +89,8 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/admin", get(|| async { admin_file("text/html; charset=utf-8", ADMIN) }))
         .route("/admin/admin.js", get(|| async { admin_file("text/javascript; charset=utf-8", ADMIN_JS) }))
         .route("/admin/admin.css", get(|| async { admin_file("text/css; charset=utf-8", ADMIN_CSS) }))
+        .route("/admin/dom.js", get(|| async { admin_file("text/javascript; charset=utf-8", ADMIN_DOM_JS) }))
+        .route("/admin/ab.js", get(|| async { admin_file("text/javascript; charset=utf-8", ADMIN_AB_JS) }))
 }
 
 #[cfg(test)]

@@ -584,12 +584,13 @@ pub struct AbTest {
 
 impl AbTest {
     /// Where the test is: `waiting` (for its `sendAt`), `testing`,
-    /// `decided` (a variant went to the rest) or `stopped` (none did).
+    /// `decided` (a variant won, or went to the rest) or `stopped` (none
+    /// did either).
     pub fn stage(&self) -> &'static str {
         match (&self.decide_at, &self.decision) {
             (None, _) => "waiting",
             (Some(_), None) => "testing",
-            (Some(_), Some(d)) if d.sent.is_some() => "decided",
+            (Some(_), Some(d)) if d.sent.is_some() || d.winner.is_some() => "decided",
             (Some(_), Some(_)) => "stopped",
         }
     }

@@ -198,7 +198,8 @@ pub struct Decision {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub winner: Option<usize>,
     /// The variant the rest of the audience gets: the winner, or the best
-    /// with `ifNoWinner: send-best`; absent with `stop`.
+    /// with `ifNoWinner: send-best`; absent with `stop`, and when the
+    /// sample was the whole audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent: Option<usize>,
     /// Why, in a sentence.
@@ -225,10 +226,12 @@ pub fn decide(settings: &AbSettings, arms: &[Arm]) -> Decision {
     let test = chi_squared(arms);
     let p_value = test.map(|(x, df)| chi_squared_sf(x, df));
     let winner = best.filter(|_| p_value.is_some_and(|p| p < ALPHA));
+    let whole = settings.sample_percent >= 100;
     let sent = winner.or(match settings.if_no_winner {
         IfNoWinner::SendBest => best,
         IfNoWinner::Stop => None,
     });
+    let sent = sent.filter(|_| !whole);
     let rate = |i: usize| arms[i].rate() * 100.0;
     let p_text = |p: f64| if p < 0.0001 { "p < 0.0001".to_owned() } else { format!("p = {p:.4}") };
     let reason = match (winner, best, p_value) {
@@ -251,6 +254,7 @@ pub fn decide(settings: &AbSettings, arms: &[Arm]) -> Decision {
         (Some(_), _, None) => String::new(),
     };
     let reason = match (winner, sent) {
+        _ if whole => format!("{reason}; the sample was the whole audience: there is no rest to send to"),
         (None, Some(s)) => format!("{reason}; sent variant {} to the rest (ifNoWinner: send-best)", letter(s)),
         (None, None) if best.is_some() => format!("{reason}; the rest gets nothing (ifNoWinner: stop)"),
         _ => reason,
@@ -387,6 +391,12 @@ mod tests {
         let d = decide(&settings(IfNoWinner::Stop), &close);
         assert_eq!((d.best, d.winner, d.sent), (Some(1), None, None));
         assert!(d.reason.contains("stop"), "{}", d.reason);
+
+        // A sample of the whole audience: a winner, and no rest to send it to.
+        let whole = AbSettings { sample_percent: 100, ..settings(IfNoWinner::SendBest) };
+        let d = decide(&whole, &arms);
+        assert_eq!((d.winner, d.sent), (Some(1), None));
+        assert!(d.reason.contains("no rest"), "{}", d.reason);
 
         // Nothing delivered; nothing clicked (the first is the best of equals).
         let d = decide(&settings(IfNoWinner::SendBest), &[Arm::default(), Arm::default()]);

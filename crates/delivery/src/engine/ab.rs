@@ -48,7 +48,6 @@ impl Engine {
                     })
                     .collect();
                 let decide_at = now.saturating_add(test.settings.decide_after.ms());
-                tracing::info!(message = %m.id(), variants = count, "A/B test sending its variants");
                 (AbTest { decide_at: Some(decide_at), ..test }, MessageState::Scheduled, Some(decide_at), children)
             }
             (Some(_), Ok(payloads)) => {
@@ -72,16 +71,19 @@ impl Engine {
                     .and_then(|(i, p)| part_message(&m, &test, i, SlicePart::Rest, p, now))
                     .into_iter()
                     .collect();
-                tracing::info!(message = %m.id(), winner = ?decision.winner, sent = ?decision.sent,
-                    p_value = ?decision.p_value, "A/B test decided");
                 (AbTest { decision: Some(decision), ..test }, MessageState::Done, m.accepted.send_at, children)
             }
+        };
+        let said = match &test.decision {
+            Some(d) => format!("A/B test decided: {}", d.reason),
+            None => format!("A/B test sending its {} variants", test.variants.len()),
         };
         let mut rules = m.accepted.rules.clone();
         rules.ab = Some(test);
         let step = AbStep { from: (m.state, m.accepted.send_at), rules, state, send_at, children };
         let id = m.id().to_owned();
         if lane.db(move |s| async move { s.advance_ab_test(&id, &step, now).await }).await? {
+            tracing::info!(message = %m.id(), node = %self.config.node_id, "{said}");
             self.wake.notify_waiters();
         }
         Ok(())

@@ -79,8 +79,8 @@ pub struct AbTestView {
     pub(crate) metric: &'static str,
     /// `send-best` or `stop`.
     pub(crate) if_no_winner: &'static str,
-    /// `waiting` (for `sendAt`), `testing`, `decided` (a variant went to
-    /// the rest) or `stopped` (none did).
+    /// `waiting` (for `sendAt`), `testing`, `decided` (a variant won, or
+    /// went to the rest) or `stopped` (neither).
     pub(crate) stage: &'static str,
     /// When the winner is (or was) chosen (RFC 3339).
     pub(crate) decide_at: Option<String>,
