@@ -124,6 +124,24 @@ async fn a_test_moves_on_once_with_its_parts_and_a_cancel_reaches_them() -> Test
         assert!(!store.advance_ab_test("t", &late, at + 3).await?);
         assert!(store.message("t-w0").await?.is_none());
         assert!(store.next_startable_message(i64::MAX / 2).await?.is_none());
+
+        // A test's message without a sendAt (not one the API stores) moves
+        // on too, rather than stay due for ever.
+        let bare = NewMessage {
+            rules: MessageRules { ab: Some(test_of(2)), ..MessageRules::default() },
+            ..message_in(AppId::DEFAULT, "u", Target::All(true), None)
+        };
+        store.insert_message(&bare).await?;
+        let m = store.message("u").await?.ok_or("u")?;
+        let step = AbStep {
+            from: (m.state, m.accepted.send_at),
+            rules: m.accepted.rules.clone(),
+            state: MessageState::Done,
+            send_at: None,
+            children: Vec::new(),
+        };
+        assert!(store.advance_ab_test("u", &step, at).await?);
+        assert_eq!(store.message("u").await?.ok_or("u")?.state, MessageState::Done);
         Ok(())
     })
     .await

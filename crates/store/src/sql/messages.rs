@@ -104,7 +104,7 @@ pub(super) async fn advance_ab_test(store: &SqlStore, id: &str, step: &crate::Ab
     let (from_state, from_send_at) = step.from;
     let moved = sqlx::query(
         "UPDATE messages SET rules = $1, state = $2, send_at = $3, updated_at = $4 \
-         WHERE id = $5 AND state = $6 AND send_at = $7",
+         WHERE id = $5 AND state = $6 AND COALESCE(send_at, -1) = $7",
     )
     .bind(step.rules.to_stored())
     .bind(step.state.as_str())
@@ -112,7 +112,9 @@ pub(super) async fn advance_ab_test(store: &SqlStore, id: &str, step: &crate::Ab
     .bind(now)
     .bind(id)
     .bind(from_state.as_str())
-    .bind(from_send_at.unwrap_or(i64::MIN))
+    // A test's message always has one; a row without would otherwise be
+    // due for ever and never move on.
+    .bind(from_send_at.unwrap_or(-1))
     .execute(&mut *tx)
     .await?;
     if moved.rows_affected() == 0 {
