@@ -21,6 +21,9 @@ PostgreSQL database of its own. Then, in the same run:
             so every delivery is checked against its subscription's history and the history written back)
   sqlite-throttled, postgres-throttled  the all-broadcast with `ratePerMinute` (--rate): the rate reached
             against the one asked
+  sqlite-ab, postgres-ab  the all-broadcast as an A/B test of four variants over the whole audience
+            (samplePercent 100): four messages, each paging the audience for its share; timed until
+            the four are done (the decision, 30 days on, is not waited for)
 
 and reports deliveries/s, CPU seconds per 1,000 deliveries (sender, and the
 sink apart), and peak RSS. Results: bench/results/*.json and a table.
@@ -221,6 +224,10 @@ def tocsin_serve(subs, sink, concurrency, database, binary=TOCSIN, message=None,
             m = api(base, "GET", f"/v1/messages/{mid}")
             if m["state"] == "done":
                 break
+            # An A/B test: its variants sent (its decision is not waited for).
+            parts = (m.get("abTest") or {}).get("variants") or []
+            if parts and all(v["state"] == "done" for v in parts):
+                break
             time.sleep(0.02)
         wall = time.monotonic() - start
         r = {"delivered": m["counts"]["delivered"], "failed": m["counts"]["failed"], "seconds": wall,
@@ -297,7 +304,7 @@ def main():
                     help="send sqlite postgres web-push sqlite-declarative (a declarative message) sqlite-webhook postgres-webhook "
                          "(a webhook registered), sqlite-segment postgres-segment (a 10 %% segment, and counts), "
                          "sqlite-personal postgres-personal (by language, templated), sqlite-capped postgres-capped (one cap rule), "
-                         "sqlite-throttled postgres-throttled (--rate), and with --baseline "
+                         "sqlite-throttled postgres-throttled (--rate), sqlite-ab postgres-ab (four variants), and with --baseline "
                          "sqlite-baseline postgres-baseline")
     ap.add_argument("--baseline", type=Path, metavar="BIN",
                     help="another tocsin binary (an earlier build) for the ways sqlite-baseline and postgres-baseline: "
@@ -389,7 +396,7 @@ def main():
                                                  binary)
                             finally:
                                 subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", db])
-                    elif way.split("-", 1)[-1] in ("segment", "personal", "capped", "throttled"):
+                    elif way.split("-", 1)[-1] in ("segment", "personal", "capped", "throttled", "ab"):
                         kind = way.split("-", 1)[-1]
                         message = {"payload": PAYLOAD, "target": {"all": True}}
                         if kind == "segment":
@@ -398,6 +405,11 @@ def main():
                             message["payload"] = PERSONAL
                         elif kind == "throttled":
                             message["ratePerMinute"] = args.rate
+                        elif kind == "ab":
+                            del message["payload"]
+                            message["variants"] = [PAYLOAD.replace("Benchmark", f"Variant {v}") for v in "ABCD"]
+                            message["abTest"] = {"samplePercent": 100, "decideAfter": "30d", "metric": "clicked",
+                                                 "ifNoWinner": "stop"}
                         rules = {"frequencyCaps": [{"max": 100, "per": "1d"}]} if kind == "capped" else None
                         if way.startswith("sqlite"):
                             r = tocsin_serve(tagged, sink, args.concurrency, f"sqlite://{work}/bench-{n}-{way}.db",
