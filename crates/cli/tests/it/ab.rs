@@ -225,7 +225,8 @@ async fn ab_tests_on_postgres() {
 }
 
 /// A test cancelled while its variants wait for the decision: its parts
-/// are cancelled with it, and no winner is sent.
+/// are cancelled with it (that no step is stored after a cancel is the
+/// storage contract's, `contract/ab.rs`).
 #[tokio::test]
 async fn a_cancelled_test_sends_nothing_more() {
     let db = Db::new(Backend::Sqlite);
