@@ -5,11 +5,11 @@
 //! the rest, and show no significant difference in the other, which stops.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common;
 
-use common::server::{call, populate, Backend, Db, Server, TOKEN};
+use common::server::{call, message, populate, until, Backend, Db, Server, TOKEN};
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -20,25 +20,6 @@ fn error_id(v: &Value) -> &str {
 
 fn ab(if_no_winner: &str) -> Value {
     json!({"samplePercent": 50, "decideAfter": "1m", "metric": "clicked", "ifNoWinner": if_no_winner})
-}
-
-async fn view(server: &Server, id: &str) -> Value {
-    let (s, m) = call(server, Method::GET, &format!("/v1/messages/{id}"), Some(TOKEN), None).await;
-    assert_eq!(s, 200, "{m}");
-    m
-}
-
-/// Polls a message until `done(view)`, at most `limit`.
-async fn until(server: &Server, id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let m = view(server, id).await;
-        if done(&m) {
-            return m;
-        }
-        assert!(started.elapsed() < limit, "not there after {limit:?}: {m}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// The deliveries the dev push service received: (subscription id, message id, event token).
@@ -180,7 +161,7 @@ async fn ab_tests(backend: Backend) {
     assert!(t["reason"].as_str().unwrap().starts_with("variant B won"), "{won}");
     assert_eq!(t["variants"][0]["counts"]["clicked"], 0, "{won}");
     let rest_id = t["rest"]["messageId"].as_str().unwrap().to_owned();
-    let rest = view(&server, &rest_id).await;
+    let rest = message(&server, &rest_id).await;
     assert_eq!(rest["abPartOf"], json!({"messageId": ids[0], "variant": "B", "rest": true}), "{rest}");
     let c = &won["counts"];
     assert_eq!((c["targeted"].as_i64(), c["delivered"].as_i64()), (Some(160), Some(160)), "{won}");
@@ -242,7 +223,7 @@ async fn a_cancelled_test_sends_nothing_more() {
     let (s, v) = call(&server, Method::DELETE, &format!("/v1/messages/{id}"), Some(TOKEN), None).await;
     assert_eq!((s, v["state"].as_str()), (200, Some("cancelled")), "{v}");
     for p in v["abTest"]["variants"].as_array().unwrap() {
-        let part = view(&server, p["messageId"].as_str().unwrap()).await;
+        let part = message(&server, p["messageId"].as_str().unwrap()).await;
         assert!(["cancelled", "done"].contains(&part["state"].as_str().unwrap()), "{part}");
     }
     assert_eq!(v["abTest"]["variants"].as_array().unwrap().len(), 3);

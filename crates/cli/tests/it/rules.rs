@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::common;
 
-use common::server::{call, create_token, received, Backend, Db, Server, TOKEN};
+use common::server::{call, create_token, message, received, until, Backend, Db, Server, TOKEN};
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -35,29 +35,10 @@ fn utc_local(ahead: Duration) -> String {
     t.trim_end_matches('Z').to_owned()
 }
 
-async fn message(server: &Server, id: &str) -> Value {
-    let (s, m) = call(server, Method::GET, &format!("/v1/messages/{id}"), Some(TOKEN), None).await;
-    assert_eq!(s, 200, "{m}");
-    m
-}
-
 async fn send(server: &Server, body: Value) -> String {
     let (s, v) = call(server, Method::POST, "/v1/messages", Some(TOKEN), Some(body)).await;
     assert_eq!(s, 202, "{v}");
     v["id"].as_str().unwrap().to_owned()
-}
-
-/// Polls a message until `done(view)`, at most `limit`.
-async fn until(server: &Server, id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let m = message(server, id).await;
-        if done(&m) {
-            return m;
-        }
-        assert!(started.elapsed() < limit, "not there after {limit:?}: {m}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn rules_and_local_time(backend: Backend) {

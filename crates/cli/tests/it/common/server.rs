@@ -360,3 +360,23 @@ pub async fn assert_reached_once(dev: &super::DevPush, subs: &[Value], m: &Value
     assert_eq!(total, c["delivered"].as_u64().unwrap(), "received as many as counted delivered");
     assert_eq!(twice, 0, "{twice} subscriptions got the message twice ({total} received for {n})");
 }
+
+/// `GET /v1/messages/{id}` with the admin token: the message's view.
+pub async fn message(server: &Server, id: &str) -> Value {
+    let (s, m) = call(server, reqwest::Method::GET, &format!("/v1/messages/{id}"), Some(TOKEN), None).await;
+    assert_eq!(s, 200, "{m}");
+    m
+}
+
+/// Polls a message's view until `done(view)`, at most `limit`.
+pub async fn until(server: &Server, id: &str, limit: std::time::Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let m = message(server, id).await;
+        if done(&m) {
+            return m;
+        }
+        assert!(started.elapsed() < limit, "not there after {limit:?}: {m}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
