@@ -2,7 +2,8 @@
 //! refused by id with nothing stored; two tests at once over one audience,
 //! where the service workers' clicks (posted to `/api/events` with each
 //! delivery's event token, as `sw.js` does) make one variant win and go to
-//! the rest, and show no significant difference in the other, which stops.
+//! the rest, and show no significant difference in the other, which stops;
+//! a kill -9 before the decision loses nothing and sends nothing twice.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -149,6 +150,10 @@ async fn ab_tests(backend: Backend) {
             }
         }
     }
+    // A kill -9 while the tests wait for their decision loses nothing: their
+    // state is stored, and the restarted node (or any other) decides.
+    drop(server);
+    let server = Server::start(&db, &["--endpoint-policy", "any"]);
     // After the minute: test 0's winner is B, sent to the rest; test 1 stops.
     let won = until(&server, &ids[0], Duration::from_secs(150), |m| m["state"] == "done").await;
     let t = &won["abTest"];
@@ -195,15 +200,7 @@ async fn ab_tests(backend: Backend) {
     assert_eq!((s, error_id(&v)), (409, "message-already-done"), "{v}");
 }
 
-#[tokio::test]
-async fn ab_tests_on_sqlite() {
-    ab_tests(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn ab_tests_on_postgres() {
-    ab_tests(Backend::Postgres).await;
-}
+both_backends!(one_wins_one_stops_across_a_kill_9, ab_tests);
 
 /// A test cancelled while its variants wait for the decision: its parts
 /// are cancelled with it (that no step is stored after a cancel is the
