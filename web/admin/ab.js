@@ -69,9 +69,9 @@ export function abRequest(a) {
   const variant = (box) => {
     const title = box.querySelector('input').value;
     const body = box.querySelector('textarea').value;
-    if (a.notification) return { ...a, notification: { ...a.notification, title, ...(body ? { body } : { body: undefined }) } };
-    const { body: _, ...rest } = a;
-    return { ...rest, title, ...(body ? { body } : {}) };
+    // A's link, icon and the rest, with this variant's title and body.
+    const withText = ({ body: _, ...rest }) => ({ ...rest, title, ...(body ? { body } : {}) });
+    return a.notification ? { ...a, notification: withText(a.notification) } : withText(a);
   };
   return {
     variants: [a, ...[...$('c-variants').children].map(variant)],

@@ -491,6 +491,35 @@ pub struct Counts {
     pub clicked: i64,
 }
 
+impl std::ops::AddAssign for Counts {
+    /// Sums counters (an A/B test's parts into the test's).
+    fn add_assign(&mut self, c: Counts) {
+        self.targeted += c.targeted;
+        self.delivered += c.delivered;
+        self.failed += c.failed;
+        self.gone += c.gone;
+        self.expired += c.expired;
+        self.held += c.held;
+        self.capped += c.capped;
+        self.pending_retry += c.pending_retry;
+        self.shown += c.shown;
+        self.clicked += c.clicked;
+    }
+}
+
+impl Counts {
+    /// What an A/B test judges a variant's message by: delivered, and of
+    /// those shown or clicked by `metric`.
+    pub fn arm(&self, metric: tocsin_audience::rules::ab::AbMetric) -> tocsin_audience::rules::ab::Arm {
+        use tocsin_audience::rules::ab::AbMetric;
+        let converted = match metric {
+            AbMetric::Clicked => self.clicked,
+            AbMetric::Shown => self.shown,
+        };
+        tocsin_audience::rules::ab::Arm { delivered: self.delivered, converted }
+    }
+}
+
 /// A message to store.
 #[derive(Debug, Clone)]
 pub struct NewMessage {

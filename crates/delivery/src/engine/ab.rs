@@ -55,13 +55,7 @@ impl Engine {
                 for id in &test.variants {
                     let id = id.clone();
                     let variant = lane.db(move |s| async move { s.message(&id).await }).await?;
-                    arms.push(variant.map_or(Arm::default(), |v| Arm {
-                        delivered: v.counts.delivered,
-                        converted: match test.settings.metric {
-                            ab::AbMetric::Clicked => v.counts.clicked,
-                            ab::AbMetric::Shown => v.counts.shown,
-                        },
-                    }));
+                    arms.push(variant.map_or(Arm::default(), |v| v.counts.arm(test.settings.metric)));
                 }
                 let decision = ab::decide(&test.settings, &arms);
                 let children = decision

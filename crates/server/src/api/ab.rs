@@ -151,20 +151,13 @@ pub(crate) async fn view(
         let counts = p.as_ref().map(|p| p.counts).unwrap_or_default();
         all_done &= p.as_ref().is_none_or(|p| matches!(p.state, MessageState::Done | MessageState::Cancelled));
         any_cancelled |= p.as_ref().is_some_and(|p| p.state == MessageState::Cancelled);
-        add(&mut total, &counts);
-        let arm = ab::Arm {
-            delivered: counts.delivered,
-            converted: match metric {
-                ab::AbMetric::Clicked => counts.clicked,
-                ab::AbMetric::Shown => counts.shown,
-            },
-        };
+        total += counts;
         Ok(AbPartView {
             variant: ab::letter(i).into(),
             message_id: id.to_owned(),
             state: p.map(|p| p.state.as_str().to_owned()),
             counts: counts.into(),
-            rate: arm.rate(),
+            rate: counts.arm(metric).rate(),
         })
     };
     let mut variants = Vec::with_capacity(test.variants.len());
@@ -208,17 +201,4 @@ pub(crate) async fn view(
         reason: decision.map(|d| d.reason.clone()),
     };
     Ok((view, total, state.to_owned()))
-}
-
-fn add(total: &mut Counts, c: &Counts) {
-    total.targeted += c.targeted;
-    total.delivered += c.delivered;
-    total.failed += c.failed;
-    total.gone += c.gone;
-    total.expired += c.expired;
-    total.held += c.held;
-    total.capped += c.capped;
-    total.pending_retry += c.pending_retry;
-    total.shown += c.shown;
-    total.clicked += c.clicked;
 }

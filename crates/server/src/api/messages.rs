@@ -353,9 +353,7 @@ pub(crate) async fn get_message(
         return Err(ApiError::new(ErrorId::MessageNotFound, format!("no message {id}")));
     };
     let local = m.accepted.rules.local.clone().map(|l| (l, m.state));
-    let test = ab_of(&st, &m).await.map_err(storage)?;
-    let mut view = MessageView::from(m);
-    test.apply(&mut view);
+    let mut view = view_of(&st, m).await.map_err(storage)?;
     if let Some((local, state)) = local {
         let progress = st.store.wave_progress(&id).await.map_err(storage)?;
         view.local_time = Some(super::views::LocalTimeView::of(&local, state, &progress, now_ms()));
@@ -365,24 +363,19 @@ pub(crate) async fn get_message(
     Ok(Json(view))
 }
 
-/// What an A/B test's message shows of its parts (nothing for another message).
-struct AbShown(Option<(super::ab::AbTestView, tocsin_store_api::Counts, String)>);
-
-impl AbShown {
-    fn apply(self, view: &mut MessageView) {
-        if let Some((test, counts, state)) = self.0 {
-            view.ab_test = Some(test);
-            view.counts = counts.into();
-            view.state = state;
-        }
+/// A message as the API shows it (an A/B test's with its parts).
+async fn view_of(st: &AppState, m: tocsin_store_api::Message) -> Result<MessageView, tocsin_store_api::StoreError> {
+    let test = match &m.accepted.rules.ab {
+        Some(test) => Some(super::ab::view(st.store.as_ref(), &m, test).await?),
+        None => None,
+    };
+    let mut view = MessageView::from(m);
+    if let Some((test, counts, state)) = test {
+        view.ab_test = Some(test);
+        view.counts = counts.into();
+        view.state = state;
     }
-}
-
-async fn ab_of(st: &AppState, m: &tocsin_store_api::Message) -> Result<AbShown, tocsin_store_api::StoreError> {
-    match &m.accepted.rules.ab {
-        Some(test) => Ok(AbShown(Some(super::ab::view(st.store.as_ref(), m, test).await?))),
-        None => Ok(AbShown(None)),
-    }
+    Ok(view)
 }
 
 /// Cancels what is not sent yet (an A/B test: with its parts).
@@ -399,9 +392,7 @@ pub(crate) async fn cancel_message(
     let Some(m) = st.store.cancel_message(token.app.id, &id, now_ms()).await.map_err(storage)? else {
         return Err(ApiError::new(ErrorId::MessageNotFound, format!("no message {id}")));
     };
-    let test = ab_of(&st, &m).await.map_err(storage)?;
-    let mut view = MessageView::from(m);
-    test.apply(&mut view);
+    let view = view_of(&st, m).await.map_err(storage)?;
     // An A/B test is done when its parts are.
     if view.state == MessageState::Done.as_str() {
         return Err(ApiError::new(ErrorId::MessageAlreadyDone, "the message was already sent"));
@@ -427,11 +418,9 @@ pub(crate) async fn list_messages(
     let next = (items.len() as i64 == n).then(|| items.last().map(|m| m.id().to_owned())).flatten();
     let mut views = Vec::with_capacity(items.len());
     for m in items {
-        let test = ab_of(&st, &m)
+        let view = view_of(&st, m)
             .await
             .map_err(|e| ApiError::storage(ErrorId::StorageFailed, "cannot read an A/B test's parts", &e))?;
-        let mut view = MessageView::from(m);
-        test.apply(&mut view);
         views.push(view);
     }
     let items = views;
