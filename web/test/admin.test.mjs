@@ -241,6 +241,8 @@ test('a scheduled message is cancelled from its page', async () => {
   assert.equal((await api(server, 'GET', `/v1/messages/${id}`)).body.state, 'cancelled');
   await page.getByRole('link', { name: 'Messages' }).first().click();
   await page.waitForSelector('#message-list:not([hidden])');
+  // The list shows before its rows are read: wait for them, then count.
+  await page.waitForFunction(() => document.querySelectorAll('#message-rows tr').length >= 4).catch(() => {});
   assert.equal(await page.locator('#message-rows tr').count(), 4, 'the A/B test (not its parts), the two composed before, and this one');
   await screenshots('messages');
 });
